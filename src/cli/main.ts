@@ -1,0 +1,58 @@
+#!/usr/bin/env node
+// The one `pfgrey` entry: picks the subcommand and turns any error into one line on stderr.
+
+import { createRequire } from 'node:module';
+import { describe, isPfgreyError } from '../errors.js';
+import { dbCommand } from './db.js';
+import { processIO, type CliIO } from './io.js';
+import { runCommand } from './run.js';
+
+const USAGE = `usage: pfgrey <command> [options]
+
+commands:
+  run     the tarpit and greylisting daemon (spamd's flags; pfgrey run --help)
+  db      list and edit the greylist database (spamdb's flags; pfgrey db -h)
+`;
+
+export async function main(argv: string[], io: CliIO): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'run':
+        return await runCommand(rest, io);
+      case 'db':
+        return await dbCommand(rest, io);
+      case '--version':
+      case '-V': {
+        const pkg = createRequire(import.meta.url)('../../package.json') as { version: string };
+        io.stdout.write(`pfgrey ${pkg.version}\n`);
+        return 0;
+      }
+      case 'help':
+      case '--help':
+      case '-h':
+        io.stdout.write(USAGE);
+        return 0;
+      default:
+        io.stderr.write(command === undefined ? USAGE : `pfgrey: unknown command "${command}"\n${USAGE}`);
+        return 1;
+    }
+  } catch (err) {
+    if (isPfgreyError(err)) {
+      io.stderr.write(`pfgrey ${command}: ${err.message}\n`);
+      return err.exitCode;
+    }
+    io.stderr.write(`pfgrey ${command}: internal error: ${describe(err)}\n`);
+    return 70;
+  }
+}
+
+main(process.argv.slice(2), processIO).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err) => {
+    process.stderr.write(`pfgrey: internal error: ${describe(err)}\n`);
+    process.exitCode = 70;
+  },
+);

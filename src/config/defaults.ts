@@ -1,0 +1,76 @@
+// Every default pfgrey uses lives here, so that a number spamd users know (8025, 25 minutes,
+// 36 days, 800 connections…) is changed in exactly one place. Durations are milliseconds.
+
+const SECOND = 1000;
+const MINUTE = 60 * SECOND;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+
+export const DEFAULTS = Object.freeze({
+  /** spamd's `spamd/tcp` service port. */
+  port: 8025,
+  /** spamd's `spamd-cfg/tcp` service port. */
+  configPort: 8026,
+  /** spamd ≥ 2016 binds the loopback address unless -l says otherwise. */
+  listenAddress: '127.0.0.1',
+  /** Banner product text (-n). */
+  bannerName: 'spamd IP-based SPAM blocker',
+  /** Reply code for blacklisted hosts (-4/-5). */
+  blackCode: 450 as 450 | 550,
+
+  /** grey.h: PASSTIME, GREYEXP, WHITEEXP, TRAPEXP. */
+  passTime: 25 * MINUTE,
+  greyExpiry: 4 * HOUR,
+  whiteExpiry: 36 * DAY,
+  trapExpiry: 24 * HOUR,
+  /** DB_SCAN_INTERVAL. */
+  scanInterval: 60 * SECOND,
+
+  /** -s: delay between stuttered bytes. */
+  stutter: 1 * SECOND,
+  /** -S: greylisted clients are stuttered only during their first N seconds. */
+  greyStutter: 10 * SECOND,
+  /** MAXTIME: a connection waiting this long for input is closed. */
+  idleTimeout: 400 * SECOND,
+
+  /** -c: concurrent connections. */
+  maxCon: 800,
+  /** Above maxcon − this many clients spamd stops stuttering, to drain faster. */
+  stutterOffMargin: 5,
+  /** maxblack defaults to maxcon − this (spamd, greylist mode). */
+  maxBlackMargin: 100,
+  /** Input line cap: spamd accumulates at most 8191 bytes for one line. */
+  maxLine: 8191,
+  /** spamd's HELO/MAIL/RCPT capture buffers are 1024 bytes (1023 characters). */
+  maxArg: 1023,
+  /** The 21st unrecognised command ends the session. */
+  maxBadCommands: 20,
+  /** Blacklisted DATA is cut after this many body lines. */
+  maxBodyLines: 10,
+
+  /** Group commit: pending tuple writes are flushed at least this often. */
+  commitDelay: 200,
+  /** …or as soon as this many are queued. */
+  commitBatch: 5000,
+  /** Rows read per step of the scan, so the event loop never waits long on it. */
+  scanChunk: 2000,
+  /** SQLite busy timeout: the CLI and the daemon share the file. */
+  busyTimeout: 10 * SECOND,
+
+  /** Firewall: where pfctl lives, which table we own. */
+  pfctl: '/sbin/pfctl',
+  pfDevice: '/dev/pf',
+  table: 'spamd-white',
+  /** A pfctl that has not finished after this long is killed. */
+  firewallTimeout: 30 * SECOND,
+  /** Retry backoff after a failed push: first delay, doubled up to the cap. */
+  firewallRetryMin: 1 * SECOND,
+  firewallRetryMax: 60 * SECOND,
+
+  /** Default database when neither --db nor PFGREY_DB is given. */
+  dbPath: '/var/db/pfgrey.db',
+  /** Blacklist-only mode stutters every client; greylist mode maxblack margin above. */
+  hostnameMax: 255,
+});
+
+export type Defaults = typeof DEFAULTS;

@@ -1,0 +1,195 @@
+import { spawn } from 'node:child_process';
+import { isIP } from 'node:net';
+import { getSystemErrorMap } from 'node:util';
+import { DEFAULTS } from '../config/defaults.js';
+import { PfgreyError } from '../errors.js';
+import type { Firewall } from './types.js';
+
+export interface PfFirewallOptions {
+  /** pfctl binary; DEFAULTS.pfctl. */
+  pfctl?: string;
+  /**
+   * An open, read-write /dev/pf descriptor in this process. spamd opens /dev/pf as root and
+   * hands the descriptor to pfctl (`-p /dev/fd/N`), so a daemon that has dropped root can
+   * still change tables. Without it pfctl opens /dev/pf itself.
+   */
+  deviceFd?: number;
+  /** A pfctl still running after this many ms is killed; DEFAULTS.firewallTimeout. */
+  timeout?: number;
+}
+
+/**
+ * The descriptor number the device gets inside pfctl. It is always 3, the first slot after
+ * stdio, whatever number it has here: /dev/fd only reaches 0..63, and a fixed slot keeps
+ * the child's descriptor table small.
+ */
+export const PF_CHILD_FD = 3;
+
+/** pf's PF_TABLE_NAME_SIZE is 32 including the terminating NUL. */
+const TABLE_NAME_MAX = 31;
+
+/** Rejects a name pfctl or pf.conf would not take as a table name. */
+export function checkTableName(table: string): void {
+  // Whitespace and '/' cannot appear in a pf.conf table reference; control characters would
+  // only ever come from a bug, and are rejected so they never reach a log line or argv.
+  if (table.length === 0 || table.length > TABLE_NAME_MAX || /[\s/\p{Cc}]/u.test(table)) {
+    throw new PfgreyError('E_FIREWALL',
+      `bad pf table name ${JSON.stringify(table)}: ` +
+      `use 1 to ${TABLE_NAME_MAX} characters without whitespace or '/'`);
+  }
+}
+
+/**
+ * `addrs` as the lines pfctl reads with `-f -`: `a.b.c.d/32`, `x::y/128`. Anything that is not
+ * an address literal is refused before pfctl runs, so one bad string can neither smuggle a
+ * second line in nor be half-applied.
+ */
+export function tableLines(addrs: readonly string[]): string {
+  const out: string[] = [];
+  for (const addr of addrs) {
+    const family = isIP(addr);
+    if (family === 0) {
+      throw new PfgreyError('E_FIREWALL', `bad address for a pf table: ${JSON.stringify(addr)}`);
+    }
+    out.push(`${addr}/${family === 4 ? 32 : 128}\n`);
+  }
+  return out.join('');
+}
+
+/** Parses `pfctl -T show`: one entry per line, indented; host prefixes are dropped. */
+export function parseShow(output: string): string[] {
+  const addrs: string[] = [];
+  for (const raw of output.split('\n')) {
+    const line = raw.trim();
+    if (line === '') continue;
+    addrs.push(line.replace(/\/(?:32|128)$/, ''));
+  }
+  return addrs;
+}
+
+type Op = 'replace' | 'add' | 'delete' | 'show';
+
+/** Enough stderr to explain a failure; pfctl's messages are short. */
+const STDERR_KEEP = 16 * 1024;
+const STDOUT_MAX = 256 * 1024 * 1024;
+const STDERR_LINES = 3;
+
+export function pfFirewall(opts: PfFirewallOptions = {}): Firewall {
+  const pfctl = opts.pfctl ?? DEFAULTS.pfctl;
+  const timeout = opts.timeout ?? DEFAULTS.firewallTimeout;
+  const deviceFd = opts.deviceFd;
+  if (deviceFd !== undefined && !(Number.isInteger(deviceFd) && deviceFd >= 0)) {
+    throw new PfgreyError('E_FIREWALL', `bad pf device descriptor ${deviceFd}`);
+  }
+  if (!(timeout > 0)) throw new PfgreyError('E_FIREWALL', `bad pfctl timeout ${timeout}`);
+
+  const run = (op: Op, table: string, input: string | undefined): Promise<string> => {
+    checkTableName(table);
+    const args: string[] = [];
+    if (deviceFd !== undefined) args.push('-p', `/dev/fd/${PF_CHILD_FD}`);
+    args.push('-q', '-t', table, '-T', op);
+    if (input !== undefined) args.push('-f', '-');
+    const what = `${pfctl} -t ${table} -T ${op}`;
+
+    return new Promise<string>((resolve, reject) => {
+      const stdio: ('pipe' | 'ignore' | number)[] = [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'];
+      if (deviceFd !== undefined) stdio.push(deviceFd);
+      let settled = false;
+      const stdout: Buffer[] = [];
+      let stdoutBytes = 0;
+      let stderr = '';
+
+      const child = spawn(pfctl, args, { stdio, shell: false, windowsHide: true });
+
+      const finish = (err: PfgreyError | undefined, out?: string): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        if (err) reject(err);
+        else resolve(out ?? '');
+      };
+
+      const timer = setTimeout(() => {
+        // SIGKILL cannot be ignored, so the child is gone; settling now rather than on 'close'
+        // keeps a grandchild that holds the pipes open from wedging the caller.
+        child.kill('SIGKILL');
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+        child.stdin?.destroy();
+        finish(new PfgreyError('E_FIREWALL_TIMEOUT',
+          `${what}: no answer after ${formatMs(timeout)}; killed it`));
+      }, timeout);
+
+      child.on('error', (err: NodeJS.ErrnoException) => {
+        // Also emitted when kill() fails on an already-reaped child; only a failed spawn
+        // leaves no pid, and 'close' reports everything else.
+        if (child.pid !== undefined) return;
+        finish(new PfgreyError('E_FIREWALL', `cannot run ${pfctl}: ${errnoText(err)}`, { cause: err }));
+      });
+
+      child.stdout?.on('data', (chunk: Buffer) => {
+        stdoutBytes += chunk.length;
+        if (stdoutBytes <= STDOUT_MAX) stdout.push(chunk);
+      });
+      child.stderr?.setEncoding('utf8');
+      child.stderr?.on('data', (chunk: string) => {
+        if (stderr.length < STDERR_KEEP) stderr += chunk;
+      });
+
+      child.on('close', (code: number | null, signal: NodeJS.Signals | null) => {
+        if (signal !== null) {
+          finish(new PfgreyError('E_FIREWALL', `${what}: died on signal ${signal}${stderrTail(stderr)}`));
+        } else if (code !== 0) {
+          finish(new PfgreyError('E_FIREWALL', `${what}: exited with status ${code}${stderrTail(stderr)}`));
+        } else if (stdoutBytes > STDOUT_MAX) {
+          finish(new PfgreyError('E_FIREWALL', `${what}: output larger than ${STDOUT_MAX} bytes`));
+        } else {
+          finish(undefined, Buffer.concat(stdout).toString('utf8'));
+        }
+      });
+
+      if (child.stdin) {
+        // A pfctl that fails early stops reading; the write then fails with EPIPE, which is
+        // not our error to report: the exit status says what went wrong.
+        child.stdin.on('error', () => {});
+        child.stdin.end(input);
+      }
+    });
+  };
+
+  return {
+    name: 'pf',
+    async replace(table, addrs) {
+      await run('replace', table, tableLines(addrs));
+    },
+    async add(table, addrs) {
+      await run('add', table, tableLines(addrs));
+    },
+    async delete(table, addrs) {
+      await run('delete', table, tableLines(addrs));
+    },
+    async show(table) {
+      return parseShow(await run('show', table, undefined));
+    },
+  };
+}
+
+/** `: first line; second line; …` from pfctl's stderr, or nothing when it said nothing. */
+function stderrTail(stderr: string): string {
+  const lines = stderr.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  if (lines.length === 0) return '';
+  let text = lines.slice(0, STDERR_LINES).join('; ');
+  if (lines.length > STDERR_LINES) text += '; …';
+  if (text.length > 500) text = `${text.slice(0, 500)}…`;
+  return `: ${text}`;
+}
+
+function errnoText(err: NodeJS.ErrnoException): string {
+  const known = typeof err.errno === 'number' ? getSystemErrorMap().get(err.errno) : undefined;
+  if (known) return `${known[1]} (${known[0]})`;
+  return err.code ?? err.message;
+}
+
+function formatMs(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+}

@@ -1,0 +1,90 @@
+import { constants, open } from 'node:fs';
+import { access } from 'node:fs/promises';
+import { DEFAULTS } from '../config/defaults.js';
+import type { Logger } from '../log.js';
+import { noneFirewall } from './none.js';
+import { pfFirewall } from './pf.js';
+import type { Firewall } from './types.js';
+
+export type FirewallKind = 'auto' | 'pf' | 'none';
+
+export interface ChooseFirewallOptions {
+  /** DEFAULTS.pfctl. */
+  pfctl?: string;
+  /** DEFAULTS.pfDevice. */
+  pfDevice?: string;
+  /** pfctl timeout in ms; DEFAULTS.firewallTimeout. */
+  timeout?: number;
+  log: Logger;
+}
+
+export interface ChosenFirewall {
+  firewall: Firewall;
+  /** For the start-up line: `pf (/sbin/pfctl, /dev/pf)`, `none (no /sbin/pfctl)`, … */
+  reason: string;
+  /**
+   * The pf device descriptor handed to pfctl, kept open for the life of the firewall; the
+   * caller may close it when it is done with the firewall.
+   */
+  deviceFd?: number;
+}
+
+/**
+ * Picks the firewall backend. `auto` means pf when this host can drive it (pfctl executable,
+ * pf device openable read-write), else none. The device is opened here, while the daemon may
+ * still be root, and its descriptor passed to every pfctl, as spamd does.
+ */
+export async function chooseFirewall(kind: FirewallKind, opts: ChooseFirewallOptions): Promise<ChosenFirewall> {
+  const pfctl = opts.pfctl ?? DEFAULTS.pfctl;
+  const pfDevice = opts.pfDevice ?? DEFAULTS.pfDevice;
+  const timeout = opts.timeout ?? DEFAULTS.firewallTimeout;
+
+  if (kind === 'none') return { firewall: noneFirewall(opts.log), reason: 'none (as asked)' };
+
+  const pfctlProblem = await executableProblem(pfctl);
+  if (kind === 'auto' && pfctlProblem !== undefined) {
+    return { firewall: noneFirewall(opts.log), reason: `none (${pfctlProblem})` };
+  }
+
+  const device = await openDevice(pfDevice);
+  if (typeof device !== 'number') {
+    if (kind === 'auto') {
+      return { firewall: noneFirewall(opts.log), reason: `none (cannot open ${pfDevice}: ${device})` };
+    }
+    // Asked for pf explicitly: pfctl may still manage on its own (it opens the device itself
+    // when run without -p), and if it cannot, every push says why and is retried.
+    const problems = [pfctlProblem, `cannot open ${pfDevice}: ${device}; pfctl will open it itself`]
+      .filter((p): p is string => p !== undefined);
+    for (const p of problems) opts.log.warning(`firewall pf: ${p}`);
+    return { firewall: pfFirewall({ pfctl, timeout }), reason: `pf (${pfctl}; ${problems.join('; ')})` };
+  }
+
+  if (pfctlProblem !== undefined) opts.log.warning(`firewall pf: ${pfctlProblem}`);
+  return {
+    firewall: pfFirewall({ pfctl, timeout, deviceFd: device }),
+    reason: pfctlProblem === undefined ? `pf (${pfctl}, ${pfDevice})` : `pf (${pfDevice}; ${pfctlProblem})`,
+    deviceFd: device,
+  };
+}
+
+async function executableProblem(path: string): Promise<string | undefined> {
+  try {
+    await access(path, constants.X_OK);
+    return undefined;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return `no ${path}`;
+    if (code === 'EACCES') return `${path} is not executable`;
+    return `cannot use ${path}: ${code ?? String(err)}`;
+  }
+}
+
+/** A raw descriptor (not a FileHandle, which would close itself when collected), or why not. */
+function openDevice(path: string): Promise<number | string> {
+  return new Promise((resolve) => {
+    open(path, 'r+', (err, fd) => {
+      if (err) resolve(err.code ?? err.message);
+      else resolve(fd);
+    });
+  });
+}

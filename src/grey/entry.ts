@@ -1,0 +1,64 @@
+// The greylist database's logical model, identical to spamd's (spec §6.1–6.2): a key and five
+// numbers. The key says what kind of entry it is; pcount −1 and −2 mark TRAPPED and SPAMTRAP.
+//
+// Keys and strings are byte strings: each character is one byte of what the client sent
+// (latin1 decoding), so nothing a client sends is altered on its way to the database and back
+// out of `pfgrey db`. Times are milliseconds since the epoch; spamdb's text shows seconds.
+
+export interface Entry {
+  key: string;
+  first: number;
+  pass: number;
+  expire: number;
+  bcount: number;
+  pcount: number;
+}
+
+export const PCOUNT_TRAPPED = -1;
+export const PCOUNT_SPAMTRAP = -2;
+
+export type EntryType = 'GREY' | 'WHITE' | 'TRAPPED' | 'SPAMTRAP';
+
+export function entryType(e: Pick<Entry, 'key' | 'pcount'>): EntryType {
+  if (e.key.includes('\n')) return 'GREY';
+  if (e.pcount === PCOUNT_TRAPPED) return 'TRAPPED';
+  if (e.pcount === PCOUNT_SPAMTRAP) return 'SPAMTRAP';
+  return 'WHITE';
+}
+
+/** spamd's GREY key: `ip\nhelo\nfrom\nto`, each part exactly as the client sent it. */
+export function greyKey(ip: string, helo: string, from: string, to: string): string {
+  return `${ip}\n${helo}\n${from}\n${to}`;
+}
+
+/** The IP part of any key (the whole key for WHITE and TRAPPED entries). */
+export function keyIp(key: string): string {
+  const nl = key.indexOf('\n');
+  return nl < 0 ? key : key.slice(0, nl);
+}
+
+export interface GreyParts {
+  ip: string;
+  helo: string;
+  from: string;
+  to: string;
+}
+
+/**
+ * Splits a GREY key. Legacy three-part keys (`ip\nfrom\nto`, spamd before HELO was recorded)
+ * have an empty helo. Returns undefined for a key with a single LF, which spamdb reports as
+ * `No from part in grey key`.
+ */
+export function splitGreyKey(key: string): GreyParts | undefined {
+  const parts = key.split('\n');
+  if (parts.length === 3) return { ip: parts[0]!, helo: '', from: parts[1]!, to: parts[2]! };
+  if (parts.length >= 4) {
+    return { ip: parts[0]!, helo: parts[1]!, from: parts[2]!, to: parts.slice(3).join('\n') };
+  }
+  return undefined;
+}
+
+/** Converts what arrives as UTF-8 text (argv, files) to the byte-string form keys use. */
+export function toByteString(text: string): string {
+  return Buffer.from(text, 'utf8').toString('latin1');
+}

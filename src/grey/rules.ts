@@ -1,0 +1,123 @@
+// The greylisting rules, as pure functions of (entries, event, now). Times are milliseconds.
+// They follow spamd's grey.c (spec §6.4, §6.7); where spamd has a quirk we fix, it says so.
+
+import net from 'node:net';
+import { type Entry, entryType, keyIp, PCOUNT_SPAMTRAP } from './entry.js';
+
+export interface GreyTimes {
+  passTime: number;
+  greyExpiry: number;
+  whiteExpiry: number;
+}
+
+/**
+ * A tuple was seen (spec §6.4). A new tuple gets first = now and pass = expire = now + greyexp;
+ * a known one counts the hit and, once more than passtime has gone by since its first
+ * sighting, passes (pass = now). expire never moves, so a tuple dies greyexp after it was first
+ * seen unless the scan promoted its ip first.
+ */
+export function greyHit(existing: Entry | undefined, key: string, now: number, t: GreyTimes): Entry {
+  if (!existing) {
+    return { key, first: now, pass: now + t.greyExpiry, expire: now + t.greyExpiry, bcount: 1, pcount: 0 };
+  }
+  return {
+    ...existing,
+    bcount: existing.bcount + 1,
+    pcount: 0,
+    pass: existing.first + t.passTime < now ? now : existing.pass,
+  };
+}
+
+/** What one scan decided: entries to delete and to write, and the lists to publish. */
+export interface ScanPlan {
+  deletes: string[];
+  puts: Entry[];
+  /** Addresses for the firewall's whitelist table, sorted. */
+  whitelist: string[];
+  /** Trapped addresses (spamd-greytrap), sorted. */
+  traps: string[];
+  counts: { entries: number; expired: number; promoted: number };
+}
+
+type IpState = 'white' | 'trapped';
+
+/**
+ * The periodic scan (spec §6.7) as an accumulator: feed it every entry (in chunks, so the
+ * caller can yield to the event loop between them), then `finish`. Differences from spamd:
+ * an address that is blacklisted is not given a WHITE entry it would lose at the next scan,
+ * and an expired WHITE entry does not stop a passed tuple from re-creating it at once.
+ */
+export class ScanAccumulator {
+  private readonly deletes: string[] = [];
+  private readonly ipState = new Map<string, IpState>();
+  private readonly passed: Entry[] = [];
+  private readonly traps = new Set<string>();
+  private entries = 0;
+  private expired = 0;
+
+  constructor(
+    private readonly now: number,
+    private readonly whiteExpiry: number,
+    private readonly isBlacklisted: (ip: string) => boolean = () => false,
+  ) {}
+
+  add(chunk: Iterable<Entry>): void {
+    for (const e of chunk) {
+      this.entries += 1;
+      if (e.key === '') {
+        this.deletes.push(e.key);
+        continue;
+      }
+      if (e.pcount === PCOUNT_SPAMTRAP) continue;
+      if (e.expire <= this.now) {
+        this.expired += 1;
+        this.deletes.push(e.key);
+        continue;
+      }
+      const type = entryType(e);
+      if (type === 'TRAPPED') {
+        if (net.isIP(e.key) === 0) this.deletes.push(e.key);
+        else {
+          this.ipState.set(e.key, 'trapped');
+          this.traps.add(e.key);
+        }
+        continue;
+      }
+      if (type === 'WHITE' && !this.ipState.has(e.key)) this.ipState.set(e.key, 'white');
+      if (e.pcount >= 0 && e.pass <= this.now) this.passed.push(e);
+    }
+  }
+
+  finish(): ScanPlan {
+    const white = new Set<string>();
+    const puts: Entry[] = [];
+    let promoted = 0;
+    for (const e of this.passed) {
+      const ip = keyIp(e.key);
+      const state = this.ipState.get(ip);
+      if (state === 'trapped') continue;
+      if (net.isIP(ip) === 0 || this.isBlacklisted(ip)) {
+        this.deletes.push(e.key);
+        continue;
+      }
+      white.add(ip);
+      if (e.key !== ip && state === undefined) {
+        puts.push({ key: ip, first: e.first, pass: e.pass, expire: this.now + this.whiteExpiry,
+          bcount: e.bcount, pcount: e.pcount });
+        this.ipState.set(ip, 'white');
+        promoted += 1;
+      }
+    }
+    // A WHITE entry that expired this scan but is re-created by a passed tuple is replaced, not
+    // deleted: the plan never both deletes and writes a key.
+    const written = new Set(puts.map((p) => p.key));
+    return {
+      deletes: this.deletes.filter((k) => !written.has(k)),
+      puts,
+      whitelist: [...white].sort(),
+      traps: [...this.traps].sort(),
+      counts: { entries: this.entries, expired: this.expired, promoted },
+    };
+  }
+}
+

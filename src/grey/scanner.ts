@@ -1,0 +1,89 @@
+// The periodic scan: expires entries, promotes passed tuples to WHITE, and publishes the
+// whitelist. It walks the store in chunks and yields between them, so a scan over a million
+// entries never holds the event loop for more than one chunk's worth of work.
+
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { type Clock, systemClock } from '../clock.js';
+import { describe } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Store } from '../store/types.js';
+import { ScanAccumulator, type ScanPlan } from './rules.js';
+
+export interface ScannerOptions {
+  store: Store;
+  log: Logger;
+  clock?: Clock;
+  interval: number;
+  whiteExpiry: number;
+  chunk: number;
+  isBlacklisted?: (ip: string) => boolean;
+  /** Called after every successful scan, changed or not (spamd re-asserts the table). */
+  onResult: (plan: ScanPlan) => void;
+}
+
+export class Scanner {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<ScanPlan | undefined> | undefined;
+  private stopped = false;
+  private readonly clock: Clock;
+
+  constructor(private readonly opts: ScannerOptions) {
+    this.clock = opts.clock ?? systemClock;
+  }
+
+  /** Scans now, then every interval after each scan ends. */
+  start(): void {
+    this.stopped = false;
+    void this.tick();
+  }
+
+  stop(): Promise<unknown> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    return this.running ?? Promise.resolve();
+  }
+
+  /** Runs one scan (or joins the one in progress). */
+  scanOnce(): Promise<ScanPlan | undefined> {
+    this.running ??= this.scan().finally(() => {
+      this.running = undefined;
+    });
+    return this.running;
+  }
+
+  private async tick(): Promise<void> {
+    await this.scanOnce();
+    if (this.stopped) return;
+    this.timer = setTimeout(() => void this.tick(), this.opts.interval);
+    this.timer.unref();
+  }
+
+  private async scan(): Promise<ScanPlan | undefined> {
+    const { store, log } = this.opts;
+    try {
+      await store.flush();
+      const now = this.clock.now();
+      const acc = new ScanAccumulator(now, this.opts.whiteExpiry, this.opts.isBlacklisted);
+      for await (const chunk of store.chunks(this.opts.chunk)) {
+        acc.add(chunk);
+        await yieldToLoop();
+      }
+      const plan = acc.finish();
+      for (const key of plan.deletes) {
+        log.debug(`queueing deletion of ${JSON.stringify(key)}`);
+        store.delete(key);
+      }
+      for (const entry of plan.puts) {
+        log.debug(`whitelisting ${entry.key} in ${store.path}`);
+        store.put(entry);
+      }
+      await store.flush();
+      this.opts.onResult(plan);
+      return plan;
+    } catch (err) {
+      log.notice(`scan of ${store.path} failed: ${describe(err)}`);
+      return undefined;
+    }
+  }
+}

@@ -1,0 +1,200 @@
+// One tarpit connection: frames input into lines, feeds them one at a time to its Session, and
+// writes each reply through the shared coarse timer — one byte per tick while stuttering, the
+// whole reply at once otherwise. This is the connection's single write site.
+
+import type { Socket } from 'node:net';
+import type { Due } from '../timers.js';
+import { Session, type Tuple } from './session.js';
+
+export interface ConnectionHost {
+  readonly now: () => number;
+  readonly timer: { schedule(t: Due, due: number): void; cancel(t: Due): void };
+  /** Stutter delay (ms) this connection should use right now; 0 means no stutter. */
+  stutterFor(conn: Connection): number;
+  /** Whether to send one byte per tick (false when the server is nearly full). */
+  byteAtATime(): boolean;
+  readonly idleTimeout: number;
+  readonly maxLine: number;
+  onTuple(conn: Connection, tuple: Tuple): void;
+  onClose(conn: Connection): void;
+}
+
+export class Connection implements Due {
+  readonly startedAt: number;
+  private readonly lines: string[] = [];
+  private partial: Buffer[] = [];
+  private partialLength = 0;
+  private out: Buffer = Buffer.alloc(0);
+  private closeAfterWrite = false;
+  private lastSentCR = false;
+  private eof = false;
+  private closed = false;
+  /** When the next byte may go out (writing) or when the wait for input ends (idle). */
+  private writeAt = 0;
+  private idleAt = 0;
+
+  constructor(
+    readonly socket: Socket,
+    readonly ip: string,
+    readonly localAddress: string,
+    readonly session: Session,
+    readonly lists: readonly string[],
+    private readonly host: ConnectionHost,
+  ) {
+    this.startedAt = host.now();
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('end', () => {
+      this.eof = true;
+      this.next();
+    });
+    socket.on('error', () => this.close());
+    socket.on('close', () => this.close());
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Seconds since accept, as spamd logs it. */
+  ageSeconds(): number {
+    return Math.floor((this.host.now() - this.startedAt) / 1000);
+  }
+
+  start(banner: string): void {
+    this.send(banner, false);
+  }
+
+  /** Called by the shared timer: send the next byte(s), or give up on an idle client. */
+  onDue(now: number): void {
+    if (this.closed) return;
+    if (this.out.length > 0) {
+      if (now >= this.writeAt) this.writeSome(now);
+      else this.host.timer.schedule(this, this.writeAt);
+      return;
+    }
+    if (now >= this.idleAt) {
+      this.close();
+      return;
+    }
+    this.host.timer.schedule(this, this.idleAt);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.host.timer.cancel(this);
+    this.socket.destroy();
+    this.host.onClose(this);
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.closed) return;
+    let start = 0;
+    for (;;) {
+      const nl = chunk.indexOf(0x0a, start);
+      const room = this.host.maxLine - this.partialLength;
+      const end = nl < 0 ? chunk.length : nl + 1;
+      if (end - start > room) {
+        // spamd treats a full 8191-byte buffer as a line; the rest starts the next one.
+        this.partial.push(chunk.subarray(start, start + room));
+        this.partialLength += room;
+        this.pushLine();
+        start += room;
+        continue;
+      }
+      if (nl < 0) {
+        if (start < chunk.length) {
+          this.partial.push(chunk.subarray(start));
+          this.partialLength += chunk.length - start;
+        }
+        break;
+      }
+      this.partial.push(chunk.subarray(start, nl + 1));
+      this.partialLength += nl + 1 - start;
+      this.pushLine();
+      start = nl + 1;
+    }
+    if (this.lines.length > 0) {
+      // Like spamd, read nothing more while answering; the kernel's buffers hold the rest.
+      this.socket.pause();
+      this.next();
+    }
+  }
+
+  private pushLine(): void {
+    const raw = Buffer.concat(this.partial, this.partialLength).toString('latin1');
+    this.partial = [];
+    this.partialLength = 0;
+    this.lines.push(raw.replace(/[\r\n]+$/, ''));
+  }
+
+  /** Answers the next queued line if no reply is being written. */
+  private next(): void {
+    if (this.closed || this.out.length > 0) return;
+    const line = this.lines.shift();
+    if (line === undefined) {
+      if (this.eof) {
+        this.close();
+        return;
+      }
+      this.socket.resume();
+      this.idleAt = this.host.now() + this.host.idleTimeout;
+      this.host.timer.schedule(this, this.idleAt);
+      return;
+    }
+    const outcome = this.session.line(line);
+    if (outcome.tuple) this.host.onTuple(this, outcome.tuple);
+    if (outcome.reply === '' && !outcome.close) {
+      this.next();
+      return;
+    }
+    this.send(outcome.reply, outcome.close);
+  }
+
+  private send(reply: string, close: boolean): void {
+    this.out = Buffer.from(reply, 'latin1');
+    this.closeAfterWrite = close;
+    if (this.out.length === 0) {
+      this.afterWrite();
+      return;
+    }
+    const delay = this.host.stutterFor(this);
+    this.writeAt = this.host.now() + delay;
+    if (delay === 0) this.writeSome(this.writeAt);
+    else this.host.timer.schedule(this, this.writeAt);
+  }
+
+  private writeSome(now: number): void {
+    const delay = this.host.stutterFor(this);
+    let chunk: Buffer;
+    if (delay > 0 && this.host.byteAtATime()) {
+      // Replies are CRLF already; this keeps a stray bare LF from going out without its CR.
+      if (this.out[0] === 0x0a && !this.lastSentCR) chunk = Buffer.from('\r\n', 'latin1');
+      else chunk = this.out.subarray(0, 1);
+      this.out = this.out.subarray(1);
+    } else {
+      chunk = this.out;
+      this.out = Buffer.alloc(0);
+    }
+    this.lastSentCR = chunk[chunk.length - 1] === 0x0d;
+    if (this.socket.writable) this.socket.write(chunk);
+    if (this.out.length > 0) {
+      this.writeAt = now + delay;
+      if (delay === 0) this.writeSome(now);
+      else this.host.timer.schedule(this, this.writeAt);
+      return;
+    }
+    this.afterWrite();
+  }
+
+  private afterWrite(): void {
+    if (this.closeAfterWrite) {
+      this.closed = true;
+      this.host.timer.cancel(this);
+      this.socket.end(() => this.socket.destroy());
+      this.host.onClose(this);
+      return;
+    }
+    this.next();
+  }
+}

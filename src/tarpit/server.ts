@@ -1,0 +1,167 @@
+// Accepts tarpit connections: enforces maxcon (a full server closes new sockets at once, with no
+// banner, as spamd does), decides each connection's stutter, and hands tuples to the greylister.
+
+import net from 'node:net';
+import { type Clock, systemClock } from '../clock.js';
+import { PfgreyError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { CoarseTimer, resolutionFor } from '../timers.js';
+import { Connection, type ConnectionHost } from './connection.js';
+import { bannerReply } from './replies.js';
+import { Session, type Tuple } from './session.js';
+
+export interface TarpitOptions {
+  host: string;
+  port: number;
+  hostname: string;
+  bannerName: string;
+  greylist: boolean;
+  stutter: number;
+  greyStutter: number;
+  idleTimeout: number;
+  maxCon: number;
+  maxBlack: number;
+  stutterOffMargin: number;
+  blackCode: number;
+  maxLine: number;
+  verbose: boolean;
+}
+
+/** What the blacklist lookup (spamd-setup lists, traps) says about a client. */
+export interface BlackMatch {
+  tags: string[];
+  messages: string[];
+}
+
+export interface TupleEvent extends Tuple {
+  ip: string;
+  /** The address the client connected to: with pf divert-to, the original destination. */
+  localAddress: string;
+}
+
+export interface TarpitDeps {
+  log: Logger;
+  clock?: Clock;
+  onTuple: (event: TupleEvent) => void;
+  lookup?: (ip: string) => BlackMatch | undefined;
+}
+
+/** `::ffff:192.0.2.1` → `192.0.2.1`: a dual-stack listener reports IPv4 peers mapped. */
+export function plainAddress(addr: string | undefined): string {
+  if (!addr) return '';
+  return addr.startsWith('::ffff:') && net.isIPv4(addr.slice(7)) ? addr.slice(7) : addr;
+}
+
+export class Tarpit {
+  private readonly server: net.Server;
+  private readonly timer: CoarseTimer;
+  private readonly clock: Clock;
+  private readonly connections = new Set<Connection>();
+  private blackCount = 0;
+  private readonly host: ConnectionHost;
+  /** Whether each connection is stuttered for its whole life (blacklisted, stutter kept). */
+  private readonly stutterAlways = new WeakSet<Connection>();
+
+  constructor(private readonly opts: TarpitOptions, private readonly deps: TarpitDeps) {
+    this.clock = deps.clock ?? systemClock;
+    const shortest = Math.min(...[opts.stutter, opts.idleTimeout].filter((d) => d > 0), 1000);
+    this.timer = new CoarseTimer(resolutionFor(shortest), this.clock);
+    this.host = {
+      now: () => this.clock.now(),
+      timer: this.timer,
+      idleTimeout: opts.idleTimeout,
+      maxLine: opts.maxLine,
+      stutterFor: (c) => this.stutterFor(c),
+      byteAtATime: () => this.connections.size < this.opts.maxCon - this.opts.stutterOffMargin,
+      onTuple: (c, t) => this.tuple(c, t),
+      onClose: (c) => this.closed(c),
+    };
+    this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (s) => this.accept(s));
+  }
+
+  get clients(): number {
+    return this.connections.size;
+  }
+
+  listen(): Promise<net.AddressInfo> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException) => {
+        reject(new PfgreyError('E_LISTEN',
+          `cannot listen on ${this.opts.host}:${this.opts.port}: ${err.code ?? err.message}`, { cause: err }));
+      };
+      this.server.once('error', onError);
+      this.server.listen({ host: this.opts.host, port: this.opts.port, backlog: 511 }, () => {
+        this.server.off('error', onError);
+        this.server.on('error', (err) => this.deps.log.error(`listener: ${err.message}`));
+        resolve(this.server.address() as net.AddressInfo);
+      });
+    });
+  }
+
+  /** Stops accepting and drops every connection. */
+  async close(): Promise<void> {
+    const done = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const c of [...this.connections]) c.close();
+    this.timer.stop();
+    await done;
+  }
+
+  private accept(socket: net.Socket): void {
+    if (this.connections.size >= this.opts.maxCon) {
+      socket.destroy();
+      return;
+    }
+    socket.on('error', () => {});
+    const ip = plainAddress(socket.remoteAddress);
+    const match = this.deps.lookup?.(ip);
+    const session = new Session({
+      hostname: this.opts.hostname,
+      greylist: this.opts.greylist,
+      blackMessages: match?.messages ?? [],
+      blackCode: this.opts.blackCode,
+      ip,
+    });
+    const conn = new Connection(socket, ip, plainAddress(socket.localAddress), session, match?.tags ?? [], this.host);
+    this.connections.add(conn);
+    if (match) {
+      this.blackCount += 1;
+      // Past maxblack spamd still serves blacklisted clients, just without stutter.
+      if (this.blackCount <= this.opts.maxBlack || !this.opts.greylist) this.stutterAlways.add(conn);
+    }
+    this.deps.log.info(`${ip}: connected (${this.connections.size}/${this.blackCount})` +
+      (match ? `, lists:${listText(match.tags)}` : ''));
+    conn.start(bannerReply(this.opts.hostname, this.opts.bannerName, this.clock.now()));
+  }
+
+  private stutterFor(conn: Connection): number {
+    const s = this.opts.stutter;
+    if (s === 0) return 0;
+    if (conn.session.blacklisted) return this.stutterAlways.has(conn) ? s : 0;
+    if (!this.opts.greylist) return s;
+    if (this.opts.greyStutter === 0) return 0;
+    // Greylisted clients are stuttered only while the connection is young (-S).
+    return this.clock.now() - conn.startedAt <= this.opts.greyStutter ? s : 0;
+  }
+
+  private tuple(conn: Connection, t: Tuple): void {
+    if (this.opts.verbose) this.deps.log.info(`(GREY) ${conn.ip}: ${t.from} -> ${t.to}`);
+    this.deps.onTuple({ ...t, ip: conn.ip, localAddress: conn.localAddress });
+  }
+
+  private closed(conn: Connection): void {
+    if (!this.connections.delete(conn)) return;
+    if (conn.session.blacklisted) this.blackCount -= 1;
+    this.deps.log.info(`${conn.ip}: disconnected after ${conn.ageSeconds()} seconds.` +
+      (conn.lists.length ? ` lists:${listText(conn.lists)}` : ''));
+  }
+}
+
+/** ` tag1 tag2`, capped at 76 characters as spamd does, with ` ...` for the rest. */
+function listText(tags: readonly string[]): string {
+  let out = '';
+  for (const t of tags) {
+    if (out.length + 1 + t.length > 76) return `${out} ...`;
+    out += ` ${t}`;
+  }
+  return out;
+}

@@ -1,0 +1,91 @@
+import test from 'ava';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { parseRunArgs } from '../src/cli/run.js';
+import { runCli } from './helpers/cli.js';
+import { tempDir } from './helpers/daemon.js';
+
+const bad: Array<[string[], RegExp]> = [
+  [['-c', 'many'], /-c many: not a whole number/],
+  [['-c', '0'], /-c 0: too small/],
+  [['-s', '11'], /-s 11: too large \(maximum 10\)/],
+  [['-S', '91'], /-S 91: too large/],
+  [['-p', '70000'], /-p 70000: too large/],
+  [['-G', '25:4'], /-G 25:4: expected passtime:greyexp:whiteexp/],
+  [['-l', 'localhost.example'], /-l localhost\.example: not an IP address/],
+  [['--passtime', '5 minutes'], /--passtime: "5 minutes" is not a duration/],
+  [['--scan-interval', '0'], /--scan-interval: "0" must be more than zero/],
+  [['--firewall', 'ipfw'], /--firewall ipfw: expected auto, pf or none/],
+  [['--table', 'has space'], /--table has space: not a pf table name/],
+  [['-B', '900'], /-B 900: larger than maxcon \(-c 800\)/],
+  [['-Y', 'peer.example'], /sync \(-Y\) is not supported yet/],
+  [['-x'], /Unknown option '-x'/],
+  [['-h', 'h'.repeat(256)], /-h arg too long/],
+];
+
+for (const [args, message] of bad) {
+  test(`pfgrey run ${args.join(' ').slice(0, 40)} fails with one clear line`, async (t) => {
+    const r = await runCli(['run', ...args]);
+    t.is(r.code, 1);
+    t.regex(r.stderr, message);
+    t.regex(r.stderr, /^pfgrey run: /);
+    t.notRegex(r.stderr, /\n\s+at /, 'no stack trace');
+  });
+}
+
+test('spamd\'s flags keep spamd\'s meanings', (t) => {
+  const { config } = parseRunArgs(['-45', '-4', '-b', '-c', '300', '-G', '10:2:100', '-h', 'mx', '-n', 'X', '-l', '0.0.0.0', '-S', '5', '-s', '2', '-p', '2525'], {});
+  t.is(config.tarpit.blackCode, 450, 'the last of -4/-5 wins');
+  t.true(config.blacklistOnly);
+  t.is(config.tarpit.maxCon, 300);
+  t.is(config.tarpit.maxBlack, 300, 'blacklist-only mode stutters up to maxcon');
+  t.deepEqual(config.times, { passTime: 600_000, greyExpiry: 7_200_000, whiteExpiry: 360_000_000 });
+  t.is(config.tarpit.hostname, 'mx');
+  t.is(config.tarpit.host, '0.0.0.0');
+  t.is(config.tarpit.greyStutter, 5000);
+  t.is(config.tarpit.stutter, 2000);
+  t.is(config.tarpit.port, 2525);
+});
+
+test('defaults are spamd\'s, and -c below 800 works without -B (quirk 5 fixed)', (t) => {
+  const d = parseRunArgs([], {}).config;
+  t.is(d.tarpit.port, 8025);
+  t.is(d.tarpit.host, '127.0.0.1');
+  t.is(d.tarpit.maxCon, 800);
+  t.is(d.tarpit.maxBlack, 700);
+  t.is(d.times.passTime, 25 * 60_000);
+  t.is(d.times.greyExpiry, 4 * 3_600_000);
+  t.is(d.times.whiteExpiry, 36 * 86_400_000);
+  t.is(d.scanInterval, 60_000);
+  t.is(d.tarpit.idleTimeout, 400_000);
+  t.is(d.table, 'spamd-white');
+  t.is(parseRunArgs(['-c', '500'], {}).config.tarpit.maxBlack, 400);
+  t.is(parseRunArgs(['-c', '500', '-B', '450'], {}).config.tarpit.maxBlack, 450);
+});
+
+test('long options refine -G and take durations down to milliseconds', (t) => {
+  const { config } = parseRunArgs(['-G', '1:1:1', '--passtime', '2s', '--whiteexp', '500ms'], {});
+  t.deepEqual(config.times, { passTime: 2000, greyExpiry: 3_600_000, whiteExpiry: 500 });
+});
+
+test('PFGREY_DB names the database when --db is absent', (t) => {
+  t.is(parseRunArgs([], { PFGREY_DB: '/tmp/x.db' }).config.dbPath, '/tmp/x.db');
+  t.is(parseRunArgs(['--db', '/tmp/y.db'], { PFGREY_DB: '/tmp/x.db' }).config.dbPath, '/tmp/y.db');
+});
+
+test('pfgrey run on a corrupt database file says so in one line and exits non-zero', async (t) => {
+  const dir = await tempDir(t);
+  const db = path.join(dir, 'bad.db');
+  await fs.writeFile(db, 'this is not a database, it is a text file that got here by mistake\n'.repeat(100));
+  const r = await runCli(['run', '-p', '0', '--db', db, '--firewall', 'none']);
+  t.is(r.code, 1);
+  t.regex(r.stderr, /bad\.db: database is corrupt/);
+  t.notRegex(r.stderr, /\n\s+at /);
+  t.is((await fs.readFile(db, 'utf8')).slice(0, 20), 'this is not a databa', 'the file is left as it was');
+});
+
+test('an unknown subcommand prints usage and exits 1', async (t) => {
+  const r = await runCli(['frobnicate']);
+  t.is(r.code, 1);
+  t.regex(r.stderr, /unknown command "frobnicate"/);
+});

@@ -1,0 +1,139 @@
+import test from 'ava';
+import net from 'node:net';
+import { REPLY } from '../src/tarpit/replies.js';
+import { testDaemon } from './helpers/daemon.js';
+import { eventually, RawClient } from './helpers/smtp.js';
+
+const BANNER = /^220 tarpit\.test ESMTP spamd IP-based SPAM blocker; \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\r\n$/;
+
+test('a greylisted client sees spamd\'s dialogue byte for byte and a 451 at DATA', async (t) => {
+  const { port } = await testDaemon(t, ['--stutter', '0']);
+  const c = await RawClient.connect(port);
+  t.teardown(() => c.destroy());
+  await c.waitFor('\r\n');
+  t.regex(c.text, BANNER);
+  const transcript: Array<[string, string]> = [
+    ['EHLO sender.example\r\n', REPLY.helo],
+    ['MAIL FROM:<a@sender.example>\r\n', REPLY.mail],
+    ['RCPT TO:<b@us.example>\r\n', REPLY.rcpt],
+    ['NOOP\r\n', REPLY.noop],
+    ['HELP\r\n', REPLY.unknown],
+    ['DATA\r\n', '451 Temporary failure, please try again later.\r\n'],
+  ];
+  let expected = c.text;
+  for (const [send, reply] of transcript) {
+    c.send(send);
+    expected += reply;
+    await c.waitFor(reply === REPLY.unknown ? '500 ' : reply.slice(0, 20));
+  }
+  await c.waitClosed();
+  t.is(c.text, expected);
+});
+
+test('QUIT gets 221 with the -h hostname and the connection closes', async (t) => {
+  const { port } = await testDaemon(t, ['--stutter', '0', '-n', 'pfgrey test']);
+  const c = await RawClient.connect(port);
+  t.teardown(() => c.destroy());
+  await c.waitFor('\r\n');
+  t.regex(c.text, /^220 tarpit\.test ESMTP pfgrey test; /);
+  c.send('QUIT\r\n');
+  await c.waitClosed();
+  t.true(c.text.endsWith('221 tarpit.test\r\n'));
+});
+
+test('stuttered replies arrive one byte at a time, spaced by the stutter delay', async (t) => {
+  const { port } = await testDaemon(t, ['--stutter', '40ms', '--grey-stutter', '60s']);
+  const c = await RawClient.connect(port);
+  t.teardown(() => c.destroy());
+  await c.waitFor('\r\n');
+  const bytes = c.text.length;
+  // A busy test machine may let the kernel coalesce a few bytes into one read, so the proof is
+  // the pacing: n bytes one stutter apart take at least (n − 1) stutters to arrive.
+  const span = c.arrivals[c.arrivals.length - 1]!.at - c.arrivals[0]!.at;
+  t.true(span >= (bytes - 1) * 40 * 0.9, `${bytes} bytes arrived over ${span} ms`);
+  t.true(c.arrivals.length >= bytes / 3, `${c.arrivals.length} reads for ${bytes} bytes`);
+  t.true(c.arrivals[0]!.at - c.connectedAt >= 35, 'the first byte waits one stutter delay');
+});
+
+test('greylisted clients are stuttered only during the grey-stutter window', async (t) => {
+  const { port } = await testDaemon(t, ['--stutter', '30ms', '--grey-stutter', '300ms']);
+  const c = await RawClient.connect(port);
+  t.teardown(() => c.destroy());
+  await c.waitFor('\r\n');
+  await new Promise((r) => setTimeout(r, 400));
+  const before = c.arrivals.length;
+  c.send('HELO x\r\n');
+  await c.waitFor(REPLY.helo);
+  t.is(c.arrivals.length - before, 1, 'after the window the whole reply comes in one write');
+});
+
+test('pipelined commands in one packet are each answered, in order (quirk 3 fixed)', async (t) => {
+  const { port, daemon } = await testDaemon(t, ['--stutter', '0']);
+  const c = await RawClient.connect(port);
+  t.teardown(() => c.destroy());
+  await c.waitFor('\r\n');
+  c.send('HELO a.example\r\nMAIL FROM:<a@a.example>\r\nRCPT TO:<x@us.example>\r\nRCPT TO:<y@us.example>\r\nDATA\r\n');
+  await c.waitClosed();
+  t.true(c.text.endsWith(REPLY.helo + REPLY.mail + REPLY.rcpt + REPLY.rcpt + REPLY.greylisted));
+  await daemon.greylister!.settle();
+  t.truthy(await daemon.store!.get('127.0.0.1\na.example\n<a@a.example>\n<y@us.example>'));
+});
+
+test('an input line is cut at 8191 bytes and the rest counts as the next line', async (t) => {
+  const { port } = await testDaemon(t, ['--stutter', '0']);
+  const c = await RawClient.connect(port);
+  t.teardown(() => c.destroy());
+  await c.waitFor('\r\n');
+  // 8191 bytes of "NOOP…" are one line; the 9 bytes after it ("HELO x.y") are a second one.
+  c.send(`NOOP${'x'.repeat(8191 - 4)}HELO x.y\r\n`);
+  await c.waitFor(REPLY.helo);
+  t.true(c.text.endsWith(REPLY.noop + REPLY.helo));
+});
+
+test('a client idle past the idle timeout is disconnected', async (t) => {
+  const { port, log } = await testDaemon(t, ['--stutter', '0', '--idle-timeout', '300ms']);
+  const c = await RawClient.connect(port);
+  t.teardown(() => c.destroy());
+  await c.waitFor('\r\n');
+  c.send('HELO x\r\n');
+  await c.waitFor(REPLY.helo);
+  const start = Date.now();
+  await c.waitClosed(10_000);
+  t.true(Date.now() - start >= 250);
+  await eventually(() => log.lines.some((l) => /127\.0\.0\.1: disconnected after \d+ seconds\./.test(l)), 'disconnect log');
+  t.pass();
+});
+
+test('with maxcon connections held, the next connection is closed at once without a banner', async (t) => {
+  const { port, daemon, log } = await testDaemon(t, ['-c', '3', '--stutter', '0']);
+  const held = await Promise.all([1, 2, 3].map(() => RawClient.connect(port)));
+  t.teardown(() => held.forEach((c) => c.destroy()));
+  await Promise.all(held.map((c) => c.waitFor('\r\n')));
+  t.is(daemon.tarpit.clients, 3);
+  const extra = await RawClient.connect(port);
+  await extra.waitClosed();
+  t.is(extra.text, '');
+  t.true(log.lines.some((l) => l.includes('127.0.0.1: connected (3/0)')));
+  // The held ones are unaffected.
+  held[0]!.send('HELO still.here\r\n');
+  await held[0]!.waitFor(REPLY.helo);
+  t.pass();
+});
+
+test('a client that half-closes after pipelining still gets every answer', async (t) => {
+  const { port } = await testDaemon(t, ['--stutter', '0']);
+  const c = await RawClient.connect(port);
+  await c.waitFor('\r\n');
+  c.socket.end('HELO a\r\nNOOP\r\n');
+  await c.waitClosed();
+  t.true(c.text.endsWith(REPLY.helo + REPLY.noop));
+});
+
+test('listening on a port that is taken is one clear error', async (t) => {
+  const blocker = net.createServer();
+  await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
+  t.teardown(() => blocker.close());
+  const port = (blocker.address() as net.AddressInfo).port;
+  const err = await t.throwsAsync(testDaemon(t, ['-p', String(port)]));
+  t.regex(err!.message, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: EADDRINUSE`));
+});

@@ -1,0 +1,39 @@
+import test from 'ava';
+import { CoarseTimer, resolutionFor } from '../src/timers.js';
+
+test('deadlines fire in order, never early, through one shared timer', async (t) => {
+  const timer = new CoarseTimer(5);
+  const start = Date.now();
+  const fired: Array<[string, number]> = [];
+  const target = (name: string) => ({ onDue: () => void fired.push([name, Date.now() - start]) });
+  timer.schedule(target('c'), start + 60);
+  timer.schedule(target('a'), start + 20);
+  timer.schedule(target('b'), start + 40);
+  await new Promise((r) => setTimeout(r, 300));
+  t.deepEqual(fired.map(([n]) => n), ['a', 'b', 'c']);
+  for (const [name, at] of fired) t.true(at >= { a: 20, b: 40, c: 60 }[name]! - 1, `${name} fired at ${at}`);
+  t.is(timer.size, 0);
+  timer.stop();
+});
+
+test('rescheduling a target replaces its earlier deadline, and cancel removes it', async (t) => {
+  const timer = new CoarseTimer(5);
+  let calls = 0;
+  const target = { onDue: () => void calls++ };
+  timer.schedule(target, Date.now() + 10);
+  timer.schedule(target, Date.now() + 30);
+  t.is(timer.size, 1);
+  const other = { onDue: () => t.fail('cancelled target fired') };
+  timer.schedule(other, Date.now() + 10);
+  timer.cancel(other);
+  await new Promise((r) => setTimeout(r, 200));
+  t.is(calls, 1);
+  timer.stop();
+});
+
+test('the resolution follows the shortest delay, between 1 and 100 ms', (t) => {
+  t.is(resolutionFor(1000), 100);
+  t.is(resolutionFor(20), 2);
+  t.is(resolutionFor(1), 1);
+  t.is(resolutionFor(400_000), 100);
+});
