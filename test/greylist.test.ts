@@ -85,7 +85,9 @@ test('a failing pfctl is retried until the table matches the database', async (t
   await attempt(port);
   await sleep(300);
   await attempt(port);
-  await daemon.scanner!.scanOnce();
+  await daemon.greylister!.settle();
+  const plan = await daemon.scanner!.scanOnce();
+  t.deepEqual(plan?.whitelist, ['127.0.0.1']);
   await eventually(() => log.lines.some((l) => l.startsWith('error:') && l.includes('Operation not permitted')), 'pfctl error logged');
   await pfctl.setStatus(0);
   const ok = await eventually(async () => (await pfctl.calls()).length > 0 && daemon.sync!.inSync, 'convergence', 30_000);

@@ -2,7 +2,8 @@
 // They follow spamd's grey.c (spec §6.4, §6.7); where spamd has a quirk we fix, it says so.
 
 import net from 'node:net';
-import { type Entry, entryType, keyIp, PCOUNT_SPAMTRAP } from './entry.js';
+import { DEFAULTS } from '../config/defaults.js';
+import { type Entry, entryType, keyIp, PCOUNT_SPAMTRAP, PCOUNT_TRAPPED } from './entry.js';
 
 export interface GreyTimes {
   passTime: number;
@@ -26,6 +27,37 @@ export function greyHit(existing: Entry | undefined, key: string, now: number, t
     pcount: 0,
     pass: existing.first + t.passTime < now ? now : existing.pass,
   };
+}
+
+export type ManualType = 'WHITE' | 'TRAPPED' | 'SPAMTRAP';
+
+/**
+ * `pfgrey db -a` (spamdb, spec §7.3). A new entry starts with first = now and bcount 1; an
+ * existing one of any type keeps first and bcount and counts pcount up before the type's own
+ * fields are set, so a TRAPPED entry made WHITE starts at pcount 0. spamdb's expiries are fixed
+ * (36 days, 24 hours), whatever the daemon's flags say. A new SPAMTRAP address is lower-cased;
+ * the lookup before it used the key as typed, as spamdb does.
+ */
+export function manualAdd(existing: Entry | undefined, key: string, type: ManualType, now: number): Entry {
+  const e: Entry = existing
+    ? { ...existing, pcount: existing.pcount + 1 }
+    : { key: type === 'SPAMTRAP' ? asciiLower(key) : key, first: now, pass: 0, expire: 0, bcount: 1, pcount: 0 };
+  if (type === 'WHITE') {
+    e.pass = now;
+    e.expire = now + DEFAULTS.whiteExpiry;
+  } else if (type === 'TRAPPED') {
+    e.expire = now + DEFAULTS.trapExpiry;
+    e.pcount = PCOUNT_TRAPPED;
+  } else {
+    e.expire = 0;
+    e.pcount = PCOUNT_SPAMTRAP;
+  }
+  return e;
+}
+
+/** ASCII-only lower-casing, as spamd's tolower() loop: other bytes are left alone. */
+export function asciiLower(s: string): string {
+  return s.replace(/[A-Z]/g, (c) => c.toLowerCase());
 }
 
 /** What one scan decided: entries to delete and to write, and the lists to publish. */

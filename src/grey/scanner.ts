@@ -70,9 +70,14 @@ export class Scanner {
         await yieldToLoop();
       }
       const plan = acc.finish();
-      for (const key of plan.deletes) {
-        log.debug(`queueing deletion of ${JSON.stringify(key)}`);
-        store.delete(key);
+      // Applied a chunk at a time too: a scan that expires a million entries must not queue
+      // them all in one turn of the event loop.
+      for (let i = 0; i < plan.deletes.length; i += this.opts.chunk) {
+        for (const key of plan.deletes.slice(i, i + this.opts.chunk)) {
+          log.debug(`queueing deletion of ${JSON.stringify(key)}`);
+          store.delete(key);
+        }
+        await yieldToLoop();
       }
       for (const entry of plan.puts) {
         log.debug(`whitelisting ${entry.key} in ${store.path}`);

@@ -1,0 +1,394 @@
+// `pfgrey db`: spamdb (spec §7) over the pfgrey database — same flags, same lines, same messages,
+// same exit statuses — plus --db, --json and --import.
+//
+// Choices where spamdb gives no answer or ours must differ:
+// - --json prints the listing as one JSON array with one entry object per line
+//   (`[\n{…},\n{…}\n]\n`, `[]\n` when empty): valid JSON as a whole, still greppable, and
+//   streamed chunk by chunk so a large table never sits in memory. Object shapes: entryToJson.
+// - The type/action checks that need no database (`cannot add GREY entries`, `no addresses
+//   specified`) run before the database is opened, so a mistyped command never creates a file.
+// - -a creates the database when it does not exist yet (spamdb would fail); listing and -d do not.
+// - Exit statuses are failure counts like spamdb's, capped at 255 so that 256 failures do not
+//   read as success once the shell takes the status modulo 256.
+// - Options may follow keys (GNU style); `--` ends options for a key that starts with '-'.
+// - -h/--help prints the usage line on stdout and exits 0; spamdb has no help flag.
+
+import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import type { Readable, Writable } from 'node:stream';
+import { parseArgs } from 'node:util';
+import { systemClock, type Clock } from '../clock.js';
+import { DEFAULTS } from '../config/defaults.js';
+import { describe, isPfgreyError } from '../errors.js';
+import { toByteString, type Entry } from '../grey/entry.js';
+import { manualAdd, type ManualType } from '../grey/rules.js';
+import { openStore } from '../store/sqlite.js';
+import { entryToJson, formatEntry, parseLine } from '../store/spamdb-format.js';
+import type { Store } from '../store/types.js';
+import type { CliIO } from './io.js';
+
+export const DB_USAGE = 'usage: pfgrey db [--db PATH] [--json] [--import FILE|-] [-adGTt] [keys ...]';
+
+type Action = 'list' | 'add' | 'delete';
+type KeyType = 'WHITE' | 'TRAPPED' | 'SPAMTRAP' | 'GREY';
+
+const OPTIONS = {
+  a: { type: 'boolean', short: 'a' },
+  d: { type: 'boolean', short: 'd' },
+  G: { type: 'boolean', short: 'G' },
+  T: { type: 'boolean', short: 'T' },
+  t: { type: 'boolean', short: 't' },
+  db: { type: 'string' },
+  json: { type: 'boolean' },
+  import: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+interface Command {
+  action: Action;
+  type: KeyType;
+  keys: string[];
+  dbPath: string;
+  json: boolean;
+  importFrom: string | undefined;
+}
+
+class Exit {
+  constructor(readonly status: number) {}
+}
+
+export async function dbCommand(argv: string[], io: CliIO, opts: { clock?: Clock } = {}): Promise<number> {
+  const warn = (msg: string) => void io.stderr.write(`pfgrey db: ${msg}\n`);
+  try {
+    const cmd = parseCommand(argv, io, warn);
+    if (cmd instanceof Exit) return cmd.status;
+    if (cmd.importFrom !== undefined) return await importDump(cmd, io, warn);
+    switch (cmd.action) {
+      case 'list':
+        return await list(cmd, io, warn);
+      case 'add':
+        return await add(cmd, opts.clock ?? systemClock, warn);
+      case 'delete':
+        return await remove(cmd, warn);
+    }
+  } catch (err) {
+    if (err instanceof Exit) return err.status;
+    if (isPfgreyError(err)) {
+      warn(err.message);
+      return err.exitCode;
+    }
+    warn(describe(err));
+    return 1;
+  }
+}
+
+// --- arguments ------------------------------------------------------------------------------
+
+function parseCommand(argv: string[], io: CliIO, warn: (m: string) => void): Command | Exit {
+  const usage = (why?: string): Exit => {
+    if (why) warn(why);
+    io.stderr.write(`${DB_USAGE}\n`);
+    return new Exit(1);
+  };
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true, tokens: true });
+  } catch (err) {
+    return usage(optionError(err));
+  }
+  const { values, positionals, tokens } = parsed;
+  if (values.help) {
+    io.stdout.write(`${DB_USAGE}\n`);
+    return new Exit(0);
+  }
+  // spamdb keeps one action and one type, each set by the last flag that names one (getopt order).
+  let action: Action = 'list';
+  let type: KeyType = 'WHITE';
+  for (const tok of tokens) {
+    if (tok.kind !== 'option') continue;
+    if (tok.name === 'a') action = 'add';
+    else if (tok.name === 'd') action = 'delete';
+    else if (tok.name === 'G') type = 'GREY';
+    else if (tok.name === 't') type = 'TRAPPED';
+    else if (tok.name === 'T') type = 'SPAMTRAP';
+  }
+  if (action === 'list' && type !== 'WHITE') return usage();
+  if (values.import !== undefined && (action !== 'list' || positionals.length > 0)) {
+    return usage('--import cannot be combined with -a, -d or keys');
+  }
+  if (values.db === '') return usage('--db needs a path');
+  return {
+    action,
+    type,
+    keys: positionals,
+    dbPath: values.db ?? (io.env['PFGREY_DB'] || DEFAULTS.dbPath),
+    json: values.json ?? false,
+    importFrom: values.import,
+  };
+}
+
+/** parseArgs explains at length; one short clause is enough above a usage line. */
+function optionError(err: unknown): string {
+  const code = (err as { code?: unknown }).code;
+  const msg = describe(err);
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+    const m = /'([^']+)'/.exec(msg);
+    return `unknown option ${m ? m[1] : ''}`.trim();
+  }
+  const first = msg.split(/\.\s/)[0]!.replace(/\.$/, '');
+  return first.charAt(0).toLowerCase() + first.slice(1);
+}
+
+// --- output ---------------------------------------------------------------------------------
+
+/** Resolves once the stream has taken the data, so a large listing respects backpressure. */
+function write(stream: Writable, data: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    stream.write(data, (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+/** Collects a chunk of listing lines and writes them as one buffer. */
+class Listing {
+  private parts: Buffer[] = [];
+  private count = 0;
+  private failed: unknown;
+
+  constructor(
+    private readonly out: Writable,
+    private readonly json: boolean,
+  ) {}
+
+  /** Throws (E_DB_CORRUPT) for an entry spamdb cannot print; nothing of it is queued then. */
+  add(e: Entry): void {
+    if (this.json) {
+      const obj = JSON.stringify(entryToJson(e));
+      this.parts.push(Buffer.from(`${this.count === 0 ? '[\n' : ',\n'}${obj}`, 'utf8'));
+    } else {
+      // latin1: each character of a key is one byte the client sent; write back those bytes.
+      this.parts.push(Buffer.from(`${formatEntry(e)}\n`, 'latin1'));
+    }
+    this.count++;
+  }
+
+  async flush(): Promise<void> {
+    if (this.parts.length === 0 || this.failed) return;
+    const data = Buffer.concat(this.parts);
+    this.parts = [];
+    try {
+      await write(this.out, data);
+    } catch (err) {
+      this.failed = err;
+      throw err;
+    }
+  }
+
+  /** Ends the JSON array even when the listing stopped early, so the output stays valid JSON. */
+  async end(): Promise<void> {
+    if (this.json) this.parts.push(Buffer.from(this.count === 0 ? '[]\n' : '\n]\n', 'utf8'));
+    await this.flush();
+  }
+}
+
+/**
+ * Runs `body` with a listener on stdout's 'error' event: a closed pipe (`pfgrey db | head`) must
+ * end the listing quietly, not crash the process with an unhandled 'error'. The write callback
+ * carries the same error, and that is what stops the listing.
+ */
+async function guardingOutput<T>(out: Writable, body: () => Promise<T>): Promise<T> {
+  const ignore = () => undefined;
+  out.on('error', ignore);
+  try {
+    return await body();
+  } finally {
+    // The 'error' event is emitted a tick after the failed write's callback; stay until then.
+    setImmediate(() => out.off('error', ignore));
+  }
+}
+
+function outputFailure(err: unknown, warn: (m: string) => void): number {
+  if ((err as { code?: unknown }).code !== 'EPIPE') warn(`cannot write output: ${describe(err)}`);
+  return 1;
+}
+
+async function withStore<T>(store: Store, body: (s: Store) => Promise<T>): Promise<T> {
+  let result: T;
+  try {
+    result = await body(store);
+  } catch (err) {
+    await store.close().catch(() => undefined);
+    throw err;
+  }
+  // Writes are queued in the store: close() is what commits them, and its failure is ours.
+  await store.close();
+  return result;
+}
+
+// --- list and show (spamdb without -a/-d) ----------------------------------------------------
+
+async function list(cmd: Command, io: CliIO, warn: (m: string) => void): Promise<number> {
+  const store = await openStore(cmd.dbPath, { readonly: true });
+  return withStore(store, () =>
+    guardingOutput(io.stdout, async () => {
+      const out = new Listing(io.stdout, cmd.json);
+      let status = 0;
+      try {
+        if (cmd.keys.length > 0) status = await show(store, cmd.keys, out, warn);
+        else status = await listAll(store, out, warn);
+        await out.end();
+      } catch (err) {
+        if (isPfgreyError(err)) throw err;
+        return outputFailure(err, warn);
+      }
+      return Math.min(status, 255);
+    }),
+  );
+}
+
+/** spamdb's print_entry failure: warn with its message and stop the listing. */
+function unprintable(err: unknown, warn: (m: string) => void): boolean {
+  if (isPfgreyError(err) && err.code === 'E_DB_CORRUPT' && err.message.startsWith('No from part')) {
+    warn(err.message);
+    return true;
+  }
+  return false;
+}
+
+async function listAll(store: Store, out: Listing, warn: (m: string) => void): Promise<number> {
+  for await (const chunk of store.chunks(DEFAULTS.scanChunk)) {
+    for (const e of chunk) {
+      try {
+        out.add(e);
+      } catch (err) {
+        if (!unprintable(err, warn)) throw err;
+        await out.flush();
+        return 1;
+      }
+    }
+    await out.flush();
+  }
+  return 0;
+}
+
+/** Exit status = keys not found, as spamdb's dbshow; an unprintable entry stops it. */
+async function show(store: Store, keys: string[], out: Listing, warn: (m: string) => void): Promise<number> {
+  let missing = 0;
+  for (const k of keys) {
+    const e = await store.get(toByteString(k));
+    if (!e) {
+      missing++;
+      continue;
+    }
+    try {
+      out.add(e);
+    } catch (err) {
+      if (!unprintable(err, warn)) throw err;
+      await out.flush();
+      return missing + 1;
+    }
+  }
+  return missing;
+}
+
+// --- -a -----------------------------------------------------------------------------------------
+
+function nonEmpty(cmd: Command, warn: (m: string) => void): string[] {
+  const keys = cmd.keys.filter((k) => k !== '');
+  if (keys.length === 0) {
+    warn('no addresses specified');
+    throw new Exit(2);
+  }
+  return keys;
+}
+
+async function add(cmd: Command, clock: Clock, warn: (m: string) => void): Promise<number> {
+  if (cmd.type === 'GREY') {
+    warn('cannot add GREY entries');
+    return 2;
+  }
+  const keys = nonEmpty(cmd, warn);
+  const store = await openStore(cmd.dbPath, { create: true });
+  return withStore(store, async () => {
+    let failures = 0;
+    for (const raw of keys) {
+      if (cmd.type !== 'SPAMTRAP' && isIP(raw) === 0) {
+        warn(`invalid ip address ${raw}`);
+        failures++;
+        continue;
+      }
+      const key = toByteString(raw);
+      const now = clock.now();
+      const old = await store.get(key);
+      // spamdb errx(-1): fatal, status 255. Earlier keys of this command are still written.
+      if (!old && cmd.type === 'SPAMTRAP' && !key.includes('@')) {
+        warn(`not an email address: ${raw}`);
+        return 255;
+      }
+      store.put(manualAdd(old, key, cmd.type as ManualType, now));
+    }
+    return Math.min(failures, 255);
+  });
+}
+
+// --- -d -----------------------------------------------------------------------------------------
+
+async function remove(cmd: Command, warn: (m: string) => void): Promise<number> {
+  const keys = nonEmpty(cmd, warn);
+  const store = await openStore(cmd.dbPath, {});
+  return withStore(store, async () => {
+    let failures = 0;
+    for (const raw of keys) {
+      const key = toByteString(raw);
+      // -G: the argument is an ip and the first of its tuples goes, one tuple per argument.
+      const victim = cmd.type === 'GREY' ? (await store.tuplesOf(key))[0] : await store.get(key);
+      if (!victim) {
+        warn(`no entry for ${raw}`);
+        failures++;
+        continue;
+      }
+      store.delete(victim.key);
+    }
+    return Math.min(failures, 255);
+  });
+}
+
+// --- --import -----------------------------------------------------------------------------------
+
+async function readAll(stream: Readable): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const chunk of stream) parts.push(typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : (chunk as Buffer));
+  return Buffer.concat(parts);
+}
+
+async function importDump(cmd: Command, io: CliIO, warn: (m: string) => void): Promise<number> {
+  const file = cmd.importFrom!;
+  const name = file === '-' ? 'stdin' : file;
+  let data: Buffer;
+  try {
+    data = file === '-' ? await readAll(io.stdin) : await readFile(file);
+  } catch (err) {
+    // Node says `ENOENT: no such file or directory, open 'x'`; the name is already in front.
+    warn(`cannot read ${name}: ${describe(err).replace(/^[A-Z]+: /, '').replace(/, \w+ '.*'$/, '')}`);
+    return 1;
+  }
+  // Every line is checked before anything is written: a dump with one bad line imports nothing.
+  const entries: Entry[] = [];
+  const lines = data.toString('latin1').split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    let line = lines[i]!;
+    if (line.endsWith('\r')) line = line.slice(0, -1);
+    if (line.trim() === '') continue;
+    try {
+      entries.push(parseLine(line, i + 1));
+    } catch (err) {
+      warn(`${name}: ${describe(err)}`);
+      return 1;
+    }
+  }
+  const store = await openStore(cmd.dbPath, { create: true });
+  await withStore(store, async () => {
+    for (const e of entries) store.put(e);
+  });
+  warn(`imported ${entries.length} entries`);
+  return 0;
+}

@@ -1,0 +1,224 @@
+// spamdb's text lines (spec §7.1), printed and parsed by the same module so that whatever
+// `pfgrey db` lists, `pfgrey db --import` reads back.
+//
+// Lines are byte strings like keys (one character per byte, latin1): the CLI decodes files and
+// encodes output as latin1, so a HELO full of raw 8-bit bytes survives a dump and an import.
+//
+//   GREY|ip|helo|from|to|first|pass|expire|bcount|pcount
+//   WHITE|ip|||first|pass|expire|bcount|pcount     (nine fields: one empty fewer than GREY)
+//   TRAPPED|ip|expire
+//   SPAMTRAP|address
+//
+// Times are whole seconds in the text and milliseconds in an Entry.
+//
+// What a line does not show comes back as 0 on import: TRAPPED gets first = pass = bcount = 0,
+// SPAMTRAP gets first = pass = expire = bcount = 0 (spamd reads none of these for those types).
+// A legacy GREY key `ip\nfrom\nto` prints with an empty helo and imports as the four-part key
+// `ip\n\nfrom\nto`.
+
+import { isIP } from 'node:net';
+import { PfgreyError } from '../errors.js';
+import {
+  PCOUNT_SPAMTRAP,
+  PCOUNT_TRAPPED,
+  entryType,
+  greyKey,
+  keyIp,
+  splitGreyKey,
+  type Entry,
+  type EntryType,
+} from '../grey/entry.js';
+
+const sec = (ms: number): number => Math.floor(ms / 1000);
+
+/**
+ * The spamdb line for an entry, without the newline. Throws E_DB_CORRUPT with spamdb's message
+ * `No from part in grey key ⟨ip⟩` for a GREY key with a single LF, which spamdb cannot print
+ * either (its listing stops there).
+ */
+export function formatEntry(e: Entry): string {
+  switch (entryType(e)) {
+    case 'TRAPPED':
+      return `TRAPPED|${e.key}|${sec(e.expire)}`;
+    case 'SPAMTRAP':
+      return `SPAMTRAP|${e.key}`;
+    case 'WHITE':
+      return `WHITE|${e.key}|||${sec(e.first)}|${sec(e.pass)}|${sec(e.expire)}|${e.bcount}|${e.pcount}`;
+    case 'GREY': {
+      const g = splitGreyKey(e.key);
+      // spamdb prints the key up to its first LF, i.e. the ip.
+      if (!g) throw new PfgreyError('E_DB_CORRUPT', `No from part in grey key ${keyIp(e.key)}`);
+      return `GREY|${g.ip}|${g.helo}|${g.from}|${g.to}|${sec(e.first)}|${sec(e.pass)}|${sec(e.expire)}|${e.bcount}|${e.pcount}`;
+    }
+  }
+}
+
+/** The JSON form of one listing line. */
+export type EntryJson =
+  | { type: 'GREY'; ip: string; helo: string; from: string; to: string; first: number; pass: number; expire: number; bcount: number; pcount: number }
+  | { type: 'WHITE'; ip: string; first: number; pass: number; expire: number; bcount: number; pcount: number }
+  | { type: 'TRAPPED'; ip: string; expire: number }
+  | { type: 'SPAMTRAP'; address: string };
+
+const utf8 = new TextDecoder('utf-8');
+
+/**
+ * JSON must be Unicode text, and what clients send is bytes: a byte string is read as UTF-8
+ * (what nearly every client sends), with U+FFFD for bytes that are not. The text format is the
+ * lossless one; JSON is for reading, not for round trips.
+ */
+function text(bytes: string): string {
+  return utf8.decode(Buffer.from(bytes, 'latin1'));
+}
+
+/**
+ * One entry as JSON. Each type carries exactly the fields its spamdb line shows, under their
+ * names, with times in seconds: GREY all ten, WHITE no helo/from/to, TRAPPED only the expiry,
+ * SPAMTRAP only the address. Fields that do not apply are omitted, never null.
+ */
+export function entryToJson(e: Entry): EntryJson {
+  switch (entryType(e)) {
+    case 'TRAPPED':
+      return { type: 'TRAPPED', ip: text(e.key), expire: sec(e.expire) };
+    case 'SPAMTRAP':
+      return { type: 'SPAMTRAP', address: text(e.key) };
+    case 'WHITE':
+      return {
+        type: 'WHITE',
+        ip: text(e.key),
+        first: sec(e.first),
+        pass: sec(e.pass),
+        expire: sec(e.expire),
+        bcount: e.bcount,
+        pcount: e.pcount,
+      };
+    case 'GREY': {
+      const g = splitGreyKey(e.key);
+      if (!g) throw new PfgreyError('E_DB_CORRUPT', `No from part in grey key ${keyIp(e.key)}`);
+      return {
+        type: 'GREY',
+        ip: text(g.ip),
+        helo: text(g.helo),
+        from: text(g.from),
+        to: text(g.to),
+        first: sec(e.first),
+        pass: sec(e.pass),
+        expire: sec(e.expire),
+        bcount: e.bcount,
+        pcount: e.pcount,
+      };
+    }
+  }
+}
+
+// --- parsing --------------------------------------------------------------------------------
+
+const FIELDS: Record<EntryType, number> = { GREY: 10, WHITE: 9, TRAPPED: 3, SPAMTRAP: 2 };
+const INT32_MIN = -(2 ** 31);
+const INT32_MAX = 2 ** 31 - 1;
+
+function bad(lineNo: number, what: string): PfgreyError {
+  return new PfgreyError('E_IMPORT', `line ${lineNo}: ${what}`);
+}
+
+/** Quotes a field for a message, short and on one line. */
+function show(field: string): string {
+  const s = field.length > 60 ? `${field.slice(0, 57)}...` : field;
+  return JSON.stringify(s);
+}
+
+/** spamdb prints 64-bit times; anything we store is a safe integer of milliseconds. */
+function time(lineNo: number, name: string, field: string): number {
+  if (!/^-?[0-9]+$/.test(field)) throw bad(lineNo, `${name} time ${show(field)} is not a number`);
+  const ms = Number(field) * 1000;
+  if (!Number.isSafeInteger(ms)) throw bad(lineNo, `${name} time ${show(field)} is out of range`);
+  return ms;
+}
+
+/** The counts are C ints in spamd's record. */
+function count(lineNo: number, name: string, field: string): number {
+  if (!/^-?[0-9]+$/.test(field)) throw bad(lineNo, `${name} ${show(field)} is not a number`);
+  const n = Number(field);
+  if (n < INT32_MIN || n > INT32_MAX) throw bad(lineNo, `${name} ${show(field)} is out of range`);
+  return n;
+}
+
+function ip(lineNo: number, field: string): string {
+  if (isIP(field) === 0) throw bad(lineNo, `invalid ip address ${show(field)}`);
+  return field;
+}
+
+/**
+ * GREY's helo, from and to are whatever the client sent and may contain '|'. With exactly three
+ * middle fields there is nothing to decide; with more, the split is accepted only if exactly one
+ * places from and to on `<…>` fields, which is how clients send them.
+ */
+function splitMiddle(lineNo: number, mid: string[]): [string, string, string] {
+  if (mid.length === 3) return [mid[0]!, mid[1]!, mid[2]!];
+  const angled = (s: string) => s.startsWith('<') && s.endsWith('>');
+  const found: Array<[string, string, string]> = [];
+  for (let i = 1; i < mid.length - 1; i++) {
+    for (let j = i + 1; j < mid.length; j++) {
+      const from = mid.slice(i, j).join('|');
+      const to = mid.slice(j).join('|');
+      if (angled(from) && angled(to)) found.push([mid.slice(0, i).join('|'), from, to]);
+    }
+  }
+  if (found.length === 1) return found[0]!;
+  throw bad(lineNo, `cannot tell helo, from and to apart: one of them contains '|'`);
+}
+
+/**
+ * Parses one spamdb line (a byte string, no newline) into an entry. Throws E_IMPORT naming the
+ * line number and what is wrong with it.
+ */
+export function parseLine(line: string, lineNo: number): Entry {
+  const f = line.split('|');
+  const type = f[0]!;
+  if (!Object.hasOwn(FIELDS, type)) throw bad(lineNo, `unknown type ${show(type)} (expected GREY, WHITE, TRAPPED or SPAMTRAP)`);
+  const t = type as EntryType;
+  const want = FIELDS[t];
+  const fieldCountOk = t === 'GREY' ? f.length >= want : t === 'SPAMTRAP' ? f.length >= want : f.length === want;
+  if (!fieldCountOk) throw bad(lineNo, `${t} needs ${want} fields, found ${f.length}`);
+
+  let entry: Entry;
+  switch (t) {
+    case 'SPAMTRAP': {
+      // The address is the rest of the line: a local part may legally contain '|'.
+      const address = f.slice(1).join('|');
+      if (!address.includes('@')) throw bad(lineNo, `not an email address: ${show(address)}`);
+      if (address.includes('\n')) throw bad(lineNo, 'address contains a line break');
+      entry = { key: address, first: 0, pass: 0, expire: 0, bcount: 0, pcount: PCOUNT_SPAMTRAP };
+      break;
+    }
+    case 'TRAPPED':
+      entry = { key: ip(lineNo, f[1]!), first: 0, pass: 0, expire: time(lineNo, 'expire', f[2]!), bcount: 0, pcount: PCOUNT_TRAPPED };
+      break;
+    case 'WHITE': {
+      // spamdb prints `WHITE|ip|||first…`: two empty fields, one fewer than GREY's helo/from/to.
+      if (f[2] !== '' || f[3] !== '') throw bad(lineNo, 'WHITE has text between the ip and the times; those fields must be empty');
+      entry = numbers(lineNo, ip(lineNo, f[1]!), f.slice(4));
+      break;
+    }
+    case 'GREY': {
+      const [helo, from, to] = splitMiddle(lineNo, f.slice(2, f.length - 5));
+      entry = numbers(lineNo, greyKey(ip(lineNo, f[1]!), helo, from, to), f.slice(f.length - 5));
+      break;
+    }
+  }
+  // pcount decides the type of an IP key: a WHITE line with pcount -1 would come back TRAPPED.
+  const actual = entryType(entry);
+  if (actual !== t) throw bad(lineNo, `pcount ${entry.pcount} makes this a ${actual} entry, not ${t}`);
+  return entry;
+}
+
+function numbers(lineNo: number, key: string, n: string[]): Entry {
+  return {
+    key,
+    first: time(lineNo, 'first', n[0]!),
+    pass: time(lineNo, 'pass', n[1]!),
+    expire: time(lineNo, 'expire', n[2]!),
+    bcount: count(lineNo, 'bcount', n[3]!),
+    pcount: count(lineNo, 'pcount', n[4]!),
+  };
+}

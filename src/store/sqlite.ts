@@ -1,0 +1,572 @@
+// The greylist store on SQLite. The daemon and `pfgrey db` open the same file at the same time,
+// so the file runs in WAL mode (readers never block the writer) with a busy timeout (two writers
+// wait for each other instead of failing). Writes are grouped: the daemon records a tuple per
+// SMTP transaction, and one transaction per few hundred milliseconds costs far less than one fsync
+// per tuple.
+
+import { mkdir, open, stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import sqlite3 from 'sqlite3';
+import { DEFAULTS } from '../config/defaults.js';
+import { PfgreyError, describe } from '../errors.js';
+import type { Entry } from '../grey/entry.js';
+import { silentLogger, type Logger } from '../log.js';
+import type { Store } from './types.js';
+
+export interface OpenStoreOptions {
+  /** Create the file (mode 0600) and its parent directories when missing. Ignored with readonly. */
+  create?: boolean;
+  /** Open for listing only: no schema changes, put/delete throw. */
+  readonly?: boolean;
+  /** Longest time a queued write waits before it is committed (ms). */
+  commitDelay?: number;
+  /** Queue length that triggers a commit at once. */
+  commitBatch?: number;
+  /** Where failed background commits are reported. */
+  log?: Logger;
+}
+
+/**
+ * Schema migrations, in order; migration i brings `PRAGMA user_version` from i to i + 1. Never
+ * edit one that has shipped: a database in the field has already run it. Add a new one instead.
+ */
+const MIGRATIONS: readonly string[] = [
+  // 1: the logical record of spamd's db (§6.1). WITHOUT ROWID because every lookup and every
+  // scan is by key: the table is the key index, nothing is stored twice.
+  `CREATE TABLE entries(
+     key TEXT PRIMARY KEY,
+     first INTEGER NOT NULL,
+     pass INTEGER NOT NULL,
+     expire INTEGER NOT NULL,
+     bcount INTEGER NOT NULL,
+     pcount INTEGER NOT NULL
+   ) WITHOUT ROWID`,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/** The shape of `entries` this code reads and writes; anything else is refused at open. */
+const ENTRY_COLUMNS: ReadonlyArray<{ name: string; type: string; pk: number }> = [
+  { name: 'key', type: 'TEXT', pk: 1 },
+  { name: 'first', type: 'INTEGER', pk: 0 },
+  { name: 'pass', type: 'INTEGER', pk: 0 },
+  { name: 'expire', type: 'INTEGER', pk: 0 },
+  { name: 'bcount', type: 'INTEGER', pk: 0 },
+  { name: 'pcount', type: 'INTEGER', pk: 0 },
+];
+
+/**
+ * Rows per multi-row INSERT / DELETE. Each statement execution is a round trip through libuv's
+ * thread pool; 128 rows per trip makes a 5,000-entry commit about 40 trips instead of 5,000, and
+ * 128 × 6 parameters stays under SQLite's oldest variable limit (999).
+ */
+const ROWS_PER_STATEMENT = 128;
+
+const COLUMNS = 'key, first, pass, expire, bcount, pcount';
+
+type Row = Entry;
+
+// --- promise wrappers over the callback API -------------------------------------------------
+
+function openDb(path: string, mode: number): Promise<sqlite3.Database> {
+  return new Promise((resolve, reject) => {
+    const db: sqlite3.Database = new sqlite3.Database(path, mode, (err) => (err ? reject(err) : resolve(db)));
+  });
+}
+
+function run(db: sqlite3.Database, sql: string, params: unknown[] = []): Promise<void> {
+  return new Promise((resolve, reject) => db.run(sql, params, (err: Error | null) => (err ? reject(err) : resolve())));
+}
+
+function all<T>(db: sqlite3.Database, sql: string, params: unknown[] = []): Promise<T[]> {
+  return new Promise((resolve, reject) =>
+    db.all<T>(sql, params, (err: Error | null, rows: T[]) => (err ? reject(err) : resolve(rows))),
+  );
+}
+
+function prepare(db: sqlite3.Database, sql: string): Promise<sqlite3.Statement> {
+  return new Promise((resolve, reject) => {
+    const st: sqlite3.Statement = db.prepare(sql, (err: Error | null) => (err ? reject(err) : resolve(st)));
+  });
+}
+
+function stRun(st: sqlite3.Statement, params: unknown[]): Promise<void> {
+  return new Promise((resolve, reject) => st.run(params, (err: Error | null) => (err ? reject(err) : resolve())));
+}
+
+// `all` rather than `get`: a statement left mid-result keeps a read transaction open, which in
+// WAL mode pins an old snapshot and stops checkpoints. `all` always runs to the end and resets.
+function stAll<T>(st: sqlite3.Statement, params: unknown[]): Promise<T[]> {
+  return new Promise((resolve, reject) =>
+    st.all<T>(params, (err: Error | null, rows: T[]) => (err ? reject(err) : resolve(rows))),
+  );
+}
+
+function finalize(st: sqlite3.Statement): Promise<void> {
+  return new Promise((resolve) => st.finalize(() => resolve()));
+}
+
+function closeDb(db: sqlite3.Database): Promise<void> {
+  return new Promise((resolve, reject) => db.close((err) => (err ? reject(err) : resolve())));
+}
+
+// --- error mapping ----------------------------------------------------------------------------
+
+function sqliteCode(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/** node-sqlite3 prefixes messages with the result code name; users want the words only. */
+function sqliteMessage(err: unknown): string {
+  return describe(err).replace(/^SQLITE_[A-Z_]+: /, '');
+}
+
+function isCorruption(err: unknown): boolean {
+  const code = sqliteCode(err);
+  return code === 'SQLITE_CORRUPT' || code === 'SQLITE_NOTADB';
+}
+
+function corrupt(path: string, what: string, cause?: unknown): PfgreyError {
+  // quick_check reports over several lines under a `*** in database main ***` heading; the
+  // message must stay one line.
+  const oneLine = what
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !/^\*\*\* in database \w+ \*\*\*$/.test(l))
+    .join('; ');
+  return new PfgreyError('E_DB_CORRUPT', `${path}: database is corrupt (${oneLine})`, { cause });
+}
+
+/** Node's fs messages read `EACCES: permission denied, open '/x'`; keep the middle words. */
+function fsReason(err: unknown): string {
+  const code = sqliteCode(err);
+  if (code === 'ENOENT') return 'no such file';
+  const m = /^[A-Z0-9_]+: ([^,]+)/.exec(describe(err));
+  return m ? m[1]! : describe(err);
+}
+
+/** An error met while reading or opening, as the one PfgreyError the caller reports. */
+function readError(path: string, err: unknown, mode: 'reading' | 'writing'): PfgreyError {
+  if (err instanceof PfgreyError) return err;
+  if (isCorruption(err)) return corrupt(path, sqliteMessage(err), err);
+  return new PfgreyError('E_DB_OPEN', `cannot open ${path} for ${mode}: ${sqliteMessage(err)}`, { cause: err });
+}
+
+// --- opening ----------------------------------------------------------------------------------
+
+async function ensureFile(path: string, create: boolean, mode: 'reading' | 'writing'): Promise<void> {
+  if (create) {
+    try {
+      await mkdir(dirname(path), { recursive: true });
+      // Created here, before SQLite sees it, so the file never exists with umask permissions:
+      // the database holds every correspondent's address. SQLite gives -wal/-shm the same mode.
+      const fh = await open(path, 'wx', 0o600);
+      await fh.close();
+    } catch (err) {
+      if (sqliteCode(err) !== 'EEXIST') {
+        throw new PfgreyError('E_DB_OPEN', `cannot open ${path} for ${mode}: ${fsReason(err)}`, { cause: err });
+      }
+    }
+    return;
+  }
+  try {
+    const st = await stat(path);
+    if (st.isDirectory()) throw Object.assign(new Error('EISDIR: is a directory'), { code: 'EISDIR' });
+  } catch (err) {
+    throw new PfgreyError('E_DB_OPEN', `cannot open ${path} for ${mode}: ${fsReason(err)}`, { cause: err });
+  }
+}
+
+async function userVersion(db: sqlite3.Database): Promise<number> {
+  const rows = await all<{ user_version: number }>(db, 'PRAGMA user_version');
+  return rows[0]?.user_version ?? 0;
+}
+
+function tooNew(path: string, found: number): PfgreyError {
+  return new PfgreyError(
+    'E_DB_SCHEMA',
+    `${path}: database schema version ${found} is newer than this pfgrey supports (${SCHEMA_VERSION}); use a newer pfgrey`,
+  );
+}
+
+async function tableNames(db: sqlite3.Database): Promise<string[]> {
+  const rows = await all<{ name: string }>(
+    db,
+    "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' ORDER BY name",
+  );
+  return rows.map((r) => r.name);
+}
+
+/** Refuses to turn some other application's SQLite file into a pfgrey database. */
+async function assertNotForeign(path: string, db: sqlite3.Database): Promise<void> {
+  const names = await tableNames(db);
+  if (names.length > 0) throw corrupt(path, `not a pfgrey database: it has tables ${names.join(', ')} but no schema version`);
+}
+
+async function migrate(path: string, db: sqlite3.Database): Promise<void> {
+  // IMMEDIATE takes the write lock first, so a daemon and a CLI creating the same new file at
+  // once migrate it exactly once: the second re-reads the version after the first committed.
+  await run(db, 'BEGIN IMMEDIATE');
+  try {
+    const v = await userVersion(db);
+    if (v > SCHEMA_VERSION) throw tooNew(path, v);
+    if (v === 0) await assertNotForeign(path, db);
+    for (let i = v; i < SCHEMA_VERSION; i++) await run(db, MIGRATIONS[i]!);
+    // PRAGMA takes no bound parameters; the value is our own integer.
+    await run(db, `PRAGMA user_version = ${SCHEMA_VERSION}`);
+    await run(db, 'COMMIT');
+  } catch (err) {
+    await run(db, 'ROLLBACK').catch(() => undefined);
+    throw err;
+  }
+}
+
+async function checkShape(path: string, db: sqlite3.Database): Promise<void> {
+  const cols = await all<{ name: string; type: string; pk: number }>(db, 'PRAGMA table_info(entries)');
+  if (cols.length === 0) throw corrupt(path, 'table entries is missing');
+  const same =
+    cols.length === ENTRY_COLUMNS.length &&
+    ENTRY_COLUMNS.every((want, i) => {
+      const got = cols[i]!;
+      return got.name === want.name && got.type.toUpperCase() === want.type && (got.pk > 0 ? 1 : 0) === want.pk;
+    });
+  if (!same) {
+    const found = cols.map((c) => `${c.name} ${c.type}`).join(', ');
+    throw corrupt(path, `table entries has columns (${found}), expected (${ENTRY_COLUMNS.map((c) => `${c.name} ${c.type}`).join(', ')})`);
+  }
+}
+
+/**
+ * Opens (and with `create`, creates) the greylist database and brings its schema up to date.
+ * Every problem with the file is found here, as one PfgreyError: E_DB_OPEN (missing, no
+ * permission), E_DB_CORRUPT (not SQLite, damaged, wrong table shape), E_DB_SCHEMA (written by a
+ * newer pfgrey).
+ */
+export async function openStore(path: string, opts: OpenStoreOptions = {}): Promise<Store> {
+  const readonly = opts.readonly ?? false;
+  const mode = readonly ? 'reading' : 'writing';
+  await ensureFile(path, !readonly && (opts.create ?? false), mode);
+
+  let db: sqlite3.Database;
+  try {
+    db = await openDb(path, readonly ? sqlite3.OPEN_READONLY : sqlite3.OPEN_READWRITE);
+  } catch (err) {
+    throw readError(path, err, mode);
+  }
+
+  try {
+    await run(db, `PRAGMA busy_timeout = ${Math.trunc(DEFAULTS.busyTimeout)}`);
+    // The first statement that reads the file: garbage and foreign files fail here.
+    await tableNames(db);
+    // A full page walk. It costs tens of milliseconds per 10 MB and runs off the event loop, and
+    // it turns a damaged file into one clear message now instead of a failure mid-scan later.
+    const check = await all<{ quick_check: string }>(db, 'PRAGMA quick_check(1)');
+    const verdict = check[0]?.quick_check ?? 'no result from quick_check';
+    if (verdict !== 'ok') throw corrupt(path, verdict);
+
+    let empty = false;
+    if (!readonly) {
+      await all(db, 'PRAGMA journal_mode = WAL');
+      await run(db, 'PRAGMA synchronous = NORMAL');
+      const v = await userVersion(db);
+      if (v > SCHEMA_VERSION) throw tooNew(path, v);
+      if (v < SCHEMA_VERSION) await migrate(path, db);
+    } else {
+      const v = await userVersion(db);
+      if (v > SCHEMA_VERSION) throw tooNew(path, v);
+      if (v === 0) {
+        // A file created but never initialised (a daemon that died at once): nothing to list.
+        await assertNotForeign(path, db);
+        empty = true;
+      } else if (v < SCHEMA_VERSION) {
+        throw new PfgreyError(
+          'E_DB_SCHEMA',
+          `${path}: database schema version ${v} is older than this pfgrey's (${SCHEMA_VERSION}); open it once for writing to upgrade`,
+        );
+      }
+    }
+    if (!empty) await checkShape(path, db);
+    return await SqliteStore.create(path, db, {
+      readonly,
+      empty,
+      commitDelay: opts.commitDelay ?? DEFAULTS.commitDelay,
+      commitBatch: opts.commitBatch ?? DEFAULTS.commitBatch,
+      log: opts.log ?? silentLogger,
+    });
+  } catch (err) {
+    await closeDb(db).catch(() => undefined);
+    throw readError(path, err, mode);
+  }
+}
+
+// --- the store --------------------------------------------------------------------------------
+
+interface Statements {
+  get: sqlite3.Statement;
+  firstPage: sqlite3.Statement;
+  nextPage: sqlite3.Statement;
+  range: sqlite3.Statement;
+  insertOne: sqlite3.Statement;
+  insertMany: sqlite3.Statement;
+  deleteOne: sqlite3.Statement;
+  deleteMany: sqlite3.Statement;
+}
+
+interface StoreSettings {
+  readonly: boolean;
+  empty: boolean;
+  commitDelay: number;
+  commitBatch: number;
+  log: Logger;
+}
+
+class SqliteStore implements Store {
+  /** Queued writes; null is a queued delete. Entries stay here until their commit succeeds. */
+  private readonly pending = new Map<string, Entry | null>();
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+  private queued: Promise<void> | null = null;
+  /** After a failed commit the size trigger pauses and the timer retries, so a broken disk is not hammered per put. */
+  private failing = false;
+  private closing: Promise<void> | null = null;
+
+  private constructor(
+    readonly path: string,
+    private readonly db: sqlite3.Database,
+    private readonly st: Statements | null,
+    private readonly settings: StoreSettings,
+  ) {}
+
+  static async create(path: string, db: sqlite3.Database, settings: StoreSettings): Promise<SqliteStore> {
+    if (settings.empty) return new SqliteStore(path, db, null, settings);
+    const values = (n: number) => Array(n).fill('(?, ?, ?, ?, ?, ?)').join(', ');
+    const marks = (n: number) => Array(n).fill('?').join(', ');
+    const made: Partial<Statements> = {};
+    const sql: Record<keyof Statements, string> = {
+      get: `SELECT ${COLUMNS} FROM entries WHERE key = ?`,
+      firstPage: `SELECT ${COLUMNS} FROM entries ORDER BY key LIMIT ?`,
+      nextPage: `SELECT ${COLUMNS} FROM entries WHERE key > ? ORDER BY key LIMIT ?`,
+      range: `SELECT ${COLUMNS} FROM entries WHERE key > ? AND key < ? ORDER BY key`,
+      insertOne: `INSERT OR REPLACE INTO entries (${COLUMNS}) VALUES ${values(1)}`,
+      insertMany: `INSERT OR REPLACE INTO entries (${COLUMNS}) VALUES ${values(ROWS_PER_STATEMENT)}`,
+      deleteOne: 'DELETE FROM entries WHERE key = ?',
+      deleteMany: `DELETE FROM entries WHERE key IN (${marks(ROWS_PER_STATEMENT)})`,
+    };
+    try {
+      for (const name of Object.keys(sql) as Array<keyof Statements>) {
+        // A read-only connection can prepare writes; it only fails when they run, and it never runs them.
+        made[name] = await prepare(db, sql[name]);
+      }
+    } catch (err) {
+      await Promise.all(Object.values(made).map((s) => finalize(s)));
+      throw err;
+    }
+    return new SqliteStore(path, db, made as Statements, settings);
+  }
+
+  get pendingWrites(): number {
+    return this.pending.size;
+  }
+
+  async get(key: string): Promise<Entry | undefined> {
+    if (this.pending.has(key)) {
+      const e = this.pending.get(key);
+      return e ? { ...e } : undefined;
+    }
+    const st = this.open();
+    if (!st) return undefined;
+    const rows = await this.read(() => stAll<Row>(st.get, [key]));
+    return rows[0];
+  }
+
+  put(entry: Entry): void {
+    this.writable();
+    // A copy: the caller may keep mutating its object, and the flush compares by identity.
+    this.pending.set(entry.key, { ...entry });
+    this.schedule();
+  }
+
+  delete(key: string): void {
+    this.writable();
+    this.pending.set(key, null);
+    this.schedule();
+  }
+
+  flush(): Promise<void> {
+    if (this.settings.readonly) return Promise.resolve();
+    if (this.queued) return this.queued;
+    if (this.running) {
+      // One commit at a time; everything asked for meanwhile goes into a single follow-up.
+      this.queued = this.running
+        .catch(() => undefined)
+        .then(() => {
+          this.queued = null;
+          return this.startFlush();
+        });
+      return this.queued;
+    }
+    return this.startFlush();
+  }
+
+  async *chunks(size: number): AsyncIterable<Entry[]> {
+    const st = this.open();
+    if (!st) return;
+    const limit = Math.max(1, Math.trunc(size));
+    let last: string | undefined;
+    for (;;) {
+      const after = last;
+      const rows = await this.read(() =>
+        after === undefined ? stAll<Row>(st.firstPage, [limit]) : stAll<Row>(st.nextPage, [after, limit]),
+      );
+      if (rows.length === 0) return;
+      last = rows[rows.length - 1]!.key;
+      yield rows;
+      if (rows.length < limit) return;
+    }
+  }
+
+  async tuplesOf(ip: string): Promise<Entry[]> {
+    const st = this.open();
+    const prefix = `${ip}\n`;
+    // Every GREY key of `ip` starts with `ip\n`; '\x0b' is the next character after '\n', so
+    // the range is exactly those keys and the primary key index answers it without a scan.
+    const rows = st ? await this.read(() => stAll<Row>(st.range, [prefix, `${ip}\x0b`])) : [];
+    if (this.pending.size === 0) return rows;
+    const byKey = new Map(rows.map((r) => [r.key, r] as const));
+    for (const [key, e] of this.pending) {
+      if (!key.startsWith(prefix)) continue;
+      if (e) byKey.set(key, { ...e });
+      else byKey.delete(key);
+    }
+    return [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  close(): Promise<void> {
+    if (!this.closing) this.closing = this.shutdown();
+    return this.closing;
+  }
+
+  // --- internals ------------------------------------------------------------------------------
+
+  private async shutdown(): Promise<void> {
+    this.clearTimer();
+    let failure: unknown;
+    try {
+      await this.flush();
+    } catch (err) {
+      failure = err;
+    }
+    if (this.st) await Promise.all(Object.values(this.st).map((s: sqlite3.Statement) => finalize(s)));
+    await closeDb(this.db).catch((err: unknown) => {
+      failure ??= new PfgreyError('E_DB_WRITE', `${this.path}: cannot close database (${sqliteMessage(err)})`, { cause: err });
+    });
+    if (failure) throw failure;
+  }
+
+  private open(): Statements | null {
+    if (this.closing) throw new Error(`${this.path}: store is closed`);
+    return this.st;
+  }
+
+  private writable(): void {
+    if (this.closing) throw new Error(`${this.path}: store is closed`);
+    if (this.settings.readonly) throw new Error(`${this.path}: store was opened read-only`);
+  }
+
+  private async read<T>(op: () => Promise<T>): Promise<T> {
+    try {
+      return await op();
+    } catch (err) {
+      throw readError(this.path, err, 'reading');
+    }
+  }
+
+  private schedule(): void {
+    if (this.pending.size >= this.settings.commitBatch && !this.failing) {
+      this.clearTimer();
+      this.flush().catch(() => undefined); // reported by startFlush; retried by the timer
+      return;
+    }
+    this.arm();
+  }
+
+  private arm(): void {
+    if (this.timer || this.closing) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.flush().catch(() => undefined);
+    }, this.settings.commitDelay);
+    // A queued write must not keep a finished process alive; close() is what flushes at exit.
+    this.timer.unref();
+  }
+
+  private clearTimer(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  private startFlush(): Promise<void> {
+    this.clearTimer();
+    const p = this.commitPending().finally(() => {
+      if (this.running === p) this.running = null;
+    });
+    this.running = p;
+    return p;
+  }
+
+  private async commitPending(): Promise<void> {
+    if (this.pending.size === 0 || !this.st) return;
+    const batch = [...this.pending];
+    try {
+      await this.commit(this.st, batch);
+    } catch (err) {
+      this.failing = true;
+      const msg = sqliteMessage(err);
+      this.settings.log.error(`${this.path}: cannot commit ${batch.length} writes, keeping them queued: ${msg}`);
+      // Retry on the timer even if nothing else is written meanwhile.
+      if (!this.closing) this.arm();
+      throw new PfgreyError('E_DB_WRITE', `${this.path}: cannot write to database (${msg})`, { cause: err });
+    }
+    this.failing = false;
+    // Only what was committed leaves the queue; a write queued during the commit is a new
+    // object (put copies) and stays for the next one.
+    for (const [key, value] of batch) {
+      if (this.pending.get(key) === value) this.pending.delete(key);
+    }
+    if (this.pending.size > 0) this.schedule();
+  }
+
+  private async commit(st: Statements, batch: Array<[string, Entry | null]>): Promise<void> {
+    const puts: unknown[][] = [];
+    const dels: string[] = [];
+    for (const [key, e] of batch) {
+      if (e) puts.push([key, e.first, e.pass, e.expire, e.bcount, e.pcount]);
+      else dels.push(key);
+    }
+    await run(this.db, 'BEGIN IMMEDIATE');
+    const work: Array<Promise<void>> = [];
+    // Keys are unique within a batch, so the order of the statements does not matter.
+    for (let i = 0; i < puts.length; i += ROWS_PER_STATEMENT) {
+      const slice = puts.slice(i, i + ROWS_PER_STATEMENT);
+      if (slice.length === ROWS_PER_STATEMENT) work.push(stRun(st.insertMany, slice.flat()));
+      else for (const row of slice) work.push(stRun(st.insertOne, row));
+    }
+    for (let i = 0; i < dels.length; i += ROWS_PER_STATEMENT) {
+      const slice = dels.slice(i, i + ROWS_PER_STATEMENT);
+      if (slice.length === ROWS_PER_STATEMENT) work.push(stRun(st.deleteMany, slice));
+      else for (const key of slice) work.push(stRun(st.deleteOne, [key]));
+    }
+    // allSettled, not all: ROLLBACK must not run while statements of this transaction are still
+    // queued, or they would run afterwards in autocommit mode and half the batch would stick.
+    const results = await Promise.allSettled(work);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    try {
+      if (failed) throw failed.reason;
+      await run(this.db, 'COMMIT');
+    } catch (err) {
+      await run(this.db, 'ROLLBACK').catch(() => undefined);
+      throw err;
+    }
+  }
+}

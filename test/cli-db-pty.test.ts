@@ -1,0 +1,56 @@
+// `pfgrey db` as a user runs it: the compiled CLI under a real terminal, where stdout is a TTY
+// and output goes through the line discipline (LF becomes CRLF).
+
+import test from 'ava';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pty from 'node-pty';
+import { greyKey } from '../src/grey/entry.js';
+import { openStore } from '../src/store/sqlite.js';
+
+/** .build/test → .build/src/cli/main.js */
+const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../src/cli/main.js');
+
+function runInTerminal(args: string[]): Promise<{ exitCode: number; output: string }> {
+  return new Promise((resolve) => {
+    const term = pty.spawn(process.execPath, [CLI, ...args], {
+      name: 'xterm',
+      cols: 200,
+      rows: 40,
+      cwd: tmpdir(),
+      env: { ...process.env, PFGREY_DB: '' } as Record<string, string>,
+    });
+    let output = '';
+    term.onData((d) => (output += d));
+    term.onExit(({ exitCode }) => resolve({ exitCode, output }));
+  });
+}
+
+test('pfgrey db lists, adds and deletes under a real terminal', async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'pfgrey-pty-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'grey.db');
+  const s = await openStore(file, { create: true });
+  s.put({ key: greyKey('192.0.2.7', 'mx.ex', '<a@ex>', '<b@us>'), first: 1700000000_000, pass: 1700014400_000, expire: 1700014400_000, bcount: 1, pcount: 0 });
+  await s.close();
+
+  const add = await runInTerminal(['db', '--db', file, '-t', '-a', '203.0.113.9']);
+  t.is(add.exitCode, 0, add.output);
+
+  const list = await runInTerminal(['db', '--db', file]);
+  t.is(list.exitCode, 0, list.output);
+  const lines = list.output.split('\r\n').filter((l) => l !== '');
+  t.is(lines.length, 2, list.output);
+  t.is(lines[0], 'GREY|192.0.2.7|mx.ex|<a@ex>|<b@us>|1700000000|1700014400|1700014400|1|0');
+  t.regex(lines[1]!, /^TRAPPED\|203\.0\.113\.9\|\d+$/);
+
+  const del = await runInTerminal(['db', '--db', file, '-d', '192.0.2.99']);
+  t.is(del.exitCode, 1);
+  t.is(del.output, 'pfgrey db: no entry for 192.0.2.99\r\n');
+
+  const usage = await runInTerminal(['db', '--db', file, '-G']);
+  t.is(usage.exitCode, 1);
+  t.is(usage.output, 'usage: pfgrey db [--db PATH] [--json] [--import FILE|-] [-adGTt] [keys ...]\r\n');
+});

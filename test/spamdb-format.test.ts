@@ -1,0 +1,180 @@
+import test from 'ava';
+import fc from 'fast-check';
+import assert from 'node:assert/strict';
+import { PfgreyError } from '../src/errors.js';
+import { greyKey, type Entry } from '../src/grey/entry.js';
+import { entryToJson, formatEntry, parseLine } from '../src/store/spamdb-format.js';
+
+const S = 1000;
+
+test('a GREY entry lists as spamdb prints it', (t) => {
+  const e: Entry = {
+    key: greyKey('192.0.2.7', 'mx.ex', '<a@ex>', '<b@us>'),
+    first: 1700000000 * S,
+    pass: 1700014400 * S,
+    expire: 1700014400 * S,
+    bcount: 1,
+    pcount: 0,
+  };
+  t.is(formatEntry(e), 'GREY|192.0.2.7|mx.ex|<a@ex>|<b@us>|1700000000|1700014400|1700014400|1|0');
+});
+
+test('times are printed as whole seconds, rounded down', (t) => {
+  const e: Entry = { key: '192.0.2.7', first: 1700000000999, pass: 1700000001000, expire: 1700000002500, bcount: 3, pcount: 2 };
+  t.is(formatEntry(e), 'WHITE|192.0.2.7|||1700000000|1700000001|1700000002|3|2');
+});
+
+test('a WHITE entry has two empty fields between ip and times', (t) => {
+  const e: Entry = { key: '2001:db8::1', first: 10 * S, pass: 20 * S, expire: 30 * S, bcount: 4, pcount: 5 };
+  t.is(formatEntry(e), 'WHITE|2001:db8::1|||10|20|30|4|5');
+});
+
+test('a TRAPPED entry shows only its expiry', (t) => {
+  t.is(formatEntry({ key: '198.51.100.1', first: 5 * S, pass: 0, expire: 86405 * S, bcount: 1, pcount: -1 }), 'TRAPPED|198.51.100.1|86405');
+});
+
+test('a SPAMTRAP entry shows only its address', (t) => {
+  t.is(formatEntry({ key: 'trap@us.example', first: 5 * S, pass: 0, expire: 0, bcount: 1, pcount: -2 }), 'SPAMTRAP|trap@us.example');
+});
+
+test('a GREY entry with an empty helo keeps the empty field', (t) => {
+  const e: Entry = { key: greyKey('192.0.2.7', '', '<a@ex>', '<b@us>'), first: 1 * S, pass: 2 * S, expire: 3 * S, bcount: 1, pcount: 0 };
+  t.is(formatEntry(e), 'GREY|192.0.2.7||<a@ex>|<b@us>|1|2|3|1|0');
+});
+
+test('a legacy three-part GREY key lists with an empty helo, as spamdb does', (t) => {
+  const e: Entry = { key: '192.0.2.7\n<a@ex>\n<b@us>', first: 1 * S, pass: 2 * S, expire: 3 * S, bcount: 1, pcount: 0 };
+  t.is(formatEntry(e), 'GREY|192.0.2.7||<a@ex>|<b@us>|1|2|3|1|0');
+  t.deepEqual(parseLine(formatEntry(e), 1), { ...e, key: greyKey('192.0.2.7', '', '<a@ex>', '<b@us>') });
+});
+
+test('a GREY key with one line break cannot be printed: spamdb\'s "No from part" message', (t) => {
+  const err = t.throws(() => formatEntry({ key: '192.0.2.7\nhelo', first: 0, pass: 0, expire: 0, bcount: 0, pcount: 0 }));
+  t.true(err instanceof PfgreyError);
+  t.is(err!.message, 'No from part in grey key 192.0.2.7');
+});
+
+test('raw 8-bit bytes of a client pass through unchanged', (t) => {
+  const e: Entry = { key: greyKey('192.0.2.7', 'h\xe9\xff', '<\x80@x>', '<b@us>'), first: 0, pass: 0, expire: 0, bcount: 0, pcount: 0 };
+  const line = formatEntry(e);
+  t.is(line, 'GREY|192.0.2.7|h\xe9\xff|<\x80@x>|<b@us>|0|0|0|0|0');
+  t.deepEqual(parseLine(line, 1), e);
+});
+
+test('each spamdb line parses to the entry it came from', (t) => {
+  t.deepEqual(parseLine('GREY|192.0.2.7|mx.ex|<a@ex>|<b@us>|1700000000|1700014400|1700014400|1|0', 1), {
+    key: '192.0.2.7\nmx.ex\n<a@ex>\n<b@us>',
+    first: 1700000000 * S,
+    pass: 1700014400 * S,
+    expire: 1700014400 * S,
+    bcount: 1,
+    pcount: 0,
+  });
+  t.deepEqual(parseLine('WHITE|192.0.2.8|||1|2|3|4|5', 1), { key: '192.0.2.8', first: S, pass: 2 * S, expire: 3 * S, bcount: 4, pcount: 5 });
+  t.deepEqual(parseLine('TRAPPED|192.0.2.9|1700086400', 1), { key: '192.0.2.9', first: 0, pass: 0, expire: 1700086400 * S, bcount: 0, pcount: -1 });
+  t.deepEqual(parseLine('SPAMTRAP|trap@us.example', 1), { key: 'trap@us.example', first: 0, pass: 0, expire: 0, bcount: 0, pcount: -2 });
+});
+
+test('a helo containing "|" is still read when from and to are in angle brackets', (t) => {
+  const e: Entry = { key: greyKey('192.0.2.7', 'a|b', '<a@ex>', '<b@us>'), first: 0, pass: 0, expire: 0, bcount: 1, pcount: 0 };
+  t.deepEqual(parseLine(formatEntry(e), 4), e);
+});
+
+test('a "|" that leaves more than one way to read helo, from and to is an error', (t) => {
+  const err = t.throws(() => parseLine('GREY|192.0.2.7|h|<a>|<b>|<c>|0|0|0|1|0', 4));
+  t.is((err as PfgreyError).code, 'E_IMPORT');
+  t.regex(err!.message, /^line 4: cannot tell helo, from and to apart/);
+});
+
+function importError(t: import('ava').ExecutionContext, line: string, lineNo: number, message: string): void {
+  const err = t.throws(() => parseLine(line, lineNo));
+  t.true(err instanceof PfgreyError);
+  t.is((err as PfgreyError).code, 'E_IMPORT');
+  t.is(err!.message, message);
+}
+
+test('a bad line is E_IMPORT naming the line and what is wrong', (t) => {
+  importError(t, 'GREY|192.0.2.7|h|<a>|<b>|1|2|3|4', 7, 'line 7: GREY needs 10 fields, found 9');
+  importError(t, 'WHITE|192.0.2.7|||1|2|3|4', 8, 'line 8: WHITE needs 9 fields, found 8');
+  importError(t, 'TRAPPED|192.0.2.7|1|2', 9, 'line 9: TRAPPED needs 3 fields, found 4');
+  importError(t, 'SPAMTRAP', 10, 'line 10: SPAMTRAP needs 2 fields, found 1');
+  importError(t, 'BLACK|192.0.2.7|1', 11, 'line 11: unknown type "BLACK" (expected GREY, WHITE, TRAPPED or SPAMTRAP)');
+  importError(t, 'WHITE|192.0.2.7|||1|soon|3|4|5', 12, 'line 12: pass time "soon" is not a number');
+  importError(t, 'TRAPPED|192.0.2.7|1.5', 13, 'line 13: expire time "1.5" is not a number');
+  importError(t, 'WHITE|192.0.2.7|||1|2|3|x|5', 14, 'line 14: bcount "x" is not a number');
+  importError(t, 'WHITE|192.0.2.7|||1|2|3|4|99999999999', 15, 'line 15: pcount "99999999999" is out of range');
+  importError(t, 'WHITE|192.0.2.7|||99999999999999999|2|3|4|5', 16, 'line 16: first time "99999999999999999" is out of range');
+  importError(t, 'WHITE|mail.example|||1|2|3|4|5', 17, 'line 17: invalid ip address "mail.example"');
+  importError(t, 'SPAMTRAP|nobody', 18, 'line 18: not an email address: "nobody"');
+  importError(t, 'WHITE|192.0.2.7|x||1|2|3|4|5', 19, 'line 19: WHITE has text between the ip and the times; those fields must be empty');
+  importError(t, 'WHITE|192.0.2.7|||1|2|3|4|-1', 20, 'line 20: pcount -1 makes this a TRAPPED entry, not WHITE');
+  importError(t, '', 21, 'line 21: unknown type "" (expected GREY, WHITE, TRAPPED or SPAMTRAP)');
+});
+
+test('JSON carries the fields of the spamdb line, in seconds, and omits the rest', (t) => {
+  const g: Entry = { key: greyKey('192.0.2.7', 'mx.ex', '<a@ex>', '<b@us>'), first: 1 * S, pass: 2 * S, expire: 3 * S, bcount: 4, pcount: 0 };
+  t.deepEqual(entryToJson(g), { type: 'GREY', ip: '192.0.2.7', helo: 'mx.ex', from: '<a@ex>', to: '<b@us>', first: 1, pass: 2, expire: 3, bcount: 4, pcount: 0 });
+  t.deepEqual(entryToJson({ key: '192.0.2.8', first: 1500, pass: 2 * S, expire: 3 * S, bcount: 4, pcount: 5 }), {
+    type: 'WHITE', ip: '192.0.2.8', first: 1, pass: 2, expire: 3, bcount: 4, pcount: 5,
+  });
+  t.deepEqual(entryToJson({ key: '192.0.2.9', first: 1, pass: 0, expire: 9 * S, bcount: 1, pcount: -1 }), { type: 'TRAPPED', ip: '192.0.2.9', expire: 9 });
+  t.deepEqual(entryToJson({ key: 'trap@us', first: 1, pass: 0, expire: 0, bcount: 1, pcount: -2 }), { type: 'SPAMTRAP', address: 'trap@us' });
+});
+
+test('JSON shows UTF-8 bytes as text and other bytes as U+FFFD', (t) => {
+  const utf8Helo = Buffer.from('hé.example', 'utf8').toString('latin1');
+  const j = entryToJson({ key: greyKey('192.0.2.7', utf8Helo, '<\xff@x>', '<b@us>'), first: 0, pass: 0, expire: 0, bcount: 0, pcount: 0 });
+  t.like(j, { helo: 'hé.example', from: '<\ufffd@x>' });
+});
+
+// --- round trips ----------------------------------------------------------------------------
+// node:assert inside the properties, so fast-check sees a failure as a throw and can shrink it.
+
+const seconds = fc.integer({ min: -(2 ** 40), max: 2 ** 40 }).map((s) => s * S);
+const int32 = fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 });
+const ip = fc.oneof(fc.ipV4(), fc.ipV6());
+/** Any byte a client can send inside a field, except the two that delimit fields and keys. */
+const field = fc.string({ unit: fc.integer({ min: 0, max: 255 }).filter((b) => b !== 0x7c && b !== 0x0a).map((b) => String.fromCharCode(b)) });
+
+const greyEntry = fc.record({
+  key: fc.tuple(ip, field, field, field).map(([i, h, f, to]) => greyKey(i, h, f, to)),
+  first: seconds,
+  pass: seconds,
+  expire: seconds,
+  bcount: int32,
+  pcount: int32,
+});
+const whiteEntry = fc.record({
+  key: ip,
+  first: seconds,
+  pass: seconds,
+  expire: seconds,
+  bcount: int32,
+  pcount: int32.filter((p) => p !== -1 && p !== -2),
+});
+const trappedEntry = fc.record({ key: ip, first: fc.constant(0), pass: fc.constant(0), expire: seconds, bcount: fc.constant(0), pcount: fc.constant(-1) });
+const spamtrapEntry = fc.record({
+  key: fc.tuple(fc.string({ unit: fc.integer({ min: 0, max: 255 }).filter((b) => b !== 0x0a).map((b) => String.fromCharCode(b)) }), field).map(([l, d]) => `${l}@${d}`),
+  first: fc.constant(0),
+  pass: fc.constant(0),
+  expire: fc.constant(0),
+  bcount: fc.constant(0),
+  pcount: fc.constant(-2),
+});
+// fc.record builds null-prototype objects; spread them into plain ones like parseLine returns.
+const anyEntry = fc.oneof(greyEntry, whiteEntry, trappedEntry, spamtrapEntry).map((e): Entry => ({ ...e }));
+
+test('parseLine(formatEntry(e)) is e for every entry with whole-second times', (t) => {
+  fc.assert(fc.property(anyEntry, (e) => {
+    assert.deepEqual(parseLine(formatEntry(e), 1), e);
+  }), { numRuns: 2000 });
+  t.pass();
+});
+
+test('formatEntry(parseLine(line)) is the line for every line pfgrey prints', (t) => {
+  fc.assert(fc.property(anyEntry, (e) => {
+    const line = formatEntry(e);
+    assert.equal(formatEntry(parseLine(line, 1)), line);
+  }), { numRuns: 1000 });
+  t.pass();
+});
