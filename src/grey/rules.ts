@@ -64,9 +64,9 @@ export function asciiLower(s: string): string {
 export interface ScanPlan {
   deletes: string[];
   puts: Entry[];
-  /** Addresses for the firewall's whitelist table, sorted. */
+  /** Addresses for the firewall's whitelist table, in key order. */
   whitelist: string[];
-  /** Trapped addresses (spamd-greytrap), sorted. */
+  /** Trapped addresses (spamd-greytrap), in key order. */
   traps: string[];
   counts: { entries: number; expired: number; promoted: number };
 }
@@ -86,6 +86,11 @@ export class ScanAccumulator {
   private readonly traps = new Set<string>();
   private entries = 0;
   private expired = 0;
+  private settled = 0;
+  private readonly white = new Set<string>();
+  private readonly puts: Entry[] = [];
+  /** Expired ip entries: a passed tuple may re-create one in the same scan. */
+  private readonly expiredIps = new Set<string>();
 
   constructor(
     private readonly now: number,
@@ -104,6 +109,7 @@ export class ScanAccumulator {
       if (e.expire <= this.now) {
         this.expired += 1;
         this.deletes.push(e.key);
+        if (!e.key.includes('\n')) this.expiredIps.add(e.key);
         continue;
       }
       const type = entryType(e);
@@ -120,11 +126,15 @@ export class ScanAccumulator {
     }
   }
 
-  finish(): ScanPlan {
-    const white = new Set<string>();
-    const puts: Entry[] = [];
-    let promoted = 0;
-    for (const e of this.passed) {
+  /**
+   * Decides up to `limit` of the passed entries (they need the whole scan's view of each ip, so
+   * they wait until every chunk is in). Returns true once all are decided. A caller that must
+   * not hold the event loop calls it with a limit and yields between calls.
+   */
+  settle(limit = Infinity): boolean {
+    const end = Math.min(this.passed.length, this.settled + limit);
+    for (; this.settled < end; this.settled++) {
+      const e = this.passed[this.settled]!;
       const ip = keyIp(e.key);
       const state = this.ipState.get(ip);
       if (state === 'trapped') continue;
@@ -132,23 +142,28 @@ export class ScanAccumulator {
         this.deletes.push(e.key);
         continue;
       }
-      white.add(ip);
+      this.white.add(ip);
       if (e.key !== ip && state === undefined) {
-        puts.push({ key: ip, first: e.first, pass: e.pass, expire: this.now + this.whiteExpiry,
+        this.puts.push({ key: ip, first: e.first, pass: e.pass, expire: this.now + this.whiteExpiry,
           bcount: e.bcount, pcount: e.pcount });
         this.ipState.set(ip, 'white');
-        promoted += 1;
       }
     }
+    return this.settled >= this.passed.length;
+  }
+
+  finish(): ScanPlan {
+    this.settle();
     // A WHITE entry that expired this scan but is re-created by a passed tuple is replaced, not
     // deleted: the plan never both deletes and writes a key.
-    const written = new Set(puts.map((p) => p.key));
+    const rewritten = new Set(this.puts.filter((p) => this.expiredIps.has(p.key)).map((p) => p.key));
     return {
-      deletes: this.deletes.filter((k) => !written.has(k)),
-      puts,
-      whitelist: [...white].sort(),
-      traps: [...this.traps].sort(),
-      counts: { entries: this.entries, expired: this.expired, promoted },
+      deletes: rewritten.size ? this.deletes.filter((k) => !rewritten.has(k)) : this.deletes,
+      puts: this.puts,
+      // Not sorted: the firewall compares sets, and the scan's key order is already stable.
+      whitelist: [...this.white],
+      traps: [...this.traps],
+      counts: { entries: this.entries, expired: this.expired, promoted: this.puts.length },
     };
   }
 }

@@ -69,6 +69,7 @@ export class Scanner {
         acc.add(chunk);
         await yieldToLoop();
       }
+      while (!acc.settle(this.opts.chunk)) await yieldToLoop();
       const plan = acc.finish();
       // Applied a chunk at a time too: a scan that expires a million entries must not queue
       // them all in one turn of the event loop.
@@ -79,9 +80,12 @@ export class Scanner {
         }
         await yieldToLoop();
       }
-      for (const entry of plan.puts) {
-        log.debug(`whitelisting ${entry.key} in ${store.path}`);
-        store.put(entry);
+      for (let i = 0; i < plan.puts.length; i += this.opts.chunk) {
+        for (const entry of plan.puts.slice(i, i + this.opts.chunk)) {
+          log.debug(`whitelisting ${entry.key} in ${store.path}`);
+          store.put(entry);
+        }
+        await yieldToLoop();
       }
       await store.flush();
       this.opts.onResult(plan);

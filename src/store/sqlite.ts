@@ -6,6 +6,7 @@
 
 import { mkdir, open, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import sqlite3 from 'sqlite3';
 import { DEFAULTS } from '../config/defaults.js';
 import { PfgreyError, describe } from '../errors.js';
@@ -61,6 +62,9 @@ const ENTRY_COLUMNS: ReadonlyArray<{ name: string; type: string; pk: number }> =
  * 128 × 6 parameters stays under SQLite's oldest variable limit (999).
  */
 const ROWS_PER_STATEMENT = 128;
+
+/** Entries bound per step of a commit (8 full statements): a few milliseconds of main-thread work. */
+const ENTRIES_PER_STEP = 8 * ROWS_PER_STATEMENT;
 
 const COLUMNS = 'key, first, pass, expire, bcount, pcount';
 
@@ -531,20 +535,37 @@ class SqliteStore implements Store {
     this.failing = false;
     // Only what was committed leaves the queue; a write queued during the commit is a new
     // object (put copies) and stays for the next one.
-    for (const [key, value] of batch) {
+    for (let i = 0; i < batch.length; i++) {
+      const [key, value] = batch[i]!;
       if (this.pending.get(key) === value) this.pending.delete(key);
+      if (i % ENTRIES_PER_STEP === ENTRIES_PER_STEP - 1) await yieldToLoop();
     }
     if (this.pending.size > 0) this.schedule();
   }
 
   private async commit(st: Statements, batch: Array<[string, Entry | null]>): Promise<void> {
+    await run(this.db, 'BEGIN IMMEDIATE');
+    try {
+      // Binding parameters happens on the main thread, so a large batch is sent a step at a
+      // time, each step waiting for its statements: a 100,000-entry commit never holds the
+      // event loop for more than one step's binding work.
+      for (let i = 0; i < batch.length; i += ENTRIES_PER_STEP) {
+        await this.commitStep(st, batch.slice(i, i + ENTRIES_PER_STEP));
+      }
+      await run(this.db, 'COMMIT');
+    } catch (err) {
+      await run(this.db, 'ROLLBACK').catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async commitStep(st: Statements, step: Array<[string, Entry | null]>): Promise<void> {
     const puts: unknown[][] = [];
     const dels: string[] = [];
-    for (const [key, e] of batch) {
+    for (const [key, e] of step) {
       if (e) puts.push([key, e.first, e.pass, e.expire, e.bcount, e.pcount]);
       else dels.push(key);
     }
-    await run(this.db, 'BEGIN IMMEDIATE');
     const work: Array<Promise<void>> = [];
     // Keys are unique within a batch, so the order of the statements does not matter.
     for (let i = 0; i < puts.length; i += ROWS_PER_STATEMENT) {
@@ -561,12 +582,6 @@ class SqliteStore implements Store {
     // queued, or they would run afterwards in autocommit mode and half the batch would stick.
     const results = await Promise.allSettled(work);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    try {
-      if (failed) throw failed.reason;
-      await run(this.db, 'COMMIT');
-    } catch (err) {
-      await run(this.db, 'ROLLBACK').catch(() => undefined);
-      throw err;
-    }
+    if (failed) throw failed.reason;
   }
 }
