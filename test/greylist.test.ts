@@ -59,6 +59,25 @@ test('a tuple retried after the pass time becomes WHITE and its ip reaches the p
   t.deepEqual(call.argv.slice(-7), ['-q', '-t', 'spamd-white', '-T', 'replace', '-f', '-']);
 });
 
+test('pfgrey db can add a WHITE entry while the daemon runs, and the next scan pushes it', async (t) => {
+  const dir = await tempDir(t);
+  const pfctl = await pfctlStandIn(dir);
+  const { daemon, dbPath } = await testDaemon(t, [
+    '--scan-interval', '200ms', '--firewall', 'pf', '--pfctl', pfctl.path, '--pf-device', path.join(dir, 'none'),
+  ], dir);
+  const added = await runCli(['db', '--db', dbPath, '-a', '192.0.2.10']);
+  t.is(added.code, 0, added.stderr);
+  await eventually(async () => (await pfctl.calls()).some((c) => c.stdin === '192.0.2.10/32\n'), 'push of 192.0.2.10');
+  t.deepEqual(daemon.lastScan?.whitelist, ['192.0.2.10']);
+  const deleted = await runCli(['db', '--db', dbPath, '-d', '192.0.2.10']);
+  t.is(deleted.code, 0, deleted.stderr);
+  await eventually(async () => {
+    const calls = await pfctl.calls();
+    return calls[calls.length - 1]?.stdin === '';
+  }, 'the table emptied again');
+  t.pass();
+});
+
 test('GREY and WHITE entries are deleted by the scan once they expire', async (t) => {
   const { port, daemon } = await testDaemon(t, [
     '--stutter', '0', '--passtime', '300ms', '--greyexp', '1500ms', '--whiteexp', '2s', '--scan-interval', '100ms',

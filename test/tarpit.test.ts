@@ -120,6 +120,16 @@ test('with maxcon connections held, the next connection is closed at once withou
   t.pass();
 });
 
+test('near maxcon, replies go out whole instead of one byte at a time, to drain the tarpit', async (t) => {
+  // maxcon 8: from 8 − 5 = 3 clients on, spamd stops stuttering.
+  const { port, daemon } = await testDaemon(t, ['-c', '8', '--stutter', '30ms', '--grey-stutter', '60s']);
+  const held = await Promise.all([1, 2, 3].map(() => RawClient.connect(port)));
+  t.teardown(() => held.forEach((c) => c.destroy()));
+  await eventually(() => daemon.tarpit.clients === 3, 'three clients');
+  await Promise.all(held.map((c) => c.waitFor('\r\n')));
+  for (const c of held) t.is(c.arrivals.length, 1, 'the banner came in one write');
+});
+
 test('a client that half-closes after pipelining still gets every answer', async (t) => {
   const { port } = await testDaemon(t, ['--stutter', '0']);
   const c = await RawClient.connect(port);

@@ -224,6 +224,13 @@ export async function runCommand(argv: string[], io: CliIO): Promise<number> {
     const onInt = () => shutdown('SIGINT');
     process.on('SIGTERM', onTerm);
     process.on('SIGINT', onInt);
+    // A bug must not take the database's pending writes with it: log it on one line (with the
+    // place it happened, for the report), flush, and exit non-zero for the supervisor to restart.
+    process.on('uncaughtException', (err) => {
+      const where = err.stack?.split('\n').find((l) => l.trim().startsWith('at '))?.trim() ?? '';
+      log.error(`internal error: ${err.message}${where ? ` (${where})` : ''}`);
+      daemon.stop().finally(() => resolve(70));
+    });
     // Nothing to reload yet; spamd ignores SIGHUP for configuration too.
     process.on('SIGHUP', () => log.info('SIGHUP received: nothing to reload'));
   });
