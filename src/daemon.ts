@@ -1,13 +1,18 @@
-// Wires the rooms together: tarpit → greylister → store, scanner → firewall. `pfgrey run` builds
-// a DaemonConfig from its flags and calls startDaemon; tests call it directly on port 0.
+// Wires the rooms together: tarpit → greylister → store, scanner → firewall, config port →
+// blacklists → tarpit. `pfgrey run` builds a DaemonConfig from its flags and calls startDaemon;
+// tests call it directly on port 0.
 
 import fs from 'node:fs';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
+import { ConfigPort } from './blacklist/config-port.js';
+import { BlackLists } from './blacklist/lists.js';
 import { type Clock, systemClock } from './clock.js';
+import { DEFAULTS } from './config/defaults.js';
 import { formatDuration } from './config/duration.js';
 import { chooseFirewall } from './firewall/select.js';
 import { WhitelistSync } from './firewall/sync.js';
 import type { Firewall } from './firewall/types.js';
+import { loadAllowedDomains } from './grey/allowed-domains.js';
 import { Greylister } from './grey/greylister.js';
 import type { GreyTimes, ScanPlan } from './grey/rules.js';
 import { Scanner } from './grey/scanner.js';
@@ -32,10 +37,18 @@ export interface DaemonConfig {
   scanInterval: number;
   scanChunk: number;
   commitDelay: number;
+  /** The config port (spamd-cfg) on 127.0.0.1; 0 picks a free port. */
+  configPort: number;
+  allowedDomainsFile: string;
+  /** -M: the low-priority MX address. */
+  lowPriorityMx?: string;
+  mxGrace: number;
 }
 
 export interface Daemon {
   address: AddressInfo;
+  configAddress: AddressInfo;
+  lists: BlackLists;
   store?: Store;
   scanner?: Scanner;
   greylister?: Greylister;
@@ -44,20 +57,53 @@ export interface Daemon {
   tarpit: Tarpit;
   /** The most recent scan's result. */
   lastScan?: ScanPlan;
+  /** SIGHUP: re-reads the allowed domains. */
+  reload(): Promise<void>;
   stop(): Promise<void>;
 }
 
+function hostPrefix(ip: string): string {
+  return net.isIPv6(ip) ? `${ip}/128` : `${ip}/32`;
+}
+
+async function listenConfigPort(cfg: DaemonConfig, lists: BlackLists, log: Logger) {
+  const configPort = new ConfigPort({
+    host: DEFAULTS.listenAddress, port: cfg.configPort, lists, log,
+    requireReservedPort: process.getuid?.() === 0,
+  });
+  return { configPort, configAddress: await configPort.listen() };
+}
+
 export async function startDaemon(cfg: DaemonConfig, log: Logger, clock: Clock = systemClock): Promise<Daemon> {
+  const lists = new BlackLists();
+  const lookup = (ip: string) => lists.lookup(ip);
+
   if (cfg.blacklistOnly) {
-    const tarpit = new Tarpit(cfg.tarpit, { log, clock, onTuple: () => {} });
+    const tarpit = new Tarpit(cfg.tarpit, { log, clock, lookup, onTuple: () => {} });
     const address = await tarpit.listen();
-    log.notice(`blacklist-only mode: no greylisting, no database`);
+    let configPort: ConfigPort;
+    let configAddress: AddressInfo;
+    try {
+      ({ configPort, configAddress } = await listenConfigPort(cfg, lists, log));
+    } catch (err) {
+      await tarpit.close();
+      throw err;
+    }
+    log.notice(`blacklist-only mode: no greylisting, no database; lists from the config port ${configAddress.port}`);
     log.warning(`listening for incoming connections on ${address.address}:${address.port}.`);
-    return { address, tarpit, stop: () => tarpit.close() };
+    return {
+      address, configAddress, lists, tarpit,
+      reload: async () => {},
+      stop: async () => {
+        await configPort.close();
+        await tarpit.close();
+      },
+    };
   }
 
   const store = await openStore(cfg.dbPath, { create: true, commitDelay: cfg.commitDelay, log });
   let tarpit: Tarpit | undefined;
+  let configPort: ConfigPort | undefined;
   let deviceFd: number | undefined;
   try {
     const chosen = await chooseFirewall(cfg.firewall, {
@@ -69,11 +115,36 @@ export async function startDaemon(cfg: DaemonConfig, log: Logger, clock: Clock =
       firewall, table: cfg.table, log, clock,
       retryMin: cfg.firewallRetryMin, retryMax: cfg.firewallRetryMax, refresh: cfg.scanInterval,
     });
-    const greylister = new Greylister(store, cfg.times, log, clock);
+    let allowed = await loadAllowedDomains(cfg.allowedDomainsFile, log);
+
+    // Trapped hosts are tarpitted as the list spamd-greytrap. Each scan rebuilds it from the
+    // TRAPPED entries; a new trap is added at once instead of waiting for the next scan.
+    let traps = new Set<string>();
+    const publishTraps = () => {
+      if (traps.size === 0) lists.apply({ kind: 'clear', tag: DEFAULTS.greytrapTag });
+      else lists.replace(DEFAULTS.greytrapTag, DEFAULTS.greytrapMessage, [...traps].map(hostPrefix));
+    };
+
+    const greylister = new Greylister({
+      store, times: cfg.times, log, clock,
+      allowedDomains: () => allowed,
+      lowPriorityMx: cfg.lowPriorityMx,
+      mxGrace: cfg.mxGrace,
+      onTrap: (ip) => {
+        if (traps.has(ip)) return;
+        traps.add(ip);
+        publishTraps();
+      },
+    });
     const daemon: Daemon = {
       address: undefined as unknown as AddressInfo,
-      store, greylister, firewall, sync,
+      configAddress: undefined as unknown as AddressInfo,
+      lists, store, greylister, firewall, sync,
       tarpit: undefined as unknown as Tarpit,
+      reload: async () => {
+        allowed = await loadAllowedDomains(cfg.allowedDomainsFile, log);
+        log.notice(`reloaded ${cfg.allowedDomainsFile}: ${allowed.length ? `${allowed.length} allowed domains` : 'no restriction'}`);
+      },
       stop: async () => {},
     };
     const scanner = new Scanner({
@@ -81,26 +152,33 @@ export async function startDaemon(cfg: DaemonConfig, log: Logger, clock: Clock =
       interval: cfg.scanInterval,
       whiteExpiry: cfg.times.whiteExpiry,
       chunk: cfg.scanChunk,
+      isBlacklisted: (ip) => lists.lookup(ip) !== undefined,
       onResult: (plan) => {
         daemon.lastScan = plan;
         sync.update(plan.whitelist);
+        traps = new Set(plan.traps);
+        publishTraps();
       },
     });
     daemon.scanner = scanner;
     tarpit = new Tarpit(cfg.tarpit, {
-      log, clock,
+      log, clock, lookup,
       onTuple: (t) => void greylister.tuple(t),
     });
     daemon.tarpit = tarpit;
     daemon.address = await tarpit.listen();
+    ({ configPort, configAddress: daemon.configAddress } = await listenConfigPort(cfg, lists, log));
     log.info(`database ${store.path}; firewall ${reason}, table <${cfg.table}>; ` +
       `passtime ${formatDuration(cfg.times.passTime)}, greyexp ${formatDuration(cfg.times.greyExpiry)}, ` +
-      `whiteexp ${formatDuration(cfg.times.whiteExpiry)}, scan every ${formatDuration(cfg.scanInterval)}`);
+      `whiteexp ${formatDuration(cfg.times.whiteExpiry)}, scan every ${formatDuration(cfg.scanInterval)}; ` +
+      `config port ${daemon.configAddress.port}`);
     log.warning(`listening for incoming connections on ${daemon.address.address}:${daemon.address.port}.`);
     scanner.start();
 
     let stopping: Promise<void> | undefined;
+    const cp = configPort;
     daemon.stop = () => (stopping ??= (async () => {
+      await cp.close();
       await tarpit!.close();
       await greylister.settle();
       await scanner.stop();
@@ -111,6 +189,7 @@ export async function startDaemon(cfg: DaemonConfig, log: Logger, clock: Clock =
     })());
     return daemon;
   } catch (err) {
+    await configPort?.close();
     await tarpit?.close();
     if (deviceFd !== undefined) fs.closeSync(deviceFd);
     await store.close();

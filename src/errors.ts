@@ -1,3 +1,5 @@
+import { getSystemErrorMap } from 'node:util';
+
 // The one catalogue of errors pfgrey reports. Each has a stable code so scripts and tests can
 // match on it, and a message that names what is wrong and where; the CLI prints the message on
 // one line and never a stack trace.
@@ -15,6 +17,11 @@ export const ERRORS = {
   E_LISTEN: 'cannot listen',
   E_FIREWALL: 'firewall update failed',
   E_FIREWALL_TIMEOUT: 'firewall command timed out',
+  E_SPAMD_CONF: 'bad spamd.conf',
+  E_CONFIG_LINE: 'bad config-port line',
+  E_FETCH: 'cannot fetch list',
+  E_CONFIG_PORT: 'cannot reach the config port',
+  E_ALLOWED_DOMAINS: 'bad alloweddomains file',
 } as const;
 
 export type ErrorCode = keyof typeof ERRORS;
@@ -34,6 +41,17 @@ export class PfgreyError extends Error {
 
 export function isPfgreyError(err: unknown): err is PfgreyError {
   return err instanceof PfgreyError;
+}
+
+/** `connection refused (ECONNREFUSED)` from a Node system error; the message otherwise. */
+export function systemErrorText(err: unknown): string {
+  const e = err as NodeJS.ErrnoException | undefined;
+  if (e && typeof e.errno === 'number') {
+    const known = getSystemErrorMap().get(e.errno);
+    if (known) return `${known[1]} (${known[0]})`;
+  }
+  if (e && typeof e.code === 'string') return e.code;
+  return e instanceof Error ? e.message : String(err);
 }
 
 /** The message of anything thrown, for a one-line report. */

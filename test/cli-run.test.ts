@@ -19,6 +19,9 @@ const bad: Array<[string[], RegExp]> = [
   [['--table', 'has space'], /--table has space: not a pf table name/],
   [['-B', '900'], /-B 900: larger than maxcon \(-c 800\)/],
   [['-Y', 'peer.example'], /sync \(-Y\) is not supported yet/],
+  [['-M', 'mx2'], /-M mx2: not an IP address/],
+  [['--config-port', '70000'], /--config-port 70000: too large/],
+  [['--trapexp', '1 day'], /--trapexp: "1 day" is not a duration/],
   [['-x'], /Unknown option '-x'/],
   [['-h', 'h'.repeat(256)], /-h arg too long/],
 ];
@@ -39,7 +42,7 @@ test('spamd\'s flags keep spamd\'s meanings', (t) => {
   t.true(config.blacklistOnly);
   t.is(config.tarpit.maxCon, 300);
   t.is(config.tarpit.maxBlack, 300, 'blacklist-only mode stutters up to maxcon');
-  t.deepEqual(config.times, { passTime: 600_000, greyExpiry: 7_200_000, whiteExpiry: 360_000_000 });
+  t.deepEqual(config.times, { passTime: 600_000, greyExpiry: 7_200_000, whiteExpiry: 360_000_000, trapExpiry: 86_400_000 });
   t.is(config.tarpit.hostname, 'mx');
   t.is(config.tarpit.host, '0.0.0.0');
   t.is(config.tarpit.greyStutter, 5000);
@@ -59,13 +62,17 @@ test('defaults are spamd\'s, and -c below 800 works without -B (quirk 5 fixed)',
   t.is(d.scanInterval, 60_000);
   t.is(d.tarpit.idleTimeout, 400_000);
   t.is(d.table, 'spamd-white');
+  t.is(d.configPort, 8026);
+  t.is(d.times.trapExpiry, 24 * 3_600_000);
+  t.is(d.allowedDomainsFile, '/etc/mail/spamd.alloweddomains');
+  t.is(parseRunArgs(['-M', '192.0.2.25'], {}).config.lowPriorityMx, '192.0.2.25');
   t.is(parseRunArgs(['-c', '500'], {}).config.tarpit.maxBlack, 400);
   t.is(parseRunArgs(['-c', '500', '-B', '450'], {}).config.tarpit.maxBlack, 450);
 });
 
 test('long options refine -G and take durations down to milliseconds', (t) => {
-  const { config } = parseRunArgs(['-G', '1:1:1', '--passtime', '2s', '--whiteexp', '500ms'], {});
-  t.deepEqual(config.times, { passTime: 2000, greyExpiry: 3_600_000, whiteExpiry: 500 });
+  const { config } = parseRunArgs(['-G', '1:1:1', '--passtime', '2s', '--whiteexp', '500ms', '--trapexp', '90m'], {});
+  t.deepEqual(config.times, { passTime: 2000, greyExpiry: 3_600_000, whiteExpiry: 500, trapExpiry: 5_400_000 });
 });
 
 test('PFGREY_DB names the database when --db is absent', (t) => {

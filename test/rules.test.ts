@@ -1,10 +1,10 @@
 import test from 'ava';
 import fc from 'fast-check';
 import { type Entry, greyKey } from '../src/grey/entry.js';
-import { greyHit, ScanAccumulator } from '../src/grey/rules.js';
+import { greyHit, manualAdd, outsideAllowedDomains, ScanAccumulator, spamtrapAddress } from '../src/grey/rules.js';
 
 const MIN = 60_000;
-const times = { passTime: 25 * MIN, greyExpiry: 240 * MIN, whiteExpiry: 36 * 24 * 60 * MIN };
+const times = { passTime: 25 * MIN, greyExpiry: 240 * MIN, whiteExpiry: 36 * 24 * 60 * MIN, trapExpiry: 24 * 60 * MIN };
 const key = greyKey('192.0.2.7', 'mx.ex', '<a@ex>', '<b@us>');
 
 test('a new tuple starts with pass = expire = first + greyexp (spec §6.4)', (t) => {
@@ -23,6 +23,34 @@ test('a retry before the pass time only counts; a retry after it passes the tupl
   t.is(late.pass, 30 * MIN);
   t.is(late.bcount, 4);
   t.is(late.expire, first.expire, 'expire never moves');
+});
+
+test('a trap hit makes a TRAPPED ip entry for trapexp; a WHITE entry hit by a trap keeps its expiry', (t) => {
+  t.deepEqual(greyHit(undefined, '192.0.2.7', 0, times, true),
+    { key: '192.0.2.7', first: 0, pass: 24 * 60 * MIN, expire: 24 * 60 * MIN, bcount: 1, pcount: -1 });
+  const white = { key: '192.0.2.7', first: 0, pass: 0, expire: 99e9, bcount: 3, pcount: 2 };
+  t.deepEqual(greyHit(white, '192.0.2.7', 60 * MIN, times, true), { ...white, bcount: 4, pcount: -1, pass: 60 * MIN });
+});
+
+test('the spamtrap check compares the recipient without brackets, in lower case', (t) => {
+  t.is(spamtrapAddress('<Trap@US.Example>'), 'trap@us.example');
+  t.is(spamtrapAddress('<<odd>'), '<odd');
+  t.is(spamtrapAddress('plain@x'), 'plain@x');
+});
+
+test('allowed domains are suffixes compared without case; none configured allows all', (t) => {
+  t.false(outsideAllowedDomains('a@mail.us.example', ['US.example']));
+  t.true(outsideAllowedDomains('a@them.example', ['us.example']));
+  t.false(outsideAllowedDomains('a@them.example', []));
+});
+
+test('pfgrey db -a follows spamdb: new entries, and existing ones of any type', (t) => {
+  const day = 24 * 60 * MIN;
+  t.deepEqual(manualAdd(undefined, '192.0.2.1', 'WHITE', 1000), { key: '192.0.2.1', first: 1000, pass: 1000, expire: 1000 + 36 * day, bcount: 1, pcount: 0 });
+  t.deepEqual(manualAdd(undefined, '192.0.2.1', 'TRAPPED', 1000), { key: '192.0.2.1', first: 1000, pass: 0, expire: 1000 + day, bcount: 1, pcount: -1 });
+  t.deepEqual(manualAdd(undefined, 'Trap@X', 'SPAMTRAP', 1000), { key: 'trap@x', first: 1000, pass: 0, expire: 0, bcount: 1, pcount: -2 });
+  const trapped = { key: '192.0.2.1', first: 5, pass: 0, expire: 9, bcount: 7, pcount: -1 };
+  t.deepEqual(manualAdd(trapped, '192.0.2.1', 'WHITE', 1000), { ...trapped, pass: 1000, expire: 1000 + 36 * day, pcount: 0 });
 });
 
 function scan(entries: Entry[], now: number, black: (ip: string) => boolean = () => false) {

@@ -6,12 +6,14 @@ import { describe, isPfgreyError } from '../errors.js';
 import { dbCommand } from './db.js';
 import { processIO, type CliIO } from './io.js';
 import { runCommand } from './run.js';
+import { setupCommand } from './setup.js';
 
 const USAGE = `usage: pfgrey <command> [options]
 
 commands:
   run     the tarpit and greylisting daemon (spamd's flags; pfgrey run --help)
   db      list and edit the greylist database (spamdb's flags; pfgrey db -h)
+  setup   fetch the blacklists of spamd.conf and send them to the daemon (spamd-setup's flags)
 `;
 
 export async function main(argv: string[], io: CliIO): Promise<number> {
@@ -22,6 +24,8 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
         return await runCommand(rest, io);
       case 'db':
         return await dbCommand(rest, io);
+      case 'setup':
+        return await setupCommand(rest, io);
       case '--version':
       case '-V': {
         const pkg = createRequire(import.meta.url)('../../package.json') as { version: string };

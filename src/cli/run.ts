@@ -16,7 +16,8 @@ export const RUN_USAGE =
   '           [-h hostname] [-l address] [-M address] [-n name] [-p port] [-S secs] [-s secs]\n' +
   '           [-w window] [--db path] [--firewall auto|pf|none] [--pfctl path] [--pf-device path]\n' +
   '           [--table name] [--passtime d] [--greyexp d] [--whiteexp d] [--scan-interval d]\n' +
-  '           [--stutter d] [--grey-stutter d] [--idle-timeout d] [--firewall-timeout d]';
+  '           [--stutter d] [--grey-stutter d] [--idle-timeout d] [--firewall-timeout d]\n' +
+  '           [--trapexp d] [--config-port port] [--alloweddomains file]';
 
 const INT_MAX = 2 ** 31 - 1;
 
@@ -50,6 +51,9 @@ const OPTIONS = {
   passtime: { type: 'string' },
   greyexp: { type: 'string' },
   whiteexp: { type: 'string' },
+  trapexp: { type: 'string' },
+  'config-port': { type: 'string' },
+  alloweddomains: { type: 'string' },
   'scan-interval': { type: 'string' },
   stutter: { type: 'string' },
   'grey-stutter': { type: 'string' },
@@ -102,10 +106,16 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
     firewallTimeout: DEFAULTS.firewallTimeout,
     firewallRetryMin: DEFAULTS.firewallRetryMin,
     firewallRetryMax: DEFAULTS.firewallRetryMax,
-    times: { passTime: DEFAULTS.passTime, greyExpiry: DEFAULTS.greyExpiry, whiteExpiry: DEFAULTS.whiteExpiry },
+    times: {
+      passTime: DEFAULTS.passTime, greyExpiry: DEFAULTS.greyExpiry,
+      whiteExpiry: DEFAULTS.whiteExpiry, trapExpiry: DEFAULTS.trapExpiry,
+    },
     scanInterval: DEFAULTS.scanInterval,
     scanChunk: DEFAULTS.scanChunk,
     commitDelay: DEFAULTS.commitDelay,
+    configPort: DEFAULTS.configPort,
+    allowedDomainsFile: DEFAULTS.allowedDomainsFile,
+    mxGrace: DEFAULTS.mxGrace,
   };
   const t = cfg.tarpit;
   let maxBlack: number | undefined;
@@ -127,7 +137,7 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
       case 'G': {
         const m = /^(\d+):(\d+):(\d+)$/.exec(v);
         if (!m) throw new PfgreyError('E_USAGE', `-G ${v}: expected passtime:greyexp:whiteexp (minutes:hours:hours)\n${RUN_USAGE}`);
-        cfg.times = { passTime: Number(m[1]) * 60_000, greyExpiry: Number(m[2]) * 3_600_000, whiteExpiry: Number(m[3]) * 3_600_000 };
+        cfg.times = { ...cfg.times, passTime: Number(m[1]) * 60_000, greyExpiry: Number(m[2]) * 3_600_000, whiteExpiry: Number(m[3]) * 3_600_000 };
         break;
       }
       case 'h':
@@ -140,7 +150,8 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
         break;
       case 'M':
         if (net.isIP(v) === 0) throw new PfgreyError('E_BAD_ADDRESS', `-M ${v}: not an IP address`);
-        throw new PfgreyError('E_USAGE', '-M (low-priority MX trapping) is not supported yet');
+        cfg.lowPriorityMx = v;
+        break;
       case 'n': t.bannerName = v; break;
       // Port 0 (any free port) is allowed for tests; the start-up line names the port chosen.
       case 'p': t.port = parseIntegerOption(v, '-p', 0, 65535); break;
@@ -170,6 +181,9 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
       case 'passtime': cfg.times.passTime = parseDuration(v, flag); break;
       case 'greyexp': cfg.times.greyExpiry = parseDuration(v, flag); break;
       case 'whiteexp': cfg.times.whiteExpiry = parseDuration(v, flag); break;
+      case 'trapexp': cfg.times.trapExpiry = parseDuration(v, flag); break;
+      case 'config-port': cfg.configPort = parseIntegerOption(v, flag, 0, 65535); break;
+      case 'alloweddomains': cfg.allowedDomainsFile = v; break;
       case 'scan-interval': cfg.scanInterval = positive(parseDuration(v, flag), flag, v); break;
       case 'stutter': t.stutter = parseDuration(v, flag); break;
       case 'grey-stutter': t.greyStutter = parseDuration(v, flag); break;
@@ -231,7 +245,10 @@ export async function runCommand(argv: string[], io: CliIO): Promise<number> {
       log.error(`internal error: ${err.message}${where ? ` (${where})` : ''}`);
       daemon.stop().finally(() => resolve(70));
     });
-    // Nothing to reload yet; spamd ignores SIGHUP for configuration too.
-    process.on('SIGHUP', () => log.info('SIGHUP received: nothing to reload'));
+    // spamd reads its allowed domains once; pfgrey re-reads them on SIGHUP.
+    process.on('SIGHUP', () => {
+      log.notice('SIGHUP received, reloading');
+      void daemon.reload();
+    });
   });
 }

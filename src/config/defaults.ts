@@ -23,6 +23,15 @@ export const DEFAULTS = Object.freeze({
   greyExpiry: 4 * HOUR,
   whiteExpiry: 36 * DAY,
   trapExpiry: 24 * HOUR,
+  /** The low-priority MX rule (-M) is off for this long after start, as in spamd. */
+  mxGrace: 60 * SECOND,
+  /** spamd's list of recipient domains; a recipient outside them traps the sender. */
+  allowedDomainsFile: '/etc/mail/spamd.alloweddomains',
+  /** The list trapped hosts are tarpitted as, and its message (spec §6.9). */
+  greytrapTag: 'spamd-greytrap',
+  greytrapMessage: '"Your address %A has mailed to spamtraps here\\n"',
+  /** A config-port connection may send at most this much (spamd has no limit). */
+  configMaxBytes: 256 * 1024 * 1024,
   /** DB_SCAN_INTERVAL. */
   scanInterval: 60 * SECOND,
 
@@ -67,9 +76,18 @@ export const DEFAULTS = Object.freeze({
   firewallRetryMin: 1 * SECOND,
   firewallRetryMax: 60 * SECOND,
 
+  /** spamd-setup's configuration, its fetcher for ftp lists, and the pf table -b loads. */
+  spamdConf: '/etc/mail/spamd.conf',
+  ftp: '/usr/bin/ftp',
+  blackTable: 'spamd',
+  /** A list fetch that receives nothing for this long is abandoned. */
+  fetchIdleTimeout: 60 * SECOND,
+  /** Largest list accepted, before and after gunzip: the largest real lists are a few MB. */
+  maxListBytes: 256 * 1024 * 1024,
+
   /** Default database when neither --db nor PFGREY_DB is given. */
   dbPath: '/var/db/pfgrey.db',
-  /** Blacklist-only mode stutters every client; greylist mode maxblack margin above. */
+  /** -h longer than this is refused, as spamd does. */
   hostnameMax: 255,
 });
 

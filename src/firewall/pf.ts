@@ -1,8 +1,7 @@
 import { spawn } from 'node:child_process';
 import { isIP } from 'node:net';
-import { getSystemErrorMap } from 'node:util';
 import { DEFAULTS } from '../config/defaults.js';
-import { PfgreyError } from '../errors.js';
+import { PfgreyError, systemErrorText } from '../errors.js';
 import type { Firewall } from './types.js';
 
 export interface PfFirewallOptions {
@@ -16,6 +15,8 @@ export interface PfFirewallOptions {
   deviceFd?: number;
   /** A pfctl still running after this many ms is killed; DEFAULTS.firewallTimeout. */
   timeout?: number;
+  /** Accept CIDR blocks as well as addresses (spamd-setup -b fills `<spamd>` with blocks). */
+  cidr?: boolean;
 }
 
 /**
@@ -40,18 +41,22 @@ export function checkTableName(table: string): void {
 }
 
 /**
- * `addrs` as the lines pfctl reads with `-f -`: `a.b.c.d/32`, `x::y/128`. Anything that is not
- * an address literal is refused before pfctl runs, so one bad string can neither smuggle a
- * second line in nor be half-applied.
+ * `addrs` as the lines pfctl reads with `-f -`: `a.b.c.d/32`, `x::y/128`; with `cidr`, a
+ * block (`a.b.c.d/nn`, `x::y/nn`) passes as it is. Anything else is refused before pfctl
+ * runs, so one bad string can neither smuggle a second line in nor be half-applied.
  */
-export function tableLines(addrs: readonly string[]): string {
+export function tableLines(addrs: readonly string[], opts: { cidr?: boolean } = {}): string {
   const out: string[] = [];
   for (const addr of addrs) {
-    const family = isIP(addr);
-    if (family === 0) {
+    const slash = addr.indexOf('/');
+    const host = slash < 0 ? addr : addr.slice(0, slash);
+    const family = isIP(host);
+    const max = family === 4 ? 32 : 128;
+    const bits = slash < 0 ? '' : addr.slice(slash + 1);
+    if (family === 0 || (slash >= 0 && !(opts.cidr && /^[0-9]{1,3}$/.test(bits) && Number(bits) <= max))) {
       throw new PfgreyError('E_FIREWALL', `bad address for a pf table: ${JSON.stringify(addr)}`);
     }
-    out.push(`${addr}/${family === 4 ? 32 : 128}\n`);
+    out.push(slash < 0 ? `${addr}/${max}\n` : `${addr}\n`);
   }
   return out.join('');
 }
@@ -78,6 +83,7 @@ export function pfFirewall(opts: PfFirewallOptions = {}): Firewall {
   const pfctl = opts.pfctl ?? DEFAULTS.pfctl;
   const timeout = opts.timeout ?? DEFAULTS.firewallTimeout;
   const deviceFd = opts.deviceFd;
+  const lines = (addrs: readonly string[]) => tableLines(addrs, { cidr: opts.cidr });
   if (deviceFd !== undefined && !(Number.isInteger(deviceFd) && deviceFd >= 0)) {
     throw new PfgreyError('E_FIREWALL', `bad pf device descriptor ${deviceFd}`);
   }
@@ -124,7 +130,7 @@ export function pfFirewall(opts: PfFirewallOptions = {}): Firewall {
         // Also emitted when kill() fails on an already-reaped child; only a failed spawn
         // leaves no pid, and 'close' reports everything else.
         if (child.pid !== undefined) return;
-        finish(new PfgreyError('E_FIREWALL', `cannot run ${pfctl}: ${errnoText(err)}`, { cause: err }));
+        finish(new PfgreyError('E_FIREWALL', `cannot run ${pfctl}: ${systemErrorText(err)}`, { cause: err }));
       });
 
       child.stdout?.on('data', (chunk: Buffer) => {
@@ -160,13 +166,13 @@ export function pfFirewall(opts: PfFirewallOptions = {}): Firewall {
   return {
     name: 'pf',
     async replace(table, addrs) {
-      await run('replace', table, tableLines(addrs));
+      await run('replace', table, lines(addrs));
     },
     async add(table, addrs) {
-      await run('add', table, tableLines(addrs));
+      await run('add', table, lines(addrs));
     },
     async delete(table, addrs) {
-      await run('delete', table, tableLines(addrs));
+      await run('delete', table, lines(addrs));
     },
     async show(table) {
       return parseShow(await run('show', table, undefined));
@@ -182,12 +188,6 @@ function stderrTail(stderr: string): string {
   if (lines.length > STDERR_LINES) text += '; …';
   if (text.length > 500) text = `${text.slice(0, 500)}…`;
   return `: ${text}`;
-}
-
-function errnoText(err: NodeJS.ErrnoException): string {
-  const known = typeof err.errno === 'number' ? getSystemErrorMap().get(err.errno) : undefined;
-  if (known) return `${known[1]} (${known[0]})`;
-  return err.code ?? err.message;
 }
 
 function formatMs(ms: number): string {

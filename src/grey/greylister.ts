@@ -1,43 +1,61 @@
-// Turns tuples from the tarpit into database updates. Updates of one key are applied in order
-// (a later hit waits for the earlier one), so two quick retries never both count as "new".
+// Turns tuples from the tarpit into database updates, and decides when a tuple traps its
+// sender instead (spec §6.4–6.6). Updates for one client address are applied in order (a later
+// hit waits for the earlier one), so two quick retries never both count as "new".
 
 import { type Clock, systemClock } from '../clock.js';
+import { DEFAULTS } from '../config/defaults.js';
 import { describe } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/types.js';
 import { greyKey } from './entry.js';
-import { greyHit, type GreyTimes } from './rules.js';
+import { greyHit, type GreyTimes, outsideAllowedDomains, spamtrapAddress } from './rules.js';
 
 export interface TupleInput {
   ip: string;
   helo: string;
   from: string;
   to: string;
+  /** The address the client connected to (pf divert-to keeps the original destination). */
+  localAddress?: string;
+}
+
+export interface GreylisterOptions {
+  store: Store;
+  times: GreyTimes;
+  log: Logger;
+  clock?: Clock;
+  /** Recipient domain suffixes we accept mail for; empty means any (spamd.alloweddomains). */
+  allowedDomains?: () => readonly string[];
+  /** -M: the low-priority MX address; new tuples that came in to it trap their sender. */
+  lowPriorityMx?: string;
+  /** Called when a tuple traps its sender, so the tarpit can hold it from its next connection. */
+  onTrap?: (ip: string) => void;
+  /**
+   * How long after start the low-priority MX rule stays off: spamd waits a minute, so that
+   * connections pf had already sent on their way before a restart do not trap anyone.
+   */
+  mxGrace?: number;
 }
 
 export class Greylister {
   private readonly inflight = new Map<string, Promise<void>>();
   private readonly clock: Clock;
+  private readonly startedAt: number;
 
-  constructor(
-    private readonly store: Store,
-    private readonly times: GreyTimes,
-    private readonly log: Logger,
-    clock?: Clock,
-  ) {
-    this.clock = clock ?? systemClock;
+  constructor(private readonly opts: GreylisterOptions) {
+    this.clock = opts.clock ?? systemClock;
+    this.startedAt = this.clock.now();
   }
 
   /** Records one tuple; resolves once the update is queued for the next group commit. */
   tuple(t: TupleInput): Promise<void> {
-    const key = greyKey(t.ip, t.helo, t.from, t.to);
-    const prev = this.inflight.get(key) ?? Promise.resolve();
-    const next = prev.then(() => this.apply(key, t)).catch((err) => {
-      this.log.error(`greylist update for ${t.ip} failed: ${describe(err)}`);
+    const prev = this.inflight.get(t.ip) ?? Promise.resolve();
+    const next = prev.then(() => this.apply(t)).catch((err) => {
+      this.opts.log.error(`greylist update for ${t.ip} failed: ${describe(err)}`);
     });
-    this.inflight.set(key, next);
+    this.inflight.set(t.ip, next);
     void next.finally(() => {
-      if (this.inflight.get(key) === next) this.inflight.delete(key);
+      if (this.inflight.get(t.ip) === next) this.inflight.delete(t.ip);
     });
     return next;
   }
@@ -47,10 +65,36 @@ export class Greylister {
     while (this.inflight.size > 0) await Promise.all([...this.inflight.values()]);
   }
 
-  private async apply(key: string, t: TupleInput): Promise<void> {
-    const existing = await this.store.get(key);
-    const entry = greyHit(existing, key, this.clock.now(), this.times);
-    if (!existing) this.log.debug(`new entry ${t.ip} from ${t.from} to ${t.to}, helo ${t.helo}`);
-    this.store.put(entry);
+  private async apply(t: TupleInput): Promise<void> {
+    const { store, log, times } = this.opts;
+    const now = this.clock.now();
+    const tupleKey = greyKey(t.ip, t.helo, t.from, t.to);
+    const rcpt = spamtrapAddress(t.to);
+    let why: string | undefined;
+    if (outsideAllowedDomains(rcpt, this.opts.allowedDomains?.() ?? [])) why = `(${rcpt} is outside the allowed domains)`;
+    else if (await store.get(rcpt)) why = `(${rcpt} is a spamtrap)`;
+
+    let mxFirst = false;
+    let key = why ? t.ip : tupleKey;
+    let existing = await store.get(key);
+    const mx = this.opts.lowPriorityMx;
+    if (!why && !existing && mx !== undefined && t.localAddress === mx && now - this.startedAt > (this.opts.mxGrace ?? DEFAULTS.mxGrace)) {
+      // spamd writes a fresh TRAPPED entry here, over whatever the ip had (even WHITE).
+      why = `(low-priority MX)`;
+      mxFirst = true;
+      key = t.ip;
+      existing = undefined;
+    }
+    const entry = greyHit(existing, key, now, times, why !== undefined);
+    store.put(entry);
+    if (why) {
+      // spamd's words, so existing log greps keep matching; the reason follows in brackets.
+      const tuple = `${t.ip} ${t.helo} ${t.from} ${t.to}`;
+      log.info(mxFirst ? `Trapping ${t.ip} for trying ${mx} first for tuple ${tuple} ${why}`
+        : `Trapping ${t.ip} for tuple ${tuple} ${why}`);
+      this.opts.onTrap?.(t.ip);
+    } else if (!existing) {
+      log.debug(`new entry ${t.ip} from ${t.from} to ${t.to}, helo ${t.helo}`);
+    }
   }
 }

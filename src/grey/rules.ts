@@ -9,24 +9,46 @@ export interface GreyTimes {
   passTime: number;
   greyExpiry: number;
   whiteExpiry: number;
+  trapExpiry: number;
 }
 
 /**
- * A tuple was seen (spec §6.4). A new tuple gets first = now and pass = expire = now + greyexp;
- * a known one counts the hit and, once more than passtime has gone by since its first
- * sighting, passes (pass = now). expire never moves, so a tuple dies greyexp after it was first
- * seen unless the scan promoted its ip first.
+ * A tuple was seen (spec §6.4). A new entry gets first = now and pass = expire = now + its
+ * lifetime (greyexp, or trapexp when trapping); a known one counts the hit and, once more than
+ * passtime has gone by since its first sighting, passes (pass = now). expire never moves, so a
+ * tuple dies greyexp after it was first seen unless the scan promoted its ip first, and a
+ * trapped ip is released trapexp after its first trap hit.
+ *
+ * With `trap` the entry is the client's ip entry (TRAPPED, pcount −1), not the tuple's: an
+ * existing WHITE entry hit by a trap becomes TRAPPED but keeps its expiry, as in spamd.
  */
-export function greyHit(existing: Entry | undefined, key: string, now: number, t: GreyTimes): Entry {
+export function greyHit(existing: Entry | undefined, key: string, now: number, t: GreyTimes, trap = false): Entry {
+  const pcount = trap ? PCOUNT_TRAPPED : 0;
   if (!existing) {
-    return { key, first: now, pass: now + t.greyExpiry, expire: now + t.greyExpiry, bcount: 1, pcount: 0 };
+    const life = trap ? t.trapExpiry : t.greyExpiry;
+    return { key, first: now, pass: now + life, expire: now + life, bcount: 1, pcount };
   }
   return {
     ...existing,
     bcount: existing.bcount + 1,
-    pcount: 0,
+    pcount,
     pass: existing.first + t.passTime < now ? now : existing.pass,
   };
+}
+
+/**
+ * The form of a recipient that the spamtrap check compares (spec §6.5): one leading `<` and a
+ * final `>` removed, ASCII lower-cased. Only this check normalises; the tuple keeps `to` raw.
+ */
+export function spamtrapAddress(to: string): string {
+  let a = to.startsWith('<') ? to.slice(1) : to;
+  if (a.endsWith('>')) a = a.slice(0, -1);
+  return asciiLower(a);
+}
+
+/** True when allowed domains are configured and `address` (normalised) ends with none of them. */
+export function outsideAllowedDomains(address: string, suffixes: readonly string[]): boolean {
+  return suffixes.length > 0 && !suffixes.some((s) => address.endsWith(asciiLower(s)));
 }
 
 export type ManualType = 'WHITE' | 'TRAPPED' | 'SPAMTRAP';

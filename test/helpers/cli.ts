@@ -46,7 +46,7 @@ export interface SpawnedDaemon {
 /** Starts `pfgrey run` and waits for its "listening" line to learn the port. */
 export function spawnDaemon(t: ExecutionContext, args: string[], env: NodeJS.ProcessEnv = {}): Promise<SpawnedDaemon> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, 'run', '-p', '0', ...args], {
+    const child = spawn(process.execPath, [CLI, 'run', '-p', '0', '--config-port', '0', ...args], {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

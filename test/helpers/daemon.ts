@@ -6,7 +6,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseRunArgs } from '../../src/cli/run.js';
-import { startDaemon, type Daemon } from '../../src/daemon.js';
+import { startDaemon, type Daemon, type DaemonConfig } from '../../src/daemon.js';
 import { memoryLogger } from '../../src/log.js';
 
 export async function tempDir(t: ExecutionContext, prefix = 'pfgrey-test-'): Promise<string> {
@@ -23,10 +23,14 @@ export interface TestDaemon {
   log: ReturnType<typeof memoryLogger>;
 }
 
-export async function testDaemon(t: ExecutionContext, args: string[] = [], dir?: string): Promise<TestDaemon> {
+export async function testDaemon(
+  t: ExecutionContext, args: string[] = [], dir?: string, tweak?: (config: DaemonConfig) => void,
+): Promise<TestDaemon> {
   dir ??= await tempDir(t);
   const dbPath = path.join(dir, 'pfgrey.db');
-  const { config } = parseRunArgs(['-p', '0', '-h', 'tarpit.test', '--db', dbPath, '--firewall', 'none', ...args], {});
+  const { config } = parseRunArgs(['-p', '0', '--config-port', '0', '-h', 'tarpit.test', '--db', dbPath,
+    '--firewall', 'none', '--alloweddomains', path.join(dir, 'alloweddomains'), ...args], {});
+  tweak?.(config);
   const log = memoryLogger();
   const daemon = await startDaemon(config, log);
   t.teardown(() => daemon.stop());

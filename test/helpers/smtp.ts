@@ -90,3 +90,26 @@ export async function eventually<T>(check: () => T | Promise<T>, what: string, m
     await new Promise((r) => setTimeout(r, 25));
   }
 }
+
+/**
+ * Sends config-port text as spamd-setup does: one connection, then close. As root the daemon
+ * accepts only reserved source ports (as spamd does), so bind one, as rresvport would.
+ */
+export async function sendConfig(port: number, text: string): Promise<void> {
+  const root = process.getuid?.() === 0;
+  for (let local = 1023; ; local--) {
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const s = net.connect({ port, host: '127.0.0.1', ...(root ? { localPort: local } : {}) }, () => {
+          s.end(text, 'latin1');
+        });
+        s.on('close', () => resolve());
+        s.on('error', reject);
+      });
+      return;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (!root || local <= 600 || (code !== 'EADDRINUSE' && code !== 'EADDRNOTAVAIL')) throw err;
+    }
+  }
+}
