@@ -209,3 +209,22 @@ test('blacklist-only mode tarpits listed clients and lets others through DATA to
   const s = await spamSession(port, ['.']);
   t.true(s.text.endsWith(NIXSPAM_REPLY));
 });
+
+test('a stock spamd.conf with a file black list loads through pfgrey setup and tarpits a listed client', async (t) => {
+  const dir = await tempDir(t);
+  const stock = await fs.readFile(new URL('../../test/fixtures/spamd.conf', import.meta.url), 'utf8');
+  // The stock file, with its nixspam list read from a local file instead of the web.
+  const conf = stock.replace(':method=https:\\', ':method=file:\\')
+    .replace(':file=www.openbsd.org/spamd/nixspam.gz', `:file=${path.join(dir, 'nixspam.txt')}`);
+  t.not(conf, stock);
+  await fs.writeFile(path.join(dir, 'spamd.conf'), conf);
+  await fs.writeFile(path.join(dir, 'nixspam.txt'), '# local copy\n127.0.0.0/8\n198.51.100.7\n');
+  const { port, daemon } = await testDaemon(t, ['--stutter', '5ms', '--grey-stutter', '0'], dir);
+  const r = await runCli(['setup', '--config', path.join(dir, 'spamd.conf'), '--config-port', String(daemon.configAddress.port)]);
+  t.is(r.code, 0, r.stderr);
+  await eventually(() => daemon.lists.lookup('127.0.0.1'), 'list loaded');
+  const c = await spamSession(port, ['Subject: x', '', 'body', '.']);
+  t.true(c.text.endsWith(NIXSPAM_REPLY), c.text);
+  const n = NIXSPAM_REPLY.length;
+  t.true(spanOfLast(c, n) >= (n - 1) * 5 * 0.9, 'stuttered to the end');
+});
