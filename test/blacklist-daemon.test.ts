@@ -4,7 +4,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { formatEntry } from '../src/store/spamdb-format.js';
 import { REPLY } from '../src/tarpit/replies.js';
-import { runCli } from './helpers/cli.js';
+import { runCli, spawnDaemon } from './helpers/cli.js';
 import { tempDir, testDaemon } from './helpers/daemon.js';
 import { eventually, RawClient, sendConfig } from './helpers/smtp.js';
 
@@ -227,4 +227,16 @@ test('a stock spamd.conf with a file black list loads through pfgrey setup and t
   t.true(c.text.endsWith(NIXSPAM_REPLY), c.text);
   const n = NIXSPAM_REPLY.length;
   t.true(spanOfLast(c, n) >= (n - 1) * 5 * 0.9, 'stuttered to the end');
+});
+
+test('kill -HUP makes a running pfgrey re-read its allowed domains', async (t) => {
+  const dir = await tempDir(t);
+  const file = path.join(dir, 'alloweddomains');
+  await fs.writeFile(file, 'us.example\n');
+  const d = await spawnDaemon(t, ['--db', path.join(dir, 'db'), '--firewall', 'none', '--alloweddomains', file]);
+  t.regex(d.stderr(), /got suffix us\.example/);
+  await fs.writeFile(file, 'us.example\nthem.example\n');
+  d.child.kill('SIGHUP');
+  await eventually(() => /reloaded .*alloweddomains: 2 allowed domains/.test(d.stderr()), 'reload line');
+  t.is(await d.stop(), 0);
 });

@@ -6,8 +6,8 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { DEFAULTS } from '../config/defaults.js';
 import { parseDuration, parseIntegerOption } from '../config/duration.js';
-import { startDaemon, type DaemonConfig } from '../daemon.js';
-import { PfgreyError } from '../errors.js';
+import { startDaemon, type Daemon, type DaemonConfig } from '../daemon.js';
+import { describe, PfgreyError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
 import type { CliIO } from './io.js';
 
@@ -220,35 +220,61 @@ export async function runCommand(argv: string[], io: CliIO): Promise<number> {
     return 0;
   }
   const log: Logger = createLogger({ level: settings.debug ? 'debug' : 'info', write: (l) => io.stderr.write(l) });
-  const daemon = await startDaemon(settings.config, log);
-  return new Promise<number>((resolve) => {
-    const shutdown = (signal: string) => {
-      process.off('SIGTERM', onTerm);
-      process.off('SIGINT', onInt);
-      log.notice(`${signal} received, flushing and exiting`);
-      daemon.stop().then(
-        () => resolve(0),
+  // Signal handlers go in before the daemon starts: a SIGTERM or SIGHUP that arrives while it
+  // is still opening its database is acted on once it is up, instead of killing it half-way.
+  return new Promise<number>((resolve, reject) => {
+    let daemon: Daemon | undefined;
+    let ending: { why: string; code: number } | undefined;
+    let reloadWanted = false;
+    const handlers: Array<() => void> = [];
+    const on = (event: NodeJS.Signals, fn: () => void) => {
+      process.on(event, fn);
+      handlers.push(() => process.off(event, fn));
+    };
+    const finish = () => {
+      for (const off of handlers) off();
+      const d = daemon!;
+      d.stop().then(
+        () => resolve(ending!.code),
         (err) => {
-          log.error(`shutdown: ${(err as Error).message}`);
+          log.error(`shutdown: ${describe(err)}`);
           resolve(1);
         },
       );
     };
-    const onTerm = () => shutdown('SIGTERM');
-    const onInt = () => shutdown('SIGINT');
-    process.on('SIGTERM', onTerm);
-    process.on('SIGINT', onInt);
+    const end = (why: string, code: number) => {
+      if (ending) return;
+      ending = { why, code };
+      log.notice(why);
+      if (daemon) finish();
+    };
+    on('SIGTERM', () => end('SIGTERM received, flushing and exiting', 0));
+    on('SIGINT', () => end('SIGINT received, flushing and exiting', 0));
+    // spamd reads its allowed domains once; pfgrey re-reads them on SIGHUP.
+    on('SIGHUP', () => {
+      log.notice('SIGHUP received, reloading');
+      if (daemon) void daemon.reload();
+      else reloadWanted = true;
+    });
     // A bug must not take the database's pending writes with it: log it on one line (with the
     // place it happened, for the report), flush, and exit non-zero for the supervisor to restart.
-    process.on('uncaughtException', (err) => {
+    const onBug = (err: Error) => {
       const where = err.stack?.split('\n').find((l) => l.trim().startsWith('at '))?.trim() ?? '';
-      log.error(`internal error: ${err.message}${where ? ` (${where})` : ''}`);
-      daemon.stop().finally(() => resolve(70));
-    });
-    // spamd reads its allowed domains once; pfgrey re-reads them on SIGHUP.
-    process.on('SIGHUP', () => {
-      log.notice('SIGHUP received, reloading');
-      void daemon.reload();
-    });
+      end(`internal error: ${err.message}${where ? ` (${where})` : ''}`, 70);
+    };
+    process.on('uncaughtException', onBug);
+    handlers.push(() => process.off('uncaughtException', onBug));
+    startDaemon(settings.config, log).then(
+      (d) => {
+        daemon = d;
+        if (ending) finish();
+        else if (reloadWanted) void d.reload();
+      },
+      (err) => {
+        for (const off of handlers) off();
+        reject(err);
+      },
+    );
   });
 }
+
