@@ -4,6 +4,7 @@
 import { createRequire } from 'node:module';
 import { describe, isPfgreyError } from '../errors.js';
 import { dbCommand } from './db.js';
+import { logdCommand } from './logd.js';
 import { processIO, type CliIO } from './io.js';
 import { runCommand } from './run.js';
 import { setupCommand } from './setup.js';
@@ -14,6 +15,7 @@ commands:
   run     the tarpit and greylisting daemon (spamd's flags; pfgrey run --help)
   db      list and edit the greylist database (spamdb's flags; pfgrey db -h)
   setup   fetch the blacklists of spamd.conf and send them to the daemon (spamd-setup's flags)
+  logd    keep WHITE entries fresh from pf's log of passed SMTP connections (spamlogd's flags)
 `;
 
 export async function main(argv: string[], io: CliIO): Promise<number> {
@@ -26,6 +28,8 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
         return await dbCommand(rest, io);
       case 'setup':
         return await setupCommand(rest, io);
+      case 'logd':
+        return await logdCommand(rest, io);
       case '--version':
       case '-V': {
         const pkg = createRequire(import.meta.url)('../../package.json') as { version: string };

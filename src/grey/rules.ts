@@ -51,6 +51,16 @@ export function outsideAllowedDomains(address: string, suffixes: readonly string
   return suffixes.length > 0 && !suffixes.some((s) => address.endsWith(asciiLower(s)));
 }
 
+/**
+ * A passed, logged SMTP connection seen by `pfgrey logd` (spamlogd, spec §9): the address is
+ * whitelisted for `whiteExpiry` from now. An existing entry counts the pass and has its expiry
+ * moved; a TRAPPED one thereby turns WHITE (pcount −1 + 1 = 0), as in spamlogd.
+ */
+export function logdHit(existing: Entry | undefined, key: string, now: number, whiteExpiry: number): Entry {
+  if (!existing) return { key, first: now, pass: now, expire: now + whiteExpiry, bcount: 1, pcount: 0 };
+  return { ...existing, pcount: existing.pcount + 1, expire: now + whiteExpiry };
+}
+
 export type ManualType = 'WHITE' | 'TRAPPED' | 'SPAMTRAP';
 
 /**

@@ -1,0 +1,85 @@
+// `pfgrey logd`: spamlogd's flags with spamlogd's meanings (spec §9). Keeps the WHITE entries of
+// hosts that really exchange mail with us fresh, from pf's log of passed SMTP connections.
+
+import fs from 'node:fs';
+import { parseArgs } from 'node:util';
+import { DEFAULTS } from '../config/defaults.js';
+import { parseIntegerOption } from '../config/duration.js';
+import { describe, PfgreyError } from '../errors.js';
+import { createLogger } from '../log.js';
+import { PflogWatcher } from '../logd/watcher.js';
+import { openStore } from '../store/sqlite.js';
+import type { CliIO } from './io.js';
+
+export const LOGD_USAGE =
+  'usage: pfgrey logd [-DI] [-i interface] [-l pflog_interface] [-W whiteexp]\n' +
+  '           [--db path] [--tcpdump path] [-r capture-file]';
+
+const OPTIONS = {
+  D: { type: 'boolean', short: 'D' },
+  I: { type: 'boolean', short: 'I' },
+  i: { type: 'string', short: 'i' },
+  l: { type: 'string', short: 'l' },
+  W: { type: 'string', short: 'W' },
+  Y: { type: 'string', short: 'Y' },
+  r: { type: 'string', short: 'r' },
+  db: { type: 'string' },
+  tcpdump: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+function findTcpdump(): string {
+  return DEFAULTS.tcpdump.find((p) => fs.existsSync(p)) ?? DEFAULTS.tcpdump[0]!;
+}
+
+/** spamlogd accepts -W from 1 hour to 90 days. */
+const MAX_W_HOURS = 2160;
+
+export async function logdCommand(argv: string[], io: CliIO): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: false }));
+  } catch (err) {
+    throw new PfgreyError('E_USAGE', `${describe(err).split('\n')[0]}\n${LOGD_USAGE}`);
+  }
+  if (values.help) {
+    io.stdout.write(`${LOGD_USAGE}\n`);
+    return 0;
+  }
+  if (values.Y !== undefined) throw new PfgreyError('E_USAGE', 'sync (-Y) is not supported yet');
+  const whiteExpiry = values.W === undefined ? DEFAULTS.whiteExpiry
+    : parseIntegerOption(values.W, '-W', 1, MAX_W_HOURS) * 3_600_000;
+  const pflog = values.l ?? DEFAULTS.pflog;
+  if (!/^[\w.]{1,15}$/.test(pflog)) throw new PfgreyError('E_BAD_OPTION', `-l ${pflog}: not an interface name`);
+  if (values.i !== undefined && !/^[\w.]{1,15}$/.test(values.i)) {
+    throw new PfgreyError('E_BAD_OPTION', `-i ${values.i}: not an interface name`);
+  }
+  const log = createLogger({ level: values.D ? 'debug' : 'info', ident: 'pfgrey-logd', write: (l) => io.stderr.write(l) });
+  const store = await openStore(values.db ?? (io.env.PFGREY_DB || DEFAULTS.dbPath), { create: true, log });
+  const watcher = new PflogWatcher({
+    store, log,
+    tcpdump: values.tcpdump ?? findTcpdump(),
+    pflog,
+    file: values.r,
+    onInterface: values.i,
+    inboundOnly: values.I ?? false,
+    whiteExpiry,
+    retryMin: DEFAULTS.firewallRetryMin,
+    retryMax: DEFAULTS.firewallRetryMax,
+  });
+  log.info(`Listening on ${values.r ?? pflog} for ${values.i ?? 'all interfaces.'}${values.I ? ' Inbound direction only.' : ''}`);
+  const onSignal = () => {
+    log.notice('exiting');
+    void watcher.stop();
+  };
+  for (const s of ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const) process.on(s, onSignal);
+  watcher.start();
+  try {
+    await watcher.finished;
+  } finally {
+    for (const s of ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const) process.off(s, onSignal);
+    await store.close();
+  }
+  if (values.r) log.info(`${watcher.seen} connections read from ${values.r}`);
+  return 0;
+}

@@ -1,0 +1,121 @@
+// pfgrey logd's engine: runs tcpdump on the pflog interface and turns every passed SMTP
+// connection into a WHITE entry update. A tcpdump that dies is restarted with backoff; the
+// store's group commit means a restart loses nothing already seen.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { type Clock, systemClock } from '../clock.js';
+import { describe, systemErrorText } from '../errors.js';
+import { logdHit } from '../grey/rules.js';
+import type { Logger } from '../log.js';
+import type { Store } from '../store/types.js';
+import { captureFilter, parsePflogLine, whitelistTarget } from './pflog.js';
+
+export interface WatcherOptions {
+  store: Store;
+  log: Logger;
+  clock?: Clock;
+  tcpdump: string;
+  /** pflog interface to capture on (-l), unless `file` is given. */
+  pflog: string;
+  /** Read this capture file instead (tcpdump -r), then stop. */
+  file?: string;
+  /** Only connections that arrived on this interface (-i). */
+  onInterface?: string;
+  inboundOnly: boolean;
+  whiteExpiry: number;
+  retryMin: number;
+  retryMax: number;
+}
+
+export class PflogWatcher {
+  private child: ChildProcess | undefined;
+  private stopped = false;
+  private retry: NodeJS.Timeout | undefined;
+  private backoff: number;
+  private readonly clock: Clock;
+  /** Updates of one address are applied in order. */
+  private chain: Promise<void> = Promise.resolve();
+  private done!: () => void;
+  /** Resolves when the watcher has stopped (at stop(), or at the end of a capture file). */
+  readonly finished: Promise<void>;
+  seen = 0;
+
+  constructor(private readonly opts: WatcherOptions) {
+    this.clock = opts.clock ?? systemClock;
+    this.backoff = opts.retryMin;
+    this.finished = new Promise((resolve) => (this.done = resolve));
+  }
+
+  argv(): string[] {
+    const source = this.opts.file ? ['-r', this.opts.file] : ['-i', this.opts.pflog];
+    return ['-l', '-n', '-e', '-ttt', ...source, captureFilter(this.opts.onInterface)];
+  }
+
+  start(): void {
+    if (this.stopped) return;
+    const { log } = this.opts;
+    let stderr = '';
+    const child = spawn(this.opts.tcpdump, this.argv(), { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = child;
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      stderr = (stderr + d).slice(-2000);
+    });
+    const lines = createInterface({ input: child.stdout! });
+    lines.on('line', (line) => this.line(line));
+    let spawnError: Error | undefined;
+    child.on('error', (err) => {
+      spawnError = err;
+    });
+    child.on('close', (code, signal) => {
+      this.child = undefined;
+      if (this.stopped) return;
+      const why = spawnError ? `cannot run ${this.opts.tcpdump}: ${systemErrorText(spawnError)}`
+        : signal ? `died on signal ${signal}` : `exited with status ${code}`;
+      const detail = stderr.trim().split('\n').filter((l) => !l.startsWith('reading from') && !l.startsWith('listening on')).slice(-3).join('; ');
+      if (this.opts.file && !spawnError && code === 0) {
+        void this.chain.then(() => this.finish());
+        return;
+      }
+      if (this.opts.file) {
+        log.error(`tcpdump ${why}${detail ? `: ${detail}` : ''}`);
+        void this.chain.then(() => this.finish());
+        return;
+      }
+      log.error(`tcpdump ${why}${detail ? `: ${detail}` : ''}; restarting in ${Math.round(this.backoff / 1000)}s`);
+      this.retry = setTimeout(() => this.start(), this.backoff);
+      this.backoff = Math.min(this.backoff * 2, this.opts.retryMax);
+    });
+  }
+
+  stop(): Promise<void> {
+    this.stopped = true;
+    if (this.retry) clearTimeout(this.retry);
+    this.child?.kill('SIGTERM');
+    void this.chain.then(() => this.finish());
+    return this.finished;
+  }
+
+  private finish(): void {
+    this.stopped = true;
+    this.done();
+  }
+
+  private line(line: string): void {
+    const event = parsePflogLine(line);
+    if (!event) return;
+    // A line that decoded means tcpdump is healthy again: the next failure starts at the minimum.
+    this.backoff = this.opts.retryMin;
+    const ip = whitelistTarget(event, this.opts.inboundOnly);
+    if (!ip) return;
+    this.seen += 1;
+    this.opts.log.debug(`${event.dir === 'in' ? 'inbound' : 'outbound'} ${ip}`);
+    const { store } = this.opts;
+    this.chain = this.chain
+      .then(async () => {
+        const entry = logdHit(await store.get(ip), ip, this.clock.now(), this.opts.whiteExpiry);
+        store.put(entry);
+      })
+      .catch((err) => this.opts.log.error(`cannot whitelist ${ip}: ${describe(err)}`));
+  }
+}

@@ -1,0 +1,110 @@
+import test from 'ava';
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { parsePflogLine, whitelistTarget } from '../src/logd/pflog.js';
+import { CLI, runCli } from './helpers/cli.js';
+import { tempDir } from './helpers/daemon.js';
+import { writePflogPcap } from './helpers/pcap.js';
+import { eventually } from './helpers/smtp.js';
+
+// BSDs keep tcpdump in /usr/sbin, Debian in /usr/bin.
+const TCPDUMP = ['/usr/sbin/tcpdump', '/usr/bin/tcpdump'].find((p) => spawnSync(p, ['--version'], { stdio: 'ignore' }).status === 0) ?? 'tcpdump';
+const haveTcpdump = TCPDUMP !== 'tcpdump';
+const required = process.env.PFGREY_REQUIRE_E2E === '1';
+const withTcpdump = haveTcpdump || required ? test : test.skip;
+if (!haveTcpdump && !required) console.log('# skipping logd capture tests: tcpdump is not installed');
+
+const DAY = 86_400;
+
+test('both tcpdump dialects of a pflog line are understood', (t) => {
+  t.deepEqual(parsePflogLine(' 00:00:00.000000 rule 3/0(match): pass in on em0: 192.0.2.7.51234 > 198.51.100.1.25: Flags [S], seq 0, win 65535, length 0'),
+    { action: 'pass', dir: 'in', ifname: 'em0', src: '192.0.2.7', sport: 51234, dst: '198.51.100.1', dport: 25 });
+  t.deepEqual(parsePflogLine('Nov 22 05:40:01.123456 rule 2/(match) pass out on vio0: 198.51.100.1.40000 > 203.0.113.9.25: S 1:1(0) win 16384'),
+    { action: 'pass', dir: 'out', ifname: 'vio0', src: '198.51.100.1', sport: 40000, dst: '203.0.113.9', dport: 25 });
+  t.is(parsePflogLine('reading from file x.pcap, link-type PFLOG'), undefined);
+});
+
+test('inbound passes whitelist the client, outbound ones the server unless -I', (t) => {
+  const e = { action: 'pass', dir: 'out' as const, ifname: 'em0', src: '198.51.100.1', sport: 1, dst: '203.0.113.9', dport: 25 };
+  t.is(whitelistTarget(e, false), '203.0.113.9');
+  t.is(whitelistTarget(e, true), undefined);
+  t.is(whitelistTarget({ ...e, dir: 'in' }, true), '198.51.100.1');
+  t.is(whitelistTarget({ ...e, dir: 'in', action: 'block' }, false), undefined);
+});
+
+withTcpdump('logd reads a pflog capture through tcpdump and whitelists what passed', async (t) => {
+  const dir = await tempDir(t);
+  const db = path.join(dir, 'pfgrey.db');
+  const pcap = path.join(dir, 'pflog.pcap');
+  await writePflogPcap(pcap, [
+    { dir: 'in', src: '192.0.2.7', dst: '198.51.100.1' },
+    { dir: 'out', src: '198.51.100.1', dst: '203.0.113.9' },
+    { dir: 'in', src: '192.0.2.8', dst: '198.51.100.1', flags: 0x12 }, // SYN-ACK: not a new connection
+    { dir: 'in', src: '192.0.2.9', dst: '198.51.100.1', action: 1 }, // blocked
+    { dir: 'in', src: '192.0.2.10', dst: '198.51.100.1', dport: 587 }, // not SMTP
+  ]);
+  // An existing TRAPPED entry turns WHITE; an existing WHITE one counts the pass.
+  t.is((await runCli(['db', '--db', db, '-t', '-a', '192.0.2.7'])).code, 0);
+  const before = Math.floor(Date.now() / 1000);
+  const r = await runCli(['logd', '--db', db, '--tcpdump', TCPDUMP, '-r', pcap]);
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stderr, /Listening on .*pflog\.pcap for all interfaces\./);
+  const listing = (await runCli(['db', '--db', db])).stdout.trim().split('\n').sort();
+  t.is(listing.length, 2, listing.join('\n'));
+  const [a, b] = listing.map((l) => l.split('|'));
+  t.deepEqual([a![0], a![1], a![8]], ['WHITE', '192.0.2.7', '0']);
+  t.true(Number(a![6]) >= before + 36 * DAY - 5, 'expire moved to now + 36 days');
+  t.deepEqual([b![0], b![1], b![7], b![8]], ['WHITE', '203.0.113.9', '1', '0']);
+});
+
+withTcpdump('with -I only inbound connections count, and -i limits the interface', async (t) => {
+  const dir = await tempDir(t);
+  const db = path.join(dir, 'pfgrey.db');
+  const pcap = path.join(dir, 'pflog.pcap');
+  await writePflogPcap(pcap, [
+    { dir: 'in', src: '192.0.2.7', dst: '198.51.100.1', ifname: 'em0' },
+    { dir: 'in', src: '192.0.2.11', dst: '198.51.100.1', ifname: 'em1' },
+    { dir: 'out', src: '198.51.100.1', dst: '203.0.113.9', ifname: 'em0' },
+  ]);
+  const r = await runCli(['logd', '-I', '-i', 'em0', '-W', '2', '--db', db, '--tcpdump', TCPDUMP, '-r', pcap]);
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stderr, /for em0 Inbound direction only\./);
+  const out = (await runCli(['db', '--db', db])).stdout;
+  const m = /^WHITE\|192\.0\.2\.7\|\|\|(\d+)\|\d+\|(\d+)\|1\|0\n$/.exec(out);
+  t.truthy(m, out);
+  t.true(Number(m![2]) - Number(m![1]) === 2 * 3600, '-W sets the lifetime in hours');
+});
+
+test('a tcpdump that dies is restarted, and SIGTERM ends logd cleanly', async (t) => {
+  const dir = await tempDir(t);
+  const db = path.join(dir, 'pfgrey.db');
+  // A stand-in: the first run fails at once; later runs print a pflog line and wait.
+  const fake = path.join(dir, 'tcpdump');
+  await fs.writeFile(fake, `#!/bin/sh
+n=$(cat '${dir}/runs' 2>/dev/null || echo 0); echo $((n + 1)) > '${dir}/runs'
+if [ "$n" = 0 ]; then echo "tcpdump: pflog0: No such device exists" >&2; exit 1; fi
+echo " 00:00:00.000000 rule 3/0(match): pass in on em0: 192.0.2.44.1234 > 198.51.100.1.25: Flags [S], seq 0, win 65535, length 0"
+exec sleep 60
+`, { mode: 0o755 });
+  const child = spawn(process.execPath, [CLI, 'logd', '-D', '--db', db, '--tcpdump', fake], { stdio: ['ignore', 'ignore', 'pipe'] });
+  t.teardown(() => child.kill('SIGKILL'));
+  let err = '';
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  await eventually(() => /tcpdump exited with status 1: tcpdump: pflog0: No such device exists; restarting in 1s/.test(err), 'restart line');
+  await eventually(() => /inbound 192\.0\.2\.44/.test(err), 'the restarted tcpdump was read', 30_000);
+  await new Promise((r) => setTimeout(r, 400)); // one group-commit window
+  child.kill('SIGTERM');
+  t.is(await exited, 0);
+  t.regex(err, /exiting/);
+  t.regex((await runCli(['db', '--db', db])).stdout, /^WHITE\|192\.0\.2\.44\|\|\|/);
+});
+
+test('bad logd flags are one clear line', async (t) => {
+  for (const [args, re] of [[['-W', '0'], /-W 0: too small/], [['-W', '3000'], /-W 3000: too large/], [['-Y', 'peer'], /sync \(-Y\) is not supported yet/], [['-l', 'a b'], /-l a b: not an interface name/]] as const) {
+    const r = await runCli(['logd', ...args]);
+    t.is(r.code, 1);
+    t.regex(r.stderr, re);
+  }
+});
