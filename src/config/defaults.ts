@@ -75,6 +75,15 @@ export const DEFAULTS = Object.freeze({
   /** Retry backoff after a failed push: first delay, doubled up to the cap. */
   firewallRetryMin: 1 * SECOND,
   firewallRetryMax: 60 * SECOND,
+  /**
+   * A changed whitelist is pushed as deletions and additions when it differs from the table by
+   * at most this many addresses and this fraction of the table; otherwise the table is replaced.
+   */
+  firewallDiffMax: 1000,
+  firewallDiffRatio: 0.1,
+  /** nftables (--firewall nft): the tool, and the `FAMILY NAME` of the table pfgrey.nft loads. */
+  nft: '/usr/sbin/nft',
+  nftTable: 'inet pfgrey',
 
   /** spamd-setup's configuration, its fetcher for ftp lists, and the pf table -b loads. */
   spamdConf: '/etc/mail/spamd.conf',
@@ -84,6 +93,11 @@ export const DEFAULTS = Object.freeze({
   fetchIdleTimeout: 60 * SECOND,
   /** Largest list accepted, before and after gunzip: the largest real lists are a few MB. */
   maxListBytes: 256 * 1024 * 1024,
+
+  /** pfgrey logd (spamlogd): the pf log interface and the tool that decodes it. */
+  pflog: 'pflog0',
+  /** Where the BSDs keep tcpdump; Linux distributions use /usr/bin (tried next). */
+  tcpdump: ['/usr/sbin/tcpdump', '/usr/bin/tcpdump'] as readonly string[],
 
   /** Default database when neither --db nor PFGREY_DB is given. */
   dbPath: '/var/db/pfgrey.db',
