@@ -1,3 +1,5 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+
 // The one logger. Lines look like syslog's (`pfgrey[pid]: message`) so that spamd's message
 // texts, which users grep for, come out the same; in the foreground they go to stderr.
 
@@ -52,3 +54,44 @@ export function memoryLogger(): Logger & { lines: string[] } {
 export const silentLogger: Logger = {
   error() {}, warning() {}, notice() {}, info() {}, debug() {},
 };
+
+const SYSLOG_PRIORITY: Record<Level, string> = {
+  error: 'err', warning: 'warning', notice: 'notice', info: 'info', debug: 'debug',
+};
+
+/**
+ * A logger that writes to syslog (facility daemon) through logger(1), which every BSD and Linux
+ * has: Node cannot open the datagram socket syslogd listens on, and logger knows each system's
+ * way in (/dev/log, /var/run/log, sendsyslog(2)). One logger process per priority in use, each
+ * fed a line at a time; one that dies is started again on the next line.
+ */
+export function createSyslogLogger(opts: { ident: string; level?: Level; logger?: string }): Logger & { close(): void } {
+  const max = ORDER[opts.level ?? 'info'];
+  const children = new Map<Level, ChildProcess>();
+  const send = (level: Level) => (msg: string) => {
+    if (ORDER[level] > max) return;
+    let child = children.get(level);
+    if (!child || child.exitCode !== null || child.signalCode !== null || !child.stdin?.writable) {
+      child = spawn(opts.logger ?? 'logger', ['-t', opts.ident, '-p', `daemon.${SYSLOG_PRIORITY[level]}`], {
+        stdio: ['pipe', 'ignore', 'ignore'],
+      });
+      child.on('error', () => children.delete(level));
+      child.stdin!.on('error', () => children.delete(level));
+      child.unref();
+      (child.stdin as unknown as { unref?: () => void }).unref?.();
+      children.set(level, child);
+    }
+    child.stdin!.write(`${msg.replace(/\n/g, ' ')}\n`);
+  };
+  return {
+    error: send('error'),
+    warning: send('warning'),
+    notice: send('notice'),
+    info: send('info'),
+    debug: send('debug'),
+    close() {
+      for (const c of children.values()) c.stdin?.end();
+      children.clear();
+    },
+  };
+}
