@@ -367,3 +367,19 @@ test('another application\'s SQLite file is refused, not taken over', async (t) 
   t.regex(err.message, /not a pfgrey database: it has tables photos/);
   t.deepEqual(await raw(file, "SELECT name FROM sqlite_master WHERE name = 'entries'"), []);
 });
+
+test('getMany answers hundreds of keys at once, queued writes and deletions included', async (t) => {
+  const s = closing(t, await openStore(await tempDb(t), { create: true }));
+  for (let i = 0; i < 600; i++) s.put(white(`192.0.2.${i % 250}`, i));
+  for (let i = 0; i < 600; i++) s.put(white(`10.0.${i >> 8}.${i & 255}`, i));
+  await s.flush();
+  s.put(white('198.51.100.1', 7)); // queued, not committed
+  s.delete('10.0.0.5'); // queued deletion of a committed entry
+  const keys = [...Array.from({ length: 600 }, (_, i) => `10.0.${i >> 8}.${i & 255}`), '198.51.100.1', '203.0.113.1', '10.0.0.7'];
+  const got = await s.getMany(keys);
+  t.is(got.size, 600 - 1 + 1);
+  t.false(got.has('10.0.0.5'), 'a queued deletion hides the committed row');
+  t.false(got.has('203.0.113.1'));
+  t.is(got.get('198.51.100.1')?.pcount, 7);
+  t.is(got.get('10.0.2.87')?.pcount, 2 * 256 + 87);
+});

@@ -1,13 +1,13 @@
 // Turns tuples from the tarpit into database updates, and decides when a tuple traps its
-// sender instead (spec §6.4–6.6). Updates for one client address are applied in order (a later
-// hit waits for the earlier one), so two quick retries never both count as "new".
+// sender instead (spec §6.4–6.6). Tuples are decided strictly in arrival order, so two quick
+// retries never both count as "new".
 
 import { type Clock, systemClock } from '../clock.js';
 import { DEFAULTS } from '../config/defaults.js';
 import { describe } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/types.js';
-import { greyKey } from './entry.js';
+import { type Entry, greyKey } from './entry.js';
 import { greyHit, type GreyTimes, outsideAllowedDomains, spamtrapAddress } from './rules.js';
 
 export interface TupleInput {
@@ -37,8 +37,17 @@ export interface GreylisterOptions {
   mxGrace?: number;
 }
 
+/** Tuples decided per batch: one store lookup answers all their keys. */
+const MAX_BATCH = 512;
+
+interface Queued {
+  t: TupleInput;
+  done: () => void;
+}
+
 export class Greylister {
-  private readonly inflight = new Map<string, Promise<void>>();
+  private queue: Queued[] = [];
+  private draining: Promise<void> | undefined;
   private readonly clock: Clock;
   private readonly startedAt: number;
 
@@ -47,46 +56,72 @@ export class Greylister {
     this.startedAt = this.clock.now();
   }
 
-  /** Records one tuple; resolves once the update is queued for the next group commit. */
+  /**
+   * Records one tuple; resolves once the update is queued for the next group commit. Tuples
+   * are decided in arrival order, in batches: the tuples that arrive in one turn of the event
+   * loop share one store lookup, which is what lets ingest keep up with thousands of clients.
+   */
   tuple(t: TupleInput): Promise<void> {
-    const prev = this.inflight.get(t.ip) ?? Promise.resolve();
-    const next = prev.then(() => this.apply(t)).catch((err) => {
-      this.opts.log.error(`greylist update for ${t.ip} failed: ${describe(err)}`);
+    return new Promise((done) => {
+      this.queue.push({ t, done });
+      this.draining ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.drain());
     });
-    this.inflight.set(t.ip, next);
-    void next.finally(() => {
-      if (this.inflight.get(t.ip) === next) this.inflight.delete(t.ip);
-    });
-    return next;
   }
 
   /** Resolves when every tuple handed in so far has been queued. */
   async settle(): Promise<void> {
-    while (this.inflight.size > 0) await Promise.all([...this.inflight.values()]);
+    while (this.draining) await this.draining;
   }
 
-  private async apply(t: TupleInput): Promise<void> {
+  private async drain(): Promise<void> {
+    try {
+      while (this.queue.length > 0) {
+        const batch = this.queue.splice(0, MAX_BATCH);
+        try {
+          await this.applyBatch(batch.map((q) => q.t));
+        } catch (err) {
+          this.opts.log.error(`greylist update of ${batch.length} tuples failed: ${describe(err)}`);
+        }
+        for (const q of batch) q.done();
+      }
+    } finally {
+      this.draining = undefined;
+    }
+  }
+
+  private async applyBatch(batch: readonly TupleInput[]): Promise<void> {
+    const keys: string[] = [];
+    for (const t of batch) keys.push(greyKey(t.ip, t.helo, t.from, t.to), spamtrapAddress(t.to), t.ip);
+    // The batch's view of the store; each decision below updates it, so a later tuple of the
+    // batch sees an earlier one's write.
+    const view = await this.opts.store.getMany(keys);
+    for (const t of batch) this.apply(t, view);
+  }
+
+  private apply(t: TupleInput, view: Map<string, Entry>): void {
     const { store, log, times } = this.opts;
     const now = this.clock.now();
     const tupleKey = greyKey(t.ip, t.helo, t.from, t.to);
     const rcpt = spamtrapAddress(t.to);
     let why: string | undefined;
     if (outsideAllowedDomains(rcpt, this.opts.allowedDomains?.() ?? [])) why = `(${rcpt} is outside the allowed domains)`;
-    else if (await store.get(rcpt)) why = `(${rcpt} is a spamtrap)`;
+    else if (view.has(rcpt)) why = `(${rcpt} is a spamtrap)`;
 
     let mxFirst = false;
     let key = why ? t.ip : tupleKey;
-    let existing = await store.get(key);
+    let existing = view.get(key);
     const mx = this.opts.lowPriorityMx;
-    if (!why && !existing && mx !== undefined && t.localAddress === mx && now - this.startedAt > (this.opts.mxGrace ?? DEFAULTS.mxGrace)) {
+    if (!why && !existing && mx !== undefined && t.localAddress === mx &&
+      now - this.startedAt > (this.opts.mxGrace ?? DEFAULTS.mxGrace)) {
       // spamd writes a fresh TRAPPED entry here, over whatever the ip had (even WHITE).
-      why = `(low-priority MX)`;
+      why = '(low-priority MX)';
       mxFirst = true;
       key = t.ip;
       existing = undefined;
     }
     const entry = greyHit(existing, key, now, times, why !== undefined);
     store.put(entry);
+    view.set(key, entry);
     if (why) {
       // spamd's words, so existing log greps keep matching; the reason follows in brackets.
       const tuple = `${t.ip} ${t.helo} ${t.from} ${t.to}`;

@@ -66,6 +66,9 @@ const ROWS_PER_STATEMENT = 128;
 /** Entries bound per step of a commit (8 full statements): a few milliseconds of main-thread work. */
 const ENTRIES_PER_STEP = 8 * ROWS_PER_STATEMENT;
 
+/** Keys per batched lookup (getMany): one thread-pool round trip answers this many. */
+const KEYS_PER_LOOKUP = 256;
+
 const COLUMNS = 'key, first, pass, expire, bcount, pcount';
 
 type Row = Entry;
@@ -308,6 +311,7 @@ export async function openStore(path: string, opts: OpenStoreOptions = {}): Prom
 
 interface Statements {
   get: sqlite3.Statement;
+  getMany: sqlite3.Statement;
   firstPage: sqlite3.Statement;
   nextPage: sqlite3.Statement;
   range: sqlite3.Statement;
@@ -349,6 +353,7 @@ class SqliteStore implements Store {
     const made: Partial<Statements> = {};
     const sql: Record<keyof Statements, string> = {
       get: `SELECT ${COLUMNS} FROM entries WHERE key = ?`,
+      getMany: `SELECT ${COLUMNS} FROM entries WHERE key IN (${marks(KEYS_PER_LOOKUP)})`,
       firstPage: `SELECT ${COLUMNS} FROM entries ORDER BY key LIMIT ?`,
       nextPage: `SELECT ${COLUMNS} FROM entries WHERE key > ? ORDER BY key LIMIT ?`,
       range: `SELECT ${COLUMNS} FROM entries WHERE key > ? AND key < ? ORDER BY key`,
@@ -371,6 +376,34 @@ class SqliteStore implements Store {
 
   get pendingWrites(): number {
     return this.pending.size;
+  }
+
+  async getMany(keys: readonly string[]): Promise<Map<string, Entry>> {
+    const found = new Map<string, Entry>();
+    const wanted: string[] = [];
+    for (const key of new Set(keys)) {
+      if (this.pending.has(key)) {
+        const e = this.pending.get(key);
+        if (e) found.set(key, { ...e });
+      } else {
+        wanted.push(key);
+      }
+    }
+    const st = this.open();
+    if (!st) return found;
+    for (let i = 0; i < wanted.length; i += KEYS_PER_LOOKUP) {
+      const slice = wanted.slice(i, i + KEYS_PER_LOOKUP);
+      // The statement has a fixed number of slots; repeating a key fills the rest harmlessly.
+      while (slice.length < KEYS_PER_LOOKUP) slice.push(slice[0]!);
+      const rows = await this.read(() => stAll<Row>(st.getMany, slice));
+      // A write queued while the query ran is newer than the row it returned.
+      for (const r of rows) if (!this.pending.has(r.key)) found.set(r.key, r);
+      for (const k of slice) {
+        const e = this.pending.get(k);
+        if (e) found.set(k, { ...e });
+      }
+    }
+    return found;
   }
 
   async get(key: string): Promise<Entry | undefined> {

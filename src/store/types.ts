@@ -9,6 +9,12 @@ export interface Store {
   readonly path: string;
   /** The entry under `key`, including writes not yet committed. */
   get(key: string): Promise<Entry | undefined>;
+  /**
+   * The entries under `keys` that exist (missing keys are absent from the map), including
+   * writes not yet committed. One query answers hundreds of keys: the greylister reads a whole
+   * batch of tuples' entries at once.
+   */
+  getMany(keys: readonly string[]): Promise<Map<string, Entry>>;
   /** Queues an insert-or-replace. */
   put(entry: Entry): void;
   /** Queues a deletion. */
