@@ -179,7 +179,9 @@ export class Connection implements Due {
     this.lastSentCR = chunk[chunk.length - 1] === 0x0d;
     if (this.socket.writable) this.socket.write(chunk);
     if (this.out.length > 0) {
-      this.writeAt = now + delay;
+      // From the previous deadline, not from now: the shared timer fires up to one resolution
+      // late, and counting from now would let that lateness pile up into a slower stutter.
+      this.writeAt = Math.max(this.writeAt + delay, now);
       if (delay === 0) this.writeSome(now);
       else this.host.timer.schedule(this, this.writeAt);
       return;
