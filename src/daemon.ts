@@ -9,7 +9,7 @@ import { BlackLists } from './blacklist/lists.js';
 import { type Clock, systemClock } from './clock.js';
 import { DEFAULTS } from './config/defaults.js';
 import { formatDuration } from './config/duration.js';
-import { chooseFirewall } from './firewall/select.js';
+import { chooseFirewall, type FirewallKind } from './firewall/select.js';
 import { WhitelistSync } from './firewall/sync.js';
 import type { Firewall } from './firewall/types.js';
 import { loadAllowedDomains } from './grey/allowed-domains.js';
@@ -26,9 +26,12 @@ export interface DaemonConfig {
   /** Blacklist-only mode (-b): no database, no greylisting, no firewall table. */
   blacklistOnly: boolean;
   dbPath: string;
-  firewall: 'auto' | 'pf' | 'none';
+  firewall: FirewallKind;
   pfctl: string;
   pfDevice: string;
+  /** nft, and the `FAMILY NAME` of the table holding the sets (--firewall nft). */
+  nft: string;
+  nftTable: string;
   table: string;
   firewallTimeout: number;
   firewallRetryMin: number;
@@ -107,7 +110,7 @@ export async function startDaemon(cfg: DaemonConfig, log: Logger, clock: Clock =
   let deviceFd: number | undefined;
   try {
     const chosen = await chooseFirewall(cfg.firewall, {
-      pfctl: cfg.pfctl, pfDevice: cfg.pfDevice, timeout: cfg.firewallTimeout, log,
+      pfctl: cfg.pfctl, pfDevice: cfg.pfDevice, nft: cfg.nft, nftTable: cfg.nftTable, timeout: cfg.firewallTimeout, log,
     });
     const { firewall, reason } = chosen;
     deviceFd = chosen.deviceFd;

@@ -15,7 +15,9 @@ const bad: Array<[string[], RegExp]> = [
   [['-l', 'localhost.example'], /-l localhost\.example: not an IP address/],
   [['--passtime', '5 minutes'], /--passtime: "5 minutes" is not a duration/],
   [['--scan-interval', '0'], /--scan-interval: "0" must be more than zero/],
-  [['--firewall', 'ipfw'], /--firewall ipfw: expected auto, pf or none/],
+  [['--firewall', 'ipfw'], /--firewall ipfw: expected auto, pf, nft or none/],
+  [['--nft-table', 'pfgrey'], /--nft-table pfgrey: expected FAMILY NAME, FAMILY one of ip, ip6, inet/],
+  [['--firewall', 'nft', '--table', 'spamd+white'], /--table spamd\+white: not an nftables name/],
   [['--table', 'has space'], /--table has space: not a pf table name/],
   [['-B', '900'], /-B 900: larger than maxcon \(-c 800\)/],
   [['-Y', 'peer.example'], /sync \(-Y\) is not supported yet/],
@@ -73,6 +75,18 @@ test('defaults are spamd\'s, and -c below 800 works without -B (quirk 5 fixed)',
 test('long options refine -G and take durations down to milliseconds', (t) => {
   const { config } = parseRunArgs(['-G', '1:1:1', '--passtime', '2s', '--whiteexp', '500ms', '--trapexp', '90m'], {});
   t.deepEqual(config.times, { passTime: 2000, greyExpiry: 3_600_000, whiteExpiry: 500, trapExpiry: 5_400_000 });
+});
+
+test('--firewall nft takes the nft path, the nftables table and the set name', (t) => {
+  const d = parseRunArgs([], {}).config;
+  t.is(d.firewall, 'auto');
+  t.is(d.nft, '/usr/sbin/nft');
+  t.is(d.nftTable, 'inet pfgrey');
+  const { config } = parseRunArgs(['--firewall', 'nft', '--nft', '/opt/nft', '--nft-table', 'ip mail', '--table', 'white'], {});
+  t.is(config.firewall, 'nft');
+  t.is(config.nft, '/opt/nft');
+  t.is(config.nftTable, 'ip mail');
+  t.is(config.table, 'white');
 });
 
 test('PFGREY_DB names the database when --db is absent', (t) => {

@@ -279,9 +279,10 @@ test('none firewall logs what it would push, naming at most ten addresses', asyn
 test('chooseFirewall auto picks none when pfctl is missing', async (t) => {
   const s = await standIn();
   const missing = join(s.dir, 'missing-pfctl');
-  const got = await chooseFirewall('auto', { pfctl: missing, pfDevice: join(s.dir, 'pf'), log: memoryLogger() });
+  const nft = join(s.dir, 'missing-nft');
+  const got = await chooseFirewall('auto', { pfctl: missing, pfDevice: join(s.dir, 'pf'), nft, log: memoryLogger() });
   t.is(got.firewall.name, 'none');
-  t.is(got.reason, `none (no ${missing})`);
+  t.is(got.reason, `none (no ${missing}; no ${nft})`);
   t.is(got.deviceFd, undefined);
 });
 
@@ -290,15 +291,16 @@ test('chooseFirewall auto picks none when pfctl is not executable or the device 
   const device = join(s.dir, 'pf');
   await writeFile(device, '');
   await chmod(s.pfctl, 0o644);
-  const a = await chooseFirewall('auto', { pfctl: s.pfctl, pfDevice: device, log: memoryLogger() });
+  const nft = join(s.dir, 'missing-nft');
+  const a = await chooseFirewall('auto', { pfctl: s.pfctl, pfDevice: device, nft, log: memoryLogger() });
   t.is(a.firewall.name, 'none');
-  t.is(a.reason, `none (${s.pfctl} is not executable)`);
+  t.is(a.reason, `none (${s.pfctl} is not executable; no ${nft})`);
 
   await chmod(s.pfctl, 0o755);
   const missingDevice = join(s.dir, 'no-pf');
-  const b = await chooseFirewall('auto', { pfctl: s.pfctl, pfDevice: missingDevice, log: memoryLogger() });
+  const b = await chooseFirewall('auto', { pfctl: s.pfctl, pfDevice: missingDevice, nft, log: memoryLogger() });
   t.is(b.firewall.name, 'none');
-  t.is(b.reason, `none (cannot open ${missingDevice}: ENOENT)`);
+  t.is(b.reason, `none (cannot open ${missingDevice}: ENOENT; no ${nft})`);
 });
 
 test('chooseFirewall auto picks pf with an executable pfctl and an openable device, and hands the device down', async (t) => {
@@ -488,4 +490,132 @@ test('sync against the none firewall converges and reports in sync', async (t) =
   t.deepEqual(await fw.show('spamd-white'), ['192.0.2.1', '192.0.2.3']);
   t.true(sync.inSync);
   t.is(sync.pushedCount, 2);
+});
+
+// ---- WhitelistSync: diff pushes ---------------------------------------------------------------
+
+const hundred = Array.from({ length: 100 }, (_, i) => `198.51.100.${i + 1}`);
+
+function diffSync(s: StandIn, opts: Partial<ConstructorParameters<typeof WhitelistSync>[0]> = {}): WhitelistSync {
+  return new WhitelistSync({
+    firewall: pfFirewall({ pfctl: s.pfctl, timeout: 10_000 }), table: 'spamd-white', log: memoryLogger(), ...opts,
+  });
+}
+
+test('sync pushes a small change as -T delete and -T add of just the changed addresses', async (t) => {
+  const s = await standIn();
+  const sync = diffSync(s);
+  t.teardown(() => sync.stop());
+  sync.update(hundred);
+  await sync.flush();
+  sync.update([...hundred.slice(2), '203.0.113.1', '203.0.113.2', '203.0.113.3']);
+  await sync.flush();
+  t.true(sync.inSync);
+  t.is(sync.pushedCount, 101);
+  t.is(await s.count(), 3);
+  const del = await s.call(2);
+  const add = await s.call(3);
+  t.deepEqual(del.argv, ['-q', '-t', 'spamd-white', '-T', 'delete', '-f', '-']);
+  t.is(del.stdin, '198.51.100.1/32\n198.51.100.2/32\n');
+  t.deepEqual(add.argv, ['-q', '-t', 'spamd-white', '-T', 'add', '-f', '-']);
+  t.is(add.stdin, '203.0.113.1/32\n203.0.113.2/32\n203.0.113.3/32\n');
+
+  sync.update([...hundred.slice(2), '203.0.113.1', '203.0.113.2', '203.0.113.3', '203.0.113.4']);
+  await sync.flush();
+  t.is(await s.count(), 4, 'only additions: no delete');
+  t.deepEqual((await s.call(4)).argv, ['-q', '-t', 'spamd-white', '-T', 'add', '-f', '-']);
+  sync.update([...hundred.slice(3), '203.0.113.1', '203.0.113.2', '203.0.113.3', '203.0.113.4']);
+  await sync.flush();
+  t.is(await s.count(), 5, 'only deletions: no add');
+  t.is((await s.call(5)).stdin, '198.51.100.3/32\n');
+});
+
+test('sync replaces the table when more than a tenth of it or more than diffMax addresses change', async (t) => {
+  const s = await standIn();
+  const sync = diffSync(s, { diffMax: 5 });
+  t.teardown(() => sync.stop());
+  sync.update(hundred);
+  await sync.flush();
+  const twenty = Array.from({ length: 20 }, (_, i) => `203.0.113.${i + 1}`);
+  sync.update([...hundred, ...twenty.slice(0, 6)]);
+  await sync.flush();
+  t.deepEqual((await s.call(2)).argv, REPLACE, 'six changes, over diffMax 5');
+  sync.update([...hundred, ...twenty.slice(0, 11)]);
+  await sync.flush();
+  t.deepEqual((await s.call(3)).argv.slice(-3), ['add', '-f', '-'], 'five changes');
+
+  const ratio = diffSync(s);
+  t.teardown(() => ratio.stop());
+  ratio.update(hundred);
+  await ratio.flush();
+  ratio.update([...hundred, ...twenty.slice(0, 11)]);
+  await ratio.flush();
+  t.deepEqual((await s.call(5)).argv, REPLACE, 'eleven changes to a table of 100');
+  t.is((await s.call(5)).stdin.split('\n').length - 1, 111);
+});
+
+test('sync falls back to a full replace after a failed diff, and re-asserts an unchanged list with a replace', async (t) => {
+  const s = await standIn();
+  const clock = new ManualClock(1_000_000);
+  const sync = diffSync(s, { clock, refresh: 60_000, retryMin: 600_000, retryMax: 600_000 });
+  t.teardown(() => sync.stop());
+  sync.update(hundred);
+  await sync.flush();
+
+  await s.set('status', '1');
+  sync.update([...hundred, '203.0.113.1']);
+  await sync.flush();
+  t.deepEqual((await s.call(2)).argv.slice(-3), ['add', '-f', '-']);
+  t.false(sync.inSync);
+  await s.set('status', '0');
+  await sync.flush();
+  const retry = await s.call(3);
+  t.deepEqual(retry.argv, REPLACE, 'the table is unknown after a failure');
+  t.is(retry.stdin.split('\n').length - 1, 101);
+  t.true(sync.inSync);
+
+  clock.advance(60_000);
+  sync.update([...hundred, '203.0.113.1']);
+  await sync.flush();
+  t.is(await s.count(), 4);
+  t.deepEqual((await s.call(4)).argv, REPLACE, 'unchanged, a scan interval later: replaced');
+});
+
+test('sync replaces the table every ten refresh intervals even while the list keeps changing', async (t) => {
+  const s = await standIn();
+  const clock = new ManualClock(1_000_000);
+  const sync = diffSync(s, { clock, refresh: 60_000 });
+  t.teardown(() => sync.stop());
+  sync.update(hundred);
+  await sync.flush();
+  for (let i = 1; i <= 10; i++) {
+    clock.advance(60_000);
+    sync.update([...hundred, `203.0.113.${i}`]);
+    await sync.flush();
+  }
+  const ops = [];
+  for (let n = 1; n <= (await s.count()); n++) ops.push((await s.call(n)).argv[4]);
+  // The first change only adds; each later one swaps the extra address; the tenth is a replace.
+  t.deepEqual(ops, ['replace', 'add', ...Array.from({ length: 8 }, () => ['delete', 'add']).flat(), 'replace']);
+});
+
+test('sync with diffMax 0 always replaces', async (t) => {
+  const s = await standIn();
+  const sync = diffSync(s, { diffMax: 0 });
+  t.teardown(() => sync.stop());
+  sync.update(hundred);
+  await sync.flush();
+  sync.update(hundred.slice(1));
+  await sync.flush();
+  t.deepEqual((await s.call(2)).argv, REPLACE);
+});
+
+test('sync leaves out IPv6 addresses with a zone id, which no firewall tool takes', async (t) => {
+  const log = memoryLogger();
+  const fw = noneFirewall(log);
+  const sync = new WhitelistSync({ firewall: fw, table: 'spamd-white', log });
+  sync.update(['fe80::1%eth0', '2001:db8::1']);
+  await sync.flush();
+  t.deepEqual(await fw.show('spamd-white'), ['2001:db8::1']);
+  t.true(log.lines.some((l) => l.includes('leaving 1 invalid address out of <spamd-white>: "fe80::1%eth0"')));
 });

@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { DEFAULTS } from '../config/defaults.js';
 import { parseDuration, parseIntegerOption } from '../config/duration.js';
 import { startDaemon, type Daemon, type DaemonConfig } from '../daemon.js';
+import { nftNameProblem, nftTableProblem } from '../firewall/nft.js';
 import { describe, PfgreyError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
 import type { CliIO } from './io.js';
@@ -14,8 +15,9 @@ import type { CliIO } from './io.js';
 export const RUN_USAGE =
   'usage: pfgrey run [-45bdv] [-B maxblack] [-c maxcon] [-G passtime:greyexp:whiteexp]\n' +
   '           [-h hostname] [-l address] [-M address] [-n name] [-p port] [-S secs] [-s secs]\n' +
-  '           [-w window] [--db path] [--firewall auto|pf|none] [--pfctl path] [--pf-device path]\n' +
-  '           [--table name] [--passtime d] [--greyexp d] [--whiteexp d] [--scan-interval d]\n' +
+  '           [-w window] [--db path] [--firewall auto|pf|nft|none] [--pfctl path]\n' +
+  '           [--pf-device path] [--nft path] [--nft-table \'family name\'] [--table name]\n' +
+  '           [--passtime d] [--greyexp d] [--whiteexp d] [--scan-interval d]\n' +
   '           [--stutter d] [--grey-stutter d] [--idle-timeout d] [--firewall-timeout d]\n' +
   '           [--trapexp d] [--config-port port] [--alloweddomains file]';
 
@@ -47,6 +49,8 @@ const OPTIONS = {
   firewall: { type: 'string' },
   pfctl: { type: 'string' },
   'pf-device': { type: 'string' },
+  nft: { type: 'string' },
+  'nft-table': { type: 'string' },
   table: { type: 'string' },
   passtime: { type: 'string' },
   greyexp: { type: 'string' },
@@ -102,6 +106,8 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
     firewall: 'auto',
     pfctl: DEFAULTS.pfctl,
     pfDevice: DEFAULTS.pfDevice,
+    nft: DEFAULTS.nft,
+    nftTable: DEFAULTS.nftTable,
     table: DEFAULTS.table,
     firewallTimeout: DEFAULTS.firewallTimeout,
     firewallRetryMin: DEFAULTS.firewallRetryMin,
@@ -167,13 +173,23 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
         cfg.dbPath = v;
         break;
       case 'firewall':
-        if (v !== 'auto' && v !== 'pf' && v !== 'none') {
-          throw new PfgreyError('E_BAD_OPTION', `--firewall ${v}: expected auto, pf or none`);
+        if (v !== 'auto' && v !== 'pf' && v !== 'nft' && v !== 'none') {
+          throw new PfgreyError('E_BAD_OPTION', `--firewall ${v}: expected auto, pf, nft or none`);
         }
         cfg.firewall = v;
         break;
       case 'pfctl': cfg.pfctl = v; break;
       case 'pf-device': cfg.pfDevice = v; break;
+      case 'nft':
+        if (v === '') throw new PfgreyError('E_BAD_OPTION', '--nft: empty path');
+        cfg.nft = v;
+        break;
+      case 'nft-table': {
+        const problem = nftTableProblem(v);
+        if (problem !== undefined) throw new PfgreyError('E_BAD_OPTION', `--nft-table ${v}: ${problem}`);
+        cfg.nftTable = v;
+        break;
+      }
       case 'table':
         if (!/^[^\s/]{1,31}$/.test(v)) throw new PfgreyError('E_BAD_OPTION', `--table ${v}: not a pf table name (1-31 characters, no spaces or /)`);
         cfg.table = v;
@@ -192,6 +208,10 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
       case 'help': help = true; break;
     }
   }
+
+  // The set name goes into nft's language: checked here so a bad one stops the start, not every push.
+  const setProblem = cfg.firewall === 'nft' ? nftNameProblem(cfg.table) : undefined;
+  if (setProblem !== undefined) throw new PfgreyError('E_BAD_OPTION', `--table ${cfg.table}: ${setProblem}`);
 
   // spamd refuses `-c 500` unless -B ≤ 500 is also given (quirk 5); pfgrey derives maxblack
   // from maxcon instead, and refuses only an explicit -B larger than -c.

@@ -1,7 +1,7 @@
-import { spawn } from 'node:child_process';
 import { isIP } from 'node:net';
 import { DEFAULTS } from '../config/defaults.js';
-import { PfgreyError, systemErrorText } from '../errors.js';
+import { PfgreyError } from '../errors.js';
+import { runTool } from './tool.js';
 import type { Firewall } from './types.js';
 
 export interface PfFirewallOptions {
@@ -74,11 +74,6 @@ export function parseShow(output: string): string[] {
 
 type Op = 'replace' | 'add' | 'delete' | 'show';
 
-/** Enough stderr to explain a failure; pfctl's messages are short. */
-const STDERR_KEEP = 16 * 1024;
-const STDOUT_MAX = 256 * 1024 * 1024;
-const STDERR_LINES = 3;
-
 export function pfFirewall(opts: PfFirewallOptions = {}): Firewall {
   const pfctl = opts.pfctl ?? DEFAULTS.pfctl;
   const timeout = opts.timeout ?? DEFAULTS.firewallTimeout;
@@ -95,72 +90,7 @@ export function pfFirewall(opts: PfFirewallOptions = {}): Firewall {
     if (deviceFd !== undefined) args.push('-p', `/dev/fd/${PF_CHILD_FD}`);
     args.push('-q', '-t', table, '-T', op);
     if (input !== undefined) args.push('-f', '-');
-    const what = `${pfctl} -t ${table} -T ${op}`;
-
-    return new Promise<string>((resolve, reject) => {
-      const stdio: ('pipe' | 'ignore' | number)[] = [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'];
-      if (deviceFd !== undefined) stdio.push(deviceFd);
-      let settled = false;
-      const stdout: Buffer[] = [];
-      let stdoutBytes = 0;
-      let stderr = '';
-
-      const child = spawn(pfctl, args, { stdio, shell: false, windowsHide: true });
-
-      const finish = (err: PfgreyError | undefined, out?: string): void => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        if (err) reject(err);
-        else resolve(out ?? '');
-      };
-
-      const timer = setTimeout(() => {
-        // SIGKILL cannot be ignored, so the child is gone; settling now rather than on 'close'
-        // keeps a grandchild that holds the pipes open from wedging the caller.
-        child.kill('SIGKILL');
-        child.stdout?.destroy();
-        child.stderr?.destroy();
-        child.stdin?.destroy();
-        finish(new PfgreyError('E_FIREWALL_TIMEOUT',
-          `${what}: no answer after ${formatMs(timeout)}; killed it`));
-      }, timeout);
-
-      child.on('error', (err: NodeJS.ErrnoException) => {
-        // Also emitted when kill() fails on an already-reaped child; only a failed spawn
-        // leaves no pid, and 'close' reports everything else.
-        if (child.pid !== undefined) return;
-        finish(new PfgreyError('E_FIREWALL', `cannot run ${pfctl}: ${systemErrorText(err)}`, { cause: err }));
-      });
-
-      child.stdout?.on('data', (chunk: Buffer) => {
-        stdoutBytes += chunk.length;
-        if (stdoutBytes <= STDOUT_MAX) stdout.push(chunk);
-      });
-      child.stderr?.setEncoding('utf8');
-      child.stderr?.on('data', (chunk: string) => {
-        if (stderr.length < STDERR_KEEP) stderr += chunk;
-      });
-
-      child.on('close', (code: number | null, signal: NodeJS.Signals | null) => {
-        if (signal !== null) {
-          finish(new PfgreyError('E_FIREWALL', `${what}: died on signal ${signal}${stderrTail(stderr)}`));
-        } else if (code !== 0) {
-          finish(new PfgreyError('E_FIREWALL', `${what}: exited with status ${code}${stderrTail(stderr)}`));
-        } else if (stdoutBytes > STDOUT_MAX) {
-          finish(new PfgreyError('E_FIREWALL', `${what}: output larger than ${STDOUT_MAX} bytes`));
-        } else {
-          finish(undefined, Buffer.concat(stdout).toString('utf8'));
-        }
-      });
-
-      if (child.stdin) {
-        // A pfctl that fails early stops reading; the write then fails with EPIPE, which is
-        // not our error to report: the exit status says what went wrong.
-        child.stdin.on('error', () => {});
-        child.stdin.end(input);
-      }
-    });
+    return runTool({ file: pfctl, args, input, timeout, what: `${pfctl} -t ${table} -T ${op}`, fd3: deviceFd });
   };
 
   return {
@@ -178,18 +108,4 @@ export function pfFirewall(opts: PfFirewallOptions = {}): Firewall {
       return parseShow(await run('show', table, undefined));
     },
   };
-}
-
-/** `: first line; second line; …` from pfctl's stderr, or nothing when it said nothing. */
-function stderrTail(stderr: string): string {
-  const lines = stderr.split('\n').map((l) => l.trim()).filter((l) => l !== '');
-  if (lines.length === 0) return '';
-  let text = lines.slice(0, STDERR_LINES).join('; ');
-  if (lines.length > STDERR_LINES) text += '; …';
-  if (text.length > 500) text = `${text.slice(0, 500)}…`;
-  return `: ${text}`;
-}
-
-function formatMs(ms: number): string {
-  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
 }

@@ -19,6 +19,19 @@ export interface WhitelistSyncOptions {
    * scan, as spamd's replace-every-scan does. DEFAULTS.scanInterval.
    */
   refresh?: number;
+  /**
+   * A changed list is pushed as `delete` + `add` of the changes when there are at most this
+   * many of them (DEFAULTS.firewallDiffMax; 0 always replaces) and at most `diffRatio` of the
+   * table (DEFAULTS.firewallDiffRatio).
+   */
+  diffMax?: number;
+  diffRatio?: number;
+  /**
+   * Changes are pushed as diffs only while the last full replace is younger than this (ten
+   * refresh intervals), so a table edited behind our back is put right even while the
+   * whitelist changes at every scan.
+   */
+  replaceEvery?: number;
   clock?: Clock;
 }
 
@@ -38,10 +51,17 @@ interface Desired {
   set: Set<string>;
 }
 
+interface Diff {
+  add: string[];
+  del: string[];
+}
+
 /**
  * Keeps one firewall table converged to the whitelist each DB scan computes. One push runs at a
  * time and always sends the newest list, so updates arriving during a slow pfctl collapse into
- * one; a failed push is retried with doubling backoff until it goes through.
+ * one; a failed push is retried with doubling backoff until it goes through. A small change to
+ * a table whose contents are known is pushed as deletions and additions; anything else, and the
+ * periodic re-assert of an unchanged list, replaces the whole table.
  */
 export class WhitelistSync {
   private readonly firewall: Firewall;
@@ -50,12 +70,17 @@ export class WhitelistSync {
   private readonly retryMin: number;
   private readonly retryMax: number;
   private readonly refresh: number;
+  private readonly diffMax: number;
+  private readonly diffRatio: number;
+  private readonly replaceEvery: number;
   private readonly clock: Clock;
 
   private desired: Desired | undefined;
   private pushed: Set<string> | undefined;
   /** When the last successful push started: what it sent was current as of then. */
   private pushedAt = -Infinity;
+  /** When the last successful full replace started. */
+  private replacedAt = -Infinity;
   private pushCount = 0;
   private error: string | undefined;
   private backoff: number;
@@ -70,6 +95,9 @@ export class WhitelistSync {
     this.retryMin = Math.max(1, opts.retryMin ?? DEFAULTS.firewallRetryMin);
     this.retryMax = Math.max(this.retryMin, opts.retryMax ?? DEFAULTS.firewallRetryMax);
     this.refresh = opts.refresh ?? DEFAULTS.scanInterval;
+    this.diffMax = opts.diffMax ?? DEFAULTS.firewallDiffMax;
+    this.diffRatio = opts.diffRatio ?? DEFAULTS.firewallDiffRatio;
+    this.replaceEvery = opts.replaceEvery ?? 10 * this.refresh;
     this.clock = opts.clock ?? systemClock;
     this.backoff = this.retryMin;
   }
@@ -97,7 +125,8 @@ export class WhitelistSync {
     const set = new Set<string>();
     const bad: string[] = [];
     for (const a of addrs) {
-      if (isIP(a) === 0) bad.push(a);
+      // A zone id (`fe80::1%eth0`) passes isIP but no firewall tool takes it.
+      if (isIP(a) === 0 || a.includes('%')) bad.push(a);
       else set.add(a);
     }
     if (bad.length > 0) {
@@ -156,8 +185,15 @@ export class WhitelistSync {
       const d = this.desired;
       if (d === undefined || this.stopped) return;
       const startedAt = this.clock.now();
+      const diff = this.diffFor(d, startedAt);
       try {
-        await this.firewall.replace(this.table, d.list);
+        if (diff === undefined) {
+          await this.firewall.replace(this.table, d.list);
+        } else {
+          if (diff.del.length > 0) await this.firewall.delete(this.table, diff.del);
+          if (diff.add.length > 0) await this.firewall.add(this.table, diff.add);
+          this.log.debug(`firewall: table <${this.table}>: added ${diff.add.length}, deleted ${diff.del.length}`);
+        }
       } catch (err) {
         this.failed(err);
         return;
@@ -165,6 +201,7 @@ export class WhitelistSync {
       const wasFailing = this.error !== undefined;
       this.pushed = d.set;
       this.pushedAt = startedAt;
+      if (diff === undefined) this.replacedAt = startedAt;
       this.pushCount++;
       this.error = undefined;
       this.backoff = this.retryMin;
@@ -174,6 +211,24 @@ export class WhitelistSync {
       }
       if (this.desired === d || (this.desired !== undefined && sameSet(this.desired.set, d.set))) return;
     }
+  }
+
+  /** The changes to push instead of replacing the table, when that is both safe and worth it. */
+  private diffFor(d: Desired, now: number): Diff | undefined {
+    const pushed = this.pushed;
+    // After a failure the table holds whatever the failed command left: only a replace is
+    // known to put it right.
+    if (pushed === undefined || this.error !== undefined) return undefined;
+    if (now - this.replacedAt >= this.replaceEvery) return undefined;
+    const limit = Math.min(this.diffMax, pushed.size * this.diffRatio);
+    if (Math.abs(d.set.size - pushed.size) > limit) return undefined;
+    const add = d.list.filter((a) => !pushed.has(a));
+    const del: string[] = [];
+    for (const a of pushed) if (!d.set.has(a)) del.push(a);
+    const changes = add.length + del.length;
+    // No change means this push re-asserts the table, which takes a replace.
+    if (changes === 0 || changes > limit) return undefined;
+    return { add, del };
   }
 
   private failed(err: unknown): void {
