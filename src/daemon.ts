@@ -77,18 +77,30 @@ async function listenConfigPort(cfg: DaemonConfig, lists: BlackLists, log: Logge
   return { configPort, configAddress: await configPort.listen() };
 }
 
-export async function startDaemon(cfg: DaemonConfig, log: Logger, clock: Clock = systemClock): Promise<Daemon> {
+export interface DaemonHooks {
+  /**
+   * Called once everything privileged is done (/dev/pf open, ports bound, database open) and
+   * before the first client is handled: `pfgrey run` drops root here.
+   */
+  afterBind?: () => void;
+}
+
+export async function startDaemon(
+  cfg: DaemonConfig, log: Logger, clock: Clock = systemClock, hooks: DaemonHooks = {},
+): Promise<Daemon> {
   const lists = new BlackLists();
   const lookup = (ip: string) => lists.lookup(ip);
 
   if (cfg.blacklistOnly) {
     const tarpit = new Tarpit(cfg.tarpit, { log, clock, lookup, onTuple: () => {} });
-    const address = await tarpit.listen();
-    let configPort: ConfigPort;
-    let configAddress: AddressInfo;
+    const { configPort, configAddress } = await listenConfigPort(cfg, lists, log);
+    let address: AddressInfo;
     try {
-      ({ configPort, configAddress } = await listenConfigPort(cfg, lists, log));
+      address = await tarpit.listen();
+      // spamd keeps root in this mode (quirk 15); pfgrey drops it here too.
+      hooks.afterBind?.();
     } catch (err) {
+      await configPort.close();
       await tarpit.close();
       throw err;
     }
@@ -169,8 +181,10 @@ export async function startDaemon(cfg: DaemonConfig, log: Logger, clock: Clock =
       onTuple: (t) => void greylister.tuple(t),
     });
     daemon.tarpit = tarpit;
-    daemon.address = await tarpit.listen();
     ({ configPort, configAddress: daemon.configAddress } = await listenConfigPort(cfg, lists, log));
+    daemon.address = await tarpit.listen();
+    // Synchronously after the last bind, so no client is handled before it (privilege drop).
+    hooks.afterBind?.();
     log.info(`database ${store.path}; firewall ${reason}, table <${cfg.table}>; ` +
       `passtime ${formatDuration(cfg.times.passTime)}, greyexp ${formatDuration(cfg.times.greyExpiry)}, ` +
       `whiteexp ${formatDuration(cfg.times.whiteExpiry)}, scan every ${formatDuration(cfg.scanInterval)}; ` +

@@ -98,7 +98,7 @@ test('pfgrey run on a corrupt database file says so in one line and exits non-ze
   const dir = await tempDir(t);
   const db = path.join(dir, 'bad.db');
   await fs.writeFile(db, 'this is not a database, it is a text file that got here by mistake\n'.repeat(100));
-  const r = await runCli(['run', '-p', '0', '--db', db, '--firewall', 'none']);
+  const r = await runCli(['run', '-p', '0', '--config-port', '0', '--user', 'nobody', '--db', db, '--firewall', 'none']);
   t.is(r.code, 1);
   t.regex(r.stderr, /bad\.db: database is corrupt/);
   t.notRegex(r.stderr, /\n\s+at /);

@@ -10,6 +10,7 @@ import { startDaemon, type Daemon, type DaemonConfig } from '../daemon.js';
 import { nftNameProblem, nftTableProblem } from '../firewall/nft.js';
 import { describe, PfgreyError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
+import { accountToBecome, becomeUser, type Account } from '../privileges.js';
 import type { CliIO } from './io.js';
 
 export const RUN_USAGE =
@@ -19,7 +20,7 @@ export const RUN_USAGE =
   '           [--pf-device path] [--nft path] [--nft-table \'family name\'] [--table name]\n' +
   '           [--passtime d] [--greyexp d] [--whiteexp d] [--scan-interval d]\n' +
   '           [--stutter d] [--grey-stutter d] [--idle-timeout d] [--firewall-timeout d]\n' +
-  '           [--trapexp d] [--config-port port] [--alloweddomains file]';
+  '           [--trapexp d] [--config-port port] [--alloweddomains file] [--user name]';
 
 const INT_MAX = 2 ** 31 - 1;
 
@@ -63,6 +64,7 @@ const OPTIONS = {
   'grey-stutter': { type: 'string' },
   'idle-timeout': { type: 'string' },
   'firewall-timeout': { type: 'string' },
+  user: { type: 'string' },
   help: { type: 'boolean' },
 } as const;
 
@@ -72,6 +74,8 @@ const UNSUPPORTED: Record<string, string> = {
 
 export interface RunSettings {
   config: DaemonConfig;
+  /** The unprivileged user to become when started as root. */
+  user: string;
   debug: boolean;
   help: boolean;
 }
@@ -127,6 +131,7 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
   let maxBlack: number | undefined;
   let debug = false;
   let help = false;
+  let user: string = DEFAULTS.user;
 
   for (const tok of parsed.tokens ?? []) {
     if (tok.kind !== 'option') continue;
@@ -205,6 +210,10 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
       case 'grey-stutter': t.greyStutter = parseDuration(v, flag); break;
       case 'idle-timeout': t.idleTimeout = positive(parseDuration(v, flag), flag, v); break;
       case 'firewall-timeout': cfg.firewallTimeout = positive(parseDuration(v, flag), flag, v); break;
+      case 'user':
+        if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$/.test(v)) throw new PfgreyError('E_BAD_OPTION', `--user ${v}: not a user name`);
+        user = v;
+        break;
       case 'help': help = true; break;
     }
   }
@@ -224,7 +233,7 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
     t.maxBlack = maxBlack ?? t.maxCon;
     if (t.maxBlack >= t.maxCon) t.maxBlack = Math.max(0, t.maxCon - DEFAULTS.maxBlackMargin);
   }
-  return { config: cfg, debug, help };
+  return { config: cfg, user, debug, help };
 }
 
 function positive(ms: number, flag: string, text: string): number {
@@ -284,7 +293,18 @@ export async function runCommand(argv: string[], io: CliIO): Promise<number> {
     };
     process.on('uncaughtException', onBug);
     handlers.push(() => process.off('uncaughtException', onBug));
-    startDaemon(settings.config, log).then(
+    const cfg = settings.config;
+    let account: Account | undefined;
+    try {
+      account = accountToBecome(settings.user, log);
+    } catch (err) {
+      for (const off of handlers) off();
+      reject(err);
+      return;
+    }
+    const dbFiles = cfg.blacklistOnly ? [] : [cfg.dbPath, `${cfg.dbPath}-wal`, `${cfg.dbPath}-shm`];
+    const afterBind = account ? () => becomeUser(account!, dbFiles, log) : undefined;
+    startDaemon(cfg, log, undefined, { afterBind }).then(
       (d) => {
         daemon = d;
         if (ending) finish();

@@ -99,6 +99,9 @@ export const DEFAULTS = Object.freeze({
   /** Where the BSDs keep tcpdump; Linux distributions use /usr/bin (tried next). */
   tcpdump: ['/usr/sbin/tcpdump', '/usr/bin/tcpdump'] as readonly string[],
 
+  /** The unprivileged user `pfgrey run` becomes when started as root (spamd: _spamd). */
+  user: '_pfgrey',
+
   /** Default database when neither --db nor PFGREY_DB is given. */
   dbPath: '/var/db/pfgrey.db',
   /** -h longer than this is refused, as spamd does. */

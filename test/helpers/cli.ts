@@ -46,7 +46,9 @@ export interface SpawnedDaemon {
 /** Starts `pfgrey run` and waits for its "listening" line to learn the port. */
 export function spawnDaemon(t: ExecutionContext, args: string[], env: NodeJS.ProcessEnv = {}): Promise<SpawnedDaemon> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, 'run', '-p', '0', '--config-port', '0', ...args], {
+    // As root, pfgrey run becomes an unprivileged user; _pfgrey does not exist on test machines.
+    const user = process.getuid?.() === 0 && !args.includes('--user') ? ['--user', 'nobody'] : [];
+    const child = spawn(process.execPath, [CLI, 'run', '-p', '0', '--config-port', '0', ...user, ...args], {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

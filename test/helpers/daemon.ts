@@ -11,6 +11,9 @@ import { memoryLogger } from '../../src/log.js';
 
 export async function tempDir(t: ExecutionContext, prefix = 'pfgrey-test-'): Promise<string> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), prefix));
+  // Daemons spawned as root become an unprivileged user (see spawnDaemon): it must reach its
+  // database and the stand-ins here.
+  await fs.chmod(dir, 0o755);
   t.teardown(() => fs.rm(dir, { recursive: true, force: true }));
   return dir;
 }

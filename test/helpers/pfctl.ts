@@ -17,6 +17,8 @@ export interface PfctlStandIn {
 export async function pfctlStandIn(dir: string): Promise<PfctlStandIn> {
   const calls = path.join(dir, 'calls');
   await fs.mkdir(calls, { recursive: true });
+  // pfctl runs as the daemon's unprivileged user once it has dropped root.
+  await fs.chmod(calls, 0o777);
   const script = path.join(dir, 'pfctl');
   await fs.writeFile(script, `#!/bin/sh
 d='${dir}'

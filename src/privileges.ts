@@ -1,0 +1,69 @@
+// Privilege separation for `pfgrey run`, in spamd's manner: started as root, the daemon opens
+// /dev/pf, binds its ports and opens its database, then becomes an unprivileged user before it
+// handles any client. pfctl is later run with the /dev/pf descriptor it inherited, so root is
+// never needed again.
+
+import fs from 'node:fs';
+import { PfgreyError } from './errors.js';
+import type { Logger } from './log.js';
+
+export interface Account {
+  name: string;
+  uid: number;
+  gid: number;
+}
+
+/** Looks `name` up in the passwd file (every BSD keeps /etc/passwd next to its database). */
+export function lookupUser(name: string, passwd = '/etc/passwd'): Account | undefined {
+  let text: string;
+  try {
+    text = fs.readFileSync(passwd, 'utf8');
+  } catch {
+    return undefined;
+  }
+  for (const line of text.split('\n')) {
+    const f = line.split(':');
+    if (f[0] === name && f.length >= 4) {
+      const uid = Number(f[2]);
+      const gid = Number(f[3]);
+      if (Number.isInteger(uid) && Number.isInteger(gid)) return { name, uid, gid };
+    }
+  }
+  return undefined;
+}
+
+export const isRoot = (): boolean => process.getuid?.() === 0;
+
+/** The account to become, checked before anything is opened; undefined when not root. */
+export function accountToBecome(user: string, log: Logger): Account | undefined {
+  if (!isRoot()) {
+    log.notice(`not started as root: running as uid ${process.getuid?.()} without privilege separation; ` +
+      'pfctl must be able to open /dev/pf by itself, and ports below 1024 cannot be bound');
+    return undefined;
+  }
+  const account = lookupUser(user);
+  if (!account) {
+    throw new PfgreyError('E_USAGE', `no such user ${user} (create it, or name another with --user)`);
+  }
+  if (account.uid === 0) throw new PfgreyError('E_USAGE', `--user ${user} is root: name an unprivileged user`);
+  return account;
+}
+
+/**
+ * Hands the files the daemon keeps writing to `account`, then becomes it for good (groups,
+ * gid, uid — in that order, since only root may change the first two).
+ */
+export function becomeUser(account: Account, files: readonly string[], log: Logger): void {
+  for (const f of files) {
+    try {
+      fs.chownSync(f, account.uid, account.gid);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+  }
+  // Only the user's own group: no supplementary group of root's survives.
+  process.setgroups!([account.gid]);
+  process.setgid!(account.gid);
+  process.setuid!(account.uid);
+  log.info(`dropped privileges to ${account.name} (uid ${account.uid}, gid ${account.gid})`);
+}

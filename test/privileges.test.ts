@@ -1,0 +1,87 @@
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { lookupUser } from '../src/privileges.js';
+import { CLI, runCli, spawnDaemon } from './helpers/cli.js';
+import { tempDir } from './helpers/daemon.js';
+import { eventually, RawClient } from './helpers/smtp.js';
+
+const root = process.getuid?.() === 0;
+const required = process.env.PFGREY_REQUIRE_E2E === '1';
+const asRoot = root || required ? test : test.skip;
+if (!root && !required) console.log('# skipping privilege-separation tests: they need root');
+
+test('users are looked up in the passwd file', async (t) => {
+  const dir = await tempDir(t);
+  const passwd = path.join(dir, 'passwd');
+  await fs.writeFile(passwd, 'root:*:0:0::/root:/bin/sh\n_pfgrey:*:871:871:pfgrey:/var/empty:/sbin/nologin\n');
+  t.deepEqual(lookupUser('_pfgrey', passwd), { name: '_pfgrey', uid: 871, gid: 871 });
+  t.is(lookupUser('_spamd', passwd), undefined);
+});
+
+asRoot('started as root, pfgrey run drops to the user while pfctl still gets the /dev/pf descriptor', async (t) => {
+  const dir = await tempDir(t);
+  const device = path.join(dir, 'pf');
+  await fs.writeFile(device, 'PFDEV');
+  await fs.chmod(device, 0o600); // only root may open it, as /dev/pf
+  const record = path.join(dir, 'record');
+  await fs.mkdir(record, { mode: 0o777 });
+  await fs.chmod(record, 0o777);
+  const pfctl = path.join(dir, 'pfctl');
+  // Records who runs it, its argv, and what it reads from the descriptor it inherited as fd 3.
+  await fs.writeFile(pfctl, `#!/bin/sh
+id -u > '${record}/uid'
+echo "$*" > '${record}/argv'
+head -c 5 <&3 > '${record}/fd3'
+cat > /dev/null
+`, { mode: 0o755 });
+  const db = path.join(dir, 'pfgrey.db');
+  const d = await spawnDaemon(t, ['--db', db, '--user', 'nobody', '--firewall', 'pf', '--pfctl', pfctl,
+    '--pf-device', device, '--stutter', '0', '--scan-interval', '1h']);
+  t.regex(d.stderr(), /dropped privileges to nobody \(uid 65534, gid 65534\)/);
+  const status = await fs.readFile(`/proc/${d.child.pid}/status`, 'utf8');
+  t.regex(status, /^Uid:\s+65534\s+65534\s+65534\s+65534$/m, 'real, effective, saved and fs uid');
+  t.regex(status, /^Gid:\s+65534\s+65534\s+65534\s+65534$/m);
+  t.regex(status, /^Groups:\s*65534\s*$/m, 'no supplementary group of root is kept');
+
+  await eventually(async () => (await fs.readFile(path.join(record, 'fd3'), 'utf8').catch(() => '')) === 'PFDEV', 'pfctl read /dev/pf through fd 3');
+  t.is((await fs.readFile(path.join(record, 'uid'), 'utf8')).trim(), '65534', 'pfctl ran unprivileged');
+  t.is((await fs.readFile(path.join(record, 'argv'), 'utf8')).trim(), '-p /dev/fd/3 -q -t spamd-white -T replace -f -');
+
+  // The database stays writable after the drop.
+  const c = await RawClient.connect(d.port);
+  await c.waitFor('\r\n');
+  c.send('HELO h.example\r\nMAIL FROM:<a@h.example>\r\nRCPT TO:<b@us.example>\r\nDATA\r\n');
+  await c.waitClosed();
+  t.is(await d.stop(), 0);
+  t.regex((await runCli(['db', '--db', db])).stdout, /^GREY\|127\.0\.0\.1\|h\.example\|<a@h\.example>\|<b@us\.example>\|/m);
+});
+
+asRoot('a --user that does not exist stops pfgrey run before it opens anything', async (t) => {
+  const dir = await tempDir(t);
+  const r = await runCli(['run', '-p', '0', '--config-port', '0', '--db', path.join(dir, 'db'), '--user', 'no_such_user_here']);
+  t.is(r.code, 1);
+  t.regex(r.stderr, /no such user no_such_user_here/);
+  await t.throwsAsync(fs.access(path.join(dir, 'db')));
+});
+
+asRoot('not started as root, pfgrey run says what it cannot do and runs as the current user', async (t) => {
+  const dir = path.join(await tempDir(t), 'own');
+  await fs.mkdir(dir);
+  await fs.chown(dir, 65534, 65534);
+  const db = path.join(dir, 'db');
+  const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI,
+    'run', '-p', '0', '--config-port', '0', '--db', db, '--firewall', 'none', '--help'], { encoding: 'utf8' });
+  if (r.error) {
+    t.log(`setpriv unavailable: ${r.error.message}`);
+    t.pass();
+    return;
+  }
+  t.is(r.status, 0, r.stderr);
+  // A real start as nobody: it must say it is not root, then listen.
+  const child = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'timeout', '-s', 'TERM', '3',
+    process.execPath, CLI, 'run', '-p', '0', '--config-port', '0', '--db', db, '--firewall', 'none'], { encoding: 'utf8' });
+  t.regex(child.stderr, /not started as root: running as uid 65534 without privilege separation/);
+  t.regex(child.stderr, /listening for incoming connections on 127\.0\.0\.1:\d+\./);
+});
