@@ -82,7 +82,7 @@ export interface DaemonHooks {
    * Called once everything privileged is done (/dev/pf open, ports bound, database open) and
    * before the first client is handled: `pfgrey run` drops root here.
    */
-  afterBind?: () => void;
+  afterBind?: (firewall: Firewall['name']) => void;
 }
 
 export async function startDaemon(
@@ -98,7 +98,7 @@ export async function startDaemon(
     try {
       address = await tarpit.listen();
       // spamd keeps root in this mode (quirk 15); pfgrey drops it here too.
-      hooks.afterBind?.();
+      hooks.afterBind?.('none');
     } catch (err) {
       await configPort.close();
       await tarpit.close();
@@ -184,7 +184,7 @@ export async function startDaemon(
     ({ configPort, configAddress: daemon.configAddress } = await listenConfigPort(cfg, lists, log));
     daemon.address = await tarpit.listen();
     // Synchronously after the last bind, so no client is handled before it (privilege drop).
-    hooks.afterBind?.();
+    hooks.afterBind?.(firewall.name);
     log.info(`database ${store.path}; firewall ${reason}, table <${cfg.table}>; ` +
       `passtime ${formatDuration(cfg.times.passTime)}, greyexp ${formatDuration(cfg.times.greyExpiry)}, ` +
       `whiteexp ${formatDuration(cfg.times.whiteExpiry)}, scan every ${formatDuration(cfg.scanInterval)}; ` +

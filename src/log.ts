@@ -95,3 +95,22 @@ export function createSyslogLogger(opts: { ident: string; level?: Level; logger?
     },
   };
 }
+
+export type LogTarget = 'auto' | 'stderr' | 'syslog';
+
+/**
+ * The logger a command runs with. `auto` is spamd's rule, made for how rc.d and systemd start
+ * daemons: with -d (debug, foreground) or on a terminal, stderr; in the background, syslog.
+ */
+export function commandLogger(opts: {
+  target: LogTarget; debug: boolean; ident: string; stderr: NodeJS.WritableStream & { isTTY?: boolean };
+}): Logger {
+  const level: Level = opts.debug ? 'debug' : 'info';
+  const toStderr = opts.target === 'stderr' || (opts.target === 'auto' && (opts.debug || opts.stderr.isTTY === true));
+  if (toStderr) return createLogger({ level, ident: opts.ident, write: (l) => opts.stderr.write(l) });
+  return createSyslogLogger({ ident: opts.ident, level });
+}
+
+export function parseLogTarget(v: string): LogTarget | undefined {
+  return v === 'auto' || v === 'stderr' || v === 'syslog' ? v : undefined;
+}

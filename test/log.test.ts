@@ -1,7 +1,7 @@
 import test from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { createLogger, createSyslogLogger } from '../src/log.js';
+import { commandLogger, createLogger, createSyslogLogger } from '../src/log.js';
 import { tempDir } from './helpers/daemon.js';
 import { eventually } from './helpers/smtp.js';
 
@@ -34,4 +34,17 @@ test('background lines go to syslog, facility daemon, through logger(1), one pro
   }, 'lines at logger');
   t.is((await fs.readFile(path.join(dir, 'daemon_info.args'), 'utf8')).trim(), '-t pfgrey -p daemon.info');
   await t.throwsAsync(fs.access(path.join(dir, 'daemon_debug.lines')));
+});
+
+test('commands log to stderr with -d or on a terminal, and to syslog in the background', (t) => {
+  const lines: string[] = [];
+  const pipe = { write: (l: string) => lines.push(l), isTTY: false } as unknown as NodeJS.WritableStream;
+  const tty = { write: (l: string) => lines.push(l), isTTY: true } as unknown as NodeJS.WritableStream;
+  commandLogger({ target: 'auto', debug: true, ident: 'pfgrey', stderr: pipe }).info('a');
+  commandLogger({ target: 'auto', debug: false, ident: 'pfgrey', stderr: tty }).info('b');
+  commandLogger({ target: 'stderr', debug: false, ident: 'pfgrey', stderr: pipe }).info('c');
+  t.deepEqual(lines.map((l) => l.split(': ')[1]), ['a\n', 'b\n', 'c\n']);
+  const background = commandLogger({ target: 'auto', debug: false, ident: 'pfgrey', stderr: pipe }) as ReturnType<typeof createSyslogLogger>;
+  t.is(typeof background.close, 'function', 'a syslog logger');
+  background.close();
 });

@@ -47,7 +47,7 @@ withTcpdump('logd reads a pflog capture through tcpdump and whitelists what pass
   // An existing TRAPPED entry turns WHITE; an existing WHITE one counts the pass.
   t.is((await runCli(['db', '--db', db, '-t', '-a', '192.0.2.7'])).code, 0);
   const before = Math.floor(Date.now() / 1000);
-  const r = await runCli(['logd', '--db', db, '--tcpdump', TCPDUMP, '-r', pcap]);
+  const r = await runCli(['logd', '--log', 'stderr', '--db', db, '--tcpdump', TCPDUMP, '-r', pcap]);
   t.is(r.code, 0, r.stderr);
   t.regex(r.stderr, /Listening on .*pflog\.pcap for all interfaces\./);
   const listing = (await runCli(['db', '--db', db])).stdout.trim().split('\n').sort();
@@ -67,7 +67,7 @@ withTcpdump('with -I only inbound connections count, and -i limits the interface
     { dir: 'in', src: '192.0.2.11', dst: '198.51.100.1', ifname: 'em1' },
     { dir: 'out', src: '198.51.100.1', dst: '203.0.113.9', ifname: 'em0' },
   ]);
-  const r = await runCli(['logd', '-I', '-i', 'em0', '-W', '2', '--db', db, '--tcpdump', TCPDUMP, '-r', pcap]);
+  const r = await runCli(['logd', '--log', 'stderr', '-I', '-i', 'em0', '-W', '2', '--db', db, '--tcpdump', TCPDUMP, '-r', pcap]);
   t.is(r.code, 0, r.stderr);
   t.regex(r.stderr, /for em0 Inbound direction only\./);
   const out = (await runCli(['db', '--db', db])).stdout;

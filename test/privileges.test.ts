@@ -81,7 +81,7 @@ asRoot('not started as root, pfgrey run says what it cannot do and runs as the c
   t.is(r.status, 0, r.stderr);
   // A real start as nobody: it must say it is not root, then listen.
   const child = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'timeout', '-s', 'TERM', '3',
-    process.execPath, CLI, 'run', '-p', '0', '--config-port', '0', '--db', db, '--firewall', 'none'], { encoding: 'utf8' });
+    process.execPath, CLI, 'run', '--log', 'stderr', '-p', '0', '--config-port', '0', '--db', db, '--firewall', 'none'], { encoding: 'utf8' });
   t.regex(child.stderr, /not started as root: running as uid 65534 without privilege separation/);
   t.regex(child.stderr, /listening for incoming connections on 127\.0\.0\.1:\d+\./);
 });

@@ -6,14 +6,14 @@ import { parseArgs } from 'node:util';
 import { DEFAULTS } from '../config/defaults.js';
 import { parseIntegerOption } from '../config/duration.js';
 import { describe, PfgreyError } from '../errors.js';
-import { createLogger } from '../log.js';
+import { commandLogger, parseLogTarget } from '../log.js';
 import { PflogWatcher } from '../logd/watcher.js';
 import { openStore } from '../store/sqlite.js';
 import type { CliIO } from './io.js';
 
 export const LOGD_USAGE =
   'usage: pfgrey logd [-DI] [-i interface] [-l pflog_interface] [-W whiteexp]\n' +
-  '           [--db path] [--tcpdump path] [-r capture-file]';
+  '           [--db path] [--tcpdump path] [-r capture-file] [--log auto|stderr|syslog]';
 
 const OPTIONS = {
   D: { type: 'boolean', short: 'D' },
@@ -25,6 +25,7 @@ const OPTIONS = {
   r: { type: 'string', short: 'r' },
   db: { type: 'string' },
   tcpdump: { type: 'string' },
+  log: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -54,7 +55,9 @@ export async function logdCommand(argv: string[], io: CliIO): Promise<number> {
   if (values.i !== undefined && !/^[\w.]{1,15}$/.test(values.i)) {
     throw new PfgreyError('E_BAD_OPTION', `-i ${values.i}: not an interface name`);
   }
-  const log = createLogger({ level: values.D ? 'debug' : 'info', ident: 'pfgrey-logd', write: (l) => io.stderr.write(l) });
+  const target = parseLogTarget(values.log ?? 'auto');
+  if (!target) throw new PfgreyError('E_BAD_OPTION', `--log ${values.log}: expected auto, stderr or syslog`);
+  const log = commandLogger({ target, debug: values.D ?? false, ident: 'pfgrey-logd', stderr: io.stderr });
   const store = await openStore(values.db ?? (io.env.PFGREY_DB || DEFAULTS.dbPath), { create: true, log });
   const watcher = new PflogWatcher({
     store, log,

@@ -9,8 +9,8 @@ import { parseDuration, parseIntegerOption } from '../config/duration.js';
 import { startDaemon, type Daemon, type DaemonConfig } from '../daemon.js';
 import { nftNameProblem, nftTableProblem } from '../firewall/nft.js';
 import { describe, PfgreyError } from '../errors.js';
-import { createLogger, type Logger } from '../log.js';
-import { accountToBecome, becomeUser, type Account } from '../privileges.js';
+import { commandLogger, type Logger, type LogTarget, parseLogTarget } from '../log.js';
+import { accountToBecome, becomeUser, isRoot, type Account } from '../privileges.js';
 import type { CliIO } from './io.js';
 
 export const RUN_USAGE =
@@ -20,9 +20,13 @@ export const RUN_USAGE =
   '           [--pf-device path] [--nft path] [--nft-table \'family name\'] [--table name]\n' +
   '           [--passtime d] [--greyexp d] [--whiteexp d] [--scan-interval d]\n' +
   '           [--stutter d] [--grey-stutter d] [--idle-timeout d] [--firewall-timeout d]\n' +
-  '           [--trapexp d] [--config-port port] [--alloweddomains file] [--user name]';
+  '           [--trapexp d] [--config-port port] [--alloweddomains file] [--user name]\n' +
+  '           [--log auto|stderr|syslog]';
 
 const INT_MAX = 2 ** 31 - 1;
+
+const STAY_ROOT_FOR_NFT = 'staying root: nft needs CAP_NET_ADMIN, which a Node process cannot keep as another ' +
+  'user; to run unprivileged, start pfgrey as a user with only that capability (rc.d/linux/pfgrey.service does)';
 
 const OPTIONS = {
   '4': { type: 'boolean', short: '4' },
@@ -65,6 +69,7 @@ const OPTIONS = {
   'idle-timeout': { type: 'string' },
   'firewall-timeout': { type: 'string' },
   user: { type: 'string' },
+  log: { type: 'string' },
   help: { type: 'boolean' },
 } as const;
 
@@ -76,6 +81,7 @@ export interface RunSettings {
   config: DaemonConfig;
   /** The unprivileged user to become when started as root. */
   user: string;
+  log: LogTarget;
   debug: boolean;
   help: boolean;
 }
@@ -132,6 +138,7 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
   let debug = false;
   let help = false;
   let user: string = DEFAULTS.user;
+  let log: LogTarget = 'auto';
 
   for (const tok of parsed.tokens ?? []) {
     if (tok.kind !== 'option') continue;
@@ -214,6 +221,12 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
         if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$/.test(v)) throw new PfgreyError('E_BAD_OPTION', `--user ${v}: not a user name`);
         user = v;
         break;
+      case 'log': {
+        const target = parseLogTarget(v);
+        if (!target) throw new PfgreyError('E_BAD_OPTION', `--log ${v}: expected auto, stderr or syslog`);
+        log = target;
+        break;
+      }
       case 'help': help = true; break;
     }
   }
@@ -233,7 +246,7 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
     t.maxBlack = maxBlack ?? t.maxCon;
     if (t.maxBlack >= t.maxCon) t.maxBlack = Math.max(0, t.maxCon - DEFAULTS.maxBlackMargin);
   }
-  return { config: cfg, user, debug, help };
+  return { config: cfg, user, log, debug, help };
 }
 
 function positive(ms: number, flag: string, text: string): number {
@@ -248,7 +261,7 @@ export async function runCommand(argv: string[], io: CliIO): Promise<number> {
     io.stdout.write(`${RUN_USAGE}\n`);
     return 0;
   }
-  const log: Logger = createLogger({ level: settings.debug ? 'debug' : 'info', write: (l) => io.stderr.write(l) });
+  const log: Logger = commandLogger({ target: settings.log, debug: settings.debug, ident: 'pfgrey', stderr: io.stderr });
   // Signal handlers go in before the daemon starts: a SIGTERM or SIGHUP that arrives while it
   // is still opening its database is acted on once it is up, instead of killing it half-way.
   return new Promise<number>((resolve, reject) => {
@@ -296,14 +309,24 @@ export async function runCommand(argv: string[], io: CliIO): Promise<number> {
     const cfg = settings.config;
     let account: Account | undefined;
     try {
-      account = accountToBecome(settings.user, log);
+      // An explicit nft backend keeps root (see below), so it needs no user to become.
+      account = cfg.firewall === 'nft' && isRoot() ? undefined : accountToBecome(settings.user, log);
+      if (cfg.firewall === 'nft' && isRoot()) log.notice(STAY_ROOT_FOR_NFT);
     } catch (err) {
       for (const off of handlers) off();
       reject(err);
       return;
     }
     const dbFiles = cfg.blacklistOnly ? [] : [cfg.dbPath, `${cfg.dbPath}-wal`, `${cfg.dbPath}-shm`];
-    const afterBind = account ? () => becomeUser(account!, dbFiles, log) : undefined;
+    const afterBind = account ? (firewall: string) => {
+      // pf is driven through the /dev/pf descriptor, which survives the drop; nft needs
+      // CAP_NET_ADMIN, which a Node process cannot keep once it is no longer root.
+      if (firewall === 'nft') {
+        log.notice(STAY_ROOT_FOR_NFT);
+        return;
+      }
+      becomeUser(account!, dbFiles, log);
+    } : undefined;
     startDaemon(cfg, log, undefined, { afterBind }).then(
       (d) => {
         daemon = d;

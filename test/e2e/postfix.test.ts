@@ -147,7 +147,7 @@ async function buildWorld(lab: Lab): Promise<World> {
   // Exactly the command line the ruleset's header documents, so the header is tested too;
   // then a database and allowed-domains file of our own, and times short enough for a test.
   const db = path.join(lab.dir, 'pfgrey.db');
-  const pfgrey = lab.spawn('pfgrey', NS.mx, [process.execPath, CLI, 'run', ...documentedFlags(), '-h', 'mx.example.test',
+  const pfgrey = lab.spawn('pfgrey', NS.mx, [process.execPath, CLI, 'run', '--log', 'stderr', ...documentedFlags(), '-h', 'mx.example.test',
     '--db', db, '--alloweddomains', path.join(lab.dir, 'alloweddomains'),
     '--passtime', `${PASS_MS}ms`, '--scan-interval', `${SCAN_MS}ms`, '--stutter', '0', '-v']);
   await pfgrey.waitFor(/listening for incoming connections on 0\.0\.0\.0:8025\./, 30_000);

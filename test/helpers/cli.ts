@@ -48,7 +48,7 @@ export function spawnDaemon(t: ExecutionContext, args: string[], env: NodeJS.Pro
   return new Promise((resolve, reject) => {
     // As root, pfgrey run becomes an unprivileged user; _pfgrey does not exist on test machines.
     const user = process.getuid?.() === 0 && !args.includes('--user') ? ['--user', 'nobody'] : [];
-    const child = spawn(process.execPath, [CLI, 'run', '-p', '0', '--config-port', '0', ...user, ...args], {
+    const child = spawn(process.execPath, [CLI, 'run', '-p', '0', '--config-port', '0', '--log', 'stderr', ...user, ...args], {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
