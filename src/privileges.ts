@@ -35,13 +35,21 @@ export function lookupUser(name: string, passwd = '/etc/passwd'): Account | unde
 export const isRoot = (): boolean => process.getuid?.() === 0;
 
 /** The account to become, checked before anything is opened; undefined when not root. */
-export function accountToBecome(user: string, log: Logger): Account | undefined {
+export function accountToBecome(user: string, log: Logger, explicit = true): Account | undefined {
   if (!isRoot()) {
     log.notice(`not started as root: running as uid ${process.getuid?.()} without privilege separation; ` +
       'pfctl must be able to open /dev/pf by itself, and ports below 1024 cannot be bound');
     return undefined;
   }
   const account = lookupUser(user);
+  if (!account && !explicit) {
+    // The default user is missing: a first run on a machine pfgrey was never installed on (the
+    // README's `npm start`). Run, but say loudly how to fix it; a --user that is named must exist.
+    log.warning(`user ${user} does not exist: running as root WITHOUT privilege separation; ` +
+      `create it (OpenBSD: useradd -s /sbin/nologin -d /var/empty ${user}; ` +
+      `FreeBSD: pw useradd ${user} -s /usr/sbin/nologin -d /nonexistent; Linux: useradd -r -s /usr/sbin/nologin ${user})`);
+    return undefined;
+  }
   if (!account) {
     throw new PfgreyError('E_USAGE', `no such user ${user} (create it, or name another with --user)`);
   }

@@ -85,3 +85,14 @@ asRoot('not started as root, pfgrey run says what it cannot do and runs as the c
   t.regex(child.stderr, /not started as root: running as uid 65534 without privilege separation/);
   t.regex(child.stderr, /listening for incoming connections on 127\.0\.0\.1:\d+\./);
 });
+
+asRoot('without --user, a missing default user is a loud warning, not a failure (a first run from the README)', async (t) => {
+  const dir = await tempDir(t);
+  const { accountToBecome } = await import('../src/privileges.js');
+  const { memoryLogger } = await import('../src/log.js');
+  const log = memoryLogger();
+  t.is(accountToBecome('no_such_default_user', log, false), undefined);
+  t.regex(log.lines.join('\n'), /warning: user no_such_default_user does not exist: running as root WITHOUT privilege separation/);
+  t.throws(() => accountToBecome('no_such_default_user', log, true), { message: /no such user no_such_default_user/ });
+  t.truthy(dir);
+});

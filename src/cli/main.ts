@@ -3,6 +3,7 @@
 
 import { createRequire } from 'node:module';
 import { describe, isPfgreyError } from '../errors.js';
+import { checkCommand } from './check.js';
 import { dbCommand } from './db.js';
 import { logdCommand } from './logd.js';
 import { processIO, type CliIO } from './io.js';
@@ -16,6 +17,7 @@ commands:
   db      list and edit the greylist database (spamdb's flags; pfgrey db -h)
   setup   fetch the blacklists of spamd.conf and send them to the daemon (spamd-setup's flags)
   logd    keep WHITE entries fresh from pf's log of passed SMTP connections (spamlogd's flags)
+  check   check pf's rules and this system for what would keep mail from flowing
 `;
 
 export async function main(argv: string[], io: CliIO): Promise<number> {
@@ -30,6 +32,8 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
         return await setupCommand(rest, io);
       case 'logd':
         return await logdCommand(rest, io);
+      case 'check':
+        return await checkCommand(rest, io);
       case '--version':
       case '-V': {
         const pkg = createRequire(import.meta.url)('../../package.json') as { version: string };

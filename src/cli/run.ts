@@ -79,8 +79,8 @@ const UNSUPPORTED: Record<string, string> = {
 
 export interface RunSettings {
   config: DaemonConfig;
-  /** The unprivileged user to become when started as root. */
-  user: string;
+  /** The unprivileged user to become when started as root; undefined: the default one. */
+  user: string | undefined;
   log: LogTarget;
   debug: boolean;
   help: boolean;
@@ -137,7 +137,7 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
   let maxBlack: number | undefined;
   let debug = false;
   let help = false;
-  let user: string = DEFAULTS.user;
+  let user: string | undefined;
   let log: LogTarget = 'auto';
 
   for (const tok of parsed.tokens ?? []) {
@@ -310,7 +310,7 @@ export async function runCommand(argv: string[], io: CliIO): Promise<number> {
     let account: Account | undefined;
     try {
       // An explicit nft backend keeps root (see below), so it needs no user to become.
-      account = cfg.firewall === 'nft' && isRoot() ? undefined : accountToBecome(settings.user, log);
+      account = cfg.firewall === 'nft' && isRoot() ? undefined : accountToBecome(settings.user ?? DEFAULTS.user, log, settings.user !== undefined);
       if (cfg.firewall === 'nft' && isRoot()) log.notice(STAY_ROOT_FOR_NFT);
     } catch (err) {
       for (const off of handlers) off();
