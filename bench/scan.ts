@@ -7,13 +7,13 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { performance } from 'node:perf_hooks';
 import { greyKey } from '../src/grey/entry.js';
 import { Scanner } from '../src/grey/scanner.js';
 import { silentLogger } from '../src/log.js';
 import { openStore } from '../src/store/sqlite.js';
+import { loopProbe, quick } from './common.js';
 
-const quick = process.argv.includes('--quick');
 const total = quick ? 100_000 : 1_000_000;
 const now = Date.now();
 const HOUR = 3_600_000;
@@ -43,16 +43,7 @@ try {
   await store.flush();
   const fill = performance.now() - t0;
 
-  const histogram = monitorEventLoopDelay({ resolution: 1 });
-  // A 1 ms ticker measures the longest gap directly: the histogram's percentiles hide one long block.
-  let last = performance.now();
-  let longest = 0;
-  const ticker = setInterval(() => {
-    const t = performance.now();
-    longest = Math.max(longest, t - last);
-    last = t;
-  }, 1);
-  histogram.enable();
+  const probe = loopProbe();
   let whitelist = 0;
   const scanner = new Scanner({
     store, log: silentLogger, interval: 60_000, whiteExpiry: 36 * 24 * HOUR, chunk: 2000,
@@ -63,8 +54,7 @@ try {
   const s0 = performance.now();
   const plan = await scanner.scanOnce();
   const scan = performance.now() - s0;
-  histogram.disable();
-  clearInterval(ticker);
+  const loop = probe.stop();
   await store.close();
 
   const rows = [
@@ -73,8 +63,8 @@ try {
     ['scan duration', `${(scan / 1000).toFixed(2)} s`],
     ['expired / promoted', `${plan?.counts.expired} / ${plan?.counts.promoted}`],
     ['whitelist size', String(whitelist)],
-    ['event-loop delay p50 / p99 / max (histogram)', `${(histogram.percentile(50) / 1e6).toFixed(1)} / ${(histogram.percentile(99) / 1e6).toFixed(1)} / ${(histogram.max / 1e6).toFixed(1)} ms`],
-    ['longest gap between 1 ms ticks', `${longest.toFixed(1)} ms (target < 50 ms)`],
+    ['event-loop delay p50 / p99 / max (histogram)', `${loop.p50.toFixed(1)} / ${loop.p99.toFixed(1)} / ${loop.max.toFixed(1)} ms`],
+    ['longest gap between 1 ms ticks', `${loop.longest.toFixed(1)} ms (target < 50 ms)`],
   ];
   for (const [k, v] of rows) console.log(`${k.padEnd(48)} ${v}`);
 } finally {
