@@ -95,6 +95,8 @@ exec sleep 60
   await eventually(() => /tcpdump exited with status 1: tcpdump: pflog0: No such device exists; restarting in 1s/.test(err), 'restart line');
   await eventually(() => /inbound 192\.0\.2\.44/.test(err), 'the restarted tcpdump was read', 30_000);
   await new Promise((r) => setTimeout(r, 400)); // one group-commit window
+  child.kill('SIGHUP');
+  await eventually(() => /SIGHUP received: nothing to reload/.test(err), 'SIGHUP ignored');
   child.kill('SIGTERM');
   t.is(await exited, 0);
   t.regex(err, /exiting/);

@@ -76,11 +76,16 @@ export async function logdCommand(argv: string[], io: CliIO): Promise<number> {
     void watcher.stop();
   };
   for (const s of ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const) process.on(s, onSignal);
+  // Nothing to reload, and Node's default for SIGHUP is to exit: a HUP from a closing
+  // terminal or an old rc.subr must not end the watcher.
+  const onHup = () => log.info('SIGHUP received: nothing to reload');
+  process.on('SIGHUP', onHup);
   watcher.start();
   try {
     await watcher.finished;
   } finally {
     for (const s of ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const) process.off(s, onSignal);
+    process.off('SIGHUP', onHup);
     await store.close();
   }
   if (values.r) log.info(`${watcher.seen} connections read from ${values.r}`);

@@ -103,7 +103,7 @@ export const DEFAULTS = Object.freeze({
   user: '_pfgrey',
 
   /** Default database when neither --db nor PFGREY_DB is given. */
-  dbPath: '/var/db/pfgrey.db',
+  dbPath: '/var/db/pfgrey/pfgrey.db',
   /** -h longer than this is refused, as spamd does. */
   hostnameMax: 255,
 });
