@@ -1,0 +1,116 @@
+// The daemon's way of opening its database. A file that is damaged, is not a pfgrey database,
+// or was written by a newer pfgrey cannot be used; a daemon that exits on it is restarted by its
+// supervisor, fails again, and never tarpits anything (a crash loop). So the daemon moves such a
+// file aside, with its SQLite companions, under a timestamped name, says so in one line, and
+// starts with a fresh database: greylisting restarts from nothing, which costs senders one more
+// retry, while the old file stays for the operator to inspect or restore.
+//
+// Only the daemon does this. `pfgrey db` keeps failing with a clear error: a command a user
+// types must never move the user's file.
+
+import { link, lstat, rename, unlink } from 'node:fs/promises';
+import { PfgreyError, isPfgreyError, systemErrorText } from '../errors.js';
+import type { Logger } from '../log.js';
+import { openStore, type OpenStoreOptions } from './sqlite.js';
+import type { Store } from './types.js';
+
+export interface RecoverOptions extends OpenStoreOptions {
+  /** The time the moved file's name records (ms since the epoch); Date.now by default. */
+  now?: () => number;
+}
+
+export interface RecoveredStore {
+  store: Store;
+  /** Where the unusable file went; undefined when the database opened as it was. */
+  movedTo?: string;
+}
+
+/**
+ * Files SQLite keeps next to a database. A stale -wal or -journal left beside a fresh file would
+ * be replayed into it, so they move with the database; -shm is only an index of the -wal.
+ */
+const COMPANIONS = ['-wal', '-shm', '-journal'] as const;
+
+/** Tried names before giving up: `.corrupt-STAMP`, then `-1` … `-99`. */
+const MAX_SUFFIX = 99;
+
+/** `20240102T030405Z`: the UTC time, to the second. */
+export function corruptStamp(ms: number): string {
+  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z').replace(/[-:]/g, '');
+}
+
+/**
+ * Opens (creating if missing) the database at `path`. A file openStore refuses as corrupt
+ * (E_DB_CORRUPT) or as too new (E_DB_SCHEMA) is moved to `${path}.corrupt-YYYYMMDDTHHMMSSZ`
+ * (its -wal, -shm and -journal to that name plus the same suffix; `-1`, `-2`… is added rather
+ * than overwrite anything), one error line is logged, and a fresh database is opened. Any
+ * other error, including one from the fresh open, is thrown.
+ */
+export async function openStoreRecovering(path: string, opts: RecoverOptions, log: Logger): Promise<RecoveredStore> {
+  const { now = Date.now, ...storeOpts } = opts;
+  const open = () => openStore(path, { ...storeOpts, create: true, readonly: false });
+  try {
+    return { store: await open() };
+  } catch (err) {
+    if (!isPfgreyError(err) || (err.code !== 'E_DB_CORRUPT' && err.code !== 'E_DB_SCHEMA')) throw err;
+    const reason = err.message.startsWith(`${path}: `) ? err.message.slice(path.length + 2) : err.message;
+    const { movedTo, companions } = await moveAside(path, `${path}.corrupt-${corruptStamp(now())}`, reason);
+    const withThem = companions.length > 0 ? ` (with its ${companions.join(', ')})` : '';
+    log.error(`database ${path} cannot be used: ${reason}; moved it to ${movedTo}${withThem} and started a fresh database`);
+    return { store: await open(), movedTo };
+  }
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await lstat(file);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}
+
+/**
+ * Moves `from` to `to` unless `to` exists; false when it does. A hard link claims the new
+ * name atomically (it fails rather than replace); where the file system has no hard links, a
+ * check and a rename do.
+ */
+async function moveNoClobber(from: string, to: string): Promise<boolean> {
+  try {
+    await link(from, to);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return false;
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS' && code !== 'EMLINK') throw err;
+    if (await exists(to)) return false;
+    await rename(from, to);
+    return true;
+  }
+  await unlink(from);
+  return true;
+}
+
+/** Moves the database and its companions aside under the first free name from `base`. */
+async function moveAside(path: string, base: string, reason: string): Promise<{ movedTo: string; companions: string[] }> {
+  try {
+    const present: string[] = [];
+    for (const sfx of COMPANIONS) if (await exists(path + sfx)) present.push(sfx);
+    for (let n = 0; n <= MAX_SUFFIX; n++) {
+      const target = n === 0 ? base : `${base}-${n}`;
+      // Every name this move needs must be free, so the moved files keep one name between them.
+      let free = true;
+      for (const sfx of ['', ...COMPANIONS]) if (await exists(target + sfx)) free = false;
+      if (!free || !(await moveNoClobber(path, target))) continue;
+      for (const sfx of present) {
+        if (!(await exists(path + sfx))) continue; // SQLite removed it meanwhile
+        if (!(await moveNoClobber(path + sfx, target + sfx))) throw new Error(`${target + sfx} appeared while moving`);
+      }
+      return { movedTo: target, companions: present };
+    }
+    throw new Error(`${base} and ${MAX_SUFFIX} numbered variants exist already`);
+  } catch (err) {
+    throw new PfgreyError('E_DB_OPEN',
+      `${path}: ${reason}, and it cannot be moved aside: ${systemErrorText(err)}`, { cause: err });
+  }
+}
