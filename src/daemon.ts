@@ -17,7 +17,7 @@ import { Greylister } from './grey/greylister.js';
 import type { GreyTimes, ScanPlan } from './grey/rules.js';
 import { Scanner } from './grey/scanner.js';
 import type { Logger } from './log.js';
-import { openStore } from './store/sqlite.js';
+import { openStoreRecovering } from './store/recover.js';
 import type { Store } from './store/types.js';
 import { Tarpit, type TarpitOptions } from './tarpit/server.js';
 
@@ -116,7 +116,8 @@ export async function startDaemon(
     };
   }
 
-  const store = await openStore(cfg.dbPath, { create: true, commitDelay: cfg.commitDelay, log });
+  // A corrupt database is moved aside and replaced, so a bad file never becomes a crash loop.
+  const { store } = await openStoreRecovering(cfg.dbPath, { commitDelay: cfg.commitDelay, log }, log);
   let tarpit: Tarpit | undefined;
   let configPort: ConfigPort | undefined;
   let deviceFd: number | undefined;

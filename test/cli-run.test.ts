@@ -1,9 +1,6 @@
 import test from 'ava';
-import fs from 'node:fs/promises';
-import path from 'node:path';
 import { parseRunArgs } from '../src/cli/run.js';
 import { runCli } from './helpers/cli.js';
-import { tempDir } from './helpers/daemon.js';
 
 const bad: Array<[string[], RegExp]> = [
   [['-c', 'many'], /-c many: not a whole number/],
@@ -92,17 +89,6 @@ test('--firewall nft takes the nft path, the nftables table and the set name', (
 test('PFGREY_DB names the database when --db is absent', (t) => {
   t.is(parseRunArgs([], { PFGREY_DB: '/tmp/x.db' }).config.dbPath, '/tmp/x.db');
   t.is(parseRunArgs(['--db', '/tmp/y.db'], { PFGREY_DB: '/tmp/x.db' }).config.dbPath, '/tmp/y.db');
-});
-
-test('pfgrey run on a corrupt database file says so in one line and exits non-zero', async (t) => {
-  const dir = await tempDir(t);
-  const db = path.join(dir, 'bad.db');
-  await fs.writeFile(db, 'this is not a database, it is a text file that got here by mistake\n'.repeat(100));
-  const r = await runCli(['run', '-p', '0', '--config-port', '0', '--user', 'nobody', '--db', db, '--firewall', 'none']);
-  t.is(r.code, 1);
-  t.regex(r.stderr, /bad\.db: database is corrupt/);
-  t.notRegex(r.stderr, /\n\s+at /);
-  t.is((await fs.readFile(db, 'utf8')).slice(0, 20), 'this is not a databa', 'the file is left as it was');
 });
 
 test('an unknown subcommand prints usage and exits 1', async (t) => {

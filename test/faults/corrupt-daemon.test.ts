@@ -1,0 +1,50 @@
+import test from 'ava';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { runCli, spawnDaemon } from '../helpers/cli.js';
+import { tempDir } from '../helpers/daemon.js';
+import { RawClient } from '../helpers/smtp.js';
+
+test('pfgrey run on a corrupt database moves it aside, says so in one line, and starts with a fresh one', async (t) => {
+  const dir = await tempDir(t);
+  const db = path.join(dir, 'pfgrey.db');
+  const garbage = 'this is not a database, it is a text file that got here by mistake\n'.repeat(100);
+  await fs.writeFile(db, garbage);
+  const daemon = await spawnDaemon(t, ['--db', db, '--firewall', 'none', '--stutter', '0', '--scan-interval', '1h']);
+
+  const moved = (await fs.readdir(dir)).filter((n) => /^pfgrey\.db\.corrupt-\d{8}T\d{6}Z$/.test(n));
+  t.is(moved.length, 1, (await fs.readdir(dir)).join(' '));
+  t.is(await fs.readFile(path.join(dir, moved[0]!), 'utf8'), garbage, 'the old file is kept as it was');
+  const lines = daemon.stderr().split('\n').filter((l) => l.includes('cannot be used'));
+  t.is(lines.length, 1, daemon.stderr());
+  t.true(lines[0]!.includes(db) && lines[0]!.includes(path.join(dir, moved[0]!)), lines[0]);
+  t.regex(lines[0]!, /database is corrupt \(file is not a database\)/);
+
+  // The fresh database works: a tuple goes in, and survives a restart.
+  const c = await RawClient.connect(daemon.port);
+  t.teardown(() => c.destroy());
+  await c.waitFor('\r\n');
+  c.send('HELO mta.sender.example\r\nMAIL FROM:<a@sender.example>\r\nRCPT TO:<b@us.example>\r\nDATA\r\n');
+  await c.waitClosed();
+  t.is(await daemon.stop(), 0);
+  const listed = await runCli(['db', '--db', db]);
+  t.is(listed.code, 0, listed.stderr);
+  t.regex(listed.stdout, /^GREY\|127\.0\.0\.1\|mta\.sender\.example\|<a@sender\.example>\|<b@us\.example>\|/);
+
+  // The next start finds a healthy file: nothing more is moved.
+  const again = await spawnDaemon(t, ['--db', db, '--firewall', 'none', '--stutter', '0', '--scan-interval', '1h']);
+  t.notRegex(again.stderr(), /cannot be used/);
+  t.is(await again.stop(), 0);
+  t.is((await fs.readdir(dir)).filter((n) => n.includes('.corrupt-')).length, 1);
+});
+
+test('pfgrey db never moves a corrupt file: it says so in one line and exits 1', async (t) => {
+  const dir = await tempDir(t);
+  const db = path.join(dir, 'bad.db');
+  await fs.writeFile(db, 'not sqlite\n'.repeat(200));
+  const r = await runCli(['db', '--db', db]);
+  t.is(r.code, 1);
+  t.regex(r.stderr, /bad\.db: database is corrupt/);
+  t.notRegex(r.stderr, /\n\s+at /);
+  t.deepEqual(await fs.readdir(dir), ['bad.db']);
+});
