@@ -55,6 +55,12 @@ export class ConfigPort {
   applyText(text: string, from: string): number {
     let applied = 0;
     const lines = text.split('\n');
+    // Every sender ends its lines with LF; text after the last one is a line that was cut off
+    // (`198.51.100.0/24` cut to `/2` would blacklist a quarter of IPv4), so it is not applied.
+    const tail = lines.pop()!;
+    if (tail.length >= 2) {
+      this.opts.log.error(`config from ${from}: line ${lines.length + 1} has no end of line (cut off?) and is ignored`);
+    }
     for (let i = 0; i < lines.length; i++) {
       const line = lines[i]!.replace(/\r$/, '');
       if (line.length < 2) continue;

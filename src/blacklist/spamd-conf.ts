@@ -27,6 +27,8 @@ const METHODS: readonly string[] = ['file', 'http', 'https', 'ftp', 'exec'];
 
 /** getcap's MAX_RECURSION: deeper tc= chains are taken for a loop. */
 const MAX_TC_DEPTH = 32;
+/** No real record has more than a handful of capabilities; this bounds tc= fan-out. */
+const MAX_FIELDS = 10_000;
 
 export interface ListConfig {
   name: string;
@@ -91,7 +93,9 @@ function listConfig(db: CapDb, name: string, rec: CapRecord): ListConfig {
   }
   const method = cgetstr(caps, 'method') ?? 'file';
   if (!METHODS.includes(method)) {
-    db.fail(rec, `Unknown method ${method} for list ${name} (use file, http, https, ftp or exec)`);
+    // Quoted only when escapes decoded into control characters: the message stays one line.
+    const shown = /[\x00-\x1f\x7f]/.test(method) ? JSON.stringify(method) : method;
+    db.fail(rec, `Unknown method ${shown} for list ${name} (use file, http, https, ftp or exec)`);
   }
   cfg.method = method as Method;
   const file = cgetstr(caps, 'file');
@@ -137,19 +141,27 @@ class CapDb {
   expand(rec: CapRecord, name: string, depth = 0, top = rec): string {
     if (depth > MAX_TC_DEPTH) this.fail(top, `tc= references nest deeper than ${MAX_TC_DEPTH} from "${name}": a loop?`);
     const fields = rec.text.split(':');
-    for (let i = 1; i < fields.length; i++) {
+    // Built into a new array (a spread of a huge expansion would overflow the stack), and
+    // bounded: tc= fan-out doubles at every level, so a few lines can name millions of fields.
+    const out: string[] = [fields[0]!];
+    let i = 1;
+    for (; i < fields.length; i++) {
       const f = fields[i]!;
       // cgetcap stops at `tc@` or `tc=@`, and so does getent's expansion.
       if (f.startsWith('tc@') || f.startsWith('tc=@')) break;
-      if (!f.startsWith('tc=')) continue;
-      const target = f.slice(3);
-      const ref = this.find(target);
-      if (ref === undefined) this.fail(rec, `Can't find "${target}" in spamd config (named by tc= in ${recordName(rec)})`);
-      const inserted = this.expand(ref, name, depth + 1, top).split(':').slice(1);
-      fields.splice(i, 1, ...inserted);
-      i += inserted.length - 1;
+      if (!f.startsWith('tc=')) {
+        out.push(f);
+      } else {
+        const target = f.slice(3);
+        const ref = this.find(target);
+        if (ref === undefined) this.fail(rec, `Can't find "${target}" in spamd config (named by tc= in ${recordName(rec)})`);
+        const inserted = this.expand(ref, name, depth + 1, top).split(':');
+        for (let k = 1; k < inserted.length; k++) out.push(inserted[k]!);
+      }
+      if (out.length > MAX_FIELDS) this.fail(top, `record "${name}" grows past ${MAX_FIELDS} capabilities through tc=: a loop?`);
     }
-    return fields.join(':');
+    for (; i < fields.length; i++) out.push(fields[i]!);
+    return out.join(':');
   }
 }
 

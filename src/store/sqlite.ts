@@ -279,6 +279,22 @@ export async function openStore(path: string, opts: OpenStoreOptions = {}): Prom
       const v = await userVersion(db);
       if (v > SCHEMA_VERSION) throw tooNew(path, v);
       if (v < SCHEMA_VERSION) await migrate(path, db);
+      // SQLite quietly opens a file it may not write read-only; every later commit would then
+      // fail until a restart. Write once now (a header field, rolled back), so that is one clear
+      // error instead; taking the write lock alone does not tell.
+      try {
+        await run(db, 'BEGIN IMMEDIATE');
+        try {
+          await run(db, `PRAGMA user_version = ${SCHEMA_VERSION}`);
+        } finally {
+          await run(db, 'ROLLBACK').catch(() => undefined);
+        }
+      } catch (err) {
+        if (sqliteCode(err) === 'SQLITE_READONLY') {
+          throw new PfgreyError('E_DB_OPEN', `cannot open ${path} for writing: the file is read-only`, { cause: err });
+        }
+        throw err;
+      }
     } else {
       const v = await userVersion(db);
       if (v > SCHEMA_VERSION) throw tooNew(path, v);

@@ -61,6 +61,9 @@ export function renderBlackReply(messages: readonly string[], code: number, ip: 
       }
     }
     out += pending;
+    // A CR (or another control character) inside a reply line would end it early for some
+    // clients (RFC 5321 forbids bare CR); only TAB, which spamd.conf messages use, is kept.
+    out = out.replace(/[\x00-\x08\x0b-\x1f\x7f]/g, ' ');
     for (const line of out.replace(/\n$/, '').split('\n')) lines.push(line);
   }
   if (lines.length === 0) lines.push('');
