@@ -180,6 +180,7 @@ export async function startDaemon(
     tarpit = new Tarpit(cfg.tarpit, {
       log, clock, lookup,
       onTuple: (t) => void greylister.tuple(t),
+      backlogged: () => greylister.queued + store.pendingWrites > DEFAULTS.maxBacklog,
     });
     daemon.tarpit = tarpit;
     ({ configPort, configAddress: daemon.configAddress } = await listenConfigPort(cfg, lists, log));

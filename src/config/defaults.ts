@@ -61,6 +61,11 @@ export const DEFAULTS = Object.freeze({
   commitDelay: 200,
   /** …or as soon as this many are queued. */
   commitBatch: 5000,
+  /**
+   * Tuples waiting for the database past which the tarpit stops answering for a moment: about
+   * a commit window's worth, so a crash loses at most that much of what clients were told.
+   */
+  maxBacklog: 10_000,
   /** Rows read per step of the scan, so the event loop never waits long on it. */
   scanChunk: 2000,
   /** SQLite busy timeout: the CLI and the daemon share the file. */

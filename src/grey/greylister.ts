@@ -68,6 +68,11 @@ export class Greylister {
     });
   }
 
+  /** Tuples handed in and not yet decided. */
+  get queued(): number {
+    return this.queue.length;
+  }
+
   /** Resolves when every tuple handed in so far has been queued. */
   async settle(): Promise<void> {
     while (this.draining) await this.draining;

@@ -17,6 +17,14 @@ export interface ConnectionHost {
   readonly maxLine: number;
   onTuple(conn: Connection, tuple: Tuple): void;
   onClose(conn: Connection): void;
+  /**
+   * True while the database is behind: commands are then left unanswered for a moment, so a
+   * client cannot have more tuples acknowledged than the store has taken (a crash then loses
+   * at most one commit window).
+   */
+  backlogged(): boolean;
+  /** How long to wait before looking at the backlog again (ms). */
+  readonly backlogPause: number;
 }
 
 export class Connection implements Due {
@@ -29,6 +37,7 @@ export class Connection implements Due {
   private lastSentCR = false;
   private eof = false;
   private closed = false;
+  private held = false;
   /** When the next byte may go out (writing) or when the wait for input ends (idle). */
   private writeAt = 0;
   private idleAt = 0;
@@ -67,6 +76,11 @@ export class Connection implements Due {
   /** Called by the shared timer: send the next byte(s), or give up on an idle client. */
   onDue(now: number): void {
     if (this.closed) return;
+    if (this.held) {
+      this.held = false;
+      this.next();
+      return;
+    }
     if (this.out.length > 0) {
       if (now >= this.writeAt) this.writeSome(now);
       else this.host.timer.schedule(this, this.writeAt);
@@ -140,6 +154,12 @@ export class Connection implements Due {
       this.socket.resume();
       this.idleAt = this.host.now() + this.host.idleTimeout;
       this.host.timer.schedule(this, this.idleAt);
+      return;
+    }
+    if (this.host.backlogged()) {
+      this.lines.unshift(line);
+      this.held = true;
+      this.host.timer.schedule(this, this.host.now() + this.host.backlogPause);
       return;
     }
     const outcome = this.session.line(line);

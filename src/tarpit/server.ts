@@ -44,6 +44,8 @@ export interface TarpitDeps {
   clock?: Clock;
   onTuple: (event: TupleEvent) => void;
   lookup?: (ip: string) => BlackMatch | undefined;
+  /** True while the database is behind (see ConnectionHost.backlogged). */
+  backlogged?: () => boolean;
 }
 
 /** `::ffff:192.0.2.1` → `192.0.2.1`: a dual-stack listener reports IPv4 peers mapped. */
@@ -75,6 +77,8 @@ export class Tarpit {
       byteAtATime: () => this.connections.size < this.opts.maxCon - this.opts.stutterOffMargin,
       onTuple: (c, t) => this.tuple(c, t),
       onClose: (c) => this.closed(c),
+      backlogged: () => deps.backlogged?.() ?? false,
+      backlogPause: Math.max(this.timer.resolution, 20),
     };
     this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (s) => this.accept(s));
   }
