@@ -240,3 +240,18 @@ test('kill -HUP makes a running pfgrey re-read its allowed domains', async (t) =
   await eventually(() => /reloaded .*alloweddomains: 2 allowed domains/.test(d.stderr()), 'reload line');
   t.is(await d.stop(), 0);
 });
+
+test('a config connection of over a megabyte is parsed in a worker thread and applied the same way', async (t) => {
+  const { daemon, log } = await testDaemon(t);
+  const blocks: string[] = [];
+  for (let i = 0; i < 120_000; i++) blocks.push(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}/32`);
+  const big = `big;"Listed: %A";inet;${blocks.length};${blocks.join(';')}\n`;
+  t.true(big.length > 1024 * 1024);
+  await sendConfig(daemon.configAddress.port, `${big}bad;"x";inet;2;192.0.2.0/24\n${NIXSPAM}`);
+  await eventually(() => daemon.lists.lookup('127.0.0.1'), 'lists installed', 60_000);
+  t.deepEqual(daemon.lists.lookup('10.1.212.191')?.tags, ['big']);
+  t.is(daemon.lists.lookup('10.1.212.192'), undefined, 'one past the last block');
+  t.is(daemon.lists.count('big'), 120_000);
+  t.true(log.lines.some((l) => /config from .*: line 2 \(bad\) ignored: /.test(l)), log.lines.join('\n'));
+  t.deepEqual(daemon.lists.tags(), ['big', 'nixspam']);
+});

@@ -6,7 +6,8 @@ import net from 'node:net';
 import { DEFAULTS } from '../config/defaults.js';
 import { describe, PfgreyError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { parseConfigLine } from './config-line.js';
+import { Worker } from 'node:worker_threads';
+import { buildAll, LIST_WORKER, type WorkerResult } from './list-worker.js';
 import type { BlackLists } from './lists.js';
 
 export interface ConfigPortOptions {
@@ -21,6 +22,9 @@ export interface ConfigPortOptions {
   requireReservedPort: boolean;
   maxBytes?: number;
 }
+
+/** Connections sending more than this are parsed in a worker thread (about 50,000 blocks). */
+const OFF_THREAD_BYTES = 1024 * 1024;
 
 function isLoopback(addr: string): boolean {
   if (addr.startsWith('::ffff:')) addr = addr.slice(7);
@@ -53,27 +57,55 @@ export class ConfigPort {
 
   /** Applies every line of one connection's text; returns how many lists it changed. */
   applyText(text: string, from: string): number {
-    let applied = 0;
+    return this.install(buildAll(this.lines(text, from)), from);
+  }
+
+  /** As applyText, with the parsing and building done in a worker thread. */
+  async applyOffThread(text: string, from: string): Promise<number> {
+    const lines = this.lines(text, from);
+    const worker = new Worker(new URL('./list-worker.js', import.meta.url), { workerData: LIST_WORKER });
+    try {
+      const results = await new Promise<WorkerResult[]>((resolve, reject) => {
+        worker.once('message', resolve);
+        worker.once('error', reject);
+        worker.once('exit', (code) => reject(new Error(`list worker exited with status ${code}`)));
+        worker.postMessage(lines);
+      });
+      return this.install(results, from);
+    } finally {
+      void worker.terminate();
+    }
+  }
+
+  /**
+   * The connection's lines. Every sender ends its lines with LF; text after the last one is a
+   * line that was cut off (`198.51.100.0/24` cut to `/2` would blacklist a quarter of IPv4),
+   * so it is left out.
+   */
+  private lines(text: string, from: string): string[] {
     const lines = text.split('\n');
-    // Every sender ends its lines with LF; text after the last one is a line that was cut off
-    // (`198.51.100.0/24` cut to `/2` would blacklist a quarter of IPv4), so it is not applied.
     const tail = lines.pop()!;
     if (tail.length >= 2) {
       this.opts.log.error(`config from ${from}: line ${lines.length + 1} has no end of line (cut off?) and is ignored`);
     }
-    for (let i = 0; i < lines.length; i++) {
-      const line = lines[i]!.replace(/\r$/, '');
-      if (line.length < 2) continue;
-      try {
-        const parsed = parseConfigLine(line);
-        this.opts.lists.apply(parsed);
-        applied += 1;
-        this.opts.log.info(parsed.kind === 'clear'
-          ? `config from ${from}: list ${parsed.tag} cleared`
-          : `config from ${from}: list ${parsed.tag} now has ${parsed.v4.length + parsed.v6.length} blocks`);
-      } catch (err) {
-        const tag = line.slice(0, Math.min(40, line.indexOf(';') < 0 ? 40 : line.indexOf(';')));
-        this.opts.log.error(`config from ${from}: line ${i + 1} (${tag}) ignored: ${describe(err)}`);
+    return lines;
+  }
+
+  private install(results: readonly WorkerResult[], from: string): number {
+    let applied = 0;
+    for (const r of results) {
+      if (r.kind === 'error') {
+        const semi = r.text.indexOf(';');
+        this.opts.log.error(`config from ${from}: line ${r.line} (${semi < 0 ? r.text : r.text.slice(0, semi)}) ignored: ${r.reason}`);
+        continue;
+      }
+      applied += 1;
+      if (r.kind === 'clear') {
+        this.opts.lists.apply({ kind: 'clear', tag: r.tag });
+        this.opts.log.info(`config from ${from}: list ${r.tag} cleared`);
+      } else {
+        this.opts.lists.install(r.list);
+        this.opts.log.info(`config from ${from}: list ${r.list.tag} now has ${r.list.count} blocks`);
       }
     }
     return applied;
@@ -107,8 +139,15 @@ export class ConfigPort {
     // Lines are applied only once the sender has finished, as spamd does: a connection that
     // breaks off (an error, not an orderly close) changes nothing.
     socket.on('end', () => {
-      this.applyText(Buffer.concat(chunks).toString('latin1'), from);
+      const text = Buffer.concat(chunks).toString('latin1');
       socket.end();
+      if (text.length < OFF_THREAD_BYTES) {
+        this.applyText(text, from);
+        return;
+      }
+      this.applyOffThread(text, from).catch((err) => {
+        this.opts.log.error(`config from ${from}: ${describe(err)}; nothing applied`);
+      });
     });
   }
 }

@@ -18,7 +18,8 @@ interface V6Set {
   ends: bigint[];
 }
 
-interface List {
+/** A list ready to install: what a worker thread builds and hands back (see list-worker.ts). */
+export interface List {
   tag: string;
   /** As received, with its quotes; undefined once the list is cleared. */
   message: string | undefined;
@@ -105,14 +106,14 @@ export class BlackLists {
   }
 
   /** The new list is complete before it replaces the old one, so a lookup sees one or the other. */
-  private install(list: List): void {
+  install(list: List): void {
     const i = this.indexOf(list.tag);
     if (i >= 0) this.lists[i] = list;
     else this.lists.push(list);
   }
 }
 
-function build(tag: string, message: string, v4: readonly string[], v6: readonly string[]): List {
+export function build(tag: string, message: string, v4: readonly string[], v6: readonly string[]): List {
   const merged = mergeRanges(v4.map((t) => cidrToRange(checkInet(t))));
   const set4: V4Set = { starts: new Uint32Array(merged.length), ends: new Uint32Array(merged.length) };
   merged.forEach((r, i) => {
