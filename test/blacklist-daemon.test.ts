@@ -6,7 +6,7 @@ import { formatEntry } from '../src/store/spamdb-format.js';
 import { REPLY } from '../src/tarpit/replies.js';
 import { runCli, spawnDaemon } from './helpers/cli.js';
 import { tempDir, testDaemon } from './helpers/daemon.js';
-import { eventually, RawClient, sendConfig } from './helpers/smtp.js';
+import { attemptToData, eventually, RawClient, sendConfig } from './helpers/smtp.js';
 
 const NIXSPAM = 'nixspam;"Your address %A is in the nixspam list\\n\tSee http://www.heise.de/ix/nixspam/dnsbl_en/ for details";inet;1;127.0.0.0/8\n';
 const NIXSPAM_REPLY = '450-Your address 127.0.0.1 is in the nixspam list\r\n450 \tSee http://www.heise.de/ix/nixspam/dnsbl_en/ for details\r\n';
@@ -117,18 +117,8 @@ test('a whitelisted address that becomes blacklisted leaves the whitelist at the
   t.pass();
 });
 
-/** One greylisted attempt to `to`; resolves with the transcript. */
-async function attempt(port: number, to: string): Promise<string> {
-  const c = await RawClient.connect(port);
-  try {
-    await c.waitFor('\r\n');
-    c.send(`HELO mta.example\r\nMAIL FROM:<a@mta.example>\r\nRCPT TO:${to}\r\nDATA\r\n`);
-    await c.waitClosed();
-    return c.text;
-  } finally {
-    c.destroy();
-  }
-}
+const attempt = (port: number, to: string) =>
+  attemptToData(port, { hello: 'HELO mta.example', from: '<a@mta.example>', to });
 
 test('mailing a spamtrap traps the client: TRAPPED in pfgrey db, and tarpitted on its next connection', async (t) => {
   const { port, daemon, dbPath, log } = await testDaemon(t, ['--stutter', '0', '--trapexp', '2h']);

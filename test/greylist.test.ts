@@ -6,20 +6,10 @@ import { REPLY } from '../src/tarpit/replies.js';
 import { spawnDaemon, runCli } from './helpers/cli.js';
 import { tempDir, testDaemon } from './helpers/daemon.js';
 import { pfctlStandIn } from './helpers/pfctl.js';
-import { eventually, RawClient } from './helpers/smtp.js';
+import { attemptToData, eventually } from './helpers/smtp.js';
 
-/** One SMTP attempt up to DATA, as a retrying MTA makes it; resolves with the transcript. */
-async function attempt(port: number, to = '<b@us.example>'): Promise<string> {
-  const c = await RawClient.connect(port);
-  try {
-    await c.waitFor('\r\n');
-    c.send(`EHLO mta.sender.example\r\nMAIL FROM:<a@sender.example>\r\nRCPT TO:${to}\r\nDATA\r\n`);
-    await c.waitClosed();
-    return c.text;
-  } finally {
-    c.destroy();
-  }
-}
+const attempt = (port: number, to = '<b@us.example>') =>
+  attemptToData(port, { hello: 'EHLO mta.sender.example', from: '<a@sender.example>', to });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

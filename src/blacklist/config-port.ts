@@ -7,6 +7,7 @@ import { DEFAULTS } from '../config/defaults.js';
 import { describe, PfgreyError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { Worker } from 'node:worker_threads';
+import { plainAddress } from '../tarpit/server.js';
 import { buildAll, LIST_WORKER, type WorkerResult } from './list-worker.js';
 import type { BlackLists } from './lists.js';
 
@@ -27,8 +28,8 @@ export interface ConfigPortOptions {
 const OFF_THREAD_BYTES = 1024 * 1024;
 
 function isLoopback(addr: string): boolean {
-  if (addr.startsWith('::ffff:')) addr = addr.slice(7);
-  return addr === '::1' || (net.isIPv4(addr) && addr.startsWith('127.'));
+  const plain = plainAddress(addr);
+  return plain === '::1' || (net.isIPv4(plain) && plain.startsWith('127.'));
 }
 
 export class ConfigPort {

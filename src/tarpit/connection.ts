@@ -93,11 +93,13 @@ export class Connection implements Due {
     this.host.timer.schedule(this, this.idleAt);
   }
 
-  close(): void {
+  /** Ends the connection; `graceful` lets the last reply drain before the socket goes. */
+  close(graceful = false): void {
     if (this.closed) return;
     this.closed = true;
     this.host.timer.cancel(this);
-    this.socket.destroy();
+    if (graceful) this.socket.end(() => this.socket.destroy());
+    else this.socket.destroy();
     this.host.onClose(this);
   }
 
@@ -211,10 +213,7 @@ export class Connection implements Due {
 
   private afterWrite(): void {
     if (this.closeAfterWrite) {
-      this.closed = true;
-      this.host.timer.cancel(this);
-      this.socket.end(() => this.socket.destroy());
-      this.host.onClose(this);
+      this.close(true);
       return;
     }
     this.next();

@@ -113,3 +113,19 @@ export async function sendConfig(port: number, text: string): Promise<void> {
     }
   }
 }
+
+/**
+ * One attempt up to DATA, as a retrying MTA makes it (greylisted clients are closed after DATA);
+ * resolves with the transcript.
+ */
+export async function attemptToData(port: number, env: { hello: string; from: string; to: string }): Promise<string> {
+  const c = await RawClient.connect(port);
+  try {
+    await c.waitFor('\r\n');
+    c.send(`${env.hello}\r\nMAIL FROM:${env.from}\r\nRCPT TO:${env.to}\r\nDATA\r\n`);
+    await c.waitClosed();
+    return c.text;
+  } finally {
+    c.destroy();
+  }
+}
