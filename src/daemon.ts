@@ -169,9 +169,10 @@ export async function startDaemon(
       whiteExpiry: cfg.times.whiteExpiry,
       chunk: cfg.scanChunk,
       isBlacklisted: (ip) => lists.lookup(ip) !== undefined,
-      onResult: (plan) => {
+      onResult: (plan, changes) => {
         daemon.lastScan = plan;
-        sync.update(plan.whitelist);
+        if (changes) sync.change(changes.add, changes.del);
+        else sync.update(plan.whitelist);
         traps = new Set(plan.traps);
         publishTraps();
       },

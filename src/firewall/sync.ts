@@ -46,22 +46,20 @@ export interface WhitelistSyncStatus {
   pushes: number;
 }
 
-interface Desired {
-  list: string[];
-  set: Set<string>;
-}
-
 interface Diff {
   add: string[];
   del: string[];
 }
 
 /**
- * Keeps one firewall table converged to the whitelist each DB scan computes. One push runs at a
- * time and always sends the newest list, so updates arriving during a slow pfctl collapse into
- * one; a failed push is retried with doubling backoff until it goes through. A small change to
- * a table whose contents are known is pushed as deletions and additions; anything else, and the
- * periodic re-assert of an unchanged list, replaces the whole table.
+ * Keeps one firewall table converged to the whitelist. The whitelist arrives either whole
+ * (`update`) or as the changes since the last one (`change`, what each scan reports), and the
+ * sync keeps the changes the table has not seen yet, so a small change is pushed as deletions
+ * and additions whose cost does not grow with the table. One push runs at a time and always
+ * sends everything pending, so updates arriving during a slow pfctl collapse into one; a failed
+ * push is retried with doubling backoff until it goes through. A table whose contents are not
+ * known (nothing pushed yet, or a push failed), a large change, and the periodic re-assert of
+ * an unchanged list replace the whole table.
  */
 export class WhitelistSync {
   private readonly firewall: Firewall;
@@ -75,8 +73,17 @@ export class WhitelistSync {
   private readonly replaceEvery: number;
   private readonly clock: Clock;
 
-  private desired: Desired | undefined;
-  private pushed: Set<string> | undefined;
+  /** What the table should hold; undefined until the first update. */
+  private desired: Set<string> | undefined;
+  /**
+   * The net changes the table has not seen: true to add, false to delete. Undefined while the
+   * table's contents are unknown (before the first successful push, after a failed one): then
+   * only a replace puts it right, and there is nothing to keep.
+   */
+  private pending: Map<string, boolean> | undefined;
+  /** A push is under way that carries changes (not a re-assert of an unchanged table). */
+  private outstanding = false;
+  private pushedSize = 0;
   /** When the last successful push started: what it sent was current as of then. */
   private pushedAt = -Infinity;
   /** When the last successful full replace started. */
@@ -107,40 +114,50 @@ export class WhitelistSync {
   }
 
   get pushedCount(): number {
-    return this.pushed?.size ?? 0;
+    return this.pushedSize;
   }
 
   get inSync(): boolean {
-    return this.error === undefined && this.desired !== undefined && this.pushed !== undefined &&
-      sameSet(this.desired.set, this.pushed);
+    return this.pushCount > 0 && this.isPushed();
   }
 
   get status(): WhitelistSyncStatus {
     return { lastError: this.lastError, pushedCount: this.pushedCount, inSync: this.inSync, pushes: this.pushCount };
   }
 
-  /** Records the whitelist the table should hold, and pushes it unless that is not needed. */
+  /**
+   * Records the whole whitelist the table should hold, and pushes it unless that is not
+   * needed. Linear in the list: a caller that knows what changed uses `change`.
+   */
   update(addrs: readonly string[]): void {
     if (this.stopped) return;
-    const set = new Set<string>();
-    const bad: string[] = [];
-    for (const a of addrs) {
-      // A zone id (`fe80::1%eth0`) passes isIP but no firewall tool takes it.
-      if (isIP(a) === 0 || a.includes('%')) bad.push(a);
-      else set.add(a);
+    const next = new Set(this.valid(addrs));
+    const prev = this.desired;
+    this.desired = next;
+    if (prev !== undefined) {
+      for (const a of prev) if (!next.has(a)) this.note(a, false);
+      for (const a of next) if (!prev.has(a)) this.note(a, true);
     }
-    if (bad.length > 0) {
-      // The firewall refuses a whole batch over one bad string; leaving it out keeps the rest
-      // of the whitelist working.
-      this.log.warning(`firewall: leaving ${bad.length} invalid address${bad.length === 1 ? '' : 'es'} ` +
-        `out of <${this.table}>: ${bad.slice(0, 5).map((b) => JSON.stringify(b)).join(', ')}` +
-        `${bad.length > 5 ? ', …' : ''}`);
+    this.changed();
+  }
+
+  /**
+   * Records a change to the whitelist: `add` joins it, `del` leaves it. Costs what the change
+   * costs, whatever the size of the table. Before any `update` the list starts out empty.
+   */
+  change(add: readonly string[], del: readonly string[]): void {
+    if (this.stopped) return;
+    const desired = (this.desired ??= new Set());
+    for (const a of del) {
+      if (desired.delete(a)) this.note(a, false);
     }
-    this.desired = { list: [...set], set };
-    // While a push runs it picks the new list up when it finishes; while a retry waits, the
-    // retry sends it.
-    if (this.running || this.retryTimer) return;
-    if (this.needsPush()) this.start();
+    for (const a of this.valid(add)) {
+      if (!desired.has(a)) {
+        desired.add(a);
+        this.note(a, true);
+      }
+    }
+    this.changed();
   }
 
   /**
@@ -149,7 +166,7 @@ export class WhitelistSync {
    */
   flush(): Promise<void> {
     if (!this.running && !this.stopped && this.desired !== undefined &&
-        (this.retryTimer !== undefined || !this.isPushed(this.desired))) {
+        (this.retryTimer !== undefined || !this.isPushed())) {
       this.start();
     }
     return this.running ?? Promise.resolve();
@@ -161,45 +178,90 @@ export class WhitelistSync {
     this.clearRetry();
   }
 
+  /** The addresses a firewall tool will take; the rest are named in one warning. */
+  private valid(addrs: readonly string[]): string[] {
+    const good: string[] = [];
+    const bad: string[] = [];
+    for (const a of addrs) {
+      // A zone id (`fe80::1%eth0`) passes isIP but no firewall tool takes it.
+      if (isIP(a) === 0 || a.includes('%')) bad.push(a);
+      else good.push(a);
+    }
+    if (bad.length > 0) {
+      // The firewall refuses a whole batch over one bad string; leaving it out keeps the rest
+      // of the whitelist working.
+      this.log.warning(`firewall: leaving ${bad.length} invalid address${bad.length === 1 ? '' : 'es'} ` +
+        `out of <${this.table}>: ${bad.slice(0, 5).map((b) => JSON.stringify(b)).join(', ')}` +
+        `${bad.length > 5 ? ', …' : ''}`);
+    }
+    return good;
+  }
+
+  /** An address joined (true) or left (false) the list; a change and its undoing cancel out. */
+  private note(addr: string, add: boolean): void {
+    const p = this.pending;
+    if (p === undefined) return;
+    if (p.get(addr) === !add) p.delete(addr);
+    else p.set(addr, add);
+  }
+
+  private changed(): void {
+    // While a push runs it picks the changes up when it finishes; while a retry waits, the
+    // retry sends them.
+    if (this.running || this.retryTimer) return;
+    if (this.needsPush()) this.start();
+  }
+
   private needsPush(): boolean {
     if (this.desired === undefined) return false;
-    if (!this.isPushed(this.desired)) return true;
+    if (!this.isPushed()) return true;
     // Scans do not tick exactly `refresh` apart; a tenth of slack keeps one push per scan
     // instead of one every other scan.
     return this.clock.now() - this.pushedAt >= this.refresh * 0.9;
   }
 
-  private isPushed(d: Desired): boolean {
-    return this.error === undefined && this.pushed !== undefined && sameSet(d.set, this.pushed);
+  private isPushed(): boolean {
+    return this.error === undefined && !this.outstanding && this.pending !== undefined && this.pending.size === 0;
   }
 
   private start(): void {
     this.clearRetry();
     this.running = this.loop().finally(() => {
       this.running = undefined;
+      this.outstanding = false;
     });
   }
 
   private async loop(): Promise<void> {
     for (;;) {
-      const d = this.desired;
-      if (d === undefined || this.stopped) return;
+      const desired = this.desired;
+      if (desired === undefined || this.stopped) return;
       const startedAt = this.clock.now();
-      const diff = this.diffFor(d, startedAt);
+      const diff = this.diffFor(startedAt);
+      // From here on, changes are recorded against what this push sends.
+      const sent = this.pending;
+      this.pending = new Map();
+      this.outstanding = sent === undefined || sent.size > 0;
+      let size: number;
       try {
         if (diff === undefined) {
-          await this.firewall.replace(this.table, d.list);
+          const list = [...desired];
+          size = list.length;
+          await this.firewall.replace(this.table, list);
         } else {
           if (diff.del.length > 0) await this.firewall.delete(this.table, diff.del);
           if (diff.add.length > 0) await this.firewall.add(this.table, diff.add);
+          size = this.pushedSize + diff.add.length - diff.del.length;
           this.log.debug(`firewall: table <${this.table}>: added ${diff.add.length}, deleted ${diff.del.length}`);
         }
       } catch (err) {
+        this.pending = undefined;
         this.failed(err);
         return;
       }
       const wasFailing = this.error !== undefined;
-      this.pushed = d.set;
+      this.outstanding = false;
+      this.pushedSize = size;
       this.pushedAt = startedAt;
       if (diff === undefined) this.replacedAt = startedAt;
       this.pushCount++;
@@ -207,27 +269,24 @@ export class WhitelistSync {
       this.backoff = this.retryMin;
       if (wasFailing) {
         this.log.notice(`firewall: table <${this.table}> is back in sync with ` +
-          `${d.set.size} address${d.set.size === 1 ? '' : 'es'}`);
+          `${size} address${size === 1 ? '' : 'es'}`);
       }
-      if (this.desired === d || (this.desired !== undefined && sameSet(this.desired.set, d.set))) return;
+      if (this.pending.size === 0) return;
     }
   }
 
   /** The changes to push instead of replacing the table, when that is both safe and worth it. */
-  private diffFor(d: Desired, now: number): Diff | undefined {
-    const pushed = this.pushed;
+  private diffFor(now: number): Diff | undefined {
+    const pending = this.pending;
     // After a failure the table holds whatever the failed command left: only a replace is
-    // known to put it right.
-    if (pushed === undefined || this.error !== undefined) return undefined;
+    // known to put it right. No change means this push re-asserts the table, which takes a
+    // replace too.
+    if (pending === undefined || this.error !== undefined || pending.size === 0) return undefined;
     if (now - this.replacedAt >= this.replaceEvery) return undefined;
-    const limit = Math.min(this.diffMax, pushed.size * this.diffRatio);
-    if (Math.abs(d.set.size - pushed.size) > limit) return undefined;
-    const add = d.list.filter((a) => !pushed.has(a));
+    if (pending.size > Math.min(this.diffMax, this.pushedSize * this.diffRatio)) return undefined;
+    const add: string[] = [];
     const del: string[] = [];
-    for (const a of pushed) if (!d.set.has(a)) del.push(a);
-    const changes = add.length + del.length;
-    // No change means this push re-asserts the table, which takes a replace.
-    if (changes === 0 || changes > limit) return undefined;
+    for (const [a, isAdd] of pending) (isAdd ? add : del).push(a);
     return { add, del };
   }
 
@@ -254,13 +313,6 @@ export class WhitelistSync {
       this.retryTimer = undefined;
     }
   }
-}
-
-function sameSet(a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {
-  if (a === b) return true;
-  if (a.size !== b.size) return false;
-  for (const x of a) if (!b.has(x)) return false;
-  return true;
 }
 
 function formatDelay(ms: number): string {

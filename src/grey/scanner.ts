@@ -17,8 +17,16 @@ export interface ScannerOptions {
   whiteExpiry: number;
   chunk: number;
   isBlacklisted?: (ip: string) => boolean;
-  /** Called after every successful scan, changed or not (spamd re-asserts the table). */
-  onResult: (plan: ScanPlan) => void;
+  /**
+   * Called after every successful scan, changed or not (spamd re-asserts the table), with how
+   * the whitelist changed since the previous successful scan; undefined for the first.
+   */
+  onResult: (plan: ScanPlan, changes: WhitelistChanges | undefined) => void;
+}
+
+export interface WhitelistChanges {
+  add: string[];
+  del: string[];
 }
 
 export class Scanner {
@@ -26,6 +34,8 @@ export class Scanner {
   private running: Promise<ScanPlan | undefined> | undefined;
   private stopped = false;
   private readonly clock: Clock;
+  /** The whitelist of the last successful scan, to tell the next one's changes. */
+  private lastWhite: ReadonlySet<string> | undefined;
 
   constructor(private readonly opts: ScannerOptions) {
     this.clock = opts.clock ?? systemClock;
@@ -88,11 +98,35 @@ export class Scanner {
         await yieldToLoop();
       }
       await store.flush();
-      this.opts.onResult(plan);
+      const white = new Set(plan.whitelist);
+      const changes = this.lastWhite && await whitelistChanges(this.lastWhite, white, this.opts.chunk);
+      this.lastWhite = white;
+      this.opts.onResult(plan, changes);
       return plan;
     } catch (err) {
       log.notice(`scan of ${store.path} failed: ${describe(err)}`);
       return undefined;
     }
   }
+}
+
+/**
+ * What joined and what left the whitelist between two scans. Linear like the scan itself, and
+ * done in chunks like it, so the firewall is handed only the changes.
+ */
+export async function whitelistChanges(
+  prev: ReadonlySet<string>, next: ReadonlySet<string>, chunk: number,
+): Promise<WhitelistChanges> {
+  const add: string[] = [];
+  const del: string[] = [];
+  let n = 0;
+  for (const a of next) {
+    if (!prev.has(a)) add.push(a);
+    if (++n % chunk === 0) await yieldToLoop();
+  }
+  for (const a of prev) {
+    if (!next.has(a)) del.push(a);
+    if (++n % chunk === 0) await yieldToLoop();
+  }
+  return { add, del };
 }
