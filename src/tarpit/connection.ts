@@ -17,6 +17,8 @@ export interface ConnectionHost {
   readonly maxLine: number;
   onTuple(conn: Connection, tuple: Tuple): void;
   onClose(conn: Connection): void;
+  /** Takes over a socket whose last reply is still draining, and ends it (bounded in time). */
+  linger(socket: Socket): void;
   /**
    * True while the database is behind: commands are then left unanswered for a moment, so a
    * client cannot have more tuples acknowledged than the store has taken (a crash then loses
@@ -29,7 +31,9 @@ export interface ConnectionHost {
 
 export class Connection implements Due {
   readonly startedAt: number;
-  private readonly lines: string[] = [];
+  /** Lines read but not yet answered, from `head` on (Array#shift is linear on long arrays). */
+  private lines: string[] = [];
+  private head = 0;
   private partial: Buffer[] = [];
   private partialLength = 0;
   private out: Buffer = Buffer.alloc(0);
@@ -38,6 +42,8 @@ export class Connection implements Due {
   private eof = false;
   private closed = false;
   private held = false;
+  /** A reply is written but sits in our buffer because the peer is not reading. */
+  private draining = false;
   /** When the next byte may go out (writing) or when the wait for input ends (idle). */
   private writeAt = 0;
   private idleAt = 0;
@@ -70,7 +76,7 @@ export class Connection implements Due {
   }
 
   start(banner: string): void {
-    this.send(banner, false);
+    if (this.send(banner, false)) this.next();
   }
 
   /** Called by the shared timer: send the next byte(s), or give up on an idle client. */
@@ -82,10 +88,12 @@ export class Connection implements Due {
       return;
     }
     if (this.out.length > 0) {
-      if (now >= this.writeAt) this.writeSome(now);
-      else this.host.timer.schedule(this, this.writeAt);
+      if (now < this.writeAt) this.host.timer.schedule(this, this.writeAt);
+      else if (this.writeSome(now)) this.next();
       return;
     }
+    // Idle, or stuck waiting for a peer that does not read its replies: spamd gives both the
+    // same time before it closes.
     if (now >= this.idleAt) {
       this.close();
       return;
@@ -98,7 +106,7 @@ export class Connection implements Due {
     if (this.closed) return;
     this.closed = true;
     this.host.timer.cancel(this);
-    if (graceful) this.socket.end(() => this.socket.destroy());
+    if (graceful && this.socket.writable) this.host.linger(this.socket);
     else this.socket.destroy();
     this.host.onClose(this);
   }
@@ -130,7 +138,7 @@ export class Connection implements Due {
       this.pushLine();
       start = nl + 1;
     }
-    if (this.lines.length > 0) {
+    if (this.head < this.lines.length) {
       // Like spamd, read nothing more while answering; the kernel's buffers hold the rest.
       this.socket.pause();
       this.next();
@@ -138,55 +146,65 @@ export class Connection implements Due {
   }
 
   private pushLine(): void {
-    const raw = Buffer.concat(this.partial, this.partialLength).toString('latin1');
+    const raw = Buffer.concat(this.partial, this.partialLength);
     this.partial = [];
     this.partialLength = 0;
-    this.lines.push(raw.replace(/[\r\n]+$/, ''));
+    // A loop rather than /[\r\n]+$/, whose backtracking is quadratic on a line of CRs.
+    let end = raw.length;
+    while (end > 0 && (raw[end - 1] === 0x0a || raw[end - 1] === 0x0d)) end -= 1;
+    this.lines.push(raw.toString('latin1', 0, end));
   }
 
-  /** Answers the next queued line if no reply is being written. */
+  /**
+   * Answers queued lines until a reply has to wait (stutter, a peer that is not reading, the
+   * database backlog) or none are left. A loop, not recursion: one read can hold tens of
+   * thousands of lines that need no reply (DATA) or get one at once (no stutter).
+   */
   private next(): void {
-    if (this.closed || this.out.length > 0) return;
-    const line = this.lines.shift();
-    if (line === undefined) {
-      if (this.eof) {
-        this.close();
+    while (!this.closed && this.out.length === 0 && !this.draining) {
+      const line = this.lines[this.head];
+      if (line === undefined) {
+        this.lines = [];
+        this.head = 0;
+        if (this.eof) {
+          this.close();
+          return;
+        }
+        this.socket.resume();
+        this.idleAt = this.host.now() + this.host.idleTimeout;
+        this.host.timer.schedule(this, this.idleAt);
         return;
       }
-      this.socket.resume();
-      this.idleAt = this.host.now() + this.host.idleTimeout;
-      this.host.timer.schedule(this, this.idleAt);
-      return;
+      if (this.host.backlogged()) {
+        this.held = true;
+        this.host.timer.schedule(this, this.host.now() + this.host.backlogPause);
+        return;
+      }
+      this.head += 1;
+      const outcome = this.session.line(line);
+      if (outcome.tuple) this.host.onTuple(this, outcome.tuple);
+      if (outcome.reply === '' && !outcome.close) continue;
+      if (!this.send(outcome.reply, outcome.close)) return;
     }
-    if (this.host.backlogged()) {
-      this.lines.unshift(line);
-      this.held = true;
-      this.host.timer.schedule(this, this.host.now() + this.host.backlogPause);
-      return;
-    }
-    const outcome = this.session.line(line);
-    if (outcome.tuple) this.host.onTuple(this, outcome.tuple);
-    if (outcome.reply === '' && !outcome.close) {
-      this.next();
-      return;
-    }
-    this.send(outcome.reply, outcome.close);
   }
 
-  private send(reply: string, close: boolean): void {
+  /** Starts a reply; true when it went out whole and the next line may be answered. */
+  private send(reply: string, close: boolean): boolean {
     this.out = Buffer.from(reply, 'latin1');
     this.closeAfterWrite = close;
-    if (this.out.length === 0) {
-      this.afterWrite();
-      return;
-    }
-    const delay = this.host.stutterFor(this);
-    this.writeAt = this.host.now() + delay;
-    if (delay === 0) this.writeSome(this.writeAt);
-    else this.host.timer.schedule(this, this.writeAt);
+    const now = this.host.now();
+    const delay = this.out.length === 0 ? 0 : this.host.stutterFor(this);
+    this.writeAt = now + delay;
+    if (delay === 0) return this.writeSome(now);
+    this.host.timer.schedule(this, this.writeAt);
+    return false;
   }
 
-  private writeSome(now: number): void {
+  /**
+   * Writes the next byte (stutter) or the rest of the reply; true when the reply is done and
+   * the connection may go on to the next line.
+   */
+  private writeSome(now: number): boolean {
     const delay = this.host.stutterFor(this);
     let chunk: Buffer;
     if (delay > 0 && this.host.byteAtATime()) {
@@ -198,24 +216,36 @@ export class Connection implements Due {
       chunk = this.out;
       this.out = Buffer.alloc(0);
     }
-    this.lastSentCR = chunk[chunk.length - 1] === 0x0d;
-    if (this.socket.writable) this.socket.write(chunk);
+    let flowing = true;
+    if (chunk.length > 0) {
+      this.lastSentCR = chunk[chunk.length - 1] === 0x0d;
+      if (this.socket.writable) flowing = this.socket.write(chunk);
+    }
     if (this.out.length > 0) {
       // From the previous deadline, not from now: the shared timer fires up to one resolution
       // late, and counting from now would let that lateness pile up into a slower stutter.
       this.writeAt = Math.max(this.writeAt + delay, now);
-      if (delay === 0) this.writeSome(now);
-      else this.host.timer.schedule(this, this.writeAt);
-      return;
+      this.host.timer.schedule(this, this.writeAt);
+      return false;
     }
-    this.afterWrite();
-  }
-
-  private afterWrite(): void {
     if (this.closeAfterWrite) {
       this.close(true);
-      return;
+      return false;
     }
-    this.next();
+    if (!flowing) {
+      // Like spamd, answer nothing more while a reply is still unsent: a client that pipelines
+      // commands and never reads would otherwise grow our write buffer without bound.
+      this.draining = true;
+      this.idleAt = now + this.host.idleTimeout;
+      this.host.timer.schedule(this, this.idleAt);
+      this.socket.once('drain', () => {
+        this.draining = false;
+        if (this.closed) return;
+        this.host.timer.cancel(this);
+        this.next();
+      });
+      return false;
+    }
+    return true;
   }
 }

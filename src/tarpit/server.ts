@@ -59,6 +59,8 @@ export class Tarpit {
   private readonly timer: CoarseTimer;
   private readonly clock: Clock;
   private readonly connections = new Set<Connection>();
+  /** Sockets past their last reply, ending; no longer counted against maxcon. */
+  private readonly lingering = new Set<net.Socket>();
   private blackCount = 0;
   private readonly host: ConnectionHost;
   /** Whether each connection is stuttered for its whole life (blacklisted, stutter kept). */
@@ -77,6 +79,7 @@ export class Tarpit {
       byteAtATime: () => this.connections.size < this.opts.maxCon - this.opts.stutterOffMargin,
       onTuple: (c, t) => this.tuple(c, t),
       onClose: (c) => this.closed(c),
+      linger: (s) => this.linger(s),
       backlogged: () => deps.backlogged?.() ?? false,
       backlogPause: Math.max(this.timer.resolution, 20),
     };
@@ -106,6 +109,7 @@ export class Tarpit {
   async close(): Promise<void> {
     const done = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const c of [...this.connections]) c.close();
+    for (const s of this.lingering) s.destroy();
     this.timer.stop();
     await done;
   }
@@ -150,6 +154,15 @@ export class Tarpit {
   private tuple(conn: Connection, t: Tuple): void {
     if (this.opts.verbose) this.deps.log.info(`(GREY) ${conn.ip}: ${t.from} -> ${t.to}`);
     this.deps.onTuple({ ...t, ip: conn.ip, localAddress: conn.localAddress });
+  }
+
+  private linger(socket: net.Socket): void {
+    this.lingering.add(socket);
+    socket.once('close', () => this.lingering.delete(socket));
+    // A peer that never reads would keep the socket in its final write for ever; spamd gives a
+    // stuck write the idle timeout, and so do we.
+    socket.setTimeout(this.opts.idleTimeout, () => socket.destroy());
+    socket.end(() => socket.destroy());
   }
 
   private closed(conn: Connection): void {
