@@ -220,10 +220,18 @@ test('--import cannot be combined with -a, -d or keys', async (t) => {
 
 test('-a adds a new WHITE entry: pass now, expire in 36 days', async (t) => {
   const file = await tempDb(t);
+  await seed(file, []);
   const r = await on(file, ['-a', '192.0.2.1', '2001:db8::1']);
   t.deepEqual(r, { code: 0, stdout: '', stderr: '' });
   const line = `|||${NOW}|${NOW}|${NOW + 36 * DAY}|1|0`;
   t.is((await on(file, [])).stdout, `WHITE|192.0.2.1${line}\nWHITE|2001:db8::1${line}\n`);
+});
+
+test('-a on a missing database creates it and says so, so a mistyped --db is noticed', async (t) => {
+  const file = await tempDb(t);
+  const r = await on(file, ['-a', '192.0.2.1']);
+  t.deepEqual(r, { code: 0, stdout: '', stderr: `pfgrey db: no database at ${file}: created it\n` });
+  t.is((await on(file, [])).stdout, `WHITE|192.0.2.1|||${NOW}|${NOW}|${NOW + 36 * DAY}|1|0\n`);
 });
 
 test('-a on an existing entry counts a pass and restarts its 36 days, keeping first and bcount', async (t) => {
@@ -266,6 +274,7 @@ test('-T -a of an existing address keeps it a spamtrap', async (t) => {
 
 test('-T -a without "@" is fatal with exit 255, after earlier keys are written', async (t) => {
   const file = await tempDb(t);
+  await seed(file, []);
   const r = await on(file, ['-T', '-a', 'first@us.example', 'nobody', 'later@us.example']);
   t.is(r.code, 255);
   t.is(r.stderr, 'pfgrey db: not an email address: nobody\n');
@@ -274,6 +283,7 @@ test('-T -a without "@" is fatal with exit 255, after earlier keys are written',
 
 test('-a with an invalid ip warns per key and exits with the number of failures', async (t) => {
   const file = await tempDb(t);
+  await seed(file, []);
   const r = await on(file, ['-a', 'mail.example', '192.0.2.1', '192.0.2.300']);
   t.is(r.code, 2);
   t.is(r.stderr, 'pfgrey db: invalid ip address mail.example\npfgrey db: invalid ip address 192.0.2.300\n');

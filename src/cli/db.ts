@@ -7,13 +7,14 @@
 //   streamed chunk by chunk so a large table never sits in memory. Object shapes: entryToJson.
 // - The type/action checks that need no database (`cannot add GREY entries`, `no addresses
 //   specified`) run before the database is opened, so a mistyped command never creates a file.
-// - -a creates the database when it does not exist yet (spamdb would fail); listing and -d do not.
+// - -a creates the database when it does not exist yet (spamdb would fail), and says so on
+//   stderr, so a mistyped --db is noticed; listing and -d do not create it.
 // - Exit statuses are failure counts like spamdb's, capped at 255 so that 256 failures do not
 //   read as success once the shell takes the status modulo 256.
 // - Options may follow keys (GNU style); `--` ends options for a key that starts with '-'.
 // - -h/--help prints the usage line on stdout and exits 0; spamdb has no help flag.
 
-import { readFile } from 'node:fs/promises';
+import { access, readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
@@ -307,7 +308,9 @@ async function add(cmd: Command, clock: Clock, warn: (m: string) => void): Promi
     return 2;
   }
   const keys = nonEmpty(cmd, warn);
+  const existed = await access(cmd.dbPath).then(() => true, () => false);
   const store = await openStore(cmd.dbPath, { create: true });
+  if (!existed) warn(`no database at ${cmd.dbPath}: created it`);
   return withStore(store, async () => {
     let failures = 0;
     for (const raw of keys) {

@@ -107,8 +107,12 @@ export const DEFAULTS = Object.freeze({
   /** The unprivileged user `pfgrey run` becomes when started as root (spamd: _spamd). */
   user: '_pfgrey',
 
-  /** Default database when neither --db nor PFGREY_DB is given. */
-  dbPath: '/var/db/pfgrey/pfgrey.db',
+  /**
+   * Default database when neither --db nor PFGREY_DB is given: each system's place for a
+   * daemon's state (hier(7) on the BSDs, the FHS on Linux), so that `pfgrey db` typed in a
+   * shell finds the database the service uses without being told.
+   */
+  dbPath: process.platform === 'linux' ? '/var/lib/pfgrey/pfgrey.db' : '/var/db/pfgrey/pfgrey.db',
   /** -h longer than this is refused, as spamd does. */
   hostnameMax: 255,
 });
