@@ -9,6 +9,7 @@
 //   npm run bench:push [-- --quick]
 
 import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -91,6 +92,10 @@ await withTempDir(async (dir) => {
 
   if (process.getuid?.() !== 0) {
     console.log('\nnft backend: skipped (needs root for a network namespace)');
+    return;
+  }
+  if (!existsSync('/usr/sbin/nft')) {
+    console.log('\nnft backend: skipped (/usr/sbin/nft is missing: apt-get install nftables)');
     return;
   }
   let nftFirewall: ((o: { nft?: string }) => Firewall) | undefined;

@@ -16,7 +16,8 @@ export interface WhitelistSyncOptions {
   /**
    * An unchanged list is pushed again when the last successful push is this old (the daemon
    * passes its scan interval), so a table flushed behind our back is refilled by the next
-   * scan, as spamd's replace-every-scan does. DEFAULTS.scanInterval.
+   * scan, as spamd's replace-every-scan does; while the list keeps changing, `replaceEvery`
+   * bounds how long that can take. DEFAULTS.scanInterval.
    */
   refresh?: number;
   /**
