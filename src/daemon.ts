@@ -17,7 +17,7 @@ import { Greylister } from './grey/greylister.js';
 import type { GreyTimes, ScanPlan } from './grey/rules.js';
 import { Scanner } from './grey/scanner.js';
 import type { Logger } from './log.js';
-import { openStoreRecovering } from './store/recover.js';
+import { keepTableAsWhite, openStoreRecovering } from './store/recover.js';
 import type { Store } from './store/types.js';
 import { Tarpit, type TarpitOptions } from './tarpit/server.js';
 
@@ -117,7 +117,7 @@ export async function startDaemon(
   }
 
   // A corrupt database is moved aside and replaced, so a bad file never becomes a crash loop.
-  const { store } = await openStoreRecovering(cfg.dbPath, { commitDelay: cfg.commitDelay, log }, log);
+  const { store, movedTo } = await openStoreRecovering(cfg.dbPath, { commitDelay: cfg.commitDelay, log }, log);
   let tarpit: Tarpit | undefined;
   let configPort: ConfigPort | undefined;
   let deviceFd: number | undefined;
@@ -127,6 +127,7 @@ export async function startDaemon(
     });
     const { firewall, reason } = chosen;
     deviceFd = chosen.deviceFd;
+    if (movedTo) await keepTableAsWhite(firewall, cfg.table, store, clock.now(), cfg.times.whiteExpiry, log);
     const sync = new WhitelistSync({
       firewall, table: cfg.table, log, clock,
       retryMin: cfg.firewallRetryMin, retryMax: cfg.firewallRetryMax, refresh: cfg.scanInterval,
@@ -147,6 +148,7 @@ export async function startDaemon(
       lowPriorityMx: cfg.lowPriorityMx,
       mxGrace: cfg.mxGrace,
       onTrap: (ip) => {
+        daemon.scanner?.noteTrap(ip);
         if (traps.has(ip)) return;
         traps.add(ip);
         publishTraps();

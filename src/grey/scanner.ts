@@ -7,6 +7,7 @@ import { type Clock, systemClock } from '../clock.js';
 import { describe } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/types.js';
+import { PCOUNT_TRAPPED } from './entry.js';
 import { ScanAccumulator, type ScanPlan } from './rules.js';
 
 export interface ScannerOptions {
@@ -36,6 +37,8 @@ export class Scanner {
   private readonly clock: Clock;
   /** The whitelist of the last successful scan, to tell the next one's changes. */
   private lastWhite: ReadonlySet<string> | undefined;
+  /** Addresses trapped since the running scan began (it may have read them before). */
+  private trappedDuringScan = new Set<string>();
 
   constructor(private readonly opts: ScannerOptions) {
     this.clock = opts.clock ?? systemClock;
@@ -52,6 +55,15 @@ export class Scanner {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     return this.running ?? Promise.resolve();
+  }
+
+  /**
+   * Tells the scan that `ip` was just trapped. spamd's scan holds a lock that keeps the
+   * greylister out; ours yields between chunks, so a trap can land after the scan read the
+   * address: it must neither be whitelisted nor be missing from the trap list for that round.
+   */
+  noteTrap(ip: string): void {
+    if (this.running) this.trappedDuringScan.add(ip);
   }
 
   /** Runs one scan (or joins the one in progress). */
@@ -71,6 +83,7 @@ export class Scanner {
 
   private async scan(): Promise<ScanPlan | undefined> {
     const { store, log } = this.opts;
+    this.trappedDuringScan = new Set();
     try {
       await store.flush();
       const now = this.clock.now();
@@ -90,14 +103,31 @@ export class Scanner {
         }
         await yieldToLoop();
       }
+      const lateTraps = new Set(this.trappedDuringScan);
       for (let i = 0; i < plan.puts.length; i += this.opts.chunk) {
-        for (const entry of plan.puts.slice(i, i + this.opts.chunk)) {
+        const puts = plan.puts.slice(i, i + this.opts.chunk);
+        // A WHITE entry is added only where the address had none when the walk read it; one
+        // written since (a trap, `pfgrey db -a`) is newer and stays. Read and put in one turn,
+        // so no greylister write falls between the check and the put.
+        const current = await store.getMany(puts.map((p) => p.key));
+        for (const entry of puts) {
+          const live = current.get(entry.key);
+          if (live && live.expire > now) {
+            log.debug(`${entry.key} changed while the scan ran; not whitelisting it this round`);
+            if (live.pcount === PCOUNT_TRAPPED) lateTraps.add(entry.key);
+            continue;
+          }
           log.debug(`whitelisting ${entry.key} in ${store.path}`);
           store.put(entry);
         }
         await yieldToLoop();
       }
       await store.flush();
+      for (const ip of this.trappedDuringScan) lateTraps.add(ip);
+      if (lateTraps.size > 0) {
+        plan.whitelist = plan.whitelist.filter((ip) => !lateTraps.has(ip));
+        plan.traps = [...new Set([...plan.traps, ...lateTraps])];
+      }
       const white = new Set(plan.whitelist);
       const changes = this.lastWhite && await whitelistChanges(this.lastWhite, white, this.opts.chunk);
       this.lastWhite = white;

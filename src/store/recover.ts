@@ -9,7 +9,9 @@
 // types must never move the user's file.
 
 import { link, lstat, rename, unlink } from 'node:fs/promises';
-import { PfgreyError, isPfgreyError, systemErrorText } from '../errors.js';
+import net from 'node:net';
+import { PfgreyError, describe, isPfgreyError, systemErrorText } from '../errors.js';
+import type { Firewall } from '../firewall/types.js';
 import type { Logger } from '../log.js';
 import { openStore, type OpenStoreOptions } from './sqlite.js';
 import type { Store } from './types.js';
@@ -113,4 +115,27 @@ async function moveAside(path: string, base: string, reason: string): Promise<{ 
     throw new PfgreyError('E_DB_OPEN',
       `${path}: ${reason}, and it cannot be moved aside: ${systemErrorText(err)}`, { cause: err });
   }
+}
+
+/**
+ * After a database was moved aside, the firewall's whitelist table is the one record left of
+ * which hosts had passed greylisting. The first scan of the empty database would empty the
+ * table and send every one of them through greylisting again (spamd, whose scan fails on a bad
+ * database, keeps the table). So each address in it becomes a WHITE entry, as `pfgrey db -a`
+ * would make it, and stays whitelisted for the white expiry unless it is seen again.
+ */
+export async function keepTableAsWhite(
+  firewall: Firewall, table: string, store: Store, now: number, whiteExpiry: number, log: Logger,
+): Promise<number> {
+  let addrs: string[];
+  try {
+    addrs = (await firewall.show(table)).filter((a) => net.isIP(a) !== 0);
+  } catch (err) {
+    log.warning(`cannot read <${table}> to keep its addresses in the fresh database: ${describe(err)}; ` +
+      'the first scan will empty it');
+    return 0;
+  }
+  for (const key of addrs) store.put({ key, first: now, pass: now, expire: now + whiteExpiry, bcount: 0, pcount: 0 });
+  if (addrs.length > 0) log.notice(`kept the ${addrs.length} addresses of <${table}> as WHITE entries in the fresh database`);
+  return addrs.length;
 }

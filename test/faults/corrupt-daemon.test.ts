@@ -3,7 +3,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { runCli, spawnDaemon } from '../helpers/cli.js';
 import { tempDir } from '../helpers/daemon.js';
-import { RawClient } from '../helpers/smtp.js';
+import { pfctlStandIn } from '../helpers/pfctl.js';
+import { RawClient, eventually } from '../helpers/smtp.js';
 
 test('pfgrey run on a corrupt database moves it aside, says so in one line, and starts with a fresh one', async (t) => {
   const dir = await tempDir(t);
@@ -47,4 +48,23 @@ test('pfgrey db never moves a corrupt file: it says so in one line and exits 1',
   t.regex(r.stderr, /bad\.db: database is corrupt/);
   t.notRegex(r.stderr, /\n\s+at /);
   t.deepEqual(await fs.readdir(dir), ['bad.db']);
+});
+
+test('after moving a corrupt database aside, the addresses already in <spamd-white> stay whitelisted', async (t) => {
+  const dir = await tempDir(t);
+  const db = path.join(dir, 'pfgrey.db');
+  await fs.writeFile(db, 'garbage, not a database\n'.repeat(100));
+  const pfctl = await pfctlStandIn(dir);
+  await fs.writeFile(path.join(dir, 'table'), '192.0.2.10\n198.51.100.7\n');
+  await fs.writeFile(path.join(dir, 'pf'), '');
+  const daemon = await spawnDaemon(t, ['--db', db, '--firewall', 'pf', '--pfctl', pfctl.path,
+    '--pf-device', path.join(dir, 'pf'), '--stutter', '0', '--scan-interval', '1h']);
+  const pushed = await eventually(async () => (await pfctl.calls()).find((c) => c.argv.includes('replace')), 'the first push');
+  t.deepEqual(pushed!.stdin.trim().split('\n').sort(), ['192.0.2.10/32', '198.51.100.7/32'],
+    'the first scan of the fresh database pushes the table as it was, not an empty one');
+  t.regex(daemon.stderr(), /kept the 2 addresses of <spamd-white> as WHITE entries/);
+  t.is(await daemon.stop(), 0);
+  const listed = await runCli(['db', '--db', db]);
+  t.regex(listed.stdout, /^WHITE\|192\.0\.2\.10\|\|\|/m);
+  t.regex(listed.stdout, /^WHITE\|198\.51\.100\.7\|\|\|/m);
 });

@@ -1,6 +1,6 @@
 // A pfctl stand-in: an executable that records each call's argv and stdin under `dir`, and
 // exits with the status written in `dir/status` (0 when absent). Tests read what the
-// firewall table would have received.
+// firewall table would have received; `-T show` prints `dir/table` (one address a line).
 
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -29,6 +29,7 @@ printf '%s\\n' "$@" > "$d/calls/$n.argv"
 mv "$d/calls/$n.stdin.tmp" "$d/calls/$n.stdin"
 if [ -f "$d/status" ]; then s=$(cat "$d/status"); else s=0; fi
 [ "$s" = 0 ] || echo "pfctl: Operation not permitted (stand-in status $s)" >&2
+case " $* " in *" -T show "*) [ "$s" = 0 ] && [ -f "$d/table" ] && sed 's/^/   /' "$d/table" ;; esac
 exit "$s"
 `, { mode: 0o755 });
   return {

@@ -1,0 +1,97 @@
+// The scan yields between chunks, so the greylister (and `pfgrey db`) can write while it runs.
+// spamd's scan holds a lock instead; these tests prove that what lands mid-scan is not undone.
+
+import test from 'ava';
+import path from 'node:path';
+import { ManualClock } from '../src/clock.js';
+import { type Entry, PCOUNT_TRAPPED, greyKey } from '../src/grey/entry.js';
+import type { ScanPlan } from '../src/grey/rules.js';
+import { Scanner } from '../src/grey/scanner.js';
+import { silentLogger } from '../src/log.js';
+import { openStore } from '../src/store/sqlite.js';
+import type { Store } from '../src/store/types.js';
+import { tempDir } from './helpers/daemon.js';
+
+const NOW = 10_000_000;
+const HOUR = 3_600_000;
+
+/** The store, with `during` run once the walk has read its first chunk. */
+function racing(store: Store, during: () => void): Store {
+  async function* chunks(size: number): AsyncIterable<Entry[]> {
+    let first = true;
+    for await (const c of store.chunks(size)) {
+      yield c;
+      if (first) during();
+      first = false;
+    }
+  }
+  return new Proxy(store, {
+    get(target, prop) {
+      if (prop === 'chunks') return chunks;
+      const v = Reflect.get(target, prop, target) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+}
+
+async function setup(t: import('ava').ExecutionContext, during: (store: Store, scanner: Scanner) => void) {
+  const dir = await tempDir(t);
+  const store = await openStore(path.join(dir, 's.db'), { create: true });
+  t.teardown(() => store.close());
+  const plans: ScanPlan[] = [];
+  // eslint-disable-next-line prefer-const
+  let scanner: Scanner;
+  const s = racing(store, () => during(store, scanner));
+  scanner = new Scanner({
+    store: s, log: silentLogger, clock: new ManualClock(NOW), interval: 60_000, whiteExpiry: 36 * 24 * HOUR, chunk: 1,
+    onResult: (plan) => plans.push(plan),
+  });
+  // A passed tuple of 192.0.2.3, read first (key order); then 192.0.2.9, WHITE already.
+  store.put({ key: greyKey('192.0.2.3', 'mx.example', '<a@example.org>', '<b@example.net>'),
+    first: NOW - HOUR, pass: NOW - 1000, expire: NOW + 3 * HOUR, bcount: 1, pcount: 1 });
+  store.put({ key: '192.0.2.9', first: NOW - HOUR, pass: NOW - HOUR, expire: NOW + HOUR, bcount: 1, pcount: 2 });
+  await store.flush();
+  return { store, scanner, plans };
+}
+
+const trapped = (ip: string): Entry => ({ key: ip, first: NOW, pass: NOW, expire: NOW + 24 * HOUR, bcount: 1, pcount: PCOUNT_TRAPPED });
+
+test('an address trapped while the scan runs keeps its TRAPPED entry, is not whitelisted, and is in that scan\'s trap list', async (t) => {
+  const { store, scanner, plans } = await setup(t, (store, scanner) => {
+    for (const ip of ['192.0.2.3', '192.0.2.9']) {
+      store.put(trapped(ip));
+      scanner.noteTrap(ip);
+    }
+  });
+  await scanner.scanOnce();
+  t.is((await store.get('192.0.2.3'))?.pcount, PCOUNT_TRAPPED, 'the passed tuple did not overwrite the trap with WHITE');
+  t.deepEqual(plans[0]!.whitelist, []);
+  t.deepEqual([...plans[0]!.traps].sort(), ['192.0.2.3', '192.0.2.9']);
+});
+
+test('a WHITE entry written by hand while the scan runs is kept as written', async (t) => {
+  const byHand: Entry = { key: '192.0.2.3', first: NOW, pass: NOW, expire: NOW + 2 * HOUR, bcount: 0, pcount: 0 };
+  const { store, scanner, plans } = await setup(t, (store) => store.put(byHand));
+  await scanner.scanOnce();
+  t.deepEqual(await store.get('192.0.2.3'), byHand);
+  t.deepEqual([...plans[0]!.whitelist].sort(), ['192.0.2.3', '192.0.2.9'], 'it is whitelisted all the same');
+});
+
+test('with nothing written meanwhile, the passed tuple is promoted to a WHITE entry as spamd does', async (t) => {
+  const { store, scanner, plans } = await setup(t, () => {});
+  await scanner.scanOnce();
+  const white = await store.get('192.0.2.3');
+  t.is(white?.expire, NOW + 36 * 24 * HOUR);
+  t.is(white?.pcount, 1);
+  t.deepEqual([...plans[0]!.whitelist].sort(), ['192.0.2.3', '192.0.2.9']);
+  t.deepEqual(plans[0]!.traps, []);
+});
+
+test('a trap noted between scans is left to the next scan, which reads it from the store', async (t) => {
+  const { store, scanner, plans } = await setup(t, () => {});
+  scanner.noteTrap('192.0.2.9');
+  store.put(trapped('192.0.2.9'));
+  await scanner.scanOnce();
+  t.deepEqual(plans[0]!.traps, ['192.0.2.9']);
+  t.deepEqual(plans[0]!.whitelist, ['192.0.2.3']);
+});
