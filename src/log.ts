@@ -21,12 +21,23 @@ export interface LoggerOptions {
   write?: (line: string) => void;
 }
 
+/**
+ * Messages carry text from clients (HELO names, addresses, -v header lines). Control bytes are
+ * written as `\xHH` (a line break of our own as a space), so a client can neither split a
+ * message into a forged second log line nor send escape sequences to an operator's terminal.
+ */
+export function logSafe(msg: string): string {
+  // eslint-disable-next-line no-control-regex
+  return msg.replace(/[\x00-\x08\x0a-\x1f\x7f]/g,
+    (c) => (c === '\n' ? ' ' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`));
+}
+
 export function createLogger(opts: LoggerOptions = {}): Logger {
   const max = ORDER[opts.level ?? 'info'];
   const ident = opts.ident ?? 'pfgrey';
   const write = opts.write ?? ((line: string) => process.stderr.write(line));
   const emit = (level: Level) => (msg: string) => {
-    if (ORDER[level] <= max) write(`${ident}[${process.pid}]: ${msg}\n`);
+    if (ORDER[level] <= max) write(`${ident}[${process.pid}]: ${logSafe(msg)}\n`);
   };
   return {
     error: emit('error'),
@@ -81,7 +92,7 @@ export function createSyslogLogger(opts: { ident: string; level?: Level; logger?
       (child.stdin as unknown as { unref?: () => void }).unref?.();
       children.set(level, child);
     }
-    child.stdin!.write(`${msg.replace(/\n/g, ' ')}\n`);
+    child.stdin!.write(`${logSafe(msg)}\n`);
   };
   return {
     error: send('error'),

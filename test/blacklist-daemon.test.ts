@@ -245,3 +245,28 @@ test('a config connection of over a megabyte is parsed in a worker thread and ap
   t.true(log.lines.some((l) => /config from .*: line 2 \(bad\) ignored: /.test(l)), log.lines.join('\n'));
   t.deepEqual(daemon.lists.tags(), ['big', 'nixspam']);
 });
+
+/** Log lines of what a client said, as -v logs them. */
+const dialogue = (l: string) => /^\w+: (\((BLACK|GREY)\) |127\.0\.0\.1: (From|To|SUBJECT|Subject|Body):)/.test(l);
+
+test('with -v, spamd\'s (BLACK)/(GREY) lines, the From/To/Subject headers and the body lines are logged', async (t) => {
+  const { port, daemon, log } = await testDaemon(t, ['-v', '--stutter', '0']);
+  await sendConfig(daemon.configAddress.port, NIXSPAM);
+  await eventually(() => daemon.lists.lookup('127.0.0.1'), 'list loaded');
+  await spamSession(port, ['From: <s@spammer.example>', 'To: you', 'Received: by x', 'SUBJECT: buy\x1b[2J', '', 'now', '', '.']);
+  t.deepEqual(log.lines.filter(dialogue), [
+    'info: (BLACK) 127.0.0.1: <s@spammer.example> -> <v@us.example>',
+    'info: 127.0.0.1: From: <s@spammer.example>',
+    'info: 127.0.0.1: To: you',
+    'info: 127.0.0.1: SUBJECT: buy\x1b[2J',
+    'debug: 127.0.0.1: Body: now',
+  ]);
+});
+
+test('without -v none of the dialogue is logged', async (t) => {
+  const { port, daemon, log } = await testDaemon(t, ['--stutter', '0']);
+  await sendConfig(daemon.configAddress.port, NIXSPAM);
+  await eventually(() => daemon.lists.lookup('127.0.0.1'), 'list loaded');
+  await spamSession(port, ['Subject: buy', '', 'now', '.']);
+  t.deepEqual(log.lines.filter(dialogue), []);
+});

@@ -42,6 +42,7 @@ function connection(t: import('ava').ExecutionContext, blackMessages: string[] =
     idleTimeout: 60_000,
     maxLine: 8191,
     onTuple: () => {},
+    onVerbose: () => {},
     onClose: () => closed.push('closed'),
     linger: (s) => s.end(),
     backlogged: () => false,

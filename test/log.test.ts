@@ -1,7 +1,7 @@
 import test from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { commandLogger, createLogger, createSyslogLogger } from '../src/log.js';
+import { commandLogger, createLogger, createSyslogLogger, logSafe } from '../src/log.js';
 import { tempDir } from './helpers/daemon.js';
 import { eventually } from './helpers/smtp.js';
 
@@ -11,6 +11,15 @@ test('foreground lines look like syslog\'s and respect the level', (t) => {
   log.info('127.0.0.1: connected (1/0)');
   log.debug('not shown');
   t.deepEqual(lines, [`pfgrey[${process.pid}]: 127.0.0.1: connected (1/0)\n`]);
+});
+
+test('control bytes from clients are written as \\xHH, so a message is one line and cannot drive a terminal', (t) => {
+  const lines: string[] = [];
+  const log = createLogger({ level: 'info', write: (l) => lines.push(l) });
+  log.info('127.0.0.1: Subject: a\rforged\x1b[2J\x7f\tend');
+  t.deepEqual(lines, [`pfgrey[${process.pid}]: 127.0.0.1: Subject: a\\x0dforged\\x1b[2J\\x7f\tend\n`]);
+  t.is(logSafe('two\nlines'), 'two lines', 'a line break in one of our own messages becomes a space');
+  t.is(logSafe('héllo wörld'), 'héllo wörld', '8-bit text is left alone');
 });
 
 test('background lines go to syslog, facility daemon, through logger(1), one process per priority', async (t) => {

@@ -20,6 +20,7 @@ test('a greylisted dialogue gets spamd\'s replies and a 451 at DATA', (t) => {
   t.deepEqual(s.line('RCPT TO:<b@us.example>'), {
     reply: REPLY.rcpt, close: false,
     tuple: { helo: 'mx.sender.example', from: '<a@sender.example>', to: '<b@us.example>' },
+    verbose: { level: 'info', message: '(GREY) 192.0.2.7: <a@sender.example> -> <b@us.example>' },
   });
   t.deepEqual(s.line('DATA'), { reply: '451 Temporary failure, please try again later.\r\n', close: true });
   t.true(s.finished);
@@ -103,7 +104,8 @@ test('blacklisted DATA is cut off after ten body lines', (t) => {
   s.line('Subject: x');
   s.line('');
   for (let i = 1; i < 10; i++) t.is(s.line(`line ${i}`).reply, '');
-  t.deepEqual(s.line('line 10'), { reply: '450 listed\r\n', close: true });
+  t.deepEqual(s.line('line 10'), { reply: '450 listed\r\n', close: true,
+    verbose: { level: 'debug', message: '192.0.2.7: Body: line 10' } });
 });
 
 test('blacklist-only mode accepts DATA from unlisted clients and answers 451 after it', (t) => {
@@ -130,4 +132,14 @@ test('no input line ever yields a malformed reply or throws', (t) => {
     return true;
   }), { numRuns: 2000 });
   t.pass();
+});
+
+test('each RCPT with a sender carries spamd\'s -v line, (GREY) or (BLACK)', (t) => {
+  const grey = session();
+  grey.line('MAIL FROM:<a@x>');
+  t.deepEqual(grey.line('RCPT TO:<b@y>').verbose, { level: 'info', message: '(GREY) 192.0.2.7: <a@x> -> <b@y>' });
+  t.is(session().line('RCPT TO:<b@y>').verbose, undefined, 'no sender yet: nothing to log');
+  const black = session({ blackMessages: ['"listed"'] });
+  black.line('MAIL FROM:<a@x>');
+  t.deepEqual(black.line('RCPT TO:<b@y>').verbose, { level: 'info', message: '(BLACK) 192.0.2.7: <a@x> -> <b@y>' });
 });

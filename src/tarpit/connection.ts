@@ -16,6 +16,8 @@ export interface ConnectionHost {
   readonly idleTimeout: number;
   readonly maxLine: number;
   onTuple(conn: Connection, tuple: Tuple): void;
+  /** A line spamd logs with -v (the host knows whether -v was given). */
+  onVerbose(level: 'info' | 'debug', message: string): void;
   onClose(conn: Connection): void;
   /** Takes over a socket whose last reply is still draining, and ends it (bounded in time). */
   linger(socket: Socket): void;
@@ -182,6 +184,7 @@ export class Connection implements Due {
       }
       this.head += 1;
       const outcome = this.session.line(line);
+      if (outcome.verbose) this.host.onVerbose(outcome.verbose.level, outcome.verbose.message);
       if (outcome.tuple) this.host.onTuple(this, outcome.tuple);
       if (outcome.reply === '' && !outcome.close) continue;
       if (!this.send(outcome.reply, outcome.close)) return;

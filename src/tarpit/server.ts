@@ -78,6 +78,9 @@ export class Tarpit {
       stutterFor: (c) => this.stutterFor(c),
       byteAtATime: () => this.connections.size < this.opts.maxCon - this.opts.stutterOffMargin,
       onTuple: (c, t) => this.tuple(c, t),
+      onVerbose: (level, message) => {
+        if (this.opts.verbose) this.deps.log[level](message);
+      },
       onClose: (c) => this.closed(c),
       linger: (s) => this.linger(s),
       backlogged: () => deps.backlogged?.() ?? false,
@@ -152,7 +155,6 @@ export class Tarpit {
   }
 
   private tuple(conn: Connection, t: Tuple): void {
-    if (this.opts.verbose) this.deps.log.info(`(GREY) ${conn.ip}: ${t.from} -> ${t.to}`);
     this.deps.onTuple({ ...t, ip: conn.ip, localAddress: conn.localAddress });
   }
 

@@ -30,6 +30,8 @@ export interface Outcome {
   close: boolean;
   /** A (helo, from, to) tuple to hand to the greylister. */
   tuple?: Tuple;
+  /** What spamd logs of this line with -v (the caller decides whether to log it). */
+  verbose?: { level: 'info' | 'debug'; message: string };
 }
 
 type Phase = 'start' | 'helo' | 'mail' | 'data' | 'done';
@@ -124,8 +126,10 @@ export class Session {
       this.to = pathArgument(line, this.to);
       this.phase = 'mail';
       const out = this.ok(REPLY.rcpt);
-      if (this.from !== '' && this.to !== '' && this.opts.greylist && !this.blacklisted) {
-        out.tuple = { helo: this.helo, from: this.from, to: this.to };
+      if (this.from !== '' && this.to !== '') {
+        out.verbose = { level: 'info',
+          message: `(${this.blacklisted ? 'BLACK' : 'GREY'}) ${this.opts.ip}: ${this.from} -> ${this.to}` };
+        if (this.opts.greylist && !this.blacklisted) out.tuple = { helo: this.helo, from: this.from, to: this.to };
       }
       return out;
     }
@@ -151,11 +155,14 @@ export class Session {
     if (line === '.') return this.end(this.finalReply());
     if (!this.inBody) {
       if (line === '') this.inBody = true;
+      // spamd's -v shows who the spam claims to be from and to, and what it is about.
+      if (/^(from|to|subject):/i.test(line)) return { reply: '', close: false, verbose: { level: 'info', message: `${this.opts.ip}: ${line}` } };
       return { reply: '', close: false };
     }
     this.bodyLines += 1;
-    if (this.bodyLines >= DEFAULTS.maxBodyLines) return this.end(this.finalReply());
-    return { reply: '', close: false };
+    const out = this.bodyLines >= DEFAULTS.maxBodyLines ? this.end(this.finalReply()) : { reply: '', close: false };
+    if (line !== '') out.verbose = { level: 'debug', message: `${this.opts.ip}: Body: ${line}` };
+    return out;
   }
 
   private ok(reply: string): Outcome {
