@@ -17,6 +17,7 @@ import { Greylister } from './grey/greylister.js';
 import type { GreyTimes, ScanPlan } from './grey/rules.js';
 import { Scanner } from './grey/scanner.js';
 import type { Logger } from './log.js';
+import { mayBindReserved } from './privileges.js';
 import { keepTableAsWhite, openStoreRecovering } from './store/recover.js';
 import type { Store } from './store/types.js';
 import { Tarpit, type TarpitOptions } from './tarpit/server.js';
@@ -72,7 +73,7 @@ function hostPrefix(ip: string): string {
 async function listenConfigPort(cfg: DaemonConfig, lists: BlackLists, log: Logger) {
   const configPort = new ConfigPort({
     host: DEFAULTS.listenAddress, port: cfg.configPort, lists, log,
-    requireReservedPort: process.getuid?.() === 0,
+    requireReservedPort: mayBindReserved(),
   });
   return { configPort, configAddress: await configPort.listen() };
 }

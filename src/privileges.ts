@@ -75,3 +75,26 @@ export function becomeUser(account: Account, files: readonly string[], log: Logg
   process.setuid!(account.uid);
   log.info(`dropped privileges to ${account.name} (uid ${account.uid}, gid ${account.gid})`);
 }
+
+/** CAP_NET_BIND_SERVICE's bit in Linux's capability sets (linux/capability.h). */
+const CAP_NET_BIND_SERVICE = 10n;
+
+/**
+ * Whether this process can bind ports below 1024: root, or on Linux a process holding
+ * CAP_NET_BIND_SERVICE (the systemd unit runs pfgrey as a user of its own with it). The
+ * config port's reserved-source-port rule means "only a sender as privileged as we are", so
+ * it applies exactly when this is true. `status` is /proc/self/status, for tests.
+ */
+export function mayBindReserved(uid = process.getuid?.(), status?: string): boolean {
+  if (uid === 0) return true;
+  let text = status;
+  if (text === undefined) {
+    try {
+      text = fs.readFileSync('/proc/self/status', 'latin1');
+    } catch {
+      return false; // no procfs (the BSDs): only root can
+    }
+  }
+  const m = /^CapEff:\s*([0-9a-f]+)$/im.exec(text);
+  return m !== null && ((BigInt(`0x${m[1]}`) >> CAP_NET_BIND_SERVICE) & 1n) === 1n;
+}

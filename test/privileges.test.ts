@@ -96,3 +96,13 @@ asRoot('without --user, a missing default user is a loud warning, not a failure 
   t.throws(() => accountToBecome('no_such_default_user', log, true), { message: /no such user no_such_default_user/ });
   t.truthy(dir);
 });
+
+test('reserved ports are ours to bind as root, or with CAP_NET_BIND_SERVICE in the effective set', async (t) => {
+  const { mayBindReserved } = await import('../src/privileges.js');
+  const status = (capEff: string) => `Name:\tnode\nCapInh:\t0000000000000000\nCapEff:\t${capEff}\nCapBnd:\t000001ffffffffff\n`;
+  t.true(mayBindReserved(0, status('0000000000000000')), 'root');
+  t.true(mayBindReserved(998, status('0000000000000400')), 'CAP_NET_BIND_SERVICE alone');
+  t.true(mayBindReserved(998, status('0000000000003400')), 'with CAP_NET_ADMIN, as the systemd unit gives');
+  t.false(mayBindReserved(998, status('0000000000001000')), 'CAP_NET_ADMIN alone');
+  t.false(mayBindReserved(998, 'Name:\tnode\n'), 'no capability line');
+});

@@ -2,6 +2,7 @@
 // (a TCP server that records what each connection sent), and once against the real daemon.
 
 import test, { type ExecutionContext } from 'ava';
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import http from 'node:http';
@@ -474,4 +475,33 @@ test('on a terminal each list shows its progress; through a pipe nothing but the
 
   const piped = await runCli(['setup', '-n', '--config', file]);
   t.deepEqual([piped.code, piped.stdout, piped.stderr], [0, PLAIN_LINE + GZ_LINE, '']);
+});
+
+test('run as another user against a daemon running as root, pfgrey setup is refused and says why', async (t) => {
+  if (process.getuid?.() !== 0) {
+    t.log('not root: the reserved-port rule applies only to a daemon that can bind reserved ports');
+    t.pass();
+    return;
+  }
+  const dir = await tempDir(t);
+  await fs.writeFile(path.join(dir, 'black.txt'), '192.0.2.0/24\n');
+  const file = path.join(dir, 'spamd.conf');
+  await fs.writeFile(file, `all:a:\na:black:msg="m":file=${path.join(dir, 'black.txt')}:\n`);
+  const { daemon, log } = await testDaemon(t);
+  // Asynchronously: the daemon answering it runs in this process.
+  const r = await new Promise<{ status: number | null; stderr: string; error?: Error }>((resolve) => {
+    execFile('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI,
+      'setup', '--config', file, '--config-port', String(daemon.configAddress.port)], { encoding: 'utf8' },
+    (error, _stdout, stderr) => resolve({ status: error ? (typeof error.code === 'number' ? error.code : null) : 0, stderr,
+      ...(error && typeof error.code !== 'number' ? { error } : {}) }));
+  });
+  if (r.error) {
+    t.log(`setpriv unavailable: ${r.error.message}`);
+    t.pass();
+    return;
+  }
+  t.is(r.status, 1, r.stderr);
+  t.regex(r.stderr, /Can't connect to spamd on port \d+: .*reserved source port.*run pfgrey setup as root/);
+  t.true(log.lines.some((l) => l.includes('refused: source port is not reserved')));
+  t.is(daemon.lists.lookup('192.0.2.1'), undefined, 'nothing was taken');
 });

@@ -18,7 +18,8 @@ export interface ConfigPortOptions {
   log: Logger;
   /**
    * Refuse source ports ≥ 1024. spamd always does: only root can bind a reserved port, so it
-   * proves the sender is a privileged process. It only means something when we run as root.
+   * proves the sender is a privileged process. It only means something when we could bind
+   * one ourselves (root, or CAP_NET_BIND_SERVICE: mayBindReserved).
    */
   requireReservedPort: boolean;
   maxBytes?: number;
@@ -117,12 +118,13 @@ export class ConfigPort {
     socket.on('error', () => {});
     if (!isLoopback(socket.remoteAddress ?? '')) {
       this.opts.log.warning(`config connection from ${from} refused: not loopback`);
-      socket.destroy();
+      socket.resetAndDestroy();
       return;
     }
     if (this.opts.requireReservedPort && (socket.remotePort ?? 0) >= 1024) {
       this.opts.log.warning(`config connection from ${from} refused: source port is not reserved (< 1024)`);
-      socket.destroy();
+      // A reset, not a close: the sender must learn its list was not taken.
+      socket.resetAndDestroy();
       return;
     }
     const max = this.opts.maxBytes ?? DEFAULTS.configMaxBytes;

@@ -303,7 +303,11 @@ async function sendLine(port: number, line: string): Promise<void> {
         local--;
         continue;
       }
-      throw new PfgreyError('E_CONFIG_PORT', `Can't connect to spamd on port ${port}: ${systemErrorText(err)}`, { cause: err });
+      // A daemon that may bind reserved ports resets a sender that did not use one.
+      const hint = !root && (code === 'ECONNRESET' || code === 'EPIPE')
+        ? ' (pfgrey run takes lists only from a reserved source port when it runs as root or with CAP_NET_BIND_SERVICE: run pfgrey setup as root)'
+        : '';
+      throw new PfgreyError('E_CONFIG_PORT', `Can't connect to spamd on port ${port}: ${systemErrorText(err)}${hint}`, { cause: err });
     }
   }
 }
