@@ -75,7 +75,9 @@ async function run(n: number, window: number) {
 const one = process.argv.indexOf('--one');
 if (one >= 0) {
   const result = await run(Number(process.argv[one + 1]), quick ? 5000 : 15_000);
-  process.send!(result);
+  // Run by hand (to try V8 flags, say), it prints the figures instead.
+  if (process.send) process.send(result);
+  else console.log(JSON.stringify({ ...result, rssPerKiB: +(result.rssPer / 1024).toFixed(2), heapPerKiB: +(result.heapPer / 1024).toFixed(2) }));
   process.exit(0);
 }
 
