@@ -6,7 +6,7 @@ import path from 'node:path';
 import { ManualClock } from '../src/clock.js';
 import { type Entry, PCOUNT_TRAPPED, greyKey } from '../src/grey/entry.js';
 import type { ScanPlan } from '../src/grey/rules.js';
-import { Scanner } from '../src/grey/scanner.js';
+import { Scanner, type WhitelistChanges } from '../src/grey/scanner.js';
 import { silentLogger } from '../src/log.js';
 import { openStore } from '../src/store/sqlite.js';
 import type { Store } from '../src/store/types.js';
@@ -15,43 +15,75 @@ import { tempDir } from './helpers/daemon.js';
 const NOW = 10_000_000;
 const HOUR = 3_600_000;
 
-/** The store, with `during` run once the walk has read its first chunk. */
-function racing(store: Store, during: () => void): Store {
+interface Hooks {
+  /** Once the walk has read its first chunk. */
+  afterFirstChunk?: () => void;
+  /** After each batched read has been answered, before the scan sees the answer. */
+  afterGetMany?: () => void;
+  /**
+   * In the turn after the scan's last commit, when it works out the whitelist's changes; with
+   * the number of the scan (1 for the first).
+   */
+  afterLastFlush?: (scan: number) => void;
+}
+
+/** The store, with hooks that let a test write at the moments the scan yields. */
+function racing(store: Store, hooks: Hooks): Store {
   async function* chunks(size: number): AsyncIterable<Entry[]> {
     let first = true;
     for await (const c of store.chunks(size)) {
       yield c;
-      if (first) during();
+      if (first) hooks.afterFirstChunk?.();
       first = false;
     }
   }
+  let flushes = 0;
+  const overrides: Record<string, unknown> = {
+    chunks,
+    async getMany(keys: readonly string[]) {
+      const found = await store.getMany(keys);
+      hooks.afterGetMany?.();
+      return found;
+    },
+    async flush() {
+      await store.flush();
+      // The scan commits when it starts and when it ends.
+      const n = ++flushes;
+      if (n % 2 === 0 && hooks.afterLastFlush) setImmediate(() => hooks.afterLastFlush!(n / 2));
+    },
+  };
   return new Proxy(store, {
     get(target, prop) {
-      if (prop === 'chunks') return chunks;
+      if (typeof prop === 'string' && prop in overrides) return overrides[prop];
       const v = Reflect.get(target, prop, target) as unknown;
       return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
     },
   });
 }
 
-async function setup(t: import('ava').ExecutionContext, during: (store: Store, scanner: Scanner) => void) {
+async function setup(t: import('ava').ExecutionContext, during: (store: Store, scanner: Scanner, scan?: number) => void,
+  when: keyof Hooks = 'afterFirstChunk') {
   const dir = await tempDir(t);
   const store = await openStore(path.join(dir, 's.db'), { create: true });
   t.teardown(() => store.close());
   const plans: ScanPlan[] = [];
+  const changes: Array<WhitelistChanges | undefined> = [];
   // eslint-disable-next-line prefer-const
   let scanner: Scanner;
-  const s = racing(store, () => during(store, scanner));
+  const s = racing(store, { [when]: (scan?: number) => during(store, scanner, scan) });
   scanner = new Scanner({
     store: s, log: silentLogger, clock: new ManualClock(NOW), interval: 60_000, whiteExpiry: 36 * 24 * HOUR, chunk: 1,
-    onResult: (plan) => plans.push(plan),
+    onResult: (plan, c) => {
+      plans.push(plan);
+      changes.push(c);
+    },
   });
   // A passed tuple of 192.0.2.3, read first (key order); then 192.0.2.9, WHITE already.
   store.put({ key: greyKey('192.0.2.3', 'mx.example', '<a@example.org>', '<b@example.net>'),
     first: NOW - HOUR, pass: NOW - 1000, expire: NOW + 3 * HOUR, bcount: 1, pcount: 1 });
   store.put({ key: '192.0.2.9', first: NOW - HOUR, pass: NOW - HOUR, expire: NOW + HOUR, bcount: 1, pcount: 2 });
   await store.flush();
-  return { store, scanner, plans };
+  return { store, scanner, plans, changes };
 }
 
 const trapped = (ip: string): Entry => ({ key: ip, first: NOW, pass: NOW, expire: NOW + 24 * HOUR, bcount: 1, pcount: PCOUNT_TRAPPED });
@@ -94,4 +126,32 @@ test('a trap noted between scans is left to the next scan, which reads it from t
   await scanner.scanOnce();
   t.deepEqual(plans[0]!.traps, ['192.0.2.9']);
   t.deepEqual(plans[0]!.whitelist, ['192.0.2.3']);
+});
+
+const trapBoth = (store: Store, scanner: Scanner) => {
+  for (const ip of ['192.0.2.3', '192.0.2.9']) {
+    store.put(trapped(ip));
+    scanner.noteTrap(ip);
+  }
+};
+
+test('a trap set while the scan re-reads the addresses it promotes is not overwritten with WHITE', async (t) => {
+  const { store, scanner, plans } = await setup(t, trapBoth, 'afterGetMany');
+  await scanner.scanOnce();
+  t.is((await store.get('192.0.2.3'))?.pcount, PCOUNT_TRAPPED);
+  t.deepEqual(plans[0]!.whitelist, []);
+  t.deepEqual([...plans[0]!.traps].sort(), ['192.0.2.3', '192.0.2.9']);
+});
+
+test('a trap set as the scan works out the whitelist\'s changes leaves the whitelist in those changes', async (t) => {
+  const { store, scanner, plans, changes } = await setup(t, (s, sc, scan) => {
+    if (scan === 2) trapBoth(s, sc);
+  }, 'afterLastFlush');
+  await scanner.scanOnce();
+  t.deepEqual([...plans[0]!.whitelist].sort(), ['192.0.2.3', '192.0.2.9'], 'first scan: both whitelisted');
+  await scanner.scanOnce();
+  t.deepEqual(plans[1]!.whitelist, []);
+  t.deepEqual([...plans[1]!.traps].sort(), ['192.0.2.3', '192.0.2.9']);
+  t.deepEqual({ add: changes[1]!.add, del: [...changes[1]!.del].sort() }, { add: [], del: ['192.0.2.3', '192.0.2.9'] });
+  t.is((await store.get('192.0.2.9'))?.pcount, PCOUNT_TRAPPED);
 });

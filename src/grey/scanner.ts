@@ -103,18 +103,20 @@ export class Scanner {
         }
         await yieldToLoop();
       }
-      const lateTraps = new Set(this.trappedDuringScan);
+      // Addresses whose own entry appeared while the walk ran and is a trap (written by
+      // `pfgrey db -t`, say); traps set by this daemon are in trappedDuringScan.
+      const trappedSinceRead = new Set<string>();
       for (let i = 0; i < plan.puts.length; i += this.opts.chunk) {
         const puts = plan.puts.slice(i, i + this.opts.chunk);
         // A WHITE entry is added only where the address had none when the walk read it; one
-        // written since (a trap, `pfgrey db -a`) is newer and stays. Read and put in one turn,
-        // so no greylister write falls between the check and the put.
+        // written since (a trap, `pfgrey db -a`) is newer and stays. The greylister's traps are
+        // checked at the put itself, in the same turn: the store reads a chunk in several steps.
         const current = await store.getMany(puts.map((p) => p.key));
         for (const entry of puts) {
           const live = current.get(entry.key);
-          if (live && live.expire > now) {
+          if (this.trappedDuringScan.has(entry.key) || (live && live.expire > now)) {
             log.debug(`${entry.key} changed while the scan ran; not whitelisting it this round`);
-            if (live.pcount === PCOUNT_TRAPPED) lateTraps.add(entry.key);
+            if (live?.pcount === PCOUNT_TRAPPED) trappedSinceRead.add(entry.key);
             continue;
           }
           log.debug(`whitelisting ${entry.key} in ${store.path}`);
@@ -123,13 +125,19 @@ export class Scanner {
         await yieldToLoop();
       }
       await store.flush();
-      for (const ip of this.trappedDuringScan) lateTraps.add(ip);
-      if (lateTraps.size > 0) {
-        plan.whitelist = plan.whitelist.filter((ip) => !lateTraps.has(ip));
-        plan.traps = [...new Set([...plan.traps, ...lateTraps])];
-      }
       const white = new Set(plan.whitelist);
       const changes = this.lastWhite && await whitelistChanges(this.lastWhite, white, this.opts.chunk);
+      // From here to onResult nothing yields, so every trap noted during the scan is in.
+      const late = new Set([...trappedSinceRead, ...this.trappedDuringScan]);
+      if (late.size > 0) {
+        if (changes) {
+          changes.add = changes.add.filter((ip) => !late.has(ip));
+          for (const ip of late) if (white.has(ip) && this.lastWhite!.has(ip)) changes.del.push(ip);
+        }
+        for (const ip of late) white.delete(ip);
+        plan.whitelist = plan.whitelist.filter((ip) => !late.has(ip));
+        plan.traps = [...new Set([...plan.traps, ...late])];
+      }
       this.lastWhite = white;
       this.opts.onResult(plan, changes);
       return plan;
