@@ -17,7 +17,7 @@ import { Greylister } from './grey/greylister.js';
 import type { GreyTimes, ScanPlan } from './grey/rules.js';
 import { Scanner } from './grey/scanner.js';
 import type { Logger } from './log.js';
-import { mayBindReserved } from './privileges.js';
+import { mayBindReserved, unprivilegedPortStart } from './privileges.js';
 import { keepTableAsWhite, openStoreRecovering } from './store/recover.js';
 import type { Store } from './store/types.js';
 import { Tarpit, type TarpitOptions } from './tarpit/server.js';
@@ -71,9 +71,14 @@ function hostPrefix(ip: string): string {
 }
 
 async function listenConfigPort(cfg: DaemonConfig, lists: BlackLists, log: Logger) {
+  const requireReservedPort = mayBindReserved();
+  const open = unprivilegedPortStart();
+  if (requireReservedPort && open !== undefined) {
+    log.warning(`any user may bind ports from ${open} up here (net.ipv4.ip_unprivileged_port_start), so a ` +
+      'reserved source port does not prove that a config-port sender is privileged');
+  }
   const configPort = new ConfigPort({
-    host: DEFAULTS.listenAddress, port: cfg.configPort, lists, log,
-    requireReservedPort: mayBindReserved(),
+    host: DEFAULTS.listenAddress, port: cfg.configPort, lists, log, requireReservedPort,
   });
   return { configPort, configAddress: await configPort.listen() };
 }

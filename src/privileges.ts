@@ -98,3 +98,21 @@ export function mayBindReserved(uid = process.getuid?.(), status?: string): bool
   const m = /^CapEff:\s*([0-9a-f]+)$/im.exec(text);
   return m !== null && ((BigInt(`0x${m[1]}`) >> CAP_NET_BIND_SERVICE) & 1n) === 1n;
 }
+
+/**
+ * The lowest port that any user may bind, when the system lets ordinary users bind some ports
+ * below 1024 (Linux's net.ipv4.ip_unprivileged_port_start; container runtimes often set 0);
+ * undefined where reserved ports are reserved. `value` is the sysctl's text, for tests.
+ */
+export function unprivilegedPortStart(value?: string): number | undefined {
+  let text = value;
+  if (text === undefined) {
+    try {
+      text = fs.readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'latin1');
+    } catch {
+      return undefined;
+    }
+  }
+  const n = Number.parseInt(text.trim(), 10);
+  return Number.isInteger(n) && n < 1024 ? n : undefined;
+}

@@ -2,6 +2,9 @@ import test from 'ava';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
+import { ConfigPort } from '../src/blacklist/config-port.js';
+import { BlackLists } from '../src/blacklist/lists.js';
+import { memoryLogger } from '../src/log.js';
 import { formatEntry } from '../src/store/spamdb-format.js';
 import { REPLY } from '../src/tarpit/replies.js';
 import { runCli, spawnDaemon } from './helpers/cli.js';
@@ -105,6 +108,23 @@ test('as root, a config connection from an unprivileged source port is refused',
   });
   await eventually(() => log.lines.some((l) => l.includes('refused: source port is not reserved')), 'refusal logged');
   t.is(daemon.lists.lookup('127.0.0.1'), undefined);
+});
+
+test('a config port that requires a reserved source port resets any other sender, which so learns its list was refused', async (t) => {
+  const lists = new BlackLists();
+  const log = memoryLogger();
+  const port = new ConfigPort({ host: '127.0.0.1', port: 0, lists, log, requireReservedPort: true });
+  const { port: p } = await port.listen();
+  t.teardown(() => port.close());
+  const outcome = await new Promise<string>((resolve) => {
+    const s = net.connect({ port: p, host: '127.0.0.1' }, () => s.write(NIXSPAM));
+    s.resume();
+    s.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+    s.on('close', (hadError) => hadError || resolve('closed cleanly'));
+  });
+  t.true(outcome === 'ECONNRESET' || outcome === 'EPIPE', outcome);
+  t.is(lists.lookup('127.0.0.1'), undefined);
+  t.true(log.lines.some((l) => l.includes('refused: source port is not reserved')));
 });
 
 test('a whitelisted address that becomes blacklisted leaves the whitelist at the next scan', async (t) => {

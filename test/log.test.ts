@@ -20,6 +20,7 @@ test('control bytes from clients are written as \\xHH, so a message is one line 
   t.deepEqual(lines, [`pfgrey[${process.pid}]: 127.0.0.1: Subject: a\\x0dforged\\x1b[2J\\x7f\tend\n`]);
   t.is(logSafe('two\nlines'), 'two lines', 'a line break in one of our own messages becomes a space');
   t.is(logSafe('héllo wörld'), 'héllo wörld', '8-bit text is left alone');
+  t.is(logSafe('a\x9b2Jb\x85c'), 'a\\x9b2Jb\\x85c', 'but not the 8-bit control codes (CSI, NEL)');
 });
 
 test('background lines go to syslog, facility daemon, through logger(1), one process per priority', async (t) => {

@@ -106,3 +106,11 @@ test('reserved ports are ours to bind as root, or with CAP_NET_BIND_SERVICE in t
   t.false(mayBindReserved(998, status('0000000000001000')), 'CAP_NET_ADMIN alone');
   t.false(mayBindReserved(998, 'Name:\tnode\n'), 'no capability line');
 });
+
+test('a system that lets any user bind ports below 1024 is recognised, so the daemon can warn', async (t) => {
+  const { unprivilegedPortStart } = await import('../src/privileges.js');
+  t.is(unprivilegedPortStart('1024\n'), undefined, 'the default: reserved ports are reserved');
+  t.is(unprivilegedPortStart('0\n'), 0, 'as container runtimes set it');
+  t.is(unprivilegedPortStart('80\n'), 80);
+  t.is(unprivilegedPortStart('garbage'), undefined);
+});

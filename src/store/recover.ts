@@ -121,8 +121,8 @@ async function moveAside(path: string, base: string, reason: string): Promise<{ 
  * After a database was moved aside, the firewall's whitelist table is the one record left of
  * which hosts had passed greylisting. The first scan of the empty database would empty the
  * table and send every one of them through greylisting again (spamd, whose scan fails on a bad
- * database, keeps the table). So each address in it becomes a WHITE entry, as `pfgrey db -a`
- * would make it, and stays whitelisted for the white expiry unless it is seen again.
+ * database, keeps the table). So each address in it becomes a WHITE entry that passed now,
+ * with no blocked connections counted (we do not know them), for the daemon's white expiry.
  */
 export async function keepTableAsWhite(
   firewall: Firewall, table: string, store: Store, now: number, whiteExpiry: number, log: Logger,
