@@ -12,6 +12,7 @@ export const ERRORS = {
   E_DB_OPEN: 'cannot open database',
   E_DB_CORRUPT: 'database is corrupt',
   E_DB_SCHEMA: 'database schema is newer than this pfgrey',
+  E_DB_FOREIGN: 'database is in another program\'s format',
   E_DB_WRITE: 'database write failed',
   E_IMPORT: 'bad spamdb line',
   E_LISTEN: 'cannot listen',

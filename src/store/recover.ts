@@ -6,7 +6,8 @@
 // retry, while the old file stays for the operator to inspect or restore.
 //
 // Only the daemon does this. `pfgrey db` keeps failing with a clear error: a command a user
-// types must never move the user's file.
+// types must never move the user's file. spamd's own Berkeley DB file is not moved either
+// (openStore refuses it as E_DB_FOREIGN): spamd and spamdb may still be using it.
 
 import { link, lstat, rename, unlink } from 'node:fs/promises';
 import net from 'node:net';

@@ -153,6 +153,38 @@ function fsReason(err: unknown): string {
   return m ? m[1]! : describe(err);
 }
 
+/** Magic numbers of db(3) hash and btree files (4.4BSD db 1.85, Berkeley DB 2 and later). */
+const BERKELEY_MAGIC = new Set([0x061561, 0x053162]);
+
+/**
+ * spamd keeps its database in db(3) format at /var/db/spamd. A user who points --db there
+ * means "use my spamd data"; treating the file as a damaged database would move it away from
+ * under spamd and spamdb. So it is refused, with the way to carry its entries over.
+ */
+async function refuseBerkeleyDb(path: string): Promise<void> {
+  let head: Buffer;
+  try {
+    const fh = await open(path, 'r');
+    try {
+      head = Buffer.alloc(16);
+      const { bytesRead } = await fh.read(head, 0, 16, 0);
+      if (bytesRead < 16) return;
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    return; // openDb reports what is wrong with the file
+  }
+  // 1.85 keeps the magic at offset 0, Berkeley DB 2+ at 12; either byte order.
+  for (const at of [0, 12]) {
+    if (BERKELEY_MAGIC.has(head.readUInt32LE(at)) || BERKELEY_MAGIC.has(head.readUInt32BE(at))) {
+      throw new PfgreyError('E_DB_FOREIGN', `${path} is a Berkeley DB file, as spamd keeps its database; ` +
+        'pfgrey keeps its own in SQLite: give --db a path of its own and carry the entries over with ' +
+        '`spamdb | pfgrey db --import -`');
+    }
+  }
+}
+
 /** An error met while reading or opening, as the one PfgreyError the caller reports. */
 function readError(path: string, err: unknown, mode: 'reading' | 'writing'): PfgreyError {
   if (err instanceof PfgreyError) return err;
@@ -254,6 +286,7 @@ export async function openStore(path: string, opts: OpenStoreOptions = {}): Prom
   const readonly = opts.readonly ?? false;
   const mode = readonly ? 'reading' : 'writing';
   await ensureFile(path, !readonly && (opts.create ?? false), mode);
+  await refuseBerkeleyDb(path);
 
   let db: sqlite3.Database;
   try {

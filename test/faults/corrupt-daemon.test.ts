@@ -68,3 +68,27 @@ test('after moving a corrupt database aside, the addresses already in <spamd-whi
   t.regex(listed.stdout, /^WHITE\|192\.0\.2\.10\|\|\|/m);
   t.regex(listed.stdout, /^WHITE\|198\.51\.100\.7\|\|\|/m);
 });
+
+/** The first page of a db(3) hash file as spamd's /var/db/spamd starts (magic 0x061561, little-endian). */
+function berkeleyHashFile(): Buffer {
+  const page = Buffer.alloc(4096);
+  page.writeUInt32LE(0x061561, 0); // HASHMAGIC
+  page.writeUInt32LE(2, 4); // HASHVERSION
+  page.writeUInt32LE(1234, 8); // byte-order marker
+  return page;
+}
+
+test('pointed at spamd\'s own Berkeley DB file, pfgrey run and pfgrey db refuse it, leave it where it is, and say how to import it', async (t) => {
+  const dir = await tempDir(t);
+  const db = path.join(dir, 'spamd');
+  await fs.writeFile(db, berkeleyHashFile());
+  const run = await runCli(['run', '-p', '0', '--config-port', '0', '--db', db, '--firewall', 'none']);
+  t.is(run.code, 1, run.stderr);
+  t.regex(run.stderr, /spamd is a Berkeley DB file, as spamd keeps its database; .*spamdb \| pfgrey db --import -/);
+  t.notRegex(run.stderr, /\n\s+at /);
+  const list = await runCli(['db', '--db', db]);
+  t.is(list.code, 1);
+  t.regex(list.stderr, /is a Berkeley DB file/);
+  t.deepEqual(await fs.readdir(dir), ['spamd'], 'nothing moved, nothing created beside it');
+  t.deepEqual(await fs.readFile(db), berkeleyHashFile());
+});
