@@ -14,7 +14,7 @@ import net from 'node:net';
 import { PfgreyError, describe, isPfgreyError, systemErrorText } from '../errors.js';
 import type { Firewall } from '../firewall/types.js';
 import type { Logger } from '../log.js';
-import { openStore, type OpenStoreOptions } from './sqlite.js';
+import { openStore, salvageEntries, type OpenStoreOptions } from './sqlite.js';
 import type { Store } from './types.js';
 
 export interface RecoverOptions extends OpenStoreOptions {
@@ -26,6 +26,8 @@ export interface RecoveredStore {
   store: Store;
   /** Where the unusable file went; undefined when the database opened as it was. */
   movedTo?: string;
+  /** Entries read from the unusable file into the fresh one. */
+  salvaged?: number;
 }
 
 /**
@@ -59,8 +61,20 @@ export async function openStoreRecovering(path: string, opts: RecoverOptions, lo
     const reason = err.message.startsWith(`${path}: `) ? err.message.slice(path.length + 2) : err.message;
     const { movedTo, companions } = await moveAside(path, `${path}.corrupt-${corruptStamp(now())}`, reason);
     const withThem = companions.length > 0 ? ` (with its ${companions.join(', ')})` : '';
-    log.error(`database ${path} cannot be used: ${reason}; moved it to ${movedTo}${withThem} and started a fresh database`);
-    return { store: await open(), movedTo };
+    const store = await open();
+    // Whatever can still be read of a damaged file goes into the fresh database: a bad page
+    // costs the entries on it, not the whole greylist. (A newer pfgrey's entries may mean
+    // something else, so those stay in the moved file.)
+    const { rows } = err.code === 'E_DB_CORRUPT'
+      ? await salvageEntries(movedTo, (batch) => {
+        for (const e of batch) store.put(e);
+      })
+      : { rows: 0 };
+    // A commit that fails here (a full disk) keeps the entries queued for the next one.
+    await store.flush().catch(() => undefined);
+    const kept = rows > 0 ? ` and copied into it the ${rows} entr${rows === 1 ? 'y' : 'ies'} that could still be read` : '';
+    log.error(`database ${path} cannot be used: ${reason}; moved it to ${movedTo}${withThem}, started a fresh database${kept}`);
+    return { store, movedTo, salvaged: rows };
   }
 }
 
@@ -136,7 +150,10 @@ export async function keepTableAsWhite(
       'the first scan will empty it');
     return 0;
   }
-  for (const key of addrs) store.put({ key, first: now, pass: now, expire: now + whiteExpiry, bcount: 0, pcount: 0 });
-  if (addrs.length > 0) log.notice(`kept the ${addrs.length} addresses of <${table}> as WHITE entries in the fresh database`);
-  return addrs.length;
+  // An address whose entry was salvaged from the old file keeps it (a TRAPPED one stays trapped).
+  const have = await store.getMany(addrs);
+  const missing = addrs.filter((a) => !have.has(a));
+  for (const key of missing) store.put({ key, first: now, pass: now, expire: now + whiteExpiry, bcount: 0, pcount: 0 });
+  if (missing.length > 0) log.notice(`kept the ${missing.length} addresses of <${table}> as WHITE entries in the fresh database`);
+  return missing.length;
 }

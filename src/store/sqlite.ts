@@ -4,7 +4,7 @@
 // SMTP transaction, and one transaction per few hundred milliseconds costs far less than one fsync
 // per tuple.
 
-import { mkdir, open, stat } from 'node:fs/promises';
+import { copyFile, mkdir, open, rm, stat, truncate } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import sqlite3 from 'sqlite3';
@@ -190,6 +190,112 @@ function readError(path: string, err: unknown, mode: 'reading' | 'writing'): Pfg
   if (err instanceof PfgreyError) return err;
   if (isCorruption(err)) return corrupt(path, sqliteMessage(err), err);
   return new PfgreyError('E_DB_OPEN', `cannot open ${path} for ${mode}: ${sqliteMessage(err)}`, { cause: err });
+}
+
+// --- salvage ----------------------------------------------------------------------------------
+
+/** Rows per read while salvaging; a read that fails is retried in steps ten times smaller. */
+const SALVAGE_STEP = 500;
+
+function validRow(r: Row): boolean {
+  return typeof r.key === 'string' && r.key !== '' &&
+    [r.first, r.pass, r.expire, r.bcount, r.pcount].every((n) => typeof n === 'number' && Number.isSafeInteger(n));
+}
+
+/**
+ * SQLite refuses a file cut short of the size its header gives (a crash or a full disk during
+ * a copy). A copy padded with zeros to that size opens: the missing pages read as damaged, and
+ * the pages before them can be read. Returns the copy's path, or undefined when `path` needs
+ * no padding or is not an SQLite file.
+ */
+async function paddedCopy(path: string): Promise<string | undefined> {
+  const head = Buffer.alloc(100);
+  const fh = await open(path, 'r');
+  let size: number;
+  try {
+    size = (await fh.stat()).size;
+    if ((await fh.read(head, 0, 100, 0)).bytesRead < 100) return undefined;
+  } finally {
+    await fh.close();
+  }
+  if (head.toString('latin1', 0, 16) !== 'SQLite format 3\0') return undefined;
+  const pageSize = head.readUInt16BE(16) === 1 ? 65_536 : head.readUInt16BE(16);
+  const want = Math.max(head.readUInt32BE(28) * pageSize, Math.ceil(size / pageSize) * pageSize);
+  if (pageSize < 512 || size >= want) return undefined;
+  const copy = `${path}.salvage`;
+  try {
+    await copyFile(path, copy);
+    await truncate(copy, want);
+    await copyFile(`${path}-wal`, `${copy}-wal`).catch(() => undefined);
+  } catch (err) {
+    await removeCopy(copy); // a full disk, say: salvage what the file as it is gives
+    throw err;
+  }
+  return copy;
+}
+
+/**
+ * Reads what can still be read from a damaged pfgrey database: its entries in key order up to
+ * the first unreadable page, then from the other end back to it, each side in smaller steps as
+ * it nears the damage. The rows on the damaged pages are lost; the rest, usually most of the
+ * file, are handed to `take` in batches. Never throws: an unreadable file yields nothing.
+ */
+export async function salvageEntries(path: string, take: (rows: Entry[]) => void): Promise<{ rows: number; complete: boolean }> {
+  const copy = await paddedCopy(path).catch(() => undefined);
+  let db: sqlite3.Database;
+  try {
+    db = await openDb(copy ?? path, sqlite3.OPEN_READONLY);
+  } catch {
+    await removeCopy(copy);
+    return { rows: 0, complete: false };
+  }
+  let rows = 0;
+  const keep = (batch: Row[]) => {
+    const good = batch.filter(validRow).map((r) => ({ ...r }));
+    rows += good.length;
+    if (good.length > 0) take(good);
+  };
+  /** Reads from one end towards the other; the last key read, and whether it reached the end. */
+  const walk = async (descending: boolean, bound: string | undefined): Promise<{ last: string | undefined; done: boolean }> => {
+    let last: string | undefined;
+    let step = SALVAGE_STEP;
+    for (;;) {
+      const where: string[] = [];
+      const params: string[] = [];
+      // Forwards: above the last key read. Backwards: below it, and above where forwards stopped.
+      if (!descending && last !== undefined) (where.push('key > ?'), params.push(last));
+      if (descending && last !== undefined) (where.push('key < ?'), params.push(last));
+      if (descending && bound !== undefined) (where.push('key > ?'), params.push(bound));
+      let batch: Row[];
+      try {
+        batch = await all<Row>(db, `SELECT ${COLUMNS} FROM entries${where.length ? ` WHERE ${where.join(' AND ')}` : ''}` +
+          ` ORDER BY key${descending ? ' DESC' : ''} LIMIT ${step}`, params);
+      } catch {
+        if (step === 1) return { last, done: false };
+        step = Math.ceil(step / 10);
+        continue;
+      }
+      keep(batch);
+      if (batch.length < step) return { last, done: true };
+      last = batch[batch.length - 1]!.key;
+    }
+  };
+  try {
+    const forwards = await walk(false, undefined);
+    if (forwards.done) return { rows, complete: true };
+    await walk(true, forwards.last);
+    return { rows, complete: false };
+  } catch {
+    return { rows, complete: false };
+  } finally {
+    await closeDb(db).catch(() => undefined);
+    await removeCopy(copy);
+  }
+}
+
+async function removeCopy(copy: string | undefined): Promise<void> {
+  if (copy === undefined) return;
+  for (const sfx of ['', '-wal', '-shm']) await rm(copy + sfx, { force: true }).catch(() => undefined);
 }
 
 // --- opening ----------------------------------------------------------------------------------
