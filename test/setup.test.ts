@@ -397,6 +397,33 @@ test('no daemon on the config port is one line and exit status 1', async (t) => 
   t.is(r.stderr, `pfgrey setup: Can't connect to spamd on port ${port}: connection refused (ECONNREFUSED)\n`);
 });
 
+test('with --wait-for-daemon, a refused config port is retried until the daemon listens', async (t) => {
+  const web = await webServer(t);
+  const { file } = await writeConfig(t, config(web, ['plain']));
+  const probe = net.createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  const port = (probe.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => probe.close(() => r()));
+  // The daemon comes up a second after setup started, as after an rc.d start.
+  const received: string[] = [];
+  const late = net.createServer((s) => {
+    const chunks: Buffer[] = [];
+    s.on('data', (c: Buffer) => chunks.push(c));
+    s.on('end', () => {
+      received.push(Buffer.concat(chunks).toString('latin1'));
+      s.end();
+    });
+    s.on('error', () => {});
+  });
+  t.teardown(() => new Promise<void>((r) => late.close(() => r())));
+  const timer = setTimeout(() => late.listen(port, '127.0.0.1'), 1000);
+  t.teardown(() => clearTimeout(timer));
+  const r = await setup(['--config', file, '--config-port', String(port), '--wait-for-daemon', '20']);
+  t.deepEqual(r, { code: 0, stdout: '', stderr: '' });
+  t.is(received.length, 1);
+  t.regex(received[0]!, /^plain;"Your address %A is in plain/);
+});
+
 test('a missing or broken spamd.conf is one clear line', async (t) => {
   const missing = await runCli(['setup', '--config', '/nonexistent/spamd.conf']);
   t.deepEqual([missing.code, missing.stdout, missing.stderr], [1, '', 'pfgrey setup: cannot read /nonexistent/spamd.conf: no such file\n']);
@@ -410,12 +437,12 @@ test('a missing or broken spamd.conf is one clear line', async (t) => {
 
 test('bad arguments print the usage', async (t) => {
   const extra = await setup(['now']);
-  t.deepEqual(extra, { code: 1, stdout: '', stderr: 'pfgrey setup: unexpected argument "now"\nusage: pfgrey setup [-bDdn] [--config file] [--config-port port] [--pfctl path]\n' });
+  t.deepEqual(extra, { code: 1, stdout: '', stderr: 'pfgrey setup: unexpected argument "now"\nusage: pfgrey setup [-bDdn] [--config file] [--config-port port] [--pfctl path] [--wait-for-daemon secs]\n' });
   const unknown = await setup(['-x']);
   t.is(unknown.code, 1);
   t.regex(unknown.stderr, /^pfgrey setup: Unknown option '-x'.*\nusage: pfgrey setup/);
   const help = await setup(['-h']);
-  t.deepEqual(help, { code: 0, stdout: 'usage: pfgrey setup [-bDdn] [--config file] [--config-port port] [--pfctl path]\n', stderr: '' });
+  t.deepEqual(help, { code: 0, stdout: 'usage: pfgrey setup [-bDdn] [--config file] [--config-port port] [--pfctl path] [--wait-for-daemon secs]\n', stderr: '' });
   const port = await setup(['--config-port', '70000']);
   t.deepEqual([port.code, port.stderr], [1, 'pfgrey setup: --config-port 70000: too large (maximum 65535)\n']);
 });

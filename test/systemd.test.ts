@@ -10,7 +10,7 @@ const unit = path.join(root, 'rc.d/linux/pfgrey.service');
 
 test('the systemd unit runs pfgrey with the flags the nftables ruleset names', async (t) => {
   const text = await fs.readFile(unit, 'utf8');
-  const exec = /^ExecStart=\/usr\/local\/bin\/pfgrey (run .*?) \$PFGREY_FLAGS$/m.exec(text);
+  const exec = /^ExecStart=pfgrey (run .*?) \$PFGREY_FLAGS$/m.exec(text);
   t.truthy(exec, 'an ExecStart line');
   const ruleset = await fs.readFile(path.join(root, 'pf/linux/pfgrey.nft'), 'utf8');
   const named = /pfgrey (run [^\n]*)/.exec(ruleset)![1]!.trim();
@@ -32,6 +32,6 @@ test('systemd-analyze finds nothing wrong with the unit but the uninstalled bina
   }
   const problems = `${r.stdout}${r.stderr}`.split('\n')
     .filter((l) => l.trim() !== '')
-    .filter((l) => !/\/usr\/local\/bin\/pfgrey is not executable|man pfgrey\(8\)/.test(l));
+    .filter((l) => !/Command pfgrey is not executable|man pfgrey\(8\)/.test(l));
   t.deepEqual(problems, []);
 });

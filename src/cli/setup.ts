@@ -17,7 +17,8 @@
 // - A blacklist covering all of IPv4 (0.0.0.0/0) is refused; spamd would refuse mask 0.
 //   A block at 0.0.0.0 is sent; spamd-setup stops the list there (its terminator value).
 // - -n also prints the lines that would be sent, on stdout; -D checks spamd.conf first, so
-//   its errors are seen, then runs the rest detached.
+//   its errors are seen, then runs the rest detached, its messages to syslog, retrying a
+//   refused config port for 30 s (--wait-for-daemon), since rc.d starts it with the daemon.
 // - As root the source port is a reserved one (1023 down to 600), as rresvport gives
 //   spamd-setup, because spamd and a root pfgrey daemon refuse others. Not as root any port
 //   is used: a pfgrey daemon that is not root accepts that (it could not prove more).
@@ -42,7 +43,7 @@ import { describe, isPfgreyError, PfgreyError, systemErrorText } from '../errors
 import { pfFirewall } from '../firewall/pf.js';
 import type { CliIO } from './io.js';
 
-export const SETUP_USAGE = 'usage: pfgrey setup [-bDdn] [--config file] [--config-port port] [--pfctl path]';
+export const SETUP_USAGE = 'usage: pfgrey setup [-bDdn] [--config file] [--config-port port] [--pfctl path] [--wait-for-daemon secs]';
 
 /** rresvport's search: the first free port from 1023 down. */
 const RESERVED_FIRST = 1023;
@@ -64,10 +65,13 @@ const OPTIONS = {
   config: { type: 'string' },
   'config-port': { type: 'string' },
   pfctl: { type: 'string' },
+  'wait-for-daemon': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
 interface Settings {
+  /** How long a refused connection to the config port is retried (ms): a daemon starting. */
+  waitForDaemon: number;
   pfTable: boolean;
   daemonize: boolean;
   debug: boolean;
@@ -127,6 +131,8 @@ function parseSettings(argv: string[], io: CliIO, out: Output): Settings | numbe
   if (values.pfctl === '') return usage('--pfctl needs a path');
   const port = values['config-port'] === undefined ? DEFAULTS.configPort
     : parseIntegerOption(values['config-port'], '--config-port', 1, 65535);
+  const wait = values['wait-for-daemon'] === undefined ? (values.D === true ? DEFAULTS.setupWaitForDaemon : 0)
+    : parseIntegerOption(values['wait-for-daemon'], '--wait-for-daemon', 0, 3600) * 1000;
   return {
     pfTable: values.b === true,
     daemonize: values.D === true,
@@ -135,6 +141,7 @@ function parseSettings(argv: string[], io: CliIO, out: Output): Settings | numbe
     config: values.config ?? DEFAULTS.spamdConf,
     port,
     pfctl: values.pfctl ?? DEFAULTS.pfctl,
+    waitForDaemon: wait,
   };
 }
 
@@ -161,11 +168,16 @@ async function readMessages(lists: ListConfig[], baseDir: string, confName: stri
 
 /** Runs the same command again, detached and without -D, and returns at once. */
 async function daemonize(s: Settings, io: CliIO): Promise<number> {
-  const args = ['setup', '--config', path.resolve(s.config), '--config-port', String(s.port), '--pfctl', s.pfctl];
+  const args = ['setup', '--config', path.resolve(s.config), '--config-port', String(s.port), '--pfctl', s.pfctl,
+    '--wait-for-daemon', String(s.waitForDaemon / 1000)];
   if (s.pfTable) args.push('-b');
   if (s.debug) args.push('-d');
   if (s.dryRun) args.push('-n');
-  const child = spawn(process.execPath, [MAIN, ...args], { detached: true, stdio: 'ignore', env: io.env });
+  // What the background run has to say goes to syslog through logger(1), as the daemon's log
+  // does: nobody reads the terminal it was started from. The command reaches sh as arguments,
+  // never as script text.
+  const child = spawn('/bin/sh', ['-c', '"$@" 2>&1 | logger -t pfgrey-setup -p daemon.notice', 'sh', process.execPath, MAIN, ...args],
+    { detached: true, stdio: 'ignore', env: io.env });
   await new Promise<void>((resolve, reject) => {
     child.once('spawn', resolve);
     child.once('error', (err) => reject(new PfgreyError('E_USAGE', `cannot start in the background: ${systemErrorText(err)}`)));
@@ -267,7 +279,7 @@ class Setup {
     const blocks = cidrs.map(formatCidr);
     const line = blocks.length === 0 ? formatClearLine(p.name) : formatConfigLine(p.name, p.message, blocks);
     if (this.s.dryRun) this.io.stdout.write(Buffer.from(line, 'latin1'));
-    else await sendLine(this.s.port, line);
+    else await sendLine(this.s.port, line, this.s.waitForDaemon);
     for (const b of blocks) this.table.push(b);
   }
 
@@ -289,15 +301,22 @@ class Setup {
  * One line to the config port on its own connection, as spamd-setup sends it. Throws
  * PfgreyError E_CONFIG_PORT when the daemon cannot be reached.
  */
-async function sendLine(port: number, line: string): Promise<void> {
+async function sendLine(port: number, line: string, wait: number): Promise<void> {
   const data = Buffer.from(line, 'latin1');
   const root = process.getuid?.() === 0;
   let local = root ? RESERVED_FIRST : undefined;
+  const deadline = Date.now() + wait;
   for (;;) {
     try {
       return await sendOnce(port, data, local);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
+      // Started right after the daemon (rc.d runs setup -D so), we may be early: the daemon
+      // opens its config port once its database is open.
+      if (code === 'ECONNREFUSED' && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, DEFAULTS.setupRetryDelay));
+        continue;
+      }
       // Ports still in TIME_WAIT from the previous list are busy: take the next one down.
       if (local !== undefined && local > RESERVED_LAST && (code === 'EADDRINUSE' || code === 'EADDRNOTAVAIL')) {
         local--;

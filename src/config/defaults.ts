@@ -107,6 +107,10 @@ export const DEFAULTS = Object.freeze({
   /** The unprivileged user `pfgrey run` becomes when started as root (spamd: _spamd). */
   user: '_pfgrey',
 
+  /** How long `pfgrey setup -D` retries a refused config port, and how often (ms). */
+  setupWaitForDaemon: 30 * SECOND,
+  setupRetryDelay: 500,
+
   /**
    * Default database when neither --db nor PFGREY_DB is given: each system's place for a
    * daemon's state (hier(7) on the BSDs, the FHS on Linux), so that `pfgrey db` typed in a
