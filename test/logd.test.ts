@@ -3,6 +3,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parsePflogLine, whitelistTarget } from '../src/logd/pflog.js';
+import { openStore } from '../src/store/sqlite.js';
 import { CLI, runCli } from './helpers/cli.js';
 import { tempDir } from './helpers/daemon.js';
 import { writePflogPcap } from './helpers/pcap.js';
@@ -25,6 +26,59 @@ test('both tcpdump dialects of a pflog line are understood', (t) => {
   t.is(parsePflogLine('reading from file x.pcap, link-type PFLOG'), undefined);
 });
 
+test('FreeBSD\'s pflog lines, with [uid N] and [ridentifier N] after the reason, are understood', (t) => {
+  t.deepEqual(parsePflogLine('00:00:00.000000 rule 3/0(match) [uid 0]: pass out on em0: 198.51.100.1.40000 > 203.0.113.9.25: Flags [S], seq 1, win 65535, length 0'),
+    { action: 'pass', dir: 'out', ifname: 'em0', src: '198.51.100.1', sport: 40000, dst: '203.0.113.9', dport: 25 });
+  t.deepEqual(parsePflogLine('00:00:00.000000 rule 3/0(match) [ridentifier 7] [uid 25]: pass in on em0: 192.0.2.7.51234 > 198.51.100.1.25: Flags [S]')?.src,
+    '192.0.2.7');
+});
+
+test('an existing WHITE entry seen by logd counts the pass and gets a new expiry, keeping first and bcount', async (t) => {
+  const { logdHit } = await import('../src/grey/rules.js');
+  const white = { key: '192.0.2.7', first: 1000, pass: 2000, expire: 3000, bcount: 4, pcount: 3 };
+  t.deepEqual(logdHit(white, '192.0.2.7', 10_000, 500), { ...white, pcount: 4, expire: 10_500 });
+  t.deepEqual(logdHit(undefined, '192.0.2.8', 10_000, 500), { key: '192.0.2.8', first: 10_000, pass: 10_000, expire: 10_500, bcount: 1, pcount: 0 });
+  t.is(logdHit({ ...white, pcount: -1 }, '192.0.2.7', 10_000, 500).pcount, 0, 'a TRAPPED entry turns WHITE');
+});
+
+test('a tcpdump that cannot even be spawned is retried, not a crash', async (t) => {
+  const dir = await tempDir(t);
+  const db = path.join(dir, 'pfgrey.db');
+  await runCli(['db', '--db', db, '-a', '192.0.2.1']);
+  // A path through a regular file: spawn throws ENOTDIR instead of reporting it as an event.
+  const child = spawn(process.execPath, [CLI, 'logd', '-D', '--db', db, '--tcpdump', path.join(db, 'tcpdump')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  t.teardown(() => child.kill('SIGKILL'));
+  let err = '';
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  await eventually(() => /tcpdump cannot run .*tcpdump: .*; restarting in 1s/.test(err), 'retry line');
+  child.kill('SIGTERM');
+  t.is(await exited, 0, err);
+  t.notRegex(err, /\n\s+at /);
+});
+
+test('logd waits for the database pfgrey run creates, and never creates one itself', async (t) => {
+  const dir = await tempDir(t);
+  const db = path.join(dir, 'pfgrey.db');
+  const child = spawn(process.execPath, [CLI, 'logd', '-D', '--db', db, '--tcpdump', '/bin/true'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  t.teardown(() => child.kill('SIGKILL'));
+  let err = '';
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+  await eventually(() => /no database at .*pfgrey\.db yet: waiting for pfgrey run to create it/.test(err), 'waiting line');
+  await new Promise((r) => setTimeout(r, 300));
+  await t.throwsAsync(fs.access(db), undefined, 'nothing created');
+  t.is((await runCli(['db', '--db', db, '-a', '192.0.2.1'])).code, 0);
+  await eventually(() => /Listening on pflog0/.test(err), 'started once the database is there', 30_000);
+  child.kill('SIGTERM');
+});
+
+test('logd reading a capture file does not wait: a missing database is one clear line', async (t) => {
+  const dir = await tempDir(t);
+  const r = await runCli(['logd', '--log', 'stderr', '--db', path.join(dir, 'none.db'), '-r', path.join(dir, 'x.pcap')]);
+  t.is(r.code, 1);
+  t.regex(r.stderr, /no database at .*none\.db: pfgrey logd updates the database of pfgrey run, so start pfgrey run first, or give --db its path/);
+});
+
 test('inbound passes whitelist the client, outbound ones the server unless -I', (t) => {
   const e = { action: 'pass', dir: 'out' as const, ifname: 'em0', src: '198.51.100.1', sport: 1, dst: '203.0.113.9', dport: 25 };
   t.is(whitelistTarget(e, false), '203.0.113.9');
@@ -44,8 +98,10 @@ withTcpdump('logd reads a pflog capture through tcpdump and whitelists what pass
     { dir: 'in', src: '192.0.2.9', dst: '198.51.100.1', action: 1 }, // blocked
     { dir: 'in', src: '192.0.2.10', dst: '198.51.100.1', dport: 587 }, // not SMTP
   ]);
-  // An existing TRAPPED entry turns WHITE; an existing WHITE one counts the pass.
+  // An existing TRAPPED entry turns WHITE; an existing WHITE one (pcount 1 after two -a) counts the pass.
   t.is((await runCli(['db', '--db', db, '-t', '-a', '192.0.2.7'])).code, 0);
+  t.is((await runCli(['db', '--db', db, '-a', '203.0.113.9', '203.0.113.9'])).code, 0);
+  const seeded = (await runCli(['db', '--db', db, '203.0.113.9'])).stdout.split('|');
   const before = Math.floor(Date.now() / 1000);
   const r = await runCli(['logd', '--log', 'stderr', '--db', db, '--tcpdump', TCPDUMP, '-r', pcap]);
   t.is(r.code, 0, r.stderr);
@@ -55,7 +111,8 @@ withTcpdump('logd reads a pflog capture through tcpdump and whitelists what pass
   const [a, b] = listing.map((l) => l.split('|'));
   t.deepEqual([a![0], a![1], a![8]], ['WHITE', '192.0.2.7', '0']);
   t.true(Number(a![6]) >= before + 36 * DAY - 5, 'expire moved to now + 36 days');
-  t.deepEqual([b![0], b![1], b![7], b![8]], ['WHITE', '203.0.113.9', '1', '0']);
+  t.deepEqual([b![0], b![1], b![4], b![7], b![8]], ['WHITE', '203.0.113.9', seeded[4], '1', '2'], 'first and bcount kept, pcount 1 → 2');
+  t.true(Number(b![6]) >= before + 36 * DAY - 5, 'expire moved to now + 36 days');
 });
 
 withTcpdump('with -I only inbound connections count, and -i limits the interface', async (t) => {
@@ -67,6 +124,7 @@ withTcpdump('with -I only inbound connections count, and -i limits the interface
     { dir: 'in', src: '192.0.2.11', dst: '198.51.100.1', ifname: 'em1' },
     { dir: 'out', src: '198.51.100.1', dst: '203.0.113.9', ifname: 'em0' },
   ]);
+  await openStore(db, { create: true }).then((st) => st.close());
   const r = await runCli(['logd', '--log', 'stderr', '-I', '-i', 'em0', '-W', '2', '--db', db, '--tcpdump', TCPDUMP, '-r', pcap]);
   t.is(r.code, 0, r.stderr);
   t.regex(r.stderr, /for em0 Inbound direction only\./);
@@ -87,6 +145,7 @@ if [ "$n" = 0 ]; then echo "tcpdump: pflog0: No such device exists" >&2; exit 1;
 echo " 00:00:00.000000 rule 3/0(match): pass in on em0: 192.0.2.44.1234 > 198.51.100.1.25: Flags [S], seq 0, win 65535, length 0"
 exec sleep 60
 `, { mode: 0o755 });
+  await openStore(db, { create: true }).then((st) => st.close());
   const child = spawn(process.execPath, [CLI, 'logd', '-D', '--db', db, '--tcpdump', fake], { stdio: ['ignore', 'ignore', 'pipe'] });
   t.teardown(() => child.kill('SIGKILL'));
   let err = '';

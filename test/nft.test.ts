@@ -1,6 +1,6 @@
 import test, { type ExecutionContext } from 'ava';
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -319,10 +319,23 @@ test('nft permission errors from the tool get the capability hint', async (t) =>
 test('nft that hangs is killed after the timeout', async (t) => {
   const dir = await tempDir(t);
   const nft = join(dir, 'nft');
-  script(nft, '#!/bin/sh\nexec sleep 1000\n');
-  const err = await t.throwsAsync(nftFirewall({ nft, timeout: 200 }).show('spamd-white'));
+  script(nft, `#!/bin/sh\necho $$ > '${dir}/pid'\nexec sleep 1000\n`);
+  // Long enough for the stand-in to have written its pid, even on a loaded machine.
+  const err = await t.throwsAsync(nftFirewall({ nft, timeout: 2000 }).show('spamd-white'));
   t.true(isPfgreyError(err) && err.code === 'E_FIREWALL_TIMEOUT');
-  t.regex(err?.message ?? '', /list sets table inet pfgrey: no answer after 200ms; killed it$/);
+  t.regex(err?.message ?? '', /list sets table inet pfgrey: no answer after 2s; killed it$/);
+  const pid = Number(readFileSync(join(dir, 'pid'), 'utf8'));
+  t.true(pid > 0);
+  const gone = () => {
+    try {
+      process.kill(pid, 0);
+      return false;
+    } catch {
+      return true;
+    }
+  };
+  for (let i = 0; i < 200 && !gone(); i++) await new Promise((r) => setTimeout(r, 25));
+  t.true(gone(), 'the hung nft was killed');
 });
 
 test('nft refuses names and addresses that could change the script before running nft', async (t) => {

@@ -5,10 +5,11 @@ import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { DEFAULTS } from '../config/defaults.js';
 import { parseIntegerOption } from '../config/duration.js';
-import { describe, PfgreyError } from '../errors.js';
-import { commandLogger, parseLogTarget } from '../log.js';
+import { describe, isPfgreyError, PfgreyError } from '../errors.js';
+import { commandLogger, parseLogTarget, type Logger } from '../log.js';
 import { PflogWatcher } from '../logd/watcher.js';
 import { openStore } from '../store/sqlite.js';
+import type { Store } from '../store/types.js';
 import type { CliIO } from './io.js';
 
 export const LOGD_USAGE =
@@ -58,7 +59,8 @@ export async function logdCommand(argv: string[], io: CliIO): Promise<number> {
   const target = parseLogTarget(values.log ?? 'auto');
   if (!target) throw new PfgreyError('E_BAD_OPTION', `--log ${values.log}: expected auto, stderr or syslog`);
   const log = commandLogger({ target, debug: values.D ?? false, ident: 'pfgrey-logd', stderr: io.stderr });
-  const store = await openStore(values.db ?? (io.env.PFGREY_DB || DEFAULTS.dbPath), { create: true, log });
+  const store = await openWhenCreated(values.db ?? (io.env.PFGREY_DB || DEFAULTS.dbPath), log,
+    values.r === undefined ? DEFAULTS.logdDbWait : 0);
   const watcher = new PflogWatcher({
     store, log,
     tcpdump: values.tcpdump ?? findTcpdump(),
@@ -90,4 +92,31 @@ export async function logdCommand(argv: string[], io: CliIO): Promise<number> {
   }
   if (values.r) log.info(`${watcher.seen} connections read from ${values.r}`);
   return 0;
+}
+
+/**
+ * Opens the database `pfgrey run` keeps, waiting up to `wait` ms for it to appear: rc.d starts
+ * logd right after the daemon, which may not have created it yet. logd never creates it, as
+ * spamlogd never does: run as root, it would make a file the unprivileged daemon cannot open,
+ * and a mistyped --db would collect entries nobody reads.
+ */
+async function openWhenCreated(path: string, log: Logger, wait: number): Promise<Store> {
+  const deadline = Date.now() + wait;
+  let said = false;
+  for (;;) {
+    try {
+      return await openStore(path, { log });
+    } catch (err) {
+      const missing = isPfgreyError(err) && err.code === 'E_DB_OPEN' &&
+        (err.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
+      if (!missing) throw err;
+      if (Date.now() >= deadline) {
+        throw new PfgreyError('E_DB_OPEN', `no database at ${path}: pfgrey logd updates the database of pfgrey run, ` +
+          'so start pfgrey run first, or give --db its path');
+      }
+      if (!said) log.warning(`no database at ${path} yet: waiting for pfgrey run to create it`);
+      said = true;
+      await new Promise((r) => setTimeout(r, DEFAULTS.logdDbPoll));
+    }
+  }
 }

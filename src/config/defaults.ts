@@ -107,6 +107,9 @@ export const DEFAULTS = Object.freeze({
   /** The unprivileged user `pfgrey run` becomes when started as root (spamd: _spamd). */
   user: '_pfgrey',
 
+  /** How long `pfgrey logd` waits for the daemon to create the database, and how often it looks. */
+  logdDbWait: 60 * SECOND,
+  logdDbPoll: SECOND,
   /** How long `pfgrey setup -D` retries a refused config port, and how often (ms). */
   setupWaitForDaemon: 30 * SECOND,
   setupRetryDelay: 500,

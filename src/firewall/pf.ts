@@ -1,4 +1,4 @@
-import { isIP } from 'node:net';
+import { isIP, isIPv4, isIPv6 } from 'node:net';
 import { DEFAULTS } from '../config/defaults.js';
 import { PfgreyError } from '../errors.js';
 import { runTool } from './tool.js';
@@ -61,13 +61,19 @@ export function tableLines(addrs: readonly string[], opts: { cidr?: boolean } = 
   return out.join('');
 }
 
-/** Parses `pfctl -T show`: one entry per line, indented; host prefixes are dropped. */
+/**
+ * Parses `pfctl -T show`: one entry per line, indented. A host's prefix is dropped (/32 of an
+ * IPv4 address, /128 of an IPv6 one); a network keeps its own, so 2001:db8::/32 is not
+ * mistaken for the host 2001:db8::.
+ */
 export function parseShow(output: string): string[] {
   const addrs: string[] = [];
   for (const raw of output.split('\n')) {
     const line = raw.trim();
     if (line === '') continue;
-    addrs.push(line.replace(/\/(?:32|128)$/, ''));
+    const m = /^(.*)\/(32|128)$/.exec(line);
+    const host = m && ((m[2] === '32' && isIPv4(m[1]!)) || (m[2] === '128' && isIPv6(m[1]!)));
+    addrs.push(host ? m[1]! : line);
   }
   return addrs;
 }

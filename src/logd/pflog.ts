@@ -3,6 +3,7 @@
 // keeps pfgrey free of native capture code. Both tcpdump dialects are accepted:
 //   tcpdump.org:  00:00:00.000000 rule 3/0(match): pass in on em0: 192.0.2.7.51234 > 198.51.100.1.25: Flags [S], …
 //   OpenBSD:      Nov 22 05:40:01.123456 rule 2/(match) pass in on em0: 192.0.2.7.51234 > 10.0.0.1.25: S 1:1(0) …
+//   FreeBSD:      00:00:00.000000 rule 3/0(match) [uid 0]: pass out on em0: 198.51.100.1.40000 > 203.0.113.9.25: …
 
 import net from 'node:net';
 
@@ -16,7 +17,8 @@ export interface PflogEvent {
   dport: number;
 }
 
-const LINE = /\brule [^ ]*?\(\w+\):? (\w+) (in|out) on (\S+): (\d{1,3}(?:\.\d{1,3}){3})\.(\d+) > (\d{1,3}(?:\.\d{1,3}){3})\.(\d+):/;
+// FreeBSD's tcpdump adds ` [uid N]` (and ` [ridentifier N]`) after the reason when pf set them.
+const LINE = /\brule [^ ]*?\(\w+\)(?: \[[^\]]*\])*:? (\w+) (in|out) on (\S+): (\d{1,3}(?:\.\d{1,3}){3})\.(\d+) > (\d{1,3}(?:\.\d{1,3}){3})\.(\d+):/;
 
 /** The event on one line of tcpdump output, or undefined for anything else. */
 export function parsePflogLine(line: string): PflogEvent | undefined {

@@ -54,38 +54,45 @@ export class PflogWatcher {
 
   start(): void {
     if (this.stopped) return;
-    const { log } = this.opts;
     let stderr = '';
-    const child = spawn(this.opts.tcpdump, this.argv(), { stdio: ['ignore', 'pipe', 'pipe'] });
+    // 'error' and 'close' may both come, or only one; a spawn can also throw (ENOTDIR,
+    // ETXTBSY while tcpdump is being upgraded). Each run ends exactly once.
+    let ended = false;
+    const end = (why: string, clean: boolean) => {
+      if (ended) return;
+      ended = true;
+      this.child = undefined;
+      if (!this.stopped) this.ended(why, clean, stderr);
+    };
+    let child: ChildProcess;
+    try {
+      child = spawn(this.opts.tcpdump, this.argv(), { stdio: ['ignore', 'pipe', 'pipe'] });
+    } catch (err) {
+      end(`cannot run ${this.opts.tcpdump}: ${systemErrorText(err)}`, false);
+      return;
+    }
     this.child = child;
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    // Out of file descriptors, Node gives the child no pipes at all.
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => {
       stderr = (stderr + d).slice(-2000);
     });
-    const lines = createInterface({ input: child.stdout! });
-    lines.on('line', (line) => this.line(line));
-    let spawnError: Error | undefined;
-    child.on('error', (err) => {
-      spawnError = err;
-    });
-    child.on('close', (code, signal) => {
-      this.child = undefined;
-      if (this.stopped) return;
-      const why = spawnError ? `cannot run ${this.opts.tcpdump}: ${systemErrorText(spawnError)}`
-        : signal ? `died on signal ${signal}` : `exited with status ${code}`;
-      const detail = stderr.trim().split('\n').filter((l) => !l.startsWith('reading from') && !l.startsWith('listening on')).slice(-3).join('; ');
-      if (this.opts.file && !spawnError && code === 0) {
-        void this.chain.then(() => this.finish());
-        return;
-      }
-      if (this.opts.file) {
-        log.error(`tcpdump ${why}${detail ? `: ${detail}` : ''}`);
-        void this.chain.then(() => this.finish());
-        return;
-      }
-      log.error(`tcpdump ${why}${detail ? `: ${detail}` : ''}; restarting in ${Math.round(this.backoff / 1000)}s`);
-      this.retry = setTimeout(() => this.start(), this.backoff);
-      this.backoff = Math.min(this.backoff * 2, this.opts.retryMax);
-    });
+    if (child.stdout) createInterface({ input: child.stdout }).on('line', (line) => this.line(line));
+    child.on('error', (err) => end(`cannot run ${this.opts.tcpdump}: ${systemErrorText(err)}`, false));
+    child.on('close', (code, signal) => end(signal ? `died on signal ${signal}` : `exited with status ${code}`, code === 0));
+  }
+
+  /** A tcpdump run is over: the end of a capture file, or a failure to retry with backoff. */
+  private ended(why: string, clean: boolean, stderr: string): void {
+    const { log } = this.opts;
+    const detail = stderr.trim().split('\n').filter((l) => !l.startsWith('reading from') && !l.startsWith('listening on')).slice(-3).join('; ');
+    if (this.opts.file) {
+      if (!clean) log.error(`tcpdump ${why}${detail ? `: ${detail}` : ''}`);
+      void this.chain.then(() => this.finish());
+      return;
+    }
+    log.error(`tcpdump ${why}${detail ? `: ${detail}` : ''}; restarting in ${Math.round(this.backoff / 1000)}s`);
+    this.retry = setTimeout(() => this.start(), this.backoff);
+    this.backoff = Math.min(this.backoff * 2, this.opts.retryMax);
   }
 
   stop(): Promise<void> {
