@@ -5,6 +5,7 @@
 // it may fire up to one resolution late.
 
 import { type Clock, systemClock } from './clock.js';
+import { DEFAULTS } from './config/defaults.js';
 
 export interface Due {
   onDue(now: number): void;
@@ -22,6 +23,14 @@ export class CoarseTimer {
   constructor(
     readonly resolution: number,
     private readonly clock: Clock = systemClock,
+    /**
+     * Most targets called in one turn of the event loop. Fifteen thousand stuttering
+     * connections put about 1,500 in each 100 ms bucket, each a socket write of 10-15 µs:
+     * served at once, that held the loop for 20-80 ms every tick (p99 delay 40 ms). Past
+     * this many the rest wait for the next turn, so sockets and other timers are served in
+     * between (BENCHMARKS.md §1).
+     */
+    private readonly maxPerTurn: number = DEFAULTS.timerMaxPerTurn,
   ) {
     if (!(resolution >= 1)) throw new RangeError('timer resolution must be at least 1 ms');
   }
@@ -84,14 +93,24 @@ export class CoarseTimer {
     this.timer = undefined;
     this.armedFor = Infinity;
     const now = this.clock.now();
-    while (this.heap.length > 0 && this.heap[0]! * this.resolution <= now) {
-      const bucket = this.pop();
+    let budget = this.maxPerTurn;
+    turn: while (this.heap.length > 0 && this.heap[0]! * this.resolution <= now) {
+      const bucket = this.heap[0]!;
       const set = this.buckets.get(bucket);
-      if (!set) continue;
-      this.buckets.delete(bucket);
+      if (!set) {
+        this.pop();
+        continue;
+      }
       for (const target of set) {
+        // The rest of this bucket stays where it is; arm() below finds it due at once.
+        if (budget-- <= 0) break turn;
+        set.delete(target);
         this.where.delete(target);
         target.onDue(now);
+      }
+      if (set.size === 0 && this.buckets.get(bucket) === set) {
+        this.buckets.delete(bucket);
+        this.pop();
       }
     }
     if (!this.stopped) this.arm();

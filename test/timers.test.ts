@@ -31,6 +31,32 @@ test('rescheduling a target replaces its earlier deadline, and cancel removes it
   timer.stop();
 });
 
+test('many targets due at once are served a bounded number per event-loop turn, in order, all of them', async (t) => {
+  const timer = new CoarseTimer(5, undefined, 10);
+  const fired: number[] = [];
+  const turns: number[] = [];
+  let inTurn = false;
+  const due = Date.now() + 20;
+  for (let i = 0; i < 25; i++) {
+    timer.schedule({
+      onDue: () => {
+        fired.push(i);
+        if (!inTurn) {
+          inTurn = true;
+          turns.push(0);
+          queueMicrotask(() => (inTurn = false)); // runs once the timer's callback returns
+        }
+        turns[turns.length - 1]! += 1;
+      },
+    }, i < 20 ? due : due + 5); // two buckets, both due by the time the timer fires
+  }
+  await new Promise((r) => setTimeout(r, 300));
+  t.deepEqual(fired, Array.from({ length: 25 }, (_, i) => i));
+  t.deepEqual(turns, [10, 10, 5]);
+  t.is(timer.size, 0);
+  timer.stop();
+});
+
 test('the resolution follows the shortest delay, between 1 and 100 ms', (t) => {
   t.is(resolutionFor(1000), 100);
   t.is(resolutionFor(20), 2);

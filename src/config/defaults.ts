@@ -107,6 +107,8 @@ export const DEFAULTS = Object.freeze({
   /** The unprivileged user `pfgrey run` becomes when started as root (spamd: _spamd). */
   user: '_pfgrey',
 
+  /** Most stutter/idle deadlines the shared timer serves in one event-loop turn. */
+  timerMaxPerTurn: 200,
   /** How long `pfgrey logd` waits for the daemon to create the database, and how often it looks. */
   logdDbWait: 60 * SECOND,
   logdDbPoll: SECOND,
