@@ -208,7 +208,7 @@ export async function startDaemon(
     daemon.stop = () => (stopping ??= (async () => {
       await cp.close();
       await tarpit!.close();
-      await greylister.settle();
+      await greylister.stop();
       await scanner.stop();
       await sync.flush();
       sync.stop();

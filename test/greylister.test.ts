@@ -4,7 +4,9 @@ import { ManualClock } from '../src/clock.js';
 import { greyKey } from '../src/grey/entry.js';
 import { Greylister } from '../src/grey/greylister.js';
 import { memoryLogger } from '../src/log.js';
+import { PfgreyError } from '../src/errors.js';
 import { openStore } from '../src/store/sqlite.js';
+import type { Store } from '../src/store/types.js';
 import { tempDir } from './helpers/daemon.js';
 
 const times = { passTime: 1000, greyExpiry: 10_000, whiteExpiry: 100_000, trapExpiry: 50_000 };
@@ -45,4 +47,54 @@ test('a retry after the pass time passes the tuple, whichever batch it lands in'
   const e = await store.get(greyKey(tuple.ip, tuple.helo, tuple.from, tuple.to));
   t.is(e?.pass, 1_001_001);
   t.is(e?.expire, 1_010_000);
+});
+
+/** The store, with getMany failing the next `n` times as a locked or failing database would. */
+function flaky(store: Store, n: { left: number }): Store {
+  return new Proxy(store, {
+    get(target, prop) {
+      if (prop === 'getMany') {
+        return async (keys: readonly string[]) => {
+          if (n.left > 0) {
+            n.left -= 1;
+            throw new PfgreyError('E_DB_OPEN', 'database is locked');
+          }
+          return target.getMany(keys);
+        };
+      }
+      const v = Reflect.get(target, prop, target) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+}
+
+test('tuples whose batch the store refuses are retried until it takes them, not dropped', async (t) => {
+  const store = await openStore(path.join(await tempDir(t), 'g.db'), { create: true });
+  t.teardown(() => store.close());
+  const log = memoryLogger();
+  const failing = { left: 3 };
+  const g = new Greylister({ store: flaky(store, failing), times, log, clock: new ManualClock(1_000_000) });
+  let acknowledged = false;
+  const done = Promise.all([g.tuple(tuple), g.tuple({ ...tuple, to: '<c@us.example>' })]).then(() => (acknowledged = true));
+  t.true(g.queued > 0 || !acknowledged);
+  await done;
+  t.is(failing.left, 0);
+  t.truthy(await store.get(greyKey(tuple.ip, tuple.helo, tuple.from, tuple.to)));
+  t.truthy(await store.get(greyKey(tuple.ip, tuple.helo, tuple.from, '<c@us.example>')));
+  t.deepEqual(log.lines.filter((l) => /greylist update/.test(l)), [
+    'error: greylist update of 2 tuples failed, retrying: database is locked',
+    'notice: greylist updates resumed after 3 failed attempts',
+  ]);
+});
+
+test('stopping while the store refuses every batch ends, and says how many tuples were lost', async (t) => {
+  const store = await openStore(path.join(await tempDir(t), 'g.db'), { create: true });
+  t.teardown(() => store.close());
+  const log = memoryLogger();
+  const g = new Greylister({ store: flaky(store, { left: Infinity }), times, log, clock: new ManualClock(1_000_000) });
+  const pending = g.tuple(tuple);
+  await new Promise((r) => setTimeout(r, 50));
+  await g.stop();
+  await pending;
+  t.true(log.lines.some((l) => l === 'error: greylist update of 1 tuple failed while stopping; lost: database is locked'), log.lines.join('\n'));
 });

@@ -107,6 +107,9 @@ export const DEFAULTS = Object.freeze({
   /** The unprivileged user `pfgrey run` becomes when started as root (spamd: _spamd). */
   user: '_pfgrey',
 
+  /** A greylist batch the store refused is retried after this, doubling up to the max (ms). */
+  greyRetryMin: 100,
+  greyRetryMax: 5 * SECOND,
   /** Most stutter/idle deadlines the shared timer serves in one event-loop turn. */
   timerMaxPerTurn: 200,
   /** How long `pfgrey logd` waits for the daemon to create the database, and how often it looks. */

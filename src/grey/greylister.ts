@@ -37,6 +37,8 @@ export interface GreylisterOptions {
   mxGrace?: number;
 }
 
+const tuples = (n: number) => `${n} tuple${n === 1 ? '' : 's'}`;
+
 /** Tuples decided per batch: one store lookup answers all their keys. */
 const MAX_BATCH = 512;
 
@@ -48,6 +50,10 @@ interface Queued {
 export class Greylister {
   private queue: Queued[] = [];
   private draining: Promise<void> | undefined;
+  /** Failed attempts at the batch at the head of the queue (0: the store is taking updates). */
+  private failures = 0;
+  private stopping = false;
+  private retryWait: (() => void) | undefined;
   private readonly clock: Clock;
   private readonly startedAt: number;
 
@@ -78,6 +84,16 @@ export class Greylister {
     while (this.draining) await this.draining;
   }
 
+  /**
+   * Stops retrying: tuples the store cannot take are then dropped (and counted in the log)
+   * instead of waiting for it, so a daemon on a failing disk can still shut down.
+   */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.retryWait) this.retryWait();
+    await this.settle();
+  }
+
   private async drain(): Promise<void> {
     try {
       while (this.queue.length > 0) {
@@ -85,7 +101,33 @@ export class Greylister {
         try {
           await this.applyBatch(batch.map((q) => q.t));
         } catch (err) {
-          this.opts.log.error(`greylist update of ${batch.length} tuples failed: ${describe(err)}`);
+          // These clients have had their replies: the tuples must not be lost to a store that
+          // fails for a while (a locked or full database). They go back to the head of the
+          // queue, and the backlog check holds the tarpit meanwhile.
+          if (this.stopping) {
+            this.opts.log.error(`greylist update of ${tuples(batch.length)} failed while stopping; lost: ${describe(err)}`);
+            for (const q of batch) q.done();
+            continue;
+          }
+          if (this.failures === 0) {
+            this.opts.log.error(`greylist update of ${tuples(batch.length)} failed, retrying: ${describe(err)}`);
+          }
+          this.failures += 1;
+          this.queue = batch.concat(this.queue);
+          const delay = Math.min(DEFAULTS.greyRetryMin * 2 ** Math.min(this.failures - 1, 10), DEFAULTS.greyRetryMax);
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, delay);
+            this.retryWait = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+          });
+          this.retryWait = undefined;
+          continue;
+        }
+        if (this.failures > 0) {
+          this.opts.log.notice(`greylist updates resumed after ${this.failures} failed attempt${this.failures === 1 ? '' : 's'}`);
+          this.failures = 0;
         }
         for (const q of batch) q.done();
       }
