@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { systemErrorText } from './errors.js';
 
 // The one logger. Lines look like syslog's (`pfgrey[pid]: message`) so that spamd's message
 // texts, which users grep for, come out the same; in the foreground they go to stderr.
@@ -75,25 +76,54 @@ const SYSLOG_PRIORITY: Record<Level, string> = {
  * A logger that writes to syslog (facility daemon) through logger(1), which every BSD and Linux
  * has: Node cannot open the datagram socket syslogd listens on, and logger knows each system's
  * way in (/dev/log, /var/run/log, sendsyslog(2)). One logger process per priority in use, each
- * fed a line at a time; one that dies is started again on the next line.
+ * fed a line at a time; one that dies is started again on the next line. Where logger cannot be
+ * run at all, lines go to `fallback` (stderr) instead, after one line saying so: a daemon
+ * must not fall silent, errors included, because syslog's door is missing.
  */
-export function createSyslogLogger(opts: { ident: string; level?: Level; logger?: string }): Logger & { close(): void } {
+export function createSyslogLogger(opts: {
+  ident: string; level?: Level; logger?: string; fallback?: (line: string) => void;
+}): Logger & { close(): void } {
   const max = ORDER[opts.level ?? 'info'];
+  const tool = opts.logger ?? 'logger';
   const children = new Map<Level, ChildProcess>();
+  let stderr: Logger | undefined;
+  const fallBack = (why: string, lines: readonly string[], level: Level) => {
+    if (!stderr) {
+      stderr = createLogger({ level: opts.level ?? 'info', ident: opts.ident, write: opts.fallback ?? ((l) => process.stderr.write(l)) });
+      stderr.error(`cannot run ${tool} to log to syslog (${why}); logging to stderr`);
+    }
+    for (const l of lines) stderr[level](l);
+  };
   const send = (level: Level) => (msg: string) => {
     if (ORDER[level] > max) return;
+    if (stderr) {
+      stderr[level](msg);
+      return;
+    }
     let child = children.get(level);
     if (!child || child.exitCode !== null || child.signalCode !== null || !child.stdin?.writable) {
-      child = spawn(opts.logger ?? 'logger', ['-t', opts.ident, '-p', `daemon.${SYSLOG_PRIORITY[level]}`], {
-        stdio: ['pipe', 'ignore', 'ignore'],
-      });
-      child.on('error', () => children.delete(level));
-      child.stdin!.on('error', () => children.delete(level));
-      child.unref();
-      (child.stdin as unknown as { unref?: () => void }).unref?.();
-      children.set(level, child);
+      let spawned: ChildProcess;
+      try {
+        spawned = spawn(tool, ['-t', opts.ident, '-p', `daemon.${SYSLOG_PRIORITY[level]}`], {
+          stdio: ['pipe', 'ignore', 'ignore'],
+        });
+      } catch (err) {
+        fallBack(systemErrorText(err), [msg], level);
+        return;
+      }
+      spawned.on('error', () => children.delete(level));
+      spawned.stdin?.on('error', () => children.delete(level));
+      // No pid: the spawn failed (logger missing, not executable); Node reports why in a moment.
+      if (spawned.pid === undefined) {
+        spawned.once('error', (err) => fallBack(systemErrorText(err), [msg], level));
+        return;
+      }
+      spawned.unref();
+      (spawned.stdin as unknown as { unref?: () => void } | null)?.unref?.();
+      children.set(level, spawned);
+      child = spawned;
     }
-    child.stdin!.write(`${logSafe(msg)}\n`);
+    child.stdin?.write(`${logSafe(msg)}\n`);
   };
   return {
     error: send('error'),

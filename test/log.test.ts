@@ -23,6 +23,20 @@ test('control bytes from clients are written as \\xHH, so a message is one line 
   t.is(logSafe('a\x9b2Jb\x85c'), 'a\\x9b2Jb\\x85c', 'but not the 8-bit control codes (CSI, NEL)');
 });
 
+test('where logger(1) cannot be run, lines go to stderr after one line saying so, none lost', async (t) => {
+  const dir = await tempDir(t);
+  const lines: string[] = [];
+  const log = createSyslogLogger({ ident: 'pfgrey', level: 'info', logger: path.join(dir, 'no-logger'), fallback: (l) => lines.push(l) });
+  log.error('first');
+  await eventually(() => lines.length >= 2, 'the fallback');
+  log.info('second');
+  t.deepEqual(lines.map((l) => l.replace(/^pfgrey\[\d+\]: /, '')), [
+    `cannot run ${path.join(dir, 'no-logger')} to log to syslog (no such file or directory (ENOENT)); logging to stderr\n`,
+    'first\n',
+    'second\n',
+  ]);
+});
+
 test('background lines go to syslog, facility daemon, through logger(1), one process per priority', async (t) => {
   const dir = await tempDir(t);
   const stand = path.join(dir, 'logger');

@@ -5,7 +5,7 @@ import net from 'node:net';
 import { type Clock, systemClock } from '../clock.js';
 import { PfgreyError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { CoarseTimer, resolutionFor } from '../timers.js';
+import { CoarseTimer, resolutionFor, type Due } from '../timers.js';
 import { Connection, type ConnectionHost } from './connection.js';
 import { bannerReply } from './replies.js';
 import { Session, type Tuple } from './session.js';
@@ -160,10 +160,15 @@ export class Tarpit {
 
   private linger(socket: net.Socket): void {
     this.lingering.add(socket);
-    socket.once('close', () => this.lingering.delete(socket));
-    // A peer that never reads would keep the socket in its final write for ever; spamd gives a
-    // stuck write the idle timeout, and so do we.
-    socket.setTimeout(this.opts.idleTimeout, () => socket.destroy());
+    // A peer that never reads (or reads a byte now and then) would keep the socket in its
+    // final write for ever; spamd gives a stuck write the idle timeout, and so do we, counted
+    // from now, on the shared timer.
+    const deadline: Due = { onDue: () => socket.destroy() };
+    this.timer.schedule(deadline, this.clock.now() + this.opts.idleTimeout);
+    socket.once('close', () => {
+      this.lingering.delete(socket);
+      this.timer.cancel(deadline);
+    });
     socket.end(() => socket.destroy());
   }
 
