@@ -451,3 +451,16 @@ test('pfgrey db reads and writes while a daemon holds the database open', async 
   t.is(await daemon.get(W.key), undefined);
   await daemon.close();
 });
+
+test('a listing piped into a reader that stops early (| head -1) ends quietly', async (t) => {
+  const file = await tempDb(t);
+  const entries: Entry[] = [];
+  for (let i = 0; i < 5000; i++) entries.push({ ...G1, key: greyKey(`192.0.2.${i % 250}`, `mx${i}.example`, '<a@ex>', '<b@us>') });
+  await seed(file, entries);
+  const { spawnSync } = await import('node:child_process');
+  const { CLI } = await import('./helpers/cli.js');
+  const r = spawnSync('/bin/sh', ['-c', '"$0" "$1" db --db "$2" | head -1', process.execPath, CLI, file], { encoding: 'utf8' });
+  t.regex(r.stdout, /^GREY\|192\.0\.2\.0\|mx0\.example\|<a@ex>\|<b@us>\|/);
+  t.is(r.stdout.split('\n').length, 2);
+  t.is(r.stderr, '', 'no EPIPE stack trace');
+});

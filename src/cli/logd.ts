@@ -82,14 +82,25 @@ export async function logdCommand(argv: string[], io: CliIO): Promise<number> {
   // terminal or an old rc.subr must not end the watcher.
   const onHup = () => log.info('SIGHUP received: nothing to reload');
   process.on('SIGHUP', onHup);
+  // A bug must not take the queued database writes with it: one line, stop, commit, exit 70.
+  let bug = false;
+  const onBug = (err: Error) => {
+    const where = err.stack?.split('\n').find((l) => l.trim().startsWith('at '))?.trim() ?? '';
+    log.error(`internal error: ${err.message}${where ? ` (${where})` : ''}`);
+    bug = true;
+    void watcher.stop();
+  };
+  process.on('uncaughtException', onBug);
   watcher.start();
   try {
     await watcher.finished;
   } finally {
     for (const s of ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const) process.off(s, onSignal);
     process.off('SIGHUP', onHup);
+    process.off('uncaughtException', onBug);
     await store.close();
   }
+  if (bug) return 70;
   if (values.r) log.info(`${watcher.seen} connections read from ${values.r}`);
   return 0;
 }

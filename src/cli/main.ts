@@ -59,6 +59,18 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
   }
 }
 
+// `pfgrey db | head -1` closes our stdout early: that is the reader's choice, not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+});
+// The daemons (run, logd) handle their own bugs, flushing first; any other command says what
+// went wrong on one line, not a stack trace.
+process.on('uncaughtException', (err) => {
+  if (process.listenerCount('uncaughtException') > 1) return;
+  process.stderr.write(`pfgrey: internal error: ${describe(err)}\n`);
+  process.exit(70);
+});
+
 main(process.argv.slice(2), processIO).then(
   (code) => {
     process.exitCode = code;

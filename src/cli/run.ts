@@ -302,7 +302,14 @@ export async function runCommand(argv: string[], io: CliIO): Promise<number> {
     // place it happened, for the report), flush, and exit non-zero for the supervisor to restart.
     const onBug = (err: Error) => {
       const where = err.stack?.split('\n').find((l) => l.trim().startsWith('at '))?.trim() ?? '';
-      end(`internal error: ${err.message}${where ? ` (${where})` : ''}`, 70);
+      const what = `internal error: ${err.message}${where ? ` (${where})` : ''}`;
+      // One during shutdown is logged too, and the exit status says something went wrong.
+      if (ending) {
+        log.error(`${what}, while stopping`);
+        ending.code = 70;
+        return;
+      }
+      end(what, 70);
     };
     process.on('uncaughtException', onBug);
     handlers.push(() => process.off('uncaughtException', onBug));
