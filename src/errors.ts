@@ -16,6 +16,7 @@ export const ERRORS = {
   E_DB_WRITE: 'database write failed',
   E_IMPORT: 'bad spamdb line',
   E_LISTEN: 'cannot listen',
+  E_PRIVILEGES: 'cannot drop privileges',
   E_FIREWALL: 'firewall update failed',
   E_FIREWALL_TIMEOUT: 'firewall command timed out',
   E_SPAMD_CONF: 'bad spamd.conf',

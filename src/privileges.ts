@@ -4,7 +4,7 @@
 // never needed again.
 
 import fs from 'node:fs';
-import { PfgreyError } from './errors.js';
+import { PfgreyError, systemErrorText } from './errors.js';
 import type { Logger } from './log.js';
 
 export interface Account {
@@ -66,13 +66,19 @@ export function becomeUser(account: Account, files: readonly string[], log: Logg
     try {
       fs.chownSync(f, account.uid, account.gid);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw new PfgreyError('E_PRIVILEGES', `cannot hand ${f} to ${account.name}: ${systemErrorText(err)}`, { cause: err });
     }
   }
-  // Only the user's own group: no supplementary group of root's survives.
-  process.setgroups!([account.gid]);
-  process.setgid!(account.gid);
-  process.setuid!(account.uid);
+  try {
+    // Only the user's own group: no supplementary group of root's survives.
+    process.setgroups!([account.gid]);
+    process.setgid!(account.gid);
+    process.setuid!(account.uid);
+  } catch (err) {
+    throw new PfgreyError('E_PRIVILEGES',
+      `cannot become ${account.name} (uid ${account.uid}, gid ${account.gid}): ${systemErrorText(err)}`, { cause: err });
+  }
   log.info(`dropped privileges to ${account.name} (uid ${account.uid}, gid ${account.gid})`);
 }
 

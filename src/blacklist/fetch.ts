@@ -17,7 +17,7 @@
 //   and leading tabs are skipped as well as spaces.
 // - Malformed lines are reported to the caller; spamd-setup skips them silently.
 
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import { access, constants } from 'node:fs/promises';
 import path from 'node:path';
@@ -170,7 +170,14 @@ async function httpGet(url: string, sink: Sink, idleMs: number, fail: Fail): Pro
 function runCommand(argv: string[], cwd: string | undefined, sink: Sink, idleMs: number | undefined, fail: Fail): Promise<void> {
   const [cmd, ...args] = argv as [string, ...string[]];
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd, shell: false, stdio: ['ignore', 'pipe', 'pipe'], windowsHide: true });
+    let child: ChildProcess;
+    try {
+      child = spawn(cmd, args, { cwd, shell: false, stdio: ['ignore', 'pipe', 'pipe'], windowsHide: true });
+    } catch (err) {
+      // Some failures (ENOTDIR, ETXTBSY) are thrown instead of reported as an event.
+      reject(fail(`cannot run ${cmd}: ${systemErrorText(err)}`, err));
+      return;
+    }
     let stderr = '';
     let error: PfgreyError | undefined;
     let settled = false;
@@ -191,7 +198,7 @@ function runCommand(argv: string[], cwd: string | undefined, sink: Sink, idleMs:
       // Only a failed spawn leaves no pid; 'close' reports everything else.
       if (child.pid === undefined) settle(fail(`cannot run ${cmd}: ${systemErrorText(err)}`, err));
     });
-    child.stdout.on('data', (chunk: Buffer) => {
+    child.stdout?.on('data', (chunk: Buffer) => {
       timer?.poke();
       try {
         sink.push(chunk);
@@ -199,7 +206,7 @@ function runCommand(argv: string[], cwd: string | undefined, sink: Sink, idleMs:
         stop(e as PfgreyError);
       }
     });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => {
       if (stderr.length < 4096) stderr += d;
     });
     child.on('close', (code, signal) => {

@@ -657,13 +657,13 @@ class SqliteStore implements Store {
   }
 
   private open(): Statements | null {
-    if (this.closing) throw new Error(`${this.path}: store is closed`);
+    if (this.closing) throw new PfgreyError('E_DB_WRITE', `${this.path}: the database is closed`);
     return this.st;
   }
 
   private writable(): void {
-    if (this.closing) throw new Error(`${this.path}: store is closed`);
-    if (this.settings.readonly) throw new Error(`${this.path}: store was opened read-only`);
+    if (this.closing) throw new PfgreyError('E_DB_WRITE', `${this.path}: the database is closed`);
+    if (this.settings.readonly) throw new PfgreyError('E_DB_WRITE', `${this.path}: the database was opened read-only`);
   }
 
   private async read<T>(op: () => Promise<T>): Promise<T> {
