@@ -10,6 +10,7 @@ import { REPLY } from '../src/tarpit/replies.js';
 import { runCli, spawnDaemon } from './helpers/cli.js';
 import { tempDir, testDaemon } from './helpers/daemon.js';
 import { attemptToData, eventually, RawClient, sendConfig } from './helpers/smtp.js';
+import { lacking } from './helpers/require.js';
 
 const NIXSPAM = 'nixspam;"Your address %A is in the nixspam list\\n\tSee http://www.heise.de/ix/nixspam/dnsbl_en/ for details";inet;1;127.0.0.0/8\n';
 const NIXSPAM_REPLY = '450-Your address 127.0.0.1 is in the nixspam list\r\n450 \tSee http://www.heise.de/ix/nixspam/dnsbl_en/ for details\r\n';
@@ -96,8 +97,7 @@ test('a bad config line is logged and leaves the lists in force unchanged', asyn
 
 test('as root, a config connection from an unprivileged source port is refused', async (t) => {
   if (process.getuid?.() !== 0) {
-    t.log('not root: the reserved-port rule only applies to a daemon running as root');
-    t.pass();
+    lacking(t, 'not root: the reserved-port rule only applies to a daemon running as root');
     return;
   }
   const { daemon, log } = await testDaemon(t);

@@ -351,6 +351,9 @@ withMksh('OpenBSD: a failing pfgrey setup is logged to syslog and does not fail 
   t.is(rc.run(['check']).status, 0);
 });
 
+// The script makes /var/db/pfgrey only where it is missing; on a host that has it the failure
+// path cannot be reached.
+if (!dbDirMissing) console.log(`# skipping the OpenBSD rc.d test of a database directory that cannot be made: ${path.dirname(DB)} exists here`);
 (dbDirMissing ? withMksh : test.skip)('OpenBSD: when the database directory cannot be made, nothing starts', (t) => {
   const rc = new Rc(t, 'openbsd', 'pfgrey');
   const r = rc.run(['start'], { STUB_INSTALL_STATUS: '1' });

@@ -18,6 +18,7 @@ import { CLI, runCli } from './helpers/cli.js';
 import { tempDir, testDaemon } from './helpers/daemon.js';
 import { pfctlStandIn } from './helpers/pfctl.js';
 import { eventually } from './helpers/smtp.js';
+import { lacking } from './helpers/require.js';
 
 /** .build/test → test/fixtures */
 const FIXTURES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../test/fixtures');
@@ -506,8 +507,7 @@ test('on a terminal each list shows its progress; through a pipe nothing but the
 
 test('run as another user against a daemon running as root, pfgrey setup is refused and says why', async (t) => {
   if (process.getuid?.() !== 0) {
-    t.log('not root: the reserved-port rule applies only to a daemon that can bind reserved ports');
-    t.pass();
+    lacking(t, 'not root: the reserved-port rule applies only to a daemon that can bind reserved ports');
     return;
   }
   const dir = await tempDir(t);
@@ -523,8 +523,7 @@ test('run as another user against a daemon running as root, pfgrey setup is refu
       ...(error && typeof error.code !== 'number' ? { error } : {}) }));
   });
   if (r.error) {
-    t.log(`setpriv unavailable: ${r.error.message}`);
-    t.pass();
+    lacking(t, `setpriv is not available (${r.error.message})`);
     return;
   }
   t.is(r.status, 1, r.stderr);

@@ -50,9 +50,12 @@ test('many targets due at once are served a bounded number per event-loop turn, 
       },
     }, i < 20 ? due : due + 5); // two buckets, both due by the time the timer fires
   }
-  await new Promise((r) => setTimeout(r, 300));
+  for (let waited = 0; fired.length < 25 && waited < 10_000; waited += 10) await new Promise((r) => setTimeout(r, 10));
   t.deepEqual(fired, Array.from({ length: 25 }, (_, i) => i));
-  t.deepEqual(turns, [10, 10, 5]);
+  // A late first tick (a busy machine) finds both buckets due: still at most 10 a turn.
+  t.true(turns.every((n) => n <= 10), turns.join(' '));
+  t.is(turns.reduce((a, b) => a + b, 0), 25);
+  t.true(turns.length >= 3);
   t.is(timer.size, 0);
   timer.stop();
 });

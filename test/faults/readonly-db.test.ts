@@ -1,7 +1,7 @@
 // A database the daemon's user cannot write. In a read-only directory `pfgrey run` stops at once
 // with one clear line and leaves the file where it is (it is not corrupt: nothing is moved
-// aside). A database file that is itself read-only should behave like a full disk: a clear
-// error, the tarpit answering, and writes resuming once the file is writable again.
+// aside). A database file that is itself read-only is refused at start too: SQLite would open
+// it read-only without a word and fail every commit until a restart.
 //
 // Runs the daemon as the user nobody, so it needs root; without root it is skipped with the
 // reason, unless PFGREY_REQUIRE_E2E=1.

@@ -45,6 +45,7 @@ test('a client trickling a byte every 100 ms without ever ending a line is cut a
   const { ms, sent } = await trickle(c, 'HELO a-host-name-that-never-ends-', 100);
   t.log(`closed ${ms} ms after the banner, ${sent} bytes sent`);
   t.true(sent >= 5, `it kept sending (${sent} bytes)`);
+  t.true(ms >= IDLE * 0.9, `cut at the idle timeout, not before (${ms} ms)`);
   t.true(ms < 15_000, `the trickle did not extend the idle timeout (${ms} ms)`);
   t.regex(c.text, /^220 [^\r\n]*\r\n$/);
 });
