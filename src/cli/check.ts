@@ -214,7 +214,7 @@ async function gatherFacts(s: Settings, hooks: CheckHooks): Promise<SystemFacts>
 
   const user = lookupUser(opts.user, s.passwd);
 
-  const tarpitPort = await probePort(opts.listen, opts.port, hooks.bannerWait ?? 5000);
+  const tarpitPort = await probePort(opts.listen, opts.port, hooks.bannerWait ?? DEFAULTS.checkBannerWait);
   const configPort = await probePort(DEFAULTS.listenAddress, opts.configPort, undefined);
   return {
     euid,

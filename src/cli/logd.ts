@@ -69,8 +69,8 @@ export async function logdCommand(argv: string[], io: CliIO): Promise<number> {
     onInterface: values.i,
     inboundOnly: values.I ?? false,
     whiteExpiry,
-    retryMin: DEFAULTS.firewallRetryMin,
-    retryMax: DEFAULTS.firewallRetryMax,
+    retryMin: DEFAULTS.logdRetryMin,
+    retryMax: DEFAULTS.logdRetryMax,
   });
   log.info(`Listening on ${values.r ?? pflog} for ${values.i ?? 'all interfaces.'}${values.I ? ' Inbound direction only.' : ''}`);
   const onSignal = () => {

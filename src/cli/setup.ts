@@ -48,8 +48,6 @@ export const SETUP_USAGE = 'usage: pfgrey setup [-bDdn] [--config file] [--confi
 /** rresvport's search: the first free port from 1023 down. */
 const RESERVED_FIRST = 1023;
 const RESERVED_LAST = 600;
-/** A config-port exchange still unfinished after this long is abandoned (ms). */
-const SEND_TIMEOUT = 60_000;
 /** Malformed list lines shown per list; the rest are counted in one line. */
 const BAD_LINES_SHOWN = 5;
 /** Least time between two redraws of a progress line (ms). */
@@ -338,8 +336,8 @@ function sendOnce(port: number, data: Buffer, localPort: number | undefined): Pr
       ...(localPort === undefined ? {} : { localAddress: '127.0.0.1', localPort }),
     });
     const timer = setTimeout(() => {
-      s.destroy(Object.assign(new Error(`no answer after ${SEND_TIMEOUT / 1000} s`), { code: 'ETIMEDOUT' }));
-    }, SEND_TIMEOUT);
+      s.destroy(Object.assign(new Error(`no answer after ${DEFAULTS.setupSendTimeout / 1000} s`), { code: 'ETIMEDOUT' }));
+    }, DEFAULTS.setupSendTimeout);
     s.on('connect', () => s.end(data));
     // Nothing comes back, but reading lets the daemon's close end ours: the daemon has then
     // taken this list before the next connection starts.

@@ -107,6 +107,17 @@ export const DEFAULTS = Object.freeze({
   /** The unprivileged user `pfgrey run` becomes when started as root (spamd: _spamd). */
   user: '_pfgrey',
 
+  /** Tuples the greylister decides per batch: one store lookup answers all their keys. */
+  greyBatch: 512,
+  /** The tarpit's listen queue (spamd's is SOMAXCONN; 511 is Linux's default somaxconn + 1). */
+  listenBacklog: 511,
+  /** How long `pfgrey setup` waits for the daemon to take one list (ms). */
+  setupSendTimeout: MINUTE,
+  /** How long `pfgrey check` waits for the tarpit's first banner byte (ms). */
+  checkBannerWait: 5 * SECOND,
+  /** tcpdump restarts for `pfgrey logd`: first delay, doubling up to the max (ms). */
+  logdRetryMin: SECOND,
+  logdRetryMax: MINUTE,
   /** A greylist batch the store refused is retried after this, doubling up to the max (ms). */
   greyRetryMin: 100,
   greyRetryMax: 5 * SECOND,

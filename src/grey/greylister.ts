@@ -39,8 +39,6 @@ export interface GreylisterOptions {
 
 const tuples = (n: number) => `${n} tuple${n === 1 ? '' : 's'}`;
 
-/** Tuples decided per batch: one store lookup answers all their keys. */
-const MAX_BATCH = 512;
 
 interface Queued {
   t: TupleInput;
@@ -97,7 +95,7 @@ export class Greylister {
   private async drain(): Promise<void> {
     try {
       while (this.queue.length > 0) {
-        const batch = this.queue.splice(0, MAX_BATCH);
+        const batch = this.queue.splice(0, DEFAULTS.greyBatch);
         try {
           await this.applyBatch(batch.map((q) => q.t));
         } catch (err) {

@@ -3,6 +3,7 @@
 
 import net from 'node:net';
 import { type Clock, systemClock } from '../clock.js';
+import { DEFAULTS } from '../config/defaults.js';
 import { PfgreyError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { CoarseTimer, resolutionFor, type Due } from '../timers.js';
@@ -100,7 +101,7 @@ export class Tarpit {
           `cannot listen on ${this.opts.host}:${this.opts.port}: ${err.code ?? err.message}`, { cause: err }));
       };
       this.server.once('error', onError);
-      this.server.listen({ host: this.opts.host, port: this.opts.port, backlog: 511 }, () => {
+      this.server.listen({ host: this.opts.host, port: this.opts.port, backlog: DEFAULTS.listenBacklog }, () => {
         this.server.off('error', onError);
         this.server.on('error', (err) => this.deps.log.error(`listener: ${err.message}`));
         resolve(this.server.address() as net.AddressInfo);
