@@ -32,7 +32,7 @@ import { DEFAULTS } from '../config/defaults.js';
 import { parseIntegerOption } from '../config/duration.js';
 import { describe, isPfgreyError, PfgreyError, systemErrorText } from '../errors.js';
 import { lookupUser } from '../privileges.js';
-import type { CliIO } from './io.js';
+import { databasePath, type CliIO } from './io.js';
 
 export const CHECK_USAGE =
   'usage: pfgrey check [--pf-conf file] [--pfctl path] [--pf-device path] [--table name]\n' +
@@ -133,7 +133,7 @@ export function parseCheckArgs(argv: string[], env: NodeJS.ProcessEnv): Settings
       port: port(v.p, '-p', DEFAULTS.port),
       configPort: port(v['config-port'], '--config-port', DEFAULTS.configPort),
       user: v.user ?? DEFAULTS.user,
-      dbPath: v.db ?? (env.PFGREY_DB || DEFAULTS.dbPath),
+      dbPath: databasePath(v.db, env),
       os: (v.os as CheckOs | undefined) ?? defaultOs(),
       pfctl: v.pfctl ?? DEFAULTS.pfctl,
       pfDevice: v['pf-device'] ?? DEFAULTS.pfDevice,

@@ -26,7 +26,7 @@ import { manualAdd, type ManualType } from '../grey/rules.js';
 import { openStore } from '../store/sqlite.js';
 import { entryToJson, formatEntry, parseLine } from '../store/spamdb-format.js';
 import type { Store } from '../store/types.js';
-import type { CliIO } from './io.js';
+import { databasePath, type CliIO } from './io.js';
 
 export const DB_USAGE = 'usage: pfgrey db [--db PATH] [--json] [--import FILE|-] [-adGTt] [keys ...]';
 
@@ -122,7 +122,7 @@ function parseCommand(argv: string[], io: CliIO, warn: (m: string) => void): Com
     action,
     type,
     keys: positionals,
-    dbPath: values.db ?? (io.env['PFGREY_DB'] || DEFAULTS.dbPath),
+    dbPath: databasePath(values.db, io.env),
     json: values.json ?? false,
     importFrom: values.import,
   };

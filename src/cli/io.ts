@@ -1,4 +1,5 @@
 import type { Readable, Writable } from 'node:stream';
+import { DEFAULTS } from '../config/defaults.js';
 
 /** What a subcommand may touch of the outside world; tests pass their own. */
 export interface CliIO {
@@ -14,3 +15,8 @@ export const processIO: CliIO = {
   stdin: process.stdin,
   env: process.env,
 };
+
+/** The database every command uses: --db, else $PFGREY_DB, else the system's default. */
+export function databasePath(flag: string | undefined, env: NodeJS.ProcessEnv): string {
+  return flag ?? (env.PFGREY_DB || DEFAULTS.dbPath);
+}

@@ -10,7 +10,7 @@ import { commandLogger, parseLogTarget, type Logger } from '../log.js';
 import { PflogWatcher } from '../logd/watcher.js';
 import { openStore } from '../store/sqlite.js';
 import type { Store } from '../store/types.js';
-import type { CliIO } from './io.js';
+import { databasePath, type CliIO } from './io.js';
 
 export const LOGD_USAGE =
   'usage: pfgrey logd [-DI] [-i interface] [-l pflog_interface] [-W whiteexp]\n' +
@@ -59,7 +59,7 @@ export async function logdCommand(argv: string[], io: CliIO): Promise<number> {
   const target = parseLogTarget(values.log ?? 'auto');
   if (!target) throw new PfgreyError('E_BAD_OPTION', `--log ${values.log}: expected auto, stderr or syslog`);
   const log = commandLogger({ target, debug: values.D ?? false, ident: 'pfgrey-logd', stderr: io.stderr });
-  const store = await openWhenCreated(values.db ?? (io.env.PFGREY_DB || DEFAULTS.dbPath), log,
+  const store = await openWhenCreated(databasePath(values.db, io.env), log,
     values.r === undefined ? DEFAULTS.logdDbWait : 0);
   const watcher = new PflogWatcher({
     store, log,

@@ -11,7 +11,7 @@ import { nftNameProblem, nftTableProblem } from '../firewall/nft.js';
 import { describe, PfgreyError } from '../errors.js';
 import { commandLogger, type Logger, type LogTarget, parseLogTarget } from '../log.js';
 import { accountToBecome, becomeUser, isRoot, type Account } from '../privileges.js';
-import type { CliIO } from './io.js';
+import { databasePath, type CliIO } from './io.js';
 
 export const RUN_USAGE =
   'usage: pfgrey run [-45bdv] [-B maxblack] [-c maxcon] [-G passtime:greyexp:whiteexp]\n' +
@@ -112,7 +112,7 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
       verbose: false,
     },
     blacklistOnly: false,
-    dbPath: env.PFGREY_DB || DEFAULTS.dbPath,
+    dbPath: databasePath(undefined, env),
     firewall: 'auto',
     pfctl: DEFAULTS.pfctl,
     pfDevice: DEFAULTS.pfDevice,
