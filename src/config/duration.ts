@@ -37,3 +37,8 @@ export function formatDuration(ms: number): string {
   }
   return `${ms}ms`;
 }
+
+/** A delay in a log line: whole seconds as `5s`, anything else as `250ms`. */
+export function formatDelay(ms: number): string {
+  return ms >= 1000 && ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+}

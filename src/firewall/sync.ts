@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { systemClock, type Clock } from '../clock.js';
 import { DEFAULTS } from '../config/defaults.js';
+import { formatDelay } from '../config/duration.js';
 import { describe } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Firewall } from './types.js';
@@ -314,8 +315,4 @@ export class WhitelistSync {
       this.retryTimer = undefined;
     }
   }
-}
-
-function formatDelay(ms: number): string {
-  return ms >= 1000 && ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
 }

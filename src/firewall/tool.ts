@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { formatDelay } from '../config/duration.js';
 import { PfgreyError, systemErrorText } from '../errors.js';
 
 export interface RunToolOptions {
@@ -62,7 +63,7 @@ export function runTool(opts: RunToolOptions): Promise<string> {
       child.stdout?.destroy();
       child.stderr?.destroy();
       child.stdin?.destroy();
-      finish(new PfgreyError('E_FIREWALL_TIMEOUT', `${what}: no answer after ${formatMs(timeout)}; killed it`));
+      finish(new PfgreyError('E_FIREWALL_TIMEOUT', `${what}: no answer after ${formatDelay(timeout)}; killed it`));
     }, timeout);
 
     child.on('error', (err: NodeJS.ErrnoException) => {
@@ -110,8 +111,4 @@ function stderrTail(stderr: string): string {
   if (lines.length > STDERR_LINES) text += '; …';
   if (text.length > 500) text = `${text.slice(0, 500)}…`;
   return `: ${text}`;
-}
-
-function formatMs(ms: number): string {
-  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
 }
