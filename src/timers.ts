@@ -110,7 +110,9 @@ export class CoarseTimer {
       }
       if (set.size === 0 && this.buckets.get(bucket) === set) {
         this.buckets.delete(bucket);
-        this.pop();
+        // An onDue may have scheduled an earlier bucket (the clock stepped back): then the
+        // number served stays in the heap and is skipped when reached, its bucket being gone.
+        if (this.heap[0] === bucket) this.pop();
       }
     }
     if (!this.stopped) this.arm();

@@ -59,8 +59,17 @@ export async function logdCommand(argv: string[], io: CliIO): Promise<number> {
   const target = parseLogTarget(values.log ?? 'auto');
   if (!target) throw new PfgreyError('E_BAD_OPTION', `--log ${values.log}: expected auto, stderr or syslog`);
   const log = commandLogger({ target, debug: values.D ?? false, ident: 'pfgrey-logd', stderr: io.stderr });
-  const store = await openWhenCreated(databasePath(values.db, io.env), log,
-    values.r === undefined ? DEFAULTS.logdDbWait : 0);
+  // Nothing to reload, and Node's default for SIGHUP is to exit: a HUP from a closing
+  // terminal or an old rc.subr must not end the watcher.
+  const onHup = () => log.info('SIGHUP received: nothing to reload');
+  process.on('SIGHUP', onHup);
+  let store: Store;
+  try {
+    store = await openWhenCreated(databasePath(values.db, io.env), log, values.r === undefined ? DEFAULTS.logdDbWait : 0);
+  } catch (err) {
+    process.off('SIGHUP', onHup);
+    throw err;
+  }
   const watcher = new PflogWatcher({
     store, log,
     tcpdump: values.tcpdump ?? findTcpdump(),
@@ -78,10 +87,6 @@ export async function logdCommand(argv: string[], io: CliIO): Promise<number> {
     void watcher.stop();
   };
   for (const s of ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const) process.on(s, onSignal);
-  // Nothing to reload, and Node's default for SIGHUP is to exit: a HUP from a closing
-  // terminal or an old rc.subr must not end the watcher.
-  const onHup = () => log.info('SIGHUP received: nothing to reload');
-  process.on('SIGHUP', onHup);
   // A bug must not take the queued database writes with it: one line, stop, commit, exit 70.
   let bug = false;
   const onBug = (err: Error) => {

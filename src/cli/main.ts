@@ -60,9 +60,15 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
 }
 
 // `pfgrey db | head -1` closes our stdout early: that is the reader's choice, not an error.
+// Any other write error (a full disk) is one line, and the exit status says it.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  process.stderr.write(`pfgrey: cannot write output: ${describe(err)}\n`);
+  process.exit(1);
 });
+// Where stderr itself fails (a background setup whose logger(1) is gone), there is nobody to
+// tell; the command goes on with its work rather than dying half-way.
+process.stderr.on('error', () => {});
 // The daemons (run, logd) handle their own bugs, flushing first; any other command says what
 // went wrong on one line, not a stack trace.
 process.on('uncaughtException', (err) => {

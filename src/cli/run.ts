@@ -273,12 +273,20 @@ export async function runCommand(argv: string[], io: CliIO): Promise<number> {
       process.on(event, fn);
       handlers.push(() => process.off(event, fn));
     };
+    // The bug handler stays until the stop is over: a bug while stopping is logged and the
+    // stop goes on (commits, the last push); only the signal handlers go, so a second SIGTERM
+    // ends a stop that hangs.
+    let offBug = () => {};
     const finish = () => {
       for (const off of handlers) off();
       const d = daemon!;
       d.stop().then(
-        () => resolve(ending!.code),
+        () => {
+          offBug();
+          resolve(ending!.code);
+        },
         (err) => {
+          offBug();
           log.error(`shutdown: ${describe(err)}`);
           resolve(1);
         },
@@ -312,7 +320,7 @@ export async function runCommand(argv: string[], io: CliIO): Promise<number> {
       end(what, 70);
     };
     process.on('uncaughtException', onBug);
-    handlers.push(() => process.off('uncaughtException', onBug));
+    offBug = () => process.off('uncaughtException', onBug);
     const cfg = settings.config;
     let account: Account | undefined;
     try {
@@ -321,6 +329,7 @@ export async function runCommand(argv: string[], io: CliIO): Promise<number> {
       if (cfg.firewall === 'nft' && isRoot()) log.notice(STAY_ROOT_FOR_NFT);
     } catch (err) {
       for (const off of handlers) off();
+      offBug();
       reject(err);
       return;
     }
@@ -342,6 +351,7 @@ export async function runCommand(argv: string[], io: CliIO): Promise<number> {
       },
       (err) => {
         for (const off of handlers) off();
+        offBug();
         reject(err);
       },
     );

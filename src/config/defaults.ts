@@ -121,6 +121,8 @@ export const DEFAULTS = Object.freeze({
   /** A greylist batch the store refused is retried after this, doubling up to the max (ms). */
   greyRetryMin: 100,
   greyRetryMax: 5 * SECOND,
+  /** How long a greylist batch is retried before it is given up (ms). */
+  greyRetryFor: MINUTE,
   /** Most stutter/idle deadlines the shared timer serves in one event-loop turn. */
   timerMaxPerTurn: 200,
   /** How long `pfgrey logd` waits for the daemon to create the database, and how often it looks. */

@@ -4,6 +4,7 @@
 
 import { type Clock, systemClock } from '../clock.js';
 import { DEFAULTS } from '../config/defaults.js';
+import { formatDelay } from '../config/duration.js';
 import { describe } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/types.js';
@@ -50,6 +51,7 @@ export class Greylister {
   private draining: Promise<void> | undefined;
   /** Failed attempts at the batch at the head of the queue (0: the store is taking updates). */
   private failures = 0;
+  private failingSince = 0;
   private stopping = false;
   private retryWait: (() => void) | undefined;
   private readonly clock: Clock;
@@ -100,11 +102,20 @@ export class Greylister {
           await this.applyBatch(batch.map((q) => q.t));
         } catch (err) {
           // These clients have had their replies: the tuples must not be lost to a store that
-          // fails for a while (a locked or full database). They go back to the head of the
-          // queue, and the backlog check holds the tarpit meanwhile.
-          if (this.stopping) {
-            this.opts.log.error(`greylist update of ${tuples(batch.length)} failed while stopping; lost: ${describe(err)}`);
-            for (const q of batch) q.done();
+          // fails for a while (a locked database, a disk briefly full). They go back to the head
+          // of the queue, and the backlog check holds the tarpit meanwhile. A store that keeps
+          // failing (a damaged file) must not hold it for ever: past greyRetryFor the batch is
+          // given up, said in one line, and the queue moves on.
+          const now = this.clock.now();
+          if (this.failures === 0) this.failingSince = now;
+          const givingUp = this.stopping || now - this.failingSince >= DEFAULTS.greyRetryFor;
+          if (givingUp) {
+            // Stopping, each further attempt could wait out the busy timeout: the rest goes too.
+            const lost = this.stopping ? batch.concat(this.queue.splice(0)) : batch;
+            this.opts.log.error(`greylist update of ${tuples(lost.length)} failed${this.stopping ? ' while stopping' : ` for ${formatDelay(now - this.failingSince)}`}; ` +
+              `lost: ${describe(err)}`);
+            for (const q of lost) q.done();
+            this.failures = 0;
             continue;
           }
           if (this.failures === 0) {

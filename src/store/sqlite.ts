@@ -194,6 +194,9 @@ function readError(path: string, err: unknown, mode: 'reading' | 'writing'): Pfg
 
 // --- salvage ----------------------------------------------------------------------------------
 
+/** Most zeros a salvage copy is padded with: a damaged header must not make a huge file. */
+const SALVAGE_PAD_MAX = 64 * 1024 * 1024;
+
 /** Rows per read while salvaging; a read that fails is retried in steps ten times smaller. */
 const SALVAGE_STEP = 500;
 
@@ -220,8 +223,12 @@ async function paddedCopy(path: string): Promise<string | undefined> {
   }
   if (head.toString('latin1', 0, 16) !== 'SQLite format 3\0') return undefined;
   const pageSize = head.readUInt16BE(16) === 1 ? 65_536 : head.readUInt16BE(16);
-  const want = Math.max(head.readUInt32BE(28) * pageSize, Math.ceil(size / pageSize) * pageSize);
-  if (pageSize < 512 || size >= want) return undefined;
+  if (pageSize < 512 || (pageSize & (pageSize - 1)) !== 0) return undefined;
+  // SQLite trusts the header's page count only while the field at 92 matches the change
+  // counter at 24; and however damaged the header, the copy grows by a bounded amount.
+  const counted = head.readUInt32BE(92) === head.readUInt32BE(24) ? head.readUInt32BE(28) * pageSize : 0;
+  const want = Math.min(Math.max(counted, Math.ceil(size / pageSize) * pageSize), size + SALVAGE_PAD_MAX);
+  if (size >= want) return undefined;
   const copy = `${path}.salvage`;
   try {
     await copyFile(path, copy);
@@ -246,6 +253,12 @@ export async function salvageEntries(path: string, take: (rows: Entry[]) => void
   try {
     db = await openDb(copy ?? path, sqlite3.OPEN_READONLY);
   } catch {
+    await removeCopy(copy);
+    return { rows: 0, complete: false };
+  }
+  // A newer pfgrey's entries may mean something else: those stay in the moved file.
+  if (await userVersion(db).catch(() => 0) > SCHEMA_VERSION) {
+    await closeDb(db).catch(() => undefined);
     await removeCopy(copy);
     return { rows: 0, complete: false };
   }

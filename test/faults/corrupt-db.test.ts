@@ -96,6 +96,19 @@ test('a database with one damaged page in the middle keeps the entries on either
   t.true(salvaged >= 15_000 && salvaged < 20_000, `${salvaged} of 20000 entries salvaged from ${size / page} pages`);
 });
 
+test('a damaged database from a newer pfgrey is moved aside without copying its entries, which may mean something else', async (t) => {
+  const dir = await tempDir(t);
+  const file = path.join(dir, 'pfgrey.db');
+  await realDb(file, 20_000);
+  await sql(file, 'PRAGMA user_version = 99');
+  const size = (await fs.stat(file)).size;
+  const fh = await fs.open(file, 'r+');
+  await fh.write(Buffer.alloc(4096, 0xa5), 0, 4096, Math.floor(size / 4096 / 2) * 4096);
+  await fh.close();
+  const { salvaged } = await recover(t, file, /database is corrupt/);
+  t.is(salvaged, 0);
+});
+
 test('the moved-aside name carries the UTC time to the second', (t) => {
   t.is(corruptStamp(NOW), STAMP);
   t.regex(corruptStamp(Date.now()), /^\d{8}T\d{6}Z$/);
