@@ -2,7 +2,7 @@
 // and after the pass time a retry makes `pfgrey db` print the WHITE line and the pfctl
 // stand-in receive 127.0.0.1/32.
 
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -16,10 +16,12 @@ const required = process.env.PFGREY_REQUIRE_E2E === '1';
 const e2e = haveSwaks || required ? test : test.skip;
 if (!haveSwaks && !required) console.log('# skipping swaks tests: swaks is not installed (apt-get install swaks)');
 
-function swaks(port: number, to: string): Promise<{ code: number | null; out: string }> {
+function swaks(t: ExecutionContext, port: number, to: string): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn('swaks', ['--server', `127.0.0.1:${port}`, '--to', to, '--from', 'sender@example.org',
       '--helo', 'mta.example.org', '--timeout', '60'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // A test that fails half-way must not leave swaks waiting out its 60 s.
+    t.teardown(() => child.kill('SIGKILL'));
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (out += d));
@@ -36,14 +38,14 @@ e2e('swaks is greylisted, then whitelisted after the pass time, and pf receives 
   const daemon = await spawnDaemon(t, ['--db', db, '--firewall', 'pf', '--pfctl', pfctl.path,
     '--pf-device', path.join(dir, 'pf'), '--stutter', '20ms', '--passtime', '2s', '--scan-interval', '300ms']);
 
-  const first = await swaks(daemon.port, 'a@b.example');
+  const first = await swaks(t, daemon.port, 'a@b.example');
   t.regex(first.out, /<-\s+220 \S+ ESMTP spamd IP-based SPAM blocker; /);
   t.regex(first.out, /<\*\*\s+451 Temporary failure, please try again later\./);
   const grey = await runCli(['db', '--db', db]);
   t.regex(grey.stdout, /^GREY\|127\.0\.0\.1\|mta\.example\.org\|<sender@example\.org>\|<a@b\.example>\|(\d+)\|\d+\|\d+\|1\|0$/m);
 
   await new Promise((r) => setTimeout(r, 2200));
-  const second = await swaks(daemon.port, 'a@b.example');
+  const second = await swaks(t, daemon.port, 'a@b.example');
   t.regex(second.out, /451 Temporary failure/);
 
   const listing = await eventually(async () => {

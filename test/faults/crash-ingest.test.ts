@@ -113,6 +113,8 @@ async function killDuringIngest(t: ExecutionContext, rounds: number, rate: numbe
     const run = ingest(daemon.port, round, rate);
     const started = Date.now();
     while (Date.now() - started < 2500) await sleep(50);
+    // Nothing went wrong while ingesting either (a failed commit, a refused batch).
+    t.notRegex(daemon.stderr(), /corrupt|error|failed/i, 'the daemon logged no error while ingesting');
     const killAt = Date.now();
     t.is(await daemon.stop('SIGKILL'), null);
     run.stop();
