@@ -146,7 +146,7 @@ test('--table names the whitelist the rules must exempt, and suggests it for a n
   const conf = [
     'table <mywhite> persist',
     'pass in on egress proto tcp to port smtp divert-to 127.0.0.1 port 8025',
-    'pass in on egress proto tcp from <mywhite> to port smtp',
+    'pass in log on egress proto tcp from <mywhite> to port smtp',
   ].join('\n');
   t.deepEqual(judge('pf.conf', conf, { table: 'mywhite' }).lines, [
     'ok: pf.conf:1: table <mywhite> is persist',
@@ -162,7 +162,7 @@ test('a table that is no near miss of a pfgrey table and that nothing fills is a
   const { lines, status } = judge('pf.conf', [
     'table <spamd-white> persist',
     'pass in on egress proto tcp to port smtp divert-to 127.0.0.1 port 8025',
-    'pass in on egress proto tcp from { <trusted> <spamd-white> } to port smtp',
+    'pass in log on egress proto tcp from { <trusted> <spamd-white> } to port smtp',
   ].join('\n'));
   t.deepEqual(lines, [
     'ok: pf.conf:1: table <spamd-white> is persist',
@@ -223,7 +223,7 @@ test('a match rdr-to sticks: the whitelist has to be excluded in the match rule 
   ]);
   const good = judge('pf.conf', [
     'match in on egress proto tcp from ! <spamd-white> to port smtp rdr-to 127.0.0.1 port 8025',
-    'pass in on egress proto tcp to port smtp',
+    'pass in log on egress proto tcp to port smtp',
   ].join('\n'));
   t.deepEqual(good.lines, [
     'ok: pf.conf:1: smtp goes to the tarpit 127.0.0.1 port 8025 (rdr-to)',
@@ -340,3 +340,18 @@ for (const os of ['openbsd', 'freebsd'] as CheckOs[]) {
     t.is(formatFinding(findings[0]!), `error: pfctl -si: pf is disabled, so no rule applies and nothing reaches the tarpit; enable it: pfctl -e (and ${os === 'freebsd' ? 'sysrc pf_enable=YES' : 'rcctl enable pf'})`);
   });
 }
+
+test('a rule that passes whitelisted smtp without log is a warning for pfgrey logd, and with log nothing is said', (t) => {
+  const conf = (log: string) => [
+    'table <spamd-white> persist',
+    'pass in on egress proto tcp to port smtp divert-to 127.0.0.1 port 8025',
+    `pass in ${log}on egress proto tcp from <spamd-white> to port smtp`,
+  ].join('\n');
+  const without = judge('pf.conf', conf(''));
+  t.true(without.lines.includes('warning: pf.conf:3: this rule passes smtp from <spamd-white> without log, so pfgrey logd never sees it and ' +
+    'a whitelisted host that keeps sending is still dropped from <spamd-white> when its entry expires; if you run pfgrey logd, write pass in log …'),
+  without.lines.join('\n'));
+  t.is(without.status, 0, 'a warning: mail still flows');
+  t.false(judge('pf.conf', conf('log ')).lines.some((l) => /without log/.test(l)));
+  t.false(judge('pf.conf', conf('log (all) ')).lines.some((l) => /without log/.test(l)), 'log with options counts too');
+});

@@ -398,6 +398,12 @@ class RuleContext {
         severity: 'ok', where: by ? this.where(by) : this.source,
         text: `smtp from <${table}> reaches the MTA${by ? how : ' (no rule redirects it)'}`,
       });
+      if (white.kind === 'pass' && white.rule && white.rule.action === 'pass' && !white.rule.log) {
+        out.push({
+          severity: 'warning', where: this.where(white.rule),
+          text: `this rule passes smtp from <${table}> without log, so pfgrey logd never sees it and a whitelisted host that keeps sending is still dropped from <${table}> when its entry expires; if you run pfgrey logd, write pass in log …`,
+        });
+      }
     }
     return out;
   }

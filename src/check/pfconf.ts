@@ -39,6 +39,8 @@ export interface PfRule {
   pass: boolean;
   direction?: 'in' | 'out';
   quick: boolean;
+  /** `log`: what pf passes under it reaches pflog0, where pfgrey logd reads it. */
+  log: boolean;
   /** `on em0`, `on { em0 em1 }`, `on ! lo0`; a leading `!` marks a negated one. */
   interfaces: string[];
   family?: 'inet' | 'inet6';
@@ -388,7 +390,7 @@ function parseRule(tokens: string[], text: string, line: number | undefined): Pf
     return undefined;
   }
   const rule: PfRule = {
-    action, pass: false, quick: false, interfaces: [], protos: [],
+    action, pass: false, quick: false, log: false, interfaces: [], protos: [],
     from: { hosts: [], ports: [] }, to: { hosts: [], ports: [] }, text,
     ...(line !== undefined ? { line } : {}),
   };
@@ -412,6 +414,7 @@ function parseRule(tokens: string[], text: string, line: number | undefined): Pf
         i++;
         break;
       case 'log':
+        rule.log = true;
         i++;
         if (tokens[i] === '(') i = closing(tokens, i) + 1;
         break;
