@@ -56,6 +56,15 @@ export function systemErrorText(err: unknown): string {
   return e instanceof Error ? e.message : String(err);
 }
 
+/**
+ * A bug (an exception nobody caught) as one log line: its message and the place it was thrown,
+ * for the report, without the stack trace a user should never see.
+ */
+export function bugReport(err: Error): string {
+  const where = err.stack?.split('\n').find((l) => l.trim().startsWith('at '))?.trim() ?? '';
+  return `internal error: ${err.message}${where ? ` (${where})` : ''}`;
+}
+
 /** The message of anything thrown, for a one-line report. */
 export function describe(err: unknown): string {
   if (err instanceof Error) return err.message;

@@ -28,8 +28,8 @@ export interface LoggerOptions {
  * message into a forged second log line nor send escape sequences to an operator's terminal.
  */
 export function logSafe(msg: string): string {
-  // eslint-disable-next-line no-control-regex
   // C1 codes too: client bytes are read as latin1, so 0x9b is CSI once written out as UTF-8.
+  // eslint-disable-next-line no-control-regex
   return msg.replace(/[\x00-\x08\x0a-\x1f\x7f-\x9f]/g,
     (c) => (c === '\n' ? ' ' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`));
 }

@@ -82,6 +82,15 @@ export function becomeUser(account: Account, files: readonly string[], log: Logg
   log.info(`dropped privileges to ${account.name} (uid ${account.uid}, gid ${account.gid})`);
 }
 
+/** A procfs file's text, or undefined where there is no such file (no procfs on the BSDs). */
+function procText(path: string): string | undefined {
+  try {
+    return fs.readFileSync(path, 'latin1');
+  } catch {
+    return undefined;
+  }
+}
+
 /** CAP_NET_BIND_SERVICE's bit in Linux's capability sets (linux/capability.h). */
 const CAP_NET_BIND_SERVICE = 10n;
 
@@ -93,14 +102,8 @@ const CAP_NET_BIND_SERVICE = 10n;
  */
 export function mayBindReserved(uid = process.getuid?.(), status?: string): boolean {
   if (uid === 0) return true;
-  let text = status;
-  if (text === undefined) {
-    try {
-      text = fs.readFileSync('/proc/self/status', 'latin1');
-    } catch {
-      return false; // no procfs (the BSDs): only root can
-    }
-  }
+  const text = status ?? procText('/proc/self/status');
+  if (text === undefined) return false; // no procfs (the BSDs): only root can
   const m = /^CapEff:\s*([0-9a-f]+)$/im.exec(text);
   return m !== null && ((BigInt(`0x${m[1]}`) >> CAP_NET_BIND_SERVICE) & 1n) === 1n;
 }
@@ -111,14 +114,8 @@ export function mayBindReserved(uid = process.getuid?.(), status?: string): bool
  * undefined where reserved ports are reserved. `value` is the sysctl's text, for tests.
  */
 export function unprivilegedPortStart(value?: string): number | undefined {
-  let text = value;
-  if (text === undefined) {
-    try {
-      text = fs.readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'latin1');
-    } catch {
-      return undefined;
-    }
-  }
+  const text = value ?? procText('/proc/sys/net/ipv4/ip_unprivileged_port_start');
+  if (text === undefined) return undefined;
   const n = Number.parseInt(text.trim(), 10);
   return Number.isInteger(n) && n < 1024 ? n : undefined;
 }

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { DEFAULTS } from '../config/defaults.js';
 import { parseIntegerOption } from '../config/duration.js';
-import { describe, isPfgreyError, PfgreyError } from '../errors.js';
+import { bugReport, describe, isPfgreyError, PfgreyError } from '../errors.js';
 import { commandLogger, parseLogTarget, type Logger } from '../log.js';
 import { PflogWatcher } from '../logd/watcher.js';
 import { openStore } from '../store/sqlite.js';
@@ -90,8 +90,7 @@ export async function logdCommand(argv: string[], io: CliIO): Promise<number> {
   // A bug must not take the queued database writes with it: one line, stop, commit, exit 70.
   let bug = false;
   const onBug = (err: Error) => {
-    const where = err.stack?.split('\n').find((l) => l.trim().startsWith('at '))?.trim() ?? '';
-    log.error(`internal error: ${err.message}${where ? ` (${where})` : ''}`);
+    log.error(bugReport(err));
     bug = true;
     void watcher.stop();
   };

@@ -8,7 +8,7 @@ import { DEFAULTS } from '../config/defaults.js';
 import { parseDuration, parseIntegerOption } from '../config/duration.js';
 import { startDaemon, type Daemon, type DaemonConfig } from '../daemon.js';
 import { nftNameProblem, nftTableProblem } from '../firewall/nft.js';
-import { describe, PfgreyError } from '../errors.js';
+import { bugReport, describe, PfgreyError } from '../errors.js';
 import { commandLogger, type Logger, type LogTarget, parseLogTarget } from '../log.js';
 import { accountToBecome, becomeUser, isRoot, type Account } from '../privileges.js';
 import { databasePath, type CliIO } from './io.js';
@@ -309,8 +309,7 @@ export async function runCommand(argv: string[], io: CliIO): Promise<number> {
     // A bug must not take the database's pending writes with it: log it on one line (with the
     // place it happened, for the report), flush, and exit non-zero for the supervisor to restart.
     const onBug = (err: Error) => {
-      const where = err.stack?.split('\n').find((l) => l.trim().startsWith('at '))?.trim() ?? '';
-      const what = `internal error: ${err.message}${where ? ` (${where})` : ''}`;
+      const what = bugReport(err);
       // One during shutdown is logged too, and the exit status says something went wrong.
       if (ending) {
         log.error(`${what}, while stopping`);

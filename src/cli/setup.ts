@@ -173,8 +173,7 @@ async function daemonize(s: Settings, io: CliIO): Promise<number> {
   if (s.dryRun) args.push('-n');
   // What the background run has to say goes to syslog through logger(1), as the daemon's log
   // does: nobody reads the terminal it was started from. Without -d it says only what failed,
-  // hence the err priority. The command reaches sh as arguments,
-  // never as script text.
+  // hence the err priority. The command reaches sh as arguments, never as script text.
   const child = spawn('/bin/sh', ['-c', '"$@" 2>&1 | logger -t pfgrey-setup -p daemon.err', 'sh', process.execPath, MAIN, ...args],
     { detached: true, stdio: 'ignore', env: io.env });
   await new Promise<void>((resolve, reject) => {

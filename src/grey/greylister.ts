@@ -38,8 +38,8 @@ export interface GreylisterOptions {
   mxGrace?: number;
 }
 
-const tuples = (n: number) => `${n} tuple${n === 1 ? '' : 's'}`;
-
+/** `1 tuple`, `2 tuples`. */
+const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
 
 interface Queued {
   t: TupleInput;
@@ -112,14 +112,14 @@ export class Greylister {
           if (givingUp) {
             // Stopping, each further attempt could wait out the busy timeout: the rest goes too.
             const lost = this.stopping ? batch.concat(this.queue.splice(0)) : batch;
-            this.opts.log.error(`greylist update of ${tuples(lost.length)} failed${this.stopping ? ' while stopping' : ` for ${formatDelay(now - this.failingSince)}`}; ` +
+            this.opts.log.error(`greylist update of ${count(lost.length, 'tuple')} failed${this.stopping ? ' while stopping' : ` for ${formatDelay(now - this.failingSince)}`}; ` +
               `lost: ${describe(err)}`);
             for (const q of lost) q.done();
             this.failures = 0;
             continue;
           }
           if (this.failures === 0) {
-            this.opts.log.error(`greylist update of ${tuples(batch.length)} failed, retrying: ${describe(err)}`);
+            this.opts.log.error(`greylist update of ${count(batch.length, 'tuple')} failed, retrying: ${describe(err)}`);
           }
           this.failures += 1;
           this.queue = batch.concat(this.queue);
@@ -135,7 +135,7 @@ export class Greylister {
           continue;
         }
         if (this.failures > 0) {
-          this.opts.log.notice(`greylist updates resumed after ${this.failures} failed attempt${this.failures === 1 ? '' : 's'}`);
+          this.opts.log.notice(`greylist updates resumed after ${count(this.failures, 'failed attempt')}`);
           this.failures = 0;
         }
         for (const q of batch) q.done();

@@ -153,6 +153,18 @@ function fsReason(err: unknown): string {
   return m ? m[1]! : describe(err);
 }
 
+/** The first `n` bytes of a file and its size; undefined when it is shorter than that. */
+async function fileHead(path: string, n: number): Promise<{ head: Buffer; size: number } | undefined> {
+  const fh = await open(path, 'r');
+  try {
+    const head = Buffer.alloc(n);
+    if ((await fh.read(head, 0, n, 0)).bytesRead < n) return undefined;
+    return { head, size: (await fh.stat()).size };
+  } finally {
+    await fh.close();
+  }
+}
+
 /** Magic numbers of db(3) hash and btree files (4.4BSD db 1.85, Berkeley DB 2 and later). */
 const BERKELEY_MAGIC = new Set([0x061561, 0x053162]);
 
@@ -162,19 +174,10 @@ const BERKELEY_MAGIC = new Set([0x061561, 0x053162]);
  * under spamd and spamdb. So it is refused, with the way to carry its entries over.
  */
 async function refuseBerkeleyDb(path: string): Promise<void> {
-  let head: Buffer;
-  try {
-    const fh = await open(path, 'r');
-    try {
-      head = Buffer.alloc(16);
-      const { bytesRead } = await fh.read(head, 0, 16, 0);
-      if (bytesRead < 16) return;
-    } finally {
-      await fh.close();
-    }
-  } catch {
-    return; // openDb reports what is wrong with the file
-  }
+  // A file that cannot be read here is for openDb to report.
+  const file = await fileHead(path, 16).catch(() => undefined);
+  if (!file) return;
+  const { head } = file;
   // 1.85 keeps the magic at offset 0, Berkeley DB 2+ at 12; either byte order.
   for (const at of [0, 12]) {
     if (BERKELEY_MAGIC.has(head.readUInt32LE(at)) || BERKELEY_MAGIC.has(head.readUInt32BE(at))) {
@@ -212,15 +215,9 @@ function validRow(r: Row): boolean {
  * no padding or is not an SQLite file.
  */
 async function paddedCopy(path: string): Promise<string | undefined> {
-  const head = Buffer.alloc(100);
-  const fh = await open(path, 'r');
-  let size: number;
-  try {
-    size = (await fh.stat()).size;
-    if ((await fh.read(head, 0, 100, 0)).bytesRead < 100) return undefined;
-  } finally {
-    await fh.close();
-  }
+  const file = await fileHead(path, 100);
+  if (!file) return undefined;
+  const { head, size } = file;
   if (head.toString('latin1', 0, 16) !== 'SQLite format 3\0') return undefined;
   const pageSize = head.readUInt16BE(16) === 1 ? 65_536 : head.readUInt16BE(16);
   if (pageSize < 512 || (pageSize & (pageSize - 1)) !== 0) return undefined;
