@@ -11,10 +11,12 @@
 
 import { link, lstat, rename, unlink } from 'node:fs/promises';
 import net from 'node:net';
+import { DEFAULTS } from '../config/defaults.js';
 import { PfgreyError, describe, isPfgreyError, systemErrorText } from '../errors.js';
 import type { Firewall } from '../firewall/types.js';
 import type { Logger } from '../log.js';
-import { openStore, salvageEntries, type OpenStoreOptions } from './sqlite.js';
+import { scanPagesFile } from './pages.js';
+import { SCHEMA_VERSION, openStore, salvageEntries, type OpenStoreOptions } from './sqlite.js';
 import type { Store } from './types.js';
 
 export interface RecoverOptions extends OpenStoreOptions {
@@ -65,17 +67,42 @@ export async function openStoreRecovering(path: string, opts: RecoverOptions, lo
     // Whatever can still be read of a damaged file goes into the fresh database: a bad page
     // costs the entries on it, not the whole greylist. (A newer pfgrey's entries may mean
     // something else, so those stay in the moved file.)
-    const { rows } = err.code === 'E_DB_CORRUPT'
-      ? await salvageEntries(movedTo, (batch) => {
-        for (const e of batch) store.put(e);
-      })
-      : { rows: 0 };
+    const rows = err.code === 'E_DB_CORRUPT' ? await salvage(movedTo, store) : 0;
     // A commit that fails here (a full disk) keeps the entries queued for the next one.
     await store.flush().catch(() => undefined);
     const kept = rows > 0 ? ` and copied into it the ${rows} entr${rows === 1 ? 'y' : 'ies'} that could still be read` : '';
     log.error(`database ${path} cannot be used: ${reason}; moved it to ${movedTo}${withThem}, started a fresh database${kept}`);
     return { store, movedTo, salvaged: rows };
   }
+}
+
+/**
+ * Copies the entries still readable in the moved file `movedTo` into `store`; how many. SQL
+ * reads first, around the damage. When that could not reach every row (or could not open the
+ * table at all: a damaged page 1 or root page), the pages themselves are scanned (pages.ts) and
+ * the keys SQL did not deliver are added: SQL's row is the live one, the page scan may also
+ * find stale copies on freed pages.
+ */
+async function salvage(movedTo: string, store: Store): Promise<number> {
+  const delivered = new Set<string>();
+  const { rows, complete } = await salvageEntries(movedTo, (batch) => {
+    for (const e of batch) {
+      store.put(e);
+      delivered.add(e.key);
+    }
+  });
+  if (complete) return rows;
+  const scan = await scanPagesFile(movedTo).catch(() => undefined);
+  // salvageEntries refuses a newer pfgrey's file; an intact header tells the scan the same.
+  if (!scan || (scan.userVersion ?? 0) > SCHEMA_VERSION) return rows;
+  let added = 0;
+  for (const e of scan.entries) {
+    if (delivered.has(e.key)) continue;
+    store.put(e);
+    // A commit per batch keeps the store's queue, a second copy of every entry, short.
+    if (++added % DEFAULTS.commitBatch === 0) await store.flush().catch(() => undefined);
+  }
+  return rows + added;
 }
 
 async function exists(file: string): Promise<boolean> {
