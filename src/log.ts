@@ -22,16 +22,81 @@ export interface LoggerOptions {
   write?: (line: string) => void;
 }
 
+/** How a string is escaped by controlEscaper. */
+export interface EscapeRule {
+  /**
+   * The string is a byte string (one character per byte, latin1) that is written out as those
+   * bytes, not text written as UTF-8. This decides what a C1 control is: see controlEscaper.
+   */
+  bytes?: boolean;
+  /** Write a backslash as `\\` too, so that unescapeBytes gives back exactly the original. */
+  reversible?: boolean;
+  /** Further characters to write as `\xHH` (the listing's field separator '|'). */
+  also?: string;
+  /** C0 characters to leave as they are (the log keeps tabs). */
+  keep?: string;
+}
+
+const hex = (c: string): string => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`;
+const C0_AND_DEL = [...Array(32).keys(), 0x7f].map((n) => String.fromCharCode(n));
+
+/**
+ * The one escaper for text that comes from clients or from the database: control characters
+ * (C0, DEL and C1) become `\xHH`, so nothing written to a log, a terminal or a listing line
+ * can split the line or drive the terminal (retitle it, clear it).
+ *
+ * What counts as C1 depends on how the result is written out:
+ * - text written as UTF-8 (the log): each character U+0080–U+009F. Log messages carry client
+ *   bytes read as latin1, so there every byte 0x80–0x9F is such a character and is escaped:
+ *   the byte 0x9b would reach the terminal as U+009B, which is CSI.
+ * - a byte string written as bytes (`pfgrey db`'s listing, the tarpit's tuples): a byte
+ *   0x80–0x9F is CSI, NEL… to a terminal in an 8-bit mode, but in UTF-8 it is also the second
+ *   byte of many non-ASCII letters (ā is C4 81, р is D1 80). So bytes inside a well-formed
+ *   UTF-8 sequence stay as they are, and UTF-8 HELOs print readably; a stray byte 0x80–0x9F
+ *   and the UTF-8 form of a C1 code point (C2 80–C2 9F, which a UTF-8 terminal obeys) are
+ *   escaped. Bytes 0xA0 and above are never controls and are left alone.
+ */
+export function controlEscaper(rule: EscapeRule = {}): (s: string) => string {
+  const singles = [...C0_AND_DEL.filter((c) => !(rule.keep ?? '').includes(c)), ...(rule.reversible ? '\\' : ''), ...(rule.also ?? '')]
+    .map(hex).join('') + '\\x80-\\x9f';
+  const one = (c: string): string => (c === '\\' ? '\\\\' : hex(c));
+  if (!rule.bytes) {
+    const re = new RegExp(`[${singles}]`, 'g');
+    return (s) => s.replace(re, one);
+  }
+  // In order: a C1 code point in UTF-8 (escaped), any other well-formed UTF-8 sequence of two
+  // to four bytes (kept), one byte to escape (C0, DEL, a stray 0x80–0x9F, what the rule adds).
+  const re = new RegExp(
+    '(\\xc2[\\x80-\\x9f])' +
+    '|([\\xc2-\\xdf][\\x80-\\xbf]|\\xe0[\\xa0-\\xbf][\\x80-\\xbf]|[\\xe1-\\xef][\\x80-\\xbf]{2}' +
+    '|\\xf0[\\x90-\\xbf][\\x80-\\xbf]{2}|[\\xf1-\\xf3][\\x80-\\xbf]{3}|\\xf4[\\x80-\\x8f][\\x80-\\xbf]{2})' +
+    `|[${singles}]`,
+    'g');
+  return (s) => s.replace(re, (m: string, c1?: string, utf8?: string) => {
+    if (utf8 !== undefined) return utf8;
+    if (c1 !== undefined) return hex(c1[0]!) + hex(c1[1]!);
+    return one(m);
+  });
+}
+
+/**
+ * The inverse of a reversible escaper: `\\` is a backslash and `\xHH` the byte HH. Any other
+ * backslash stands for itself, so text from something that does not escape (spamdb prints keys
+ * raw) reads the same unless it holds a literal `\\` or `\xHH`.
+ */
+export function unescapeBytes(s: string): string {
+  return s.replace(/\\(\\|x[0-9a-fA-F]{2})/g, (_m, e: string) => (e === '\\' ? '\\' : String.fromCharCode(parseInt(e.slice(1), 16))));
+}
+
+const logEscape = controlEscaper({ keep: '\t' });
+
 /**
  * Messages carry text from clients (HELO names, addresses, -v header lines). Control bytes are
  * written as `\xHH` (a line break of our own as a space), so a client can neither split a
  * message into a forged second log line nor send escape sequences to an operator's terminal.
  */
 export function logSafe(msg: string): string {
-  // C1 codes too: client bytes are read as latin1, so 0x9b is CSI once written out as UTF-8.
-  // eslint-disable-next-line no-control-regex
-  return msg.replace(/[\x00-\x08\x0a-\x1f\x7f-\x9f]/g,
-    (c) => (c === '\n' ? ' ' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`));
+  return logEscape(msg.replace(/\n/g, ' '));
 }
 
 export function createLogger(opts: LoggerOptions = {}): Logger {
