@@ -94,7 +94,8 @@ export function asciiLower(s: string): string {
 
 /** What one scan decided: entries to delete and to write, and the lists to publish. */
 export interface ScanPlan {
-  deletes: string[];
+  /** Entries to delete, as the scan read them: a row changed since is not deleted (Store.deleteIf). */
+  deletes: Entry[];
   puts: Entry[];
   /** Addresses for the firewall's whitelist table, in key order. */
   whitelist: string[];
@@ -112,7 +113,7 @@ type IpState = 'white' | 'trapped';
  * and an expired WHITE entry does not stop a passed tuple from re-creating it at once.
  */
 export class ScanAccumulator {
-  private readonly deletes: string[] = [];
+  private readonly deletes: Entry[] = [];
   private readonly ipState = new Map<string, IpState>();
   private readonly passed: Entry[] = [];
   private readonly traps = new Set<string>();
@@ -134,19 +135,19 @@ export class ScanAccumulator {
     for (const e of chunk) {
       this.entries += 1;
       if (e.key === '') {
-        this.deletes.push(e.key);
+        this.deletes.push(e);
         continue;
       }
       if (e.pcount === PCOUNT_SPAMTRAP) continue;
       if (e.expire <= this.now) {
         this.expired += 1;
-        this.deletes.push(e.key);
+        this.deletes.push(e);
         if (!e.key.includes('\n')) this.expiredIps.add(e.key);
         continue;
       }
       const type = entryType(e);
       if (type === 'TRAPPED') {
-        if (net.isIP(e.key) === 0) this.deletes.push(e.key);
+        if (net.isIP(e.key) === 0) this.deletes.push(e);
         else {
           this.ipState.set(e.key, 'trapped');
           this.traps.add(e.key);
@@ -171,7 +172,7 @@ export class ScanAccumulator {
       const state = this.ipState.get(ip);
       if (state === 'trapped') continue;
       if (net.isIP(ip) === 0 || this.isBlacklisted(ip)) {
-        this.deletes.push(e.key);
+        this.deletes.push(e);
         continue;
       }
       this.white.add(ip);
@@ -190,7 +191,7 @@ export class ScanAccumulator {
     // deleted: the plan never both deletes and writes a key.
     const rewritten = new Set(this.puts.filter((p) => this.expiredIps.has(p.key)).map((p) => p.key));
     return {
-      deletes: rewritten.size ? this.deletes.filter((k) => !rewritten.has(k)) : this.deletes,
+      deletes: rewritten.size ? this.deletes.filter((e) => !rewritten.has(e.key)) : this.deletes,
       puts: this.puts,
       // Not sorted: the firewall compares sets, and the scan's key order is already stable.
       whitelist: [...this.white],

@@ -97,9 +97,11 @@ export class Scanner {
       // Applied a chunk at a time too: a scan that expires a million entries must not queue
       // them all in one turn of the event loop.
       for (let i = 0; i < plan.deletes.length; i += this.opts.chunk) {
-        for (const key of plan.deletes.slice(i, i + this.opts.chunk)) {
-          log.debug(`queueing deletion of ${JSON.stringify(key)}`);
-          store.delete(key);
+        // Each deletion holds the row as the walk read it: one rewritten since (by `pfgrey db -a`
+        // in another process, or by the greylister here) is newer, and stays.
+        for (const entry of plan.deletes.slice(i, i + this.opts.chunk)) {
+          log.debug(`queueing deletion of ${JSON.stringify(entry.key)}`);
+          store.deleteIf(entry);
         }
         await yieldToLoop();
       }

@@ -19,6 +19,14 @@ export interface Store {
   put(entry: Entry): void;
   /** Queues a deletion. */
   delete(key: string): void;
+  /**
+   * Queues a deletion of `expected.key` that happens only if the row is still exactly
+   * `expected` when it is committed: the scan deletes what it read, and a row another process
+   * (`pfgrey db -a`) or the greylister wrote since is newer and stays. A write to the key queued
+   * here before it wins; one queued after it replaces it. Reads treat the key as deleted until
+   * the commit, as they do for `delete`.
+   */
+  deleteIf(expected: Entry): void;
   /** Commits everything queued so far. */
   flush(): Promise<void>;
   /**
@@ -30,6 +38,15 @@ export interface Store {
   tuplesOf(ip: string): Promise<Entry[]>;
   /** Number of queued, uncommitted writes. */
   readonly pendingWrites: number;
-  /** Flushes and closes; safe to call twice. */
-  close(): Promise<void>;
+  /**
+   * Flushes and closes; safe to call twice. A commit that fails is retried (with backoff) until
+   * `retryUntil` is aborted, or not at all without it; what could not be committed is then lost,
+   * and the rejection says how many writes. `pendingWrites` still counts them afterwards.
+   */
+  close(opts?: CloseOptions): Promise<void>;
+}
+
+export interface CloseOptions {
+  /** Keep retrying failed commits until this is aborted (the daemon's stop deadline). */
+  retryUntil?: AbortSignal;
 }
