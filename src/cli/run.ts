@@ -129,6 +129,7 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
     scanInterval: DEFAULTS.scanInterval,
     scanChunk: DEFAULTS.scanChunk,
     commitDelay: DEFAULTS.commitDelay,
+    stopTimeout: DEFAULTS.stopTimeout,
     configPort: DEFAULTS.configPort,
     allowedDomainsFile: DEFAULTS.allowedDomainsFile,
     mxGrace: DEFAULTS.mxGrace,
@@ -274,13 +275,24 @@ export async function runCommand(argv: string[], io: CliIO): Promise<number> {
       handlers.push(() => process.off(event, fn));
     };
     // The bug handler stays until the stop is over: a bug while stopping is logged and the
-    // stop goes on (commits, the last push); only the signal handlers go, so a second SIGTERM
-    // ends a stop that hangs.
+    // stop goes on (commits, the last push). A second SIGTERM (or SIGINT) cuts short a stop
+    // that is retrying writes the database refuses: it ends as soon as the attempt under way
+    // returns, with the line saying how many were lost. A third kills, as no handler is left.
     let offBug = () => {};
     const finish = () => {
       for (const off of handlers) off();
+      handlers.length = 0;
       const d = daemon!;
-      d.stop().then(
+      const again = (signal: NodeJS.Signals) => () => {
+        for (const off of handlers) off();
+        log.notice(`${signal} received again, giving up the writes not yet committed`);
+        d.stopNow();
+      };
+      on('SIGTERM', again('SIGTERM'));
+      on('SIGINT', again('SIGINT'));
+      d.stop().finally(() => {
+        for (const off of handlers) off();
+      }).then(
         () => {
           offBug();
           resolve(ending!.code);

@@ -46,6 +46,13 @@ interface Queued {
   done: () => void;
 }
 
+/** What a stop gave up: tuples whose clients had their replies but that never reached the store. */
+export interface StopLoss {
+  tuples: number;
+  /** The store's last error. */
+  reason: string;
+}
+
 export class Greylister {
   private queue: Queued[] = [];
   private draining: Promise<void> | undefined;
@@ -53,6 +60,9 @@ export class Greylister {
   private failures = 0;
   private failingSince = 0;
   private stopping = false;
+  /** While stopping: aborted when the stop gives up (its deadline, a second SIGTERM). */
+  private giveUp: AbortSignal | undefined;
+  private lost: StopLoss | undefined;
   private retryWait: (() => void) | undefined;
   private readonly clock: Clock;
   private readonly startedAt: number;
@@ -85,13 +95,23 @@ export class Greylister {
   }
 
   /**
-   * Stops retrying: tuples the store cannot take are then dropped (and counted in the log)
-   * instead of waiting for it, so a daemon on a failing disk can still shut down.
+   * Decides every tuple handed in, retrying a store that refuses them until `giveUp` is aborted
+   * (at once without it); what is left then is dropped, so a daemon on a failing disk can still
+   * shut down. Resolves with what was dropped, for the caller's one line about the stop's
+   * losses; nothing is logged about it here.
    */
-  async stop(): Promise<void> {
+  async stop(giveUp?: AbortSignal): Promise<StopLoss | undefined> {
     this.stopping = true;
-    if (this.retryWait) this.retryWait();
-    await this.settle();
+    this.giveUp = giveUp;
+    const cut = () => this.retryWait?.();
+    giveUp?.addEventListener('abort', cut, { once: true });
+    cut();
+    try {
+      await this.settle();
+    } finally {
+      giveUp?.removeEventListener('abort', cut);
+    }
+    return this.lost;
   }
 
   private async drain(): Promise<void> {
@@ -108,13 +128,20 @@ export class Greylister {
           // given up, said in one line, and the queue moves on.
           const now = this.clock.now();
           if (this.failures === 0) this.failingSince = now;
-          const givingUp = this.stopping || now - this.failingSince >= DEFAULTS.greyRetryFor;
-          if (givingUp) {
-            // Stopping, each further attempt could wait out the busy timeout: the rest goes too.
-            const lost = this.stopping ? batch.concat(this.queue.splice(0)) : batch;
-            this.opts.log.error(`greylist update of ${count(lost.length, 'tuple')} failed${this.stopping ? ' while stopping' : ` for ${formatDelay(now - this.failingSince)}`}; ` +
-              `lost: ${describe(err)}`);
+          const stopNow = this.stopping && (this.giveUp?.aborted ?? true);
+          if (stopNow) {
+            // The stop has given up: each further attempt could wait out the busy timeout, so
+            // the rest goes too; the stop's caller says how many in its one line.
+            const lost = batch.concat(this.queue.splice(0));
+            this.lost = { tuples: (this.lost?.tuples ?? 0) + lost.length, reason: describe(err) };
             for (const q of lost) q.done();
+            this.failures = 0;
+            continue;
+          }
+          if (now - this.failingSince >= DEFAULTS.greyRetryFor) {
+            this.opts.log.error(`greylist update of ${count(batch.length, 'tuple')} failed for ` +
+              `${formatDelay(now - this.failingSince)}; lost: ${describe(err)}`);
+            for (const q of batch) q.done();
             this.failures = 0;
             continue;
           }
