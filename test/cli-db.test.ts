@@ -8,6 +8,7 @@ import type { CliIO } from '../src/cli/io.js';
 import { ManualClock } from '../src/clock.js';
 import { greyKey, type Entry } from '../src/grey/entry.js';
 import { openStore } from '../src/store/sqlite.js';
+import sqlite3 from 'sqlite3';
 
 const S = 1000;
 const DAY = 86400;
@@ -112,13 +113,13 @@ test('a legacy GREY key lists with an empty helo', async (t) => {
   t.is(r.stdout, 'GREY|192.0.2.7||<a@ex>|<b@us>|1700000000|1700014400|1700014400|1|0\n');
 });
 
-test('a GREY key without a from part stops the listing with spamdb\'s warning and exit 1', async (t) => {
+test('a GREY key without a from part gets spamdb\'s warning and exit 1, and the listing goes on', async (t) => {
   const file = await tempDb(t);
   await seed(file, [G1, { ...G1, key: '192.0.2.8\nhelo' }, W]);
   const r = await on(file, []);
   t.is(r.code, 1);
-  t.is(r.stdout, `${LINES.G1}\n`);
-  t.is(r.stderr, 'pfgrey db: No from part in grey key 192.0.2.8\n');
+  t.is(r.stdout, `${LINES.G1}\n${LINES.W}\n`);
+  t.is(r.stderr, 'pfgrey db: No from part in grey key "192.0.2.8\\x0ahelo"\n');
 });
 
 test('listing keys shows those entries and exits with the number not found', async (t) => {
@@ -167,7 +168,7 @@ test('--json of an empty listing or of keys is valid JSON too', async (t) => {
   t.deepEqual(JSON.parse(r.stdout), [{ type: 'WHITE', ip: '198.51.100.4', first: 1600000000, pass: 1600001000, expire: 1603110400, bcount: 3, pcount: 2 }]);
 });
 
-test('--json stays valid JSON when the listing stops at a bad key', async (t) => {
+test('--json stays valid JSON when it skips a bad key', async (t) => {
   const file = await tempDb(t);
   await seed(file, [G1, { ...G1, key: '192.0.2.8\nhelo' }]);
   const r = await on(file, ['--json']);
@@ -463,4 +464,159 @@ test('a listing piped into a reader that stops early (| head -1) ends quietly', 
   t.regex(r.stdout, /^GREY\|192\.0\.2\.0\|mx0\.example\|<a@ex>\|<b@us>\|/);
   t.is(r.stdout.split('\n').length, 2);
   t.is(r.stderr, '', 'no EPIPE stack trace');
+});
+
+// --- bad keys: what the listing shows and what gets in ----------------------------------------
+
+function rawSql(file: string, statements: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const d: sqlite3.Database = new sqlite3.Database(file, (err) => {
+      if (err) return reject(err);
+      d.exec(statements, (e) => d.close(() => (e ? reject(e) : resolve())));
+    });
+  });
+}
+
+/** Every entry of a database, in key order. */
+async function entries(file: string): Promise<Entry[]> {
+  const s = await openStore(file, { readonly: true });
+  try {
+    const out: Entry[] = [];
+    for await (const chunk of s.chunks(1000)) out.push(...chunk);
+    return out;
+  } finally {
+    await s.close();
+  }
+}
+
+test('the listing writes control characters in keys as \\xHH, so a client cannot drive the operator\'s terminal', async (t) => {
+  const file = await tempDb(t);
+  // Rows an older version stored raw from clients: ESC ] (retitle), ESC [2J (clear), BEL, CSI as
+  // a stray byte and as UTF-8; UTF-8 and 8-bit text stay readable.
+  await seed(file, [
+    { ...G1, key: greyKey('192.0.2.7', '\x1b]0;owned\x07h\xc3\xa9', '<a\x1b[2J@ex>', '<\x9b2J\xc2\x9b@us>') },
+    { ...ST, key: 'tr\x00ap@us' },
+  ]);
+  const r = await on(file, []);
+  t.is(r.code, 0);
+  t.is(r.stdout, 'GREY|192.0.2.7|\\x1b]0;owned\\x07h\xc3\xa9|<a\\x1b[2J@ex>|<\\x9b2J\\xc2\\x9b@us>|1700000000|1700014400|1700014400|1|0\n' +
+    'SPAMTRAP|tr\\x00ap@us\n');
+  t.is(r.stderr, '');
+});
+
+test('a dump listed by pfgrey db imports back to identical entries', async (t) => {
+  const dir = await tempDir(t);
+  const src = path.join(dir, 'src.db');
+  const dst = path.join(dir, 'dst.db');
+  const keys = [
+    // What the tarpit records for control bytes, a backslash, '|' in every field, stray 8-bit
+    // bytes (C1 included), UTF-8 (C1 included).
+    greyKey('192.0.2.7', 'a\\x1bb|c\\\\', '<a|b@ex>', 'x|y'),
+    greyKey('192.0.2.8', '\x80\x9b\xff', 'h\xc3\xa9\xc2\x9b', '<b@us>'),
+    greyKey('2001:db8::1', '', '<>', '<c@us>'),
+  ];
+  // TRAPPED and SPAMTRAP lines do not show first and bcount; those import as 0.
+  await seed(src, [...keys.map((key) => ({ ...G1, key })), W, { ...TR, first: 0, bcount: 0 }, { ...ST, key: 'a|b\\c@x\xc3\xa9', first: 0, bcount: 0 }]);
+  const dump = (await on(src, [])).stdout;
+  await writeFile(path.join(dir, 'dump'), Buffer.from(dump, 'latin1'));
+  const r = await on(dst, ['--import', path.join(dir, 'dump')]);
+  t.is(r.stderr, 'pfgrey db: imported 6 entries\n');
+  t.is(r.code, 0);
+  t.deepEqual(await entries(dst), await entries(src));
+});
+
+test('a row stored raw by an older version lists, but --import names its line and writes nothing', async (t) => {
+  const dir = await tempDir(t);
+  const src = path.join(dir, 'src.db');
+  await seed(src, [W, { ...G1, key: greyKey('192.0.2.7', 'a\x1bb', '<a@ex>', '<b@us>') }]);
+  const dump = (await on(src, [])).stdout;
+  const r = await on(path.join(dir, 'dst.db'), ['--import', '-'], { stdin: Buffer.from(dump, 'latin1') });
+  t.is(r.code, 1);
+  t.is(r.stderr, 'pfgrey db: stdin: line 1: key "192.0.2.7\\x0aa\\x1bb\\x0a<a@ex>\\x0a<b@us>" contains the control character \\x1b\n');
+  t.false(await exists(path.join(dir, 'dst.db')));
+});
+
+test('a bad row in the middle is reported by name and every row after it is listed, text and JSON', async (t) => {
+  const file = await tempDb(t);
+  await seed(file, [G1, W, ST]);
+  // As an older pfgrey stored `pfgrey db -T -a "$(cat traps.txt)"`: one key with line breaks,
+  // which sorts between G1 and W and reads as a GREY key without a from part.
+  await rawSql(file, "INSERT INTO entries VALUES ('192.0.2.8' || char(10) || 'b@us' || char(27) || '[2J', 0, 0, 0, 1, -2);");
+  const r = await on(file, []);
+  t.is(r.stdout, `${LINES.G1}\n${LINES.W}\n${LINES.ST}\n`);
+  t.is(r.stderr, 'pfgrey db: No from part in grey key "192.0.2.8\\x0ab@us\\x1b[2J"\n');
+  t.is(r.code, 1);
+  const j = await on(file, ['--json']);
+  t.is(j.code, 1);
+  t.is(j.stderr, r.stderr);
+  t.deepEqual(JSON.parse(j.stdout).map((e: { type: string }) => e.type), ['GREY', 'WHITE', 'SPAMTRAP']);
+  // Each bad row counts, up to spamdb's cap.
+  await rawSql(file, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300) INSERT INTO entries SELECT '192.0.3.' || i || char(10) || 'x', 0, 0, 0, 1, 0 FROM n;");
+  const many = await on(file, []);
+  t.is(many.code, 255);
+  t.is(many.stderr.split('\n').length, 302);
+  t.true(many.stdout.endsWith(`${LINES.ST}\n`));
+});
+
+test('-a refuses keys with control characters or beyond the length limits, naming each, and counts them', async (t) => {
+  const file = await tempDb(t);
+  await seed(file, []);
+  const long = `${'a'.repeat(250)}@x.ex`;
+  const r = await on(file, ['-T', '-a', 'one@us\ntwo@us', 'ok@us', long, 'tab\t@us']);
+  t.is(r.stderr, 'pfgrey db: address "one@us\\x0atwo@us" contains a line break (\\x0a): one key per argument or line\n' +
+    `pfgrey db: address "${'a'.repeat(57)}..." is 255 bytes long; a spamtrap address may have at most 254\n` +
+    'pfgrey db: address "tab\\x09@us" contains the control character \\x09\n');
+  t.is(r.code, 3);
+  t.is((await on(file, [])).stdout, 'SPAMTRAP|ok@us\n');
+  t.is((await on(file, ['-T', '-a', long.slice(1)])).code, 0, '254 bytes are fine');
+  const huge = await on(file, ['-a', `192.0.2.1${' '.repeat(10 * 1024 * 1024)}`]);
+  t.is(huge.code, 1);
+  t.regex(huge.stderr, /^pfgrey db: key "192\.0\.2\.1 {48}\.\.\." is 10485769 bytes long; a key may have at most 32767\n$/);
+  const esc = await on(file, ['-t', '-a', 'fe80::1%\x1b[2J']);
+  t.is(esc.stderr, 'pfgrey db: key "fe80::1%\\x1b[2J" contains the control character \\x1b\n');
+  t.is(esc.code, 1);
+});
+
+test('a failing -a leaves no database behind', async (t) => {
+  const dir = await tempDir(t);
+  const file = path.join(dir, 'grey.db');
+  const r = await on(file, ['-T', '-a', 'a@us\nb@us']);
+  t.is(r.code, 1);
+  t.false(await exists(file), 'every key was bad: the database was never created');
+  const s = await on(file, ['-T', '-a', 'first@us', 'nobody', 'later@us']);
+  t.deepEqual(s, { code: 255, stdout: '', stderr: 'pfgrey db: not an email address: nobody\n' });
+  const { readdir } = await import('node:fs/promises');
+  t.deepEqual(await readdir(dir), [], 'no database, -wal or -shm');
+  t.is((await on(file, ['-a', 'mail.example'])).code, 1);
+  t.deepEqual(await readdir(dir), []);
+});
+
+test('--import refuses a key with an escaped line break or control character and writes nothing', async (t) => {
+  const file = await tempDb(t);
+  await seed(file, [W]);
+  const r = await on(file, ['--import', '-'], { stdin: `${LINES.ST}\nSPAMTRAP|a@us\\x0ab@us\n` });
+  t.is(r.code, 1);
+  t.is(r.stderr, 'pfgrey db: stdin: line 2: address "a@us\\x0ab@us" contains a line break (\\x0a): one key per argument or line\n');
+  t.is((await on(file, [])).stdout, `${LINES.W}\n`);
+});
+
+test('an argument that is not UTF-8 is refused for every command, naming its position', async (t) => {
+  const dir = await tempDir(t);
+  const file = path.join(dir, 'grey.db');
+  const { execFile } = await import('node:child_process');
+  const { CLI } = await import('./helpers/cli.js');
+  // Node turns the byte 0xff into U+FFFD in process.argv; the shell passes the raw byte.
+  const run = (args: string) => new Promise<{ code: number; stderr: string }>((resolve) => {
+    execFile('/bin/sh', ['-c', `exec "$0" "$1" ${args}`, process.execPath, CLI], { env: { ...process.env, PFGREY_DB: file }, encoding: 'utf8' },
+      (err, _stdout, stderr) => resolve({ code: err ? Number(err.code) : 0, stderr }));
+  });
+  const bad = (n: number) => `pfgrey: argument ${n} is not UTF-8 text: its bytes cannot be passed on as they were typed\n`;
+  t.deepEqual(await run('db -T -a "trap$(printf "\\377")@us"'), { code: 1, stderr: bad(4) });
+  t.deepEqual(await run('db -a 192.0.2.1 -- "$(printf "\\377")"'), { code: 1, stderr: bad(5) });
+  t.deepEqual(await run('run -n "$(printf "caf\\351")"'), { code: 1, stderr: bad(3) });
+  t.deepEqual(await run('"$(printf "\\377")"'), { code: 1, stderr: bad(1) });
+  t.false(await exists(file));
+  // UTF-8 passes.
+  t.is((await run('db -T -a "caf$(printf "\\303\\251")@us"')).code, 0);
+  t.is((await on(file, [])).stdout, 'SPAMTRAP|caf\xc3\xa9@us\n');
 });

@@ -48,17 +48,40 @@ test('a legacy three-part GREY key lists with an empty helo, as spamdb does', (t
   t.deepEqual(parseLine(formatEntry(e), 1), { ...e, key: greyKey('192.0.2.7', '', '<a@ex>', '<b@us>') });
 });
 
-test('a GREY key with one line break cannot be printed: spamdb\'s "No from part" message', (t) => {
+test('a GREY key with one line break cannot be printed: spamdb\'s "No from part" message, naming the whole key', (t) => {
   const err = t.throws(() => formatEntry({ key: '192.0.2.7\nhelo', first: 0, pass: 0, expire: 0, bcount: 0, pcount: 0 }));
   t.true(err instanceof PfgreyError);
-  t.is(err!.message, 'No from part in grey key 192.0.2.7');
+  t.is(err!.message, 'No from part in grey key "192.0.2.7\\x0ahelo"');
 });
 
-test('raw 8-bit bytes of a client pass through unchanged', (t) => {
-  const e: Entry = { key: greyKey('192.0.2.7', 'h\xe9\xff', '<\x80@x>', '<b@us>'), first: 0, pass: 0, expire: 0, bcount: 0, pcount: 0 };
+test('8-bit bytes from 0xa0 and UTF-8 pass through unchanged; a stray C1 byte is escaped and reads back', (t) => {
+  const e: Entry = { key: greyKey('192.0.2.7', 'h\xe9\xff\xc4\x81', '<\x80@x>', '<b@us>'), first: 0, pass: 0, expire: 0, bcount: 0, pcount: 0 };
   const line = formatEntry(e);
-  t.is(line, 'GREY|192.0.2.7|h\xe9\xff|<\x80@x>|<b@us>|0|0|0|0|0');
+  t.is(line, 'GREY|192.0.2.7|h\xe9\xff\xc4\x81|<\\x80@x>|<b@us>|0|0|0|0|0');
   t.deepEqual(parseLine(line, 1), e);
+});
+
+test('control characters, "|" and backslashes in a key are listed as \\xHH and \\\\, and read back', (t) => {
+  const e: Entry = { key: greyKey('192.0.2.7', 'a\x1b]0;owned\x07|b', '<\\x1b@x>', '<\xc2\x9b2J@us>'), first: 0, pass: 0, expire: 0, bcount: 0, pcount: 0 };
+  const line = formatEntry(e);
+  t.is(line, 'GREY|192.0.2.7|a\\x1b]0;owned\\x07\\x7cb|<\\\\x1b@x>|<\\xc2\\x9b2J@us>|0|0|0|0|0');
+  t.is(formatEntry({ key: 'a|b\\c@x', first: 0, pass: 0, expire: 0, bcount: 0, pcount: -2 }), 'SPAMTRAP|a\\x7cb\\\\c@x');
+  // The GREY key holds control characters, which no way in accepts any more (keyProblem)...
+  importError(t, line, 3, 'line 3: key "192.0.2.7\\x0aa\\x1b]0;owned\\x07\\x7cb\\x0a<\\\\x1b@x>\\x0a<\\xc2\\x9b2J@us>" contains the control character \\x1b');
+  // ...but everything else reads back to the same bytes.
+  const ok: Entry = { ...e, key: greyKey('192.0.2.7', 'a|b', '<\\x1b@x>', '<\xc2\x9b2J@us>') };
+  t.deepEqual(parseLine(formatEntry(ok), 1), ok);
+  // A backslash that is not one of the two escapes is itself, as spamdb's raw dumps have it.
+  t.is(parseLine('SPAMTRAP|a\\b\\x4@x', 1).key, 'a\\b\\x4@x');
+});
+
+test('--import refuses keys with control characters or beyond the length limits, raw or escaped', (t) => {
+  importError(t, 'SPAMTRAP|a@x\\x0ab@y', 2, 'line 2: address "a@x\\x0ab@y" contains a line break (\\x0a): one key per argument or line');
+  importError(t, 'SPAMTRAP|a@x\x1b[2J', 3, 'line 3: address "a@x\\x1b[2J" contains the control character \\x1b');
+  importError(t, `SPAMTRAP|${'a'.repeat(250)}@x.ex`, 4, `line 4: address "${'a'.repeat(57)}..." is 255 bytes long; a spamtrap address may have at most 254`);
+  importError(t, 'GREY|192.0.2.7|h\\x0ax|<a>|<b>|0|0|0|1|0', 5, 'line 5: key "192.0.2.7\\x0ah\\x0ax\\x0a<a>\\x0a<b>" has 5 parts; a GREY key has four (ip, helo, from, to), none with a line break');
+  importError(t, `GREY|192.0.2.7|${'h'.repeat(40_000)}|<a>|<b>|0|0|0|1|0`, 6, `line 6: key "192.0.2.7\\x0a${'h'.repeat(47)}..." is 40018 bytes long; a key may have at most 32767`);
+  t.is(parseLine(`SPAMTRAP|${'a'.repeat(249)}@x.ex`, 1).key.length, 254);
 });
 
 test('each spamdb line parses to the entry it came from', (t) => {
@@ -133,8 +156,9 @@ test('JSON shows UTF-8 bytes as text and other bytes as U+FFFD', (t) => {
 const seconds = fc.integer({ min: -(2 ** 40), max: 2 ** 40 }).map((s) => s * S);
 const int32 = fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 });
 const ip = fc.oneof(fc.ipV4(), fc.ipV6());
-/** Any byte a client can send inside a field, except the two that delimit fields and keys. */
-const field = fc.string({ unit: fc.integer({ min: 0, max: 255 }).filter((b) => b !== 0x7c && b !== 0x0a).map((b) => String.fromCharCode(b)) });
+/** Any byte a key may hold (keyProblem): all but C0 and DEL; '|' and '\\' too, as they are escaped. */
+const keyByte = fc.integer({ min: 0x20, max: 0xff }).filter((b) => b !== 0x7f).map((b) => String.fromCharCode(b));
+const field = fc.string({ unit: keyByte });
 
 const greyEntry = fc.record({
   key: fc.tuple(ip, field, field, field).map(([i, h, f, to]) => greyKey(i, h, f, to)),
@@ -154,7 +178,7 @@ const whiteEntry = fc.record({
 });
 const trappedEntry = fc.record({ key: ip, first: fc.constant(0), pass: fc.constant(0), expire: seconds, bcount: fc.constant(0), pcount: fc.constant(-1) });
 const spamtrapEntry = fc.record({
-  key: fc.tuple(fc.string({ unit: fc.integer({ min: 0, max: 255 }).filter((b) => b !== 0x0a).map((b) => String.fromCharCode(b)) }), field).map(([l, d]) => `${l}@${d}`),
+  key: fc.tuple(fc.string({ unit: keyByte, maxLength: 100 }), fc.string({ unit: keyByte, maxLength: 100 })).map(([l, d]) => `${l}@${d}`),
   first: fc.constant(0),
   pass: fc.constant(0),
   expire: fc.constant(0),
@@ -167,6 +191,15 @@ const anyEntry = fc.oneof(greyEntry, whiteEntry, trappedEntry, spamtrapEntry).ma
 test('parseLine(formatEntry(e)) is e for every entry with whole-second times', (t) => {
   fc.assert(fc.property(anyEntry, (e) => {
     assert.deepEqual(parseLine(formatEntry(e), 1), e);
+  }), { numRuns: 2000 });
+  t.pass();
+});
+
+test('no line pfgrey prints holds a control byte a terminal would obey', (t) => {
+  fc.assert(fc.property(anyEntry, (e) => {
+    // C0, DEL, stray 0x80–0x9f and UTF-8 C1 (C2 80–C2 9F); other bytes of UTF-8 stay.
+    const valid = formatEntry(e).replace(/[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}/g, (m) => (m[0] === '\xc2' && m.charCodeAt(1) < 0xa0 ? m : ''));
+    assert.doesNotMatch(valid, /[\x00-\x1f\x7f-\x9f]/);
   }), { numRuns: 2000 });
   t.pass();
 });

@@ -8,23 +8,33 @@
 // - The type/action checks that need no database (`cannot add GREY entries`, `no addresses
 //   specified`) run before the database is opened, so a mistyped command never creates a file.
 // - -a creates the database when it does not exist yet (spamdb would fail), and says so on
-//   stderr, so a mistyped --db is noticed; listing and -d do not create it.
+//   stderr, so a mistyped --db is noticed; listing and -d do not create it. Keys are checked
+//   before the database is opened, and a database that -a created for a command that then
+//   failed fatally (status 255) is removed again: a failing command leaves nothing behind.
+// - -a refuses keys that break keyProblem's rule (control characters, absurd lengths), each
+//   with a warning counted in the exit status like spamdb's `invalid ip address`; -d takes any
+//   key, so that a bad row written by an older version can still be deleted.
+// - A row the listing cannot print (a GREY-looking key with no from part) is reported and
+//   skipped, and the listing goes on; spamdb stops there and hides every row after it. Such
+//   rows count in the exit status.
+// - Keys are escaped in the text listing (src/store/spamdb-format.ts) and --import reads the
+//   escapes back, so `pfgrey db > dump; pfgrey db --import dump` restores the same keys.
 // - Exit statuses are failure counts like spamdb's, capped at 255 so that 256 failures do not
 //   read as success once the shell takes the status modulo 256.
 // - Options may follow keys (GNU style); `--` ends options for a key that starts with '-'.
 // - -h/--help prints the usage line on stdout and exits 0; spamdb has no help flag.
 
-import { access, readFile } from 'node:fs/promises';
+import { access, readFile, rm } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { systemClock, type Clock } from '../clock.js';
 import { DEFAULTS } from '../config/defaults.js';
 import { describe, isPfgreyError } from '../errors.js';
-import { toByteString, type Entry } from '../grey/entry.js';
+import { keyProblem, toByteString, type Entry } from '../grey/entry.js';
 import { manualAdd, type ManualType } from '../grey/rules.js';
 import { openStore } from '../store/sqlite.js';
-import { entryToJson, formatEntry, parseLine } from '../store/spamdb-format.js';
+import { entryToJson, formatEntry, keyText, parseLine, showKey } from '../store/spamdb-format.js';
 import type { Store } from '../store/types.js';
 import { databasePath, type CliIO } from './io.js';
 
@@ -246,7 +256,7 @@ async function list(cmd: Command, io: CliIO, warn: (m: string) => void): Promise
   );
 }
 
-/** spamdb's print_entry failure: warn with its message and stop the listing. */
+/** spamdb's print_entry failure: warn with its message; the caller skips the row and counts it. */
 function unprintable(err: unknown, warn: (m: string) => void): boolean {
   if (isPfgreyError(err) && err.code === 'E_DB_CORRUPT' && err.message.startsWith('No from part')) {
     warn(err.message);
@@ -255,40 +265,40 @@ function unprintable(err: unknown, warn: (m: string) => void): boolean {
   return false;
 }
 
+/** Exit status = rows that could not be printed; they are skipped, not the end of the listing. */
 async function listAll(store: Store, out: Listing, warn: (m: string) => void): Promise<number> {
+  let bad = 0;
   for await (const chunk of store.chunks(DEFAULTS.scanChunk)) {
     for (const e of chunk) {
       try {
         out.add(e);
       } catch (err) {
         if (!unprintable(err, warn)) throw err;
-        await out.flush();
-        return 1;
+        bad++;
       }
     }
     await out.flush();
   }
-  return 0;
+  return bad;
 }
 
-/** Exit status = keys not found, as spamdb's dbshow; an unprintable entry stops it. */
+/** Exit status = keys not found, as spamdb's dbshow, plus entries that could not be printed. */
 async function show(store: Store, keys: string[], out: Listing, warn: (m: string) => void): Promise<number> {
-  let missing = 0;
+  let failures = 0;
   for (const k of keys) {
     const e = await store.get(toByteString(k));
     if (!e) {
-      missing++;
+      failures++;
       continue;
     }
     try {
       out.add(e);
     } catch (err) {
       if (!unprintable(err, warn)) throw err;
-      await out.flush();
-      return missing + 1;
+      failures++;
     }
   }
-  return missing;
+  return failures;
 }
 
 // --- -a -----------------------------------------------------------------------------------------
@@ -307,30 +317,55 @@ async function add(cmd: Command, clock: Clock, warn: (m: string) => void): Promi
     warn('cannot add GREY entries');
     return 2;
   }
-  const keys = nonEmpty(cmd, warn);
+  // Every key is checked before the database is opened: keys that are all bad neither create
+  // nor touch it.
+  let failures = 0;
+  const good: string[] = [];
+  for (const raw of nonEmpty(cmd, warn)) {
+    const key = toByteString(raw);
+    const problem = keyProblem(key, cmd.type);
+    if (problem) {
+      warn(`${cmd.type === 'SPAMTRAP' ? 'address' : 'key'} ${showKey(key)} ${problem}`);
+      failures++;
+    } else if (cmd.type !== 'SPAMTRAP' && isIP(raw) === 0) {
+      warn(`invalid ip address ${keyText(key)}`);
+      failures++;
+    } else {
+      good.push(key);
+    }
+  }
+  if (good.length === 0) return Math.min(failures, 255);
   const existed = await access(cmd.dbPath).then(() => true, () => false);
-  const store = await openStore(cmd.dbPath, { create: true });
-  if (!existed) warn(`no database at ${cmd.dbPath}: created it`);
-  return withStore(store, async () => {
-    let failures = 0;
-    for (const raw of keys) {
-      if (cmd.type !== 'SPAMTRAP' && isIP(raw) === 0) {
-        warn(`invalid ip address ${raw}`);
-        failures++;
-        continue;
-      }
-      const key = toByteString(raw);
+  let status: number;
+  try {
+    status = await withStore(await openStore(cmd.dbPath, { create: true }), (store) => addKeys(store, good, failures));
+  } catch (err) {
+    if (!existed) await removeDatabase(cmd.dbPath);
+    throw err;
+  }
+  if (existed) return status;
+  if (status === 255) await removeDatabase(cmd.dbPath);
+  else warn(`no database at ${cmd.dbPath}: created it`);
+  return status;
+
+  async function addKeys(store: Store, keys: string[], failed: number): Promise<number> {
+    for (const key of keys) {
       const now = clock.now();
       const old = await store.get(key);
       // spamdb errx(-1): fatal, status 255. Earlier keys of this command are still written.
       if (!old && cmd.type === 'SPAMTRAP' && !key.includes('@')) {
-        warn(`not an email address: ${raw}`);
+        warn(`not an email address: ${keyText(key)}`);
         return 255;
       }
       store.put(manualAdd(old, key, cmd.type as ManualType, now));
     }
-    return Math.min(failures, 255);
-  });
+    return Math.min(failed, 255);
+  }
+}
+
+/** A database file this command created, with SQLite's companions; gone already is fine. */
+async function removeDatabase(file: string): Promise<void> {
+  for (const f of [file, `${file}-wal`, `${file}-shm`, `${file}-journal`]) await rm(f, { force: true });
 }
 
 // --- -d -----------------------------------------------------------------------------------------
@@ -345,7 +380,7 @@ async function remove(cmd: Command, warn: (m: string) => void): Promise<number> 
       // -G: the argument is an ip and the first of its tuples goes, one tuple per argument.
       const victim = cmd.type === 'GREY' ? (await store.tuplesOf(key))[0] : await store.get(key);
       if (!victim) {
-        warn(`no entry for ${raw}`);
+        warn(`no entry for ${keyText(key)}`);
         failures++;
         continue;
       }

@@ -2,7 +2,7 @@
 // The one `pfgrey` entry: picks the subcommand and turns any error into one line on stderr.
 
 import { createRequire } from 'node:module';
-import { describe, isPfgreyError } from '../errors.js';
+import { PfgreyError, describe, isPfgreyError } from '../errors.js';
 import { checkCommand } from './check.js';
 import { dbCommand } from './db.js';
 import { logdCommand } from './logd.js';
@@ -20,8 +20,24 @@ commands:
   check   check pf's rules and this system for what would keep mail from flowing
 `;
 
+/**
+ * Node reads arguments as UTF-8 and turns bytes that are not UTF-8 into U+FFFD, so an argument
+ * holding one is not what was typed: a key stored from it would differ from the bytes the
+ * user meant, and could not be found or deleted with them. Refused for every command, here.
+ */
+function notUtf8(argv: string[]): PfgreyError | undefined {
+  const i = argv.findIndex((a) => a.includes('\ufffd'));
+  if (i < 0) return undefined;
+  return new PfgreyError('E_USAGE', `argument ${i + 1} is not UTF-8 text: its bytes cannot be passed on as they were typed`);
+}
+
 export async function main(argv: string[], io: CliIO): Promise<number> {
   const [command, ...rest] = argv;
+  const refused = notUtf8(argv);
+  if (refused) {
+    io.stderr.write(`pfgrey: ${refused.message}\n`);
+    return refused.exitCode;
+  }
   try {
     switch (command) {
       case 'run':

@@ -140,6 +140,20 @@ export const DEFAULTS = Object.freeze({
   dbPath: process.platform === 'linux' ? '/var/lib/pfgrey/pfgrey.db' : '/var/db/pfgrey/pfgrey.db',
   /** -h longer than this is refused, as spamd does. */
   hostnameMax: 255,
+
+  /**
+   * Longest SPAMTRAP address `pfgrey db -T -a` and --import accept: RFC 5321 section 4.5.3.1.3
+   * limits a path to 256 octets with its angle brackets, so an address has at most 254.
+   */
+  maxSpamtrapKey: 254,
+  /**
+   * Longest database key `pfgrey db -a` and --import accept (bytes). A GREY key is four parts
+   * (ip, helo, from, to) and three line breaks, and no part can be longer than one input line
+   * (maxLine, 8191): 4 × 8191 + 3. The tarpit itself stores far less (maxArg per part), so every
+   * key a client can make fits with room to spare, and so does any spamdb dump; a 10 MB key
+   * does not.
+   */
+  maxKey: 4 * 8191 + 3,
 });
 
 export type Defaults = typeof DEFAULTS;

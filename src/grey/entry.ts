@@ -5,6 +5,9 @@
 // (latin1 decoding), so nothing a client sends is altered on its way to the database and back
 // out of `pfgrey db`. Times are milliseconds since the epoch; spamdb's text shows seconds.
 
+import { DEFAULTS } from '../config/defaults.js';
+import { controlEscaper } from '../log.js';
+
 export interface Entry {
   key: string;
   first: number;
@@ -54,6 +57,32 @@ export function splitGreyKey(key: string): GreyParts | undefined {
   if (parts.length === 3) return { ip: parts[0]!, helo: '', from: parts[1]!, to: parts[2]! };
   if (parts.length >= 4) {
     return { ip: parts[0]!, helo: parts[1]!, from: parts[2]!, to: parts.slice(3).join('\n') };
+  }
+  return undefined;
+}
+
+const escapeByte = controlEscaper({ bytes: true });
+
+/**
+ * What is wrong with a key of the given type, or undefined for a good one: the rule every way
+ * in (`pfgrey db -a`, --import, the tarpit) keeps, so that every stored key lists on one line
+ * and imports back. No key holds a control character (C0 or DEL) other than the line breaks
+ * that join a GREY key's four parts: a SPAMTRAP address with a line break in it would read as a
+ * broken GREY key and stop spamdb's listing. Bytes 0x80 and above are data (UTF-8 or not) and
+ * are allowed; the listing escapes those a terminal would obey. Lengths: DEFAULTS.maxKey, and
+ * DEFAULTS.maxSpamtrapKey for a SPAMTRAP address.
+ */
+export function keyProblem(key: string, type: EntryType): string | undefined {
+  const max = type === 'SPAMTRAP' ? DEFAULTS.maxSpamtrapKey : DEFAULTS.maxKey;
+  if (key.length > max) return `is ${key.length} bytes long; ${type === 'SPAMTRAP' ? 'a spamtrap address' : 'a key'} may have at most ${max}`;
+  const parts = type === 'GREY' ? key.split('\n') : [key];
+  if (type === 'GREY' && parts.length !== 4) return `has ${parts.length} parts; a GREY key has four (ip, helo, from, to), none with a line break`;
+  for (const part of parts) {
+    // eslint-disable-next-line no-control-regex
+    const c = /[\x00-\x1f\x7f]/.exec(part)?.[0];
+    if (c === undefined) continue;
+    const code = escapeByte(c);
+    return c === '\n' ? `contains a line break (${code}): one key per argument or line` : `contains the control character ${code}`;
   }
   return undefined;
 }

@@ -11,6 +11,13 @@
 //
 // Times are whole seconds in the text and milliseconds in an Entry.
 //
+// Escapes: in the key fields (ip, helo, from, to, address) a control character (C0, DEL, C1 as
+// described at controlEscaper in src/log.ts), a '|' and a backslash are written `\xHH`, '|' as
+// `\x7c` and the backslash as `\\`, and --import reads them back (unescapeBytes), so any key
+// lists on one line that neither drives the terminal nor splits into the wrong fields, and
+// imports back to the same bytes. spamdb prints keys raw; its dumps still import (a raw '|'
+// in helo, from or to is resolved by splitMiddle), unless a key holds a literal `\\` or `\xHH`.
+//
 // What a line does not show comes back as 0 on import: TRAPPED gets first = pass = bcount = 0,
 // SPAMTRAP gets first = pass = expire = bcount = 0 (spamd reads none of these for those types).
 // A legacy GREY key `ip\nfrom\nto` prints with an empty helo and imports as the four-part key
@@ -18,47 +25,19 @@
 
 import { isIP } from 'node:net';
 import { PfgreyError } from '../errors.js';
+import { controlEscaper, unescapeBytes } from '../log.js';
 import {
   PCOUNT_SPAMTRAP,
   PCOUNT_TRAPPED,
   entryType,
   greyKey,
-  keyIp,
+  keyProblem,
   splitGreyKey,
   type Entry,
   type EntryType,
 } from '../grey/entry.js';
 
 const sec = (ms: number): number => Math.floor(ms / 1000);
-
-/**
- * The spamdb line for an entry, without the newline. Throws E_DB_CORRUPT with spamdb's message
- * `No from part in grey key ⟨ip⟩` for a GREY key with a single LF, which spamdb cannot print
- * either (its listing stops there).
- */
-export function formatEntry(e: Entry): string {
-  switch (entryType(e)) {
-    case 'TRAPPED':
-      return `TRAPPED|${e.key}|${sec(e.expire)}`;
-    case 'SPAMTRAP':
-      return `SPAMTRAP|${e.key}`;
-    case 'WHITE':
-      return `WHITE|${e.key}|||${sec(e.first)}|${sec(e.pass)}|${sec(e.expire)}|${e.bcount}|${e.pcount}`;
-    case 'GREY': {
-      const g = splitGreyKey(e.key);
-      // spamdb prints the key up to its first LF, i.e. the ip.
-      if (!g) throw new PfgreyError('E_DB_CORRUPT', `No from part in grey key ${keyIp(e.key)}`);
-      return `GREY|${g.ip}|${g.helo}|${g.from}|${g.to}|${sec(e.first)}|${sec(e.pass)}|${sec(e.expire)}|${e.bcount}|${e.pcount}`;
-    }
-  }
-}
-
-/** The JSON form of one listing line. */
-export type EntryJson =
-  | { type: 'GREY'; ip: string; helo: string; from: string; to: string; first: number; pass: number; expire: number; bcount: number; pcount: number }
-  | { type: 'WHITE'; ip: string; first: number; pass: number; expire: number; bcount: number; pcount: number }
-  | { type: 'TRAPPED'; ip: string; expire: number }
-  | { type: 'SPAMTRAP'; address: string };
 
 const utf8 = new TextDecoder('utf-8');
 
@@ -70,6 +49,55 @@ const utf8 = new TextDecoder('utf-8');
 function text(bytes: string): string {
   return utf8.decode(Buffer.from(bytes, 'latin1'));
 }
+
+/** One key field of a listing line: see the escapes above. */
+const keyField = controlEscaper({ bytes: true, reversible: true, also: '|' });
+
+/** A key (a byte string) as text for a message: escaped like the listing, UTF-8 read as such. */
+export function keyText(bytes: string): string {
+  return text(keyField(bytes));
+}
+
+/** A key or field in a message: keyText, quoted, cut short. */
+export function showKey(bytes: string, max = 60): string {
+  return `"${keyText(bytes.length > max ? `${bytes.slice(0, max - 3)}...` : bytes)}"`;
+}
+
+/**
+ * spamdb's message for a GREY key with a single LF, which it cannot print (its listing stops
+ * there). spamdb names the key up to the LF; we name the whole key, escaped, because that is
+ * what an operator needs to find the row (a SPAMTRAP address with a line break looks like one).
+ */
+function noFromPart(key: string): PfgreyError {
+  return new PfgreyError('E_DB_CORRUPT', `No from part in grey key ${showKey(key, 200)}`);
+}
+
+/**
+ * The spamdb line for an entry, without the newline. Throws E_DB_CORRUPT (noFromPart) for a
+ * GREY key with a single LF.
+ */
+export function formatEntry(e: Entry): string {
+  switch (entryType(e)) {
+    case 'TRAPPED':
+      return `TRAPPED|${keyField(e.key)}|${sec(e.expire)}`;
+    case 'SPAMTRAP':
+      return `SPAMTRAP|${keyField(e.key)}`;
+    case 'WHITE':
+      return `WHITE|${keyField(e.key)}|||${sec(e.first)}|${sec(e.pass)}|${sec(e.expire)}|${e.bcount}|${e.pcount}`;
+    case 'GREY': {
+      const g = splitGreyKey(e.key);
+      if (!g) throw noFromPart(e.key);
+      return `GREY|${keyField(g.ip)}|${keyField(g.helo)}|${keyField(g.from)}|${keyField(g.to)}|${sec(e.first)}|${sec(e.pass)}|${sec(e.expire)}|${e.bcount}|${e.pcount}`;
+    }
+  }
+}
+
+/** The JSON form of one listing line. */
+export type EntryJson =
+  | { type: 'GREY'; ip: string; helo: string; from: string; to: string; first: number; pass: number; expire: number; bcount: number; pcount: number }
+  | { type: 'WHITE'; ip: string; first: number; pass: number; expire: number; bcount: number; pcount: number }
+  | { type: 'TRAPPED'; ip: string; expire: number }
+  | { type: 'SPAMTRAP'; address: string };
 
 /**
  * One entry as JSON. Each type carries exactly the fields its spamdb line shows, under their
@@ -94,7 +122,7 @@ export function entryToJson(e: Entry): EntryJson {
       };
     case 'GREY': {
       const g = splitGreyKey(e.key);
-      if (!g) throw new PfgreyError('E_DB_CORRUPT', `No from part in grey key ${keyIp(e.key)}`);
+      if (!g) throw noFromPart(e.key);
       return {
         type: 'GREY',
         ip: text(g.ip),
@@ -121,31 +149,26 @@ function bad(lineNo: number, what: string): PfgreyError {
   return new PfgreyError('E_IMPORT', `line ${lineNo}: ${what}`);
 }
 
-/** Quotes a field for a message, short and on one line. */
-function show(field: string): string {
-  const s = field.length > 60 ? `${field.slice(0, 57)}...` : field;
-  return JSON.stringify(s);
-}
-
 /** spamdb prints 64-bit times; anything we store is a safe integer of milliseconds. */
 function time(lineNo: number, name: string, field: string): number {
-  if (!/^-?[0-9]+$/.test(field)) throw bad(lineNo, `${name} time ${show(field)} is not a number`);
+  if (!/^-?[0-9]+$/.test(field)) throw bad(lineNo, `${name} time ${showKey(field)} is not a number`);
   const ms = Number(field) * 1000;
-  if (!Number.isSafeInteger(ms)) throw bad(lineNo, `${name} time ${show(field)} is out of range`);
+  if (!Number.isSafeInteger(ms)) throw bad(lineNo, `${name} time ${showKey(field)} is out of range`);
   return ms;
 }
 
 /** The counts are C ints in spamd's record. */
 function count(lineNo: number, name: string, field: string): number {
-  if (!/^-?[0-9]+$/.test(field)) throw bad(lineNo, `${name} ${show(field)} is not a number`);
+  if (!/^-?[0-9]+$/.test(field)) throw bad(lineNo, `${name} ${showKey(field)} is not a number`);
   const n = Number(field);
-  if (n < INT32_MIN || n > INT32_MAX) throw bad(lineNo, `${name} ${show(field)} is out of range`);
+  if (n < INT32_MIN || n > INT32_MAX) throw bad(lineNo, `${name} ${showKey(field)} is out of range`);
   return n;
 }
 
-function ip(lineNo: number, field: string): string {
-  if (isIP(field) === 0) throw bad(lineNo, `invalid ip address ${show(field)}`);
-  return field;
+function ip(lineNo: number, f: string): string {
+  const addr = unescapeBytes(f);
+  if (isIP(addr) === 0) throw bad(lineNo, `invalid ip address ${showKey(addr)}`);
+  return addr;
 }
 
 /**
@@ -165,17 +188,19 @@ function splitMiddle(lineNo: number, mid: string[]): [string, string, string] {
     }
   }
   if (found.length === 1) return found[0]!;
+  // A listing of ours never gets here: it writes a '|' inside these fields as \x7c.
   throw bad(lineNo, `cannot tell helo, from and to apart: one of them contains '|'`);
 }
 
 /**
  * Parses one spamdb line (a byte string, no newline) into an entry. Throws E_IMPORT naming the
- * line number and what is wrong with it.
+ * line number and what is wrong with it, including a key that breaks keyProblem's rule (raw or
+ * escaped: `SPAMTRAP|a@x\x0ab@y` is refused like the key it stands for).
  */
 export function parseLine(line: string, lineNo: number): Entry {
   const f = line.split('|');
   const type = f[0]!;
-  if (!Object.hasOwn(FIELDS, type)) throw bad(lineNo, `unknown type ${show(type)} (expected GREY, WHITE, TRAPPED or SPAMTRAP)`);
+  if (!Object.hasOwn(FIELDS, type)) throw bad(lineNo, `unknown type ${showKey(type)} (expected GREY, WHITE, TRAPPED or SPAMTRAP)`);
   const t = type as EntryType;
   const want = FIELDS[t];
   const fieldCountOk = t === 'GREY' ? f.length >= want : t === 'SPAMTRAP' ? f.length >= want : f.length === want;
@@ -185,9 +210,8 @@ export function parseLine(line: string, lineNo: number): Entry {
   switch (t) {
     case 'SPAMTRAP': {
       // The address is the rest of the line: a local part may legally contain '|'.
-      const address = f.slice(1).join('|');
-      if (!address.includes('@')) throw bad(lineNo, `not an email address: ${show(address)}`);
-      if (address.includes('\n')) throw bad(lineNo, 'address contains a line break');
+      const address = unescapeBytes(f.slice(1).join('|'));
+      if (!address.includes('@')) throw bad(lineNo, `not an email address: ${showKey(address)}`);
       entry = { key: address, first: 0, pass: 0, expire: 0, bcount: 0, pcount: PCOUNT_SPAMTRAP };
       break;
     }
@@ -201,11 +225,13 @@ export function parseLine(line: string, lineNo: number): Entry {
       break;
     }
     case 'GREY': {
-      const [helo, from, to] = splitMiddle(lineNo, f.slice(2, f.length - 5));
+      const [helo, from, to] = splitMiddle(lineNo, f.slice(2, f.length - 5)).map(unescapeBytes) as [string, string, string];
       entry = numbers(lineNo, greyKey(ip(lineNo, f[1]!), helo, from, to), f.slice(f.length - 5));
       break;
     }
   }
+  const problem = keyProblem(entry.key, t);
+  if (problem) throw bad(lineNo, `${t === 'SPAMTRAP' ? 'address' : 'key'} ${showKey(entry.key)} ${problem}`);
   // pcount decides the type of an IP key: a WHITE line with pcount -1 would come back TRAPPED.
   const actual = entryType(entry);
   if (actual !== t) throw bad(lineNo, `pcount ${entry.pcount} makes this a ${actual} entry, not ${t}`);
