@@ -1,8 +1,12 @@
 import test from 'ava';
+import { writeFile } from 'node:fs/promises';
 import net from 'node:net';
+import path from 'node:path';
+import { greyKey, keyProblem } from '../src/grey/entry.js';
 import { REPLY } from '../src/tarpit/replies.js';
+import { runCli } from './helpers/cli.js';
 import { testDaemon } from './helpers/daemon.js';
-import { eventually, RawClient } from './helpers/smtp.js';
+import { attemptToData, eventually, RawClient } from './helpers/smtp.js';
 
 const BANNER = /^220 tarpit\.test ESMTP spamd IP-based SPAM blocker; \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\r\n$/;
 
@@ -155,4 +159,38 @@ test('listening on a port that is taken is one clear error', async (t) => {
   const port = (blocker.address() as net.AddressInfo).port;
   const err = await t.throwsAsync(testDaemon(t, ['-p', String(port)]));
   t.regex(err!.message, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: EADDRINUSE`));
+});
+
+test('control bytes in HELO, MAIL and RCPT are recorded as \\xHH: the retry passes greylisting, and the key lists and imports back', async (t) => {
+  const { port, daemon, dbPath, dir } = await testDaemon(t, ['--stutter', '0', '--passtime', '300ms', '--scan-interval', '100ms']);
+  // ESC ] retitles a terminal, ESC [2J clears it; NUL, BEL, DEL, a stray CSI byte, and the '|'
+  // and backslash the listing must escape too. spamd would store them raw.
+  const env = { hello: 'HELO a\x1b]0;owned\x07\x00\x7f\x9b|b\\c', from: '<x\x01@sender.example>', to: '<b\x1b[2J@us.example>' };
+  const first = await attemptToData(port, env);
+  t.true(first.includes(`${REPLY.helo}${REPLY.mail}${REPLY.rcpt}${REPLY.greylisted}`), JSON.stringify(first));
+  await daemon.greylister!.settle();
+  const key = greyKey('127.0.0.1', 'a\\x1b]0;owned\\x07\\x00\\x7f\\x9b|b\\c', '<x\\x01@sender.example>', '<b\\x1b[2J@us.example>');
+  t.truthy(await daemon.store!.get(key), 'the tuple is kept, with each control byte as \\xHH text');
+  t.is(keyProblem(key, 'GREY'), undefined);
+
+  // The same bytes again make the same key: once the pass time is over, a retry passes.
+  await eventually(async () => {
+    await attemptToData(port, env);
+    return daemon.store!.get('127.0.0.1');
+  }, 'a WHITE entry for the retrying client');
+  t.true((await daemon.store!.get(key))!.bcount >= 2);
+
+  const list = await runCli(['db', '--db', dbPath]);
+  t.is(list.code, 0, list.stderr);
+  const grey = list.stdout.split('\n').filter((l) => l.startsWith('GREY|'));
+  t.is(grey.length, 1, list.stdout);
+  t.regex(grey[0]!, /^GREY\|127\.0\.0\.1\|a\\\\x1b\]0;owned\\\\x07\\\\x00\\\\x7f\\\\x9b\\x7cb\\\\c\|<x\\\\x01@sender\.example>\|<b\\\\x1b\[2J@us\.example>\|/);
+  t.notRegex(list.stdout, /[\x00-\x09\x0b-\x1f\x7f-\x9f]/, 'no control byte reaches the terminal');
+
+  const dump = path.join(dir, 'dump');
+  await writeFile(dump, Buffer.from(list.stdout, 'latin1'));
+  const copy = path.join(dir, 'copy.db');
+  const imported = await runCli(['db', '--db', copy, '--import', dump]);
+  t.is(imported.code, 0, imported.stderr);
+  t.is((await runCli(['db', '--db', copy])).stdout, list.stdout);
 });

@@ -5,6 +5,7 @@
 // and a tuple is produced even when the client never said HELO/EHLO (quirk 4).
 
 import { DEFAULTS } from '../config/defaults.js';
+import { controlEscaper } from '../log.js';
 import { REPLY, quitReply, renderBlackReply } from './replies.js';
 
 export interface SessionOptions {
@@ -45,10 +46,22 @@ function commandOf(line: string): Command | undefined {
   return (COMMANDS as readonly string[]).includes(head) ? (head as Command) : undefined;
 }
 
-/** The first word of `text` after leading blanks, capped at spamd's 1023-byte buffer. */
+/**
+ * HELO, MAIL and RCPT arguments go into the database key, which must hold no control bytes
+ * (keyProblem in src/grey/entry.ts): a key a client made with ESC or NUL in it would otherwise
+ * reach an operator's terminal or fail to import back. spamd stores such bytes raw. We neither
+ * store them raw nor refuse the command: each control byte (C0, DEL, a C1 as the listing sees
+ * it) is recorded as the text `\xHH`, the way `pfgrey db` and the log show it. The same bytes
+ * always give the same text, so a client that retries with them still matches its tuple and
+ * passes greylisting; the rest of its bytes, UTF-8 or not, are kept as sent. The cap applies to
+ * the recorded text, so a field holds at most maxArg bytes as in spamd.
+ */
+const recordable = controlEscaper({ bytes: true });
+
+/** The first word of `text` after leading blanks, recordable, capped at spamd's 1023-byte buffer. */
 function firstWord(text: string): string {
   const m = /^[ \t]*([^ \t\r\n]*)/.exec(text);
-  return (m?.[1] ?? '').slice(0, DEFAULTS.maxArg);
+  return recordable(m?.[1] ?? '').slice(0, DEFAULTS.maxArg);
 }
 
 /** HELO/EHLO argument: whatever follows the four command letters. */
