@@ -8,7 +8,7 @@ import type { CliIO } from '../src/cli/io.js';
 import { ManualClock } from '../src/clock.js';
 import { greyKey, type Entry } from '../src/grey/entry.js';
 import { openStore } from '../src/store/sqlite.js';
-import sqlite3 from 'sqlite3';
+import { rawSql } from './helpers/raw-sql.js';
 
 const S = 1000;
 const DAY = 86400;
@@ -467,15 +467,6 @@ test('a listing piped into a reader that stops early (| head -1) ends quietly', 
 });
 
 // --- bad keys: what the listing shows and what gets in ----------------------------------------
-
-function rawSql(file: string, statements: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const d: sqlite3.Database = new sqlite3.Database(file, (err) => {
-      if (err) return reject(err);
-      d.exec(statements, (e) => d.close(() => (e ? reject(e) : resolve())));
-    });
-  });
-}
 
 /** Every entry of a database, in key order. */
 async function entries(file: string): Promise<Entry[]> {

@@ -7,22 +7,13 @@
 import test from 'ava';
 import { access, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import sqlite3 from 'sqlite3';
 import { openStore } from '../../src/store/sqlite.js';
 import { runCli } from '../helpers/cli.js';
 import { tempDir } from '../helpers/daemon.js';
+import { rawSql } from '../helpers/raw-sql.js';
 
 const S = 1000;
 const TRAPS = 'trap1@us.example\ntrap2@us.example';
-
-function rawSql(file: string, statements: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const d: sqlite3.Database = new sqlite3.Database(file, (err) => {
-      if (err) return reject(err);
-      d.exec(statements, (e) => d.close(() => (e ? reject(e) : resolve())));
-    });
-  });
-}
 
 test('-T -a "$(cat traps.txt)" is refused with a message and stores nothing', async (t) => {
   const dir = await tempDir(t);
