@@ -9,6 +9,7 @@ import { BlackLists } from './blacklist/lists.js';
 import { type Clock, systemClock } from './clock.js';
 import { DEFAULTS } from './config/defaults.js';
 import { formatDuration } from './config/duration.js';
+import { describe, PfgreyError } from './errors.js';
 import { chooseFirewall, type FirewallKind } from './firewall/select.js';
 import { WhitelistSync } from './firewall/sync.js';
 import type { Firewall } from './firewall/types.js';
@@ -18,7 +19,8 @@ import type { GreyTimes, ScanPlan } from './grey/rules.js';
 import { Scanner } from './grey/scanner.js';
 import type { Logger } from './log.js';
 import { mayBindReserved, unprivilegedPortStart } from './privileges.js';
-import { keepTableAsWhite, openStoreRecovering } from './store/recover.js';
+import { openDaemonStore } from './store/daemon-store.js';
+import { keepTableAsWhite } from './store/recover.js';
 import type { Store } from './store/types.js';
 import { Tarpit, type TarpitOptions } from './tarpit/server.js';
 
@@ -41,6 +43,8 @@ export interface DaemonConfig {
   scanInterval: number;
   scanChunk: number;
   commitDelay: number;
+  /** How long a stop retries the writes the database refuses before it gives them up (ms). */
+  stopTimeout: number;
   /** The config port (spamd-cfg) on 127.0.0.1; 0 picks a free port. */
   configPort: number;
   allowedDomainsFile: string;
@@ -63,7 +67,16 @@ export interface Daemon {
   lastScan?: ScanPlan;
   /** SIGHUP: re-reads the allowed domains. */
   reload(): Promise<void>;
+  /**
+   * Stops. Resolves once every acknowledged tuple is in the database; rejects (E_DB_WRITE, one
+   * line with the count) when the database refused some until the stop deadline passed.
+   */
   stop(): Promise<void>;
+  /**
+   * A second SIGTERM: the stop gives up retrying as soon as the attempt under way returns, and
+   * `stop()` then says what was lost.
+   */
+  stopNow(): void;
 }
 
 function hostPrefix(ip: string): string {
@@ -119,11 +132,13 @@ export async function startDaemon(
         await configPort.close();
         await tarpit.close();
       },
+      stopNow: () => {},
     };
   }
 
   // A corrupt database is moved aside and replaced, so a bad file never becomes a crash loop.
-  const { store, movedTo } = await openStoreRecovering(cfg.dbPath, { commitDelay: cfg.commitDelay, log }, log);
+  const db = await openDaemonStore(cfg.dbPath, { commitDelay: cfg.commitDelay, log }, log);
+  const { store, movedTo } = db;
   let tarpit: Tarpit | undefined;
   let configPort: ConfigPort | undefined;
   let deviceFd: number | undefined;
@@ -170,6 +185,7 @@ export async function startDaemon(
         log.notice(`reloaded ${cfg.allowedDomainsFile}: ${allowed.length ? `${allowed.length} allowed domains` : 'no restriction'}`);
       },
       stop: async () => {},
+      stopNow: () => {},
     };
     const scanner = new Scanner({
       store, log, clock,
@@ -205,22 +221,44 @@ export async function startDaemon(
 
     let stopping: Promise<void> | undefined;
     const cp = configPort;
+    // One deadline for the whole stop: the greylister and the store retry what the database
+    // refuses (another process holding its write lock, say) until it passes, then give it up.
+    const giveUp = new AbortController();
+    daemon.stopNow = () => giveUp.abort();
     daemon.stop = () => (stopping ??= (async () => {
-      await cp.close();
-      await tarpit!.close();
-      await greylister.stop();
-      await scanner.stop();
-      await sync.flush();
-      sync.stop();
-      if (deviceFd !== undefined) fs.closeSync(deviceFd);
-      await store.close();
+      const deadline = setTimeout(() => giveUp.abort(), cfg.stopTimeout);
+      try {
+        await cp.close();
+        await tarpit!.close();
+        const dropped = await greylister.stop(giveUp.signal);
+        await scanner.stop();
+        await sync.flush();
+        sync.stop();
+        if (deviceFd !== undefined) fs.closeSync(deviceFd);
+        let failure: unknown;
+        await store.close({ retryUntil: giveUp.signal }).catch((err: unknown) => {
+          failure = err;
+        });
+        // One line for everything the stop lost: the store's queued writes, and the tuples that
+        // never reached it.
+        if (dropped) {
+          const tuples = `${dropped.tuples} acknowledged tuple${dropped.tuples === 1 ? '' : 's'}`;
+          const what = failure ? `${describe(failure)}; and ${tuples} never reached it` : `${store.path}: ${tuples} lost, never recorded`;
+          throw new PfgreyError('E_DB_WRITE', `${what} (${dropped.reason})`, { cause: failure });
+        }
+        if (failure) throw failure;
+      } finally {
+        clearTimeout(deadline);
+        await db.unlock();
+      }
     })());
     return daemon;
   } catch (err) {
     await configPort?.close();
     await tarpit?.close();
     if (deviceFd !== undefined) fs.closeSync(deviceFd);
-    await store.close();
+    await store.close().catch(() => undefined);
+    await db.abandon();
     throw err;
   }
 }

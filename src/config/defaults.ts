@@ -30,8 +30,50 @@ export const DEFAULTS = Object.freeze({
   /** The list trapped hosts are tarpitted as, and its message (spec §6.9). */
   greytrapTag: 'spamd-greytrap',
   greytrapMessage: '"Your address %A has mailed to spamtraps here\\n"',
-  /** A config-port connection may send at most this much (spamd has no limit). */
-  configMaxBytes: 256 * 1024 * 1024,
+  /**
+   * A config-port connection may send at most this much (spamd has no limit). pfgrey setup and
+   * spamd-setup send one list per connection, each block as `a.b.c.d/nn;`, some 17 bytes for
+   * a /32: the largest lists spamd.conf has named (nixspam, uatraps) hold a few hundred
+   * thousand addresses, 2–9 MB. 32 MB is close to two million blocks, four times that.
+   */
+  configMaxBytes: 32 * 1024 * 1024,
+  /**
+   * Bytes held for all config-port connections together, from arrival until their lists are
+   * installed: two connections of configMaxBytes. Senders send one list at a time, so this only
+   * bounds what several hostile or stuck ones hold (parsing takes up to ten times the text).
+   */
+  configMaxBytesInFlight: 64 * 1024 * 1024,
+  /**
+   * Config-port connections open (or still being parsed) at once; more are reset. spamd-setup
+   * and pfgrey setup use one at a time; eight lets a cron run, a run by hand and spamd-setup
+   * overlap, and bounds the worker threads (about 10 MB each) a local user can start.
+   */
+  configMaxConnections: 8,
+  /**
+   * A config-port connection that completes no line for this long is reset. Senders fetch
+   * their lists before they connect and write the line at once (a few MB take milliseconds
+   * over loopback), so a pause of seconds is a stuck or hostile peer; half of setupSendTimeout.
+   */
+  configIdleTimeout: 30 * SECOND,
+  /**
+   * Lines one config-port connection may carry; later ones are refused unread. spamd-setup
+   * sends one; `pfgrey setup -n` output sent as one connection has one per list in spamd.conf.
+   * Every line takes main-thread time to install and a log line, so this bounds both.
+   */
+  configMaxLines: 100,
+  /**
+   * Bad lines of one connection logged one by one; the rest are counted in one line. A sender
+   * sends one line a connection, so ten show any real mistake; 50 MB of junk once wrote
+   * 200,000 lines.
+   */
+  configMaxBadLinesLogged: 10,
+  /**
+   * Connections of at least this many bytes are parsed in a worker thread, so that no list
+   * holds the event loop past the 50 ms the scan is held to: on a 2-core machine 128 KiB of
+   * short IPv6 blocks (the dearest input per byte) took 38 ms on the main thread, 256 KiB 188
+   * ms; 64 KiB takes under 25 ms (`npm run bench:config`, BENCHMARKS.md).
+   */
+  configOffThreadBytes: 64 * 1024,
   /** DB_SCAN_INTERVAL. */
   scanInterval: 60 * SECOND,
 
@@ -154,6 +196,21 @@ export const DEFAULTS = Object.freeze({
    * does not.
    */
   maxKey: 4 * 8191 + 3,
+
+  /**
+   * How long a stop (SIGTERM) keeps retrying the greylist updates the database will not take
+   * (another process holding its write lock, say) before it gives them up and says how many
+   * were lost. The rest of the stop must fit too: rc.d/linux/pfgrey.service gives 30 s
+   * (TimeoutStopSec) before SIGKILL, as OpenBSD's rc.subr(8) waits daemon_timeout, 30 s by
+   * default; what is left covers closing the ports and the last firewall push.
+   */
+  stopTimeout: 20 * SECOND,
+  /**
+   * While stopping, one commit attempt waits at most this long for another process's lock
+   * (instead of busyTimeout): a SQLite call waiting on a lock cannot be cut short, so this is
+   * also how soon a second SIGTERM, or the stop deadline, can end the stop.
+   */
+  stopRetryWait: 1 * SECOND,
 });
 
 export type Defaults = typeof DEFAULTS;

@@ -4,19 +4,21 @@
 // SMTP transaction, and one transaction per few hundred milliseconds costs far less than one fsync
 // per tuple.
 
-import { copyFile, mkdir, open, rm, stat, truncate } from 'node:fs/promises';
-import { dirname } from 'node:path';
-import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { constants } from 'node:fs';
+import { copyFile, lstat, open, rm, truncate } from 'node:fs/promises';
+import { setImmediate as yieldToLoop, setTimeout as sleep } from 'node:timers/promises';
 import sqlite3 from 'sqlite3';
 import { DEFAULTS } from '../config/defaults.js';
 import { PfgreyError, describe } from '../errors.js';
 import type { Entry } from '../grey/entry.js';
 import { silentLogger, type Logger } from '../log.js';
-import type { Store } from './types.js';
+import { checkDatabaseFiles, resolveDatabasePath, SQLITE_OPEN_NOFOLLOW } from './files.js';
+import type { CloseOptions, Store } from './types.js';
 
 export interface OpenStoreOptions {
-  /** Create the file (mode 0600) and its parent directories when missing. Ignored with readonly. */
+  /** Create the file (mode 0600) when missing; its directory must exist. Ignored with readonly. */
   create?: boolean;
+
   /** Open for listing only: no schema changes, put/delete throw. */
   readonly?: boolean;
   /** Longest time a queued write waits before it is committed (ms). */
@@ -59,7 +61,8 @@ const ENTRY_COLUMNS: ReadonlyArray<{ name: string; type: string; pk: number }> =
 /**
  * Rows per multi-row INSERT / DELETE. Each statement execution is a round trip through libuv's
  * thread pool; 128 rows per trip makes a 5,000-entry commit about 40 trips instead of 5,000, and
- * 128 × 6 parameters stays under SQLite's oldest variable limit (999).
+ * 128 × 6 parameters (a row to insert, or a row a conditional delete must still match) stays
+ * under SQLite's oldest variable limit (999).
  */
 const ROWS_PER_STATEMENT = 128;
 
@@ -72,6 +75,23 @@ const KEYS_PER_LOOKUP = 256;
 const COLUMNS = 'key, first, pass, expire, bcount, pcount';
 
 type Row = Entry;
+
+/** A queued conditional delete (Store.deleteIf): the row it may delete, as the scan read it. */
+interface DeleteIf {
+  readonly expected: Entry;
+}
+
+/** A queued write: an insert-or-replace, a delete (null), or a conditional delete. */
+type Write = Entry | null | DeleteIf;
+
+const isDeleteIf = (w: Write | undefined): w is DeleteIf => w != null && 'expected' in w;
+
+/** What reads see of a queued write: a conditional delete reads as deleted, like a delete. */
+function queuedEntry(w: Write | undefined): Entry | undefined {
+  return w == null || isDeleteIf(w) ? undefined : { ...w };
+}
+
+const rowParams = (e: Entry): unknown[] => [e.key, e.first, e.pass, e.expire, e.bcount, e.pcount];
 
 // --- promise wrappers over the callback API -------------------------------------------------
 
@@ -155,7 +175,8 @@ function fsReason(err: unknown): string {
 
 /** The first `n` bytes of a file and its size; undefined when it is shorter than that. */
 async function fileHead(path: string, n: number): Promise<{ head: Buffer; size: number } | undefined> {
-  const fh = await open(path, 'r');
+  // Never through a symbolic link: this runs as root on a file in the unprivileged user's directory.
+  const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
     const head = Buffer.alloc(n);
     if ((await fh.read(head, 0, n, 0)).bytesRead < n) return undefined;
@@ -173,7 +194,7 @@ const BERKELEY_MAGIC = new Set([0x061561, 0x053162]);
  * means "use my spamd data"; treating the file as a damaged database would move it away from
  * under spamd and spamdb. So it is refused, with the way to carry its entries over.
  */
-async function refuseBerkeleyDb(path: string): Promise<void> {
+async function refuseBerkeleyDb(path: string, shown: string): Promise<void> {
   // A file that cannot be read here is for openDb to report.
   const file = await fileHead(path, 16).catch(() => undefined);
   if (!file) return;
@@ -181,7 +202,7 @@ async function refuseBerkeleyDb(path: string): Promise<void> {
   // 1.85 keeps the magic at offset 0, Berkeley DB 2+ at 12; either byte order.
   for (const at of [0, 12]) {
     if (BERKELEY_MAGIC.has(head.readUInt32LE(at)) || BERKELEY_MAGIC.has(head.readUInt32BE(at))) {
-      throw new PfgreyError('E_DB_FOREIGN', `${path} is a Berkeley DB file, as spamd keeps its database; ` +
+      throw new PfgreyError('E_DB_FOREIGN', `${shown} is a Berkeley DB file, as spamd keeps its database; ` +
         'pfgrey keeps its own in SQLite: give --db a path of its own and carry the entries over with ' +
         '`spamdb | pfgrey db --import -`');
     }
@@ -310,26 +331,27 @@ async function removeCopy(copy: string | undefined): Promise<void> {
 
 // --- opening ----------------------------------------------------------------------------------
 
-async function ensureFile(path: string, create: boolean, mode: 'reading' | 'writing'): Promise<void> {
+async function ensureFile(path: string, shown: string, create: boolean, mode: 'reading' | 'writing'): Promise<void> {
   if (create) {
     try {
-      await mkdir(dirname(path), { recursive: true });
       // Created here, before SQLite sees it, so the file never exists with umask permissions:
       // the database holds every correspondent's address. SQLite gives -wal/-shm the same mode.
+      // O_EXCL: a symbolic link in the file's place is not followed, and checkDatabaseFiles
+      // refuses it next.
       const fh = await open(path, 'wx', 0o600);
       await fh.close();
     } catch (err) {
       if (sqliteCode(err) !== 'EEXIST') {
-        throw new PfgreyError('E_DB_OPEN', `cannot open ${path} for ${mode}: ${fsReason(err)}`, { cause: err });
+        throw new PfgreyError('E_DB_OPEN', `cannot open ${shown} for ${mode}: ${fsReason(err)}`, { cause: err });
       }
     }
     return;
   }
   try {
-    const st = await stat(path);
+    const st = await lstat(path);
     if (st.isDirectory()) throw Object.assign(new Error('EISDIR: is a directory'), { code: 'EISDIR' });
   } catch (err) {
-    throw new PfgreyError('E_DB_OPEN', `cannot open ${path} for ${mode}: ${fsReason(err)}`, { cause: err });
+    throw new PfgreyError('E_DB_OPEN', `cannot open ${shown} for ${mode}: ${fsReason(err)}`, { cause: err });
   }
 }
 
@@ -401,12 +423,17 @@ async function checkShape(path: string, db: sqlite3.Database): Promise<void> {
 export async function openStore(path: string, opts: OpenStoreOptions = {}): Promise<Store> {
   const readonly = opts.readonly ?? false;
   const mode = readonly ? 'reading' : 'writing';
-  await ensureFile(path, !readonly && (opts.create ?? false), mode);
-  await refuseBerkeleyDb(path);
+  const create = !readonly && (opts.create ?? false);
+  // Missing directories are never created here: `pfgrey db -a` with a mistyped --db must be an
+  // error, not a second database in a new tree (the daemon makes its directory: daemon-store.ts).
+  const real = await resolveDatabasePath(path);
+  await ensureFile(real, path, create, mode);
+  await checkDatabaseFiles(real, path, opts.log ?? silentLogger);
+  await refuseBerkeleyDb(real, path);
 
   let db: sqlite3.Database;
   try {
-    db = await openDb(path, readonly ? sqlite3.OPEN_READONLY : sqlite3.OPEN_READWRITE);
+    db = await openDb(real, (readonly ? sqlite3.OPEN_READONLY : sqlite3.OPEN_READWRITE) | SQLITE_OPEN_NOFOLLOW);
   } catch (err) {
     throw readError(path, err, mode);
   }
@@ -420,6 +447,12 @@ export async function openStore(path: string, opts: OpenStoreOptions = {}): Prom
     const check = await all<{ quick_check: string }>(db, 'PRAGMA quick_check(1)');
     const verdict = check[0]?.quick_check ?? 'no result from quick_check';
     if (verdict !== 'ok') throw corrupt(path, verdict);
+    // Whose file this is, before anything is changed in it: another program's SQLite file
+    // given as --db must be refused as it was found, not switched to WAL mode first.
+    const found = await userVersion(db);
+    if (found > SCHEMA_VERSION) throw tooNew(path, found);
+    if (found === 0) await assertNotForeign(path, db);
+    else if (found === SCHEMA_VERSION) await checkShape(path, db);
 
     let empty = false;
     if (!readonly) {
@@ -445,11 +478,9 @@ export async function openStore(path: string, opts: OpenStoreOptions = {}): Prom
         throw err;
       }
     } else {
-      const v = await userVersion(db);
-      if (v > SCHEMA_VERSION) throw tooNew(path, v);
+      const v = found;
       if (v === 0) {
         // A file created but never initialised (a daemon that died at once): nothing to list.
-        await assertNotForeign(path, db);
         empty = true;
       } else if (v < SCHEMA_VERSION) {
         throw new PfgreyError(
@@ -484,6 +515,8 @@ interface Statements {
   insertMany: sqlite3.Statement;
   deleteOne: sqlite3.Statement;
   deleteMany: sqlite3.Statement;
+  deleteIfOne: sqlite3.Statement;
+  deleteIfMany: sqlite3.Statement;
 }
 
 interface StoreSettings {
@@ -496,13 +529,15 @@ interface StoreSettings {
 
 class SqliteStore implements Store {
   /** Queued writes; null is a queued delete. Entries stay here until their commit succeeds. */
-  private readonly pending = new Map<string, Entry | null>();
+  private readonly pending = new Map<string, Write>();
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<void> | null = null;
   private queued: Promise<void> | null = null;
   /** After a failed commit the size trigger pauses and the timer retries, so a broken disk is not hammered per put. */
   private failing = false;
   private closing: Promise<void> | null = null;
+  /** Why the last commit failed, for the line that says what a failed close lost. */
+  private lastFailure = '';
 
   private constructor(
     readonly path: string,
@@ -515,6 +550,10 @@ class SqliteStore implements Store {
     if (settings.empty) return new SqliteStore(path, db, null, settings);
     const values = (n: number) => Array(n).fill('(?, ?, ?, ?, ?, ?)').join(', ');
     const marks = (n: number) => Array(n).fill('?').join(', ');
+    // The primary key finds each row (one index search per term: SQLite's OR optimisation);
+    // the other columns make it the row that was read.
+    const unchanged = (n: number) =>
+      Array(n).fill('(key = ? AND first = ? AND pass = ? AND expire = ? AND bcount = ? AND pcount = ?)').join(' OR ');
     const made: Partial<Statements> = {};
     const sql: Record<keyof Statements, string> = {
       get: `SELECT ${COLUMNS} FROM entries WHERE key = ?`,
@@ -526,6 +565,8 @@ class SqliteStore implements Store {
       insertMany: `INSERT OR REPLACE INTO entries (${COLUMNS}) VALUES ${values(ROWS_PER_STATEMENT)}`,
       deleteOne: 'DELETE FROM entries WHERE key = ?',
       deleteMany: `DELETE FROM entries WHERE key IN (${marks(ROWS_PER_STATEMENT)})`,
+      deleteIfOne: `DELETE FROM entries WHERE ${unchanged(1)}`,
+      deleteIfMany: `DELETE FROM entries WHERE ${unchanged(ROWS_PER_STATEMENT)}`,
     };
     try {
       for (const name of Object.keys(sql) as Array<keyof Statements>) {
@@ -548,8 +589,8 @@ class SqliteStore implements Store {
     const wanted: string[] = [];
     for (const key of new Set(keys)) {
       if (this.pending.has(key)) {
-        const e = this.pending.get(key);
-        if (e) found.set(key, { ...e });
+        const e = queuedEntry(this.pending.get(key));
+        if (e) found.set(key, e);
       } else {
         wanted.push(key);
       }
@@ -564,18 +605,15 @@ class SqliteStore implements Store {
       // A write queued while the query ran is newer than the row it returned.
       for (const r of rows) if (!this.pending.has(r.key)) found.set(r.key, r);
       for (const k of slice) {
-        const e = this.pending.get(k);
-        if (e) found.set(k, { ...e });
+        const e = queuedEntry(this.pending.get(k));
+        if (e) found.set(k, e);
       }
     }
     return found;
   }
 
   async get(key: string): Promise<Entry | undefined> {
-    if (this.pending.has(key)) {
-      const e = this.pending.get(key);
-      return e ? { ...e } : undefined;
-    }
+    if (this.pending.has(key)) return queuedEntry(this.pending.get(key));
     const st = this.open();
     if (!st) return undefined;
     const rows = await this.read(() => stAll<Row>(st.get, [key]));
@@ -592,6 +630,16 @@ class SqliteStore implements Store {
   delete(key: string): void {
     this.writable();
     this.pending.set(key, null);
+    this.schedule();
+  }
+
+  deleteIf(expected: Entry): void {
+    this.writable();
+    const queued = this.pending.get(expected.key);
+    // A queued put is newer than the committed row the caller read, even one equal to it (the
+    // file may hold something else until it commits); a queued delete already deletes.
+    if (queued !== undefined && !isDeleteIf(queued)) return;
+    this.pending.set(expected.key, { expected: { ...expected } });
     this.schedule();
   }
 
@@ -636,28 +684,52 @@ class SqliteStore implements Store {
     const rows = st ? await this.read(() => stAll<Row>(st.range, [prefix, `${ip}\x0b`])) : [];
     if (this.pending.size === 0) return rows;
     const byKey = new Map(rows.map((r) => [r.key, r] as const));
-    for (const [key, e] of this.pending) {
+    for (const [key, w] of this.pending) {
       if (!key.startsWith(prefix)) continue;
-      if (e) byKey.set(key, { ...e });
+      const e = queuedEntry(w);
+      if (e) byKey.set(key, e);
       else byKey.delete(key);
     }
     return [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
-  close(): Promise<void> {
-    if (!this.closing) this.closing = this.shutdown();
+  close(opts: CloseOptions = {}): Promise<void> {
+    if (!this.closing) this.closing = this.shutdown(opts.retryUntil);
     return this.closing;
   }
 
   // --- internals ------------------------------------------------------------------------------
 
-  private async shutdown(): Promise<void> {
+  private async shutdown(retryUntil: AbortSignal | undefined): Promise<void> {
     this.clearTimer();
     let failure: unknown;
-    try {
-      await this.flush();
-    } catch (err) {
-      failure = err;
+    // Each attempt waits for a lock no longer than stopRetryWait, so the deadline (or a second
+    // SIGTERM) ends the stop within about that; a commit already waiting keeps its own timeout.
+    if (retryUntil && this.st && !this.settings.readonly) {
+      await run(this.db, `PRAGMA busy_timeout = ${Math.trunc(DEFAULTS.stopRetryWait)}`).catch(() => undefined);
+    }
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.flush();
+        failure = undefined;
+        break;
+      } catch (err) {
+        failure = err;
+      }
+      if (retryUntil && !retryUntil.aborted) {
+        if (attempt === 1) {
+          this.settings.log.error(`${this.path}: cannot commit ${this.pending.size} writes, retrying until the stop ` +
+            `deadline: ${this.lastFailure}`);
+        }
+        const backoff = Math.min(DEFAULTS.greyRetryMin * 2 ** Math.min(attempt - 1, 10), DEFAULTS.stopRetryWait);
+        await sleep(backoff, undefined, { signal: retryUntil }).catch(() => undefined);
+        if (!retryUntil.aborted) continue;
+      }
+      // Nothing retries them after this: say so, with the count, instead of "keeping them queued".
+      failure = new PfgreyError('E_DB_WRITE', `${this.path}: ${this.pending.size} queued writes lost: ` +
+        `${retryUntil ? 'still not committed when the stop gave up' : 'cannot commit them'} (${this.lastFailure})`,
+      { cause: failure });
+      break;
     }
     if (this.st) await Promise.all(Object.values(this.st).map((s: sqlite3.Statement) => finalize(s)));
     await closeDb(this.db).catch((err: unknown) => {
@@ -725,9 +797,13 @@ class SqliteStore implements Store {
     } catch (err) {
       this.failing = true;
       const msg = sqliteMessage(err);
-      this.settings.log.error(`${this.path}: cannot commit ${batch.length} writes, keeping them queued: ${msg}`);
-      // Retry on the timer even if nothing else is written meanwhile.
-      if (!this.closing) this.arm();
+      this.lastFailure = msg;
+      // Retry on the timer even if nothing else is written meanwhile. Once closing, close()
+      // decides whether there is a retry, and says what it does.
+      if (!this.closing) {
+        this.settings.log.error(`${this.path}: cannot commit ${batch.length} writes, keeping them queued: ${msg}`);
+        this.arm();
+      }
       throw new PfgreyError('E_DB_WRITE', `${this.path}: cannot write to database (${msg})`, { cause: err });
     }
     this.failing = false;
@@ -741,7 +817,7 @@ class SqliteStore implements Store {
     if (this.pending.size > 0) this.schedule();
   }
 
-  private async commit(st: Statements, batch: Array<[string, Entry | null]>): Promise<void> {
+  private async commit(st: Statements, batch: Array<[string, Write]>): Promise<void> {
     await run(this.db, 'BEGIN IMMEDIATE');
     try {
       // Binding parameters happens on the main thread, so a large batch is sent a step at a
@@ -757,25 +833,27 @@ class SqliteStore implements Store {
     }
   }
 
-  private async commitStep(st: Statements, step: Array<[string, Entry | null]>): Promise<void> {
+  private async commitStep(st: Statements, step: Array<[string, Write]>): Promise<void> {
     const puts: unknown[][] = [];
-    const dels: string[] = [];
-    for (const [key, e] of step) {
-      if (e) puts.push([key, e.first, e.pass, e.expire, e.bcount, e.pcount]);
-      else dels.push(key);
+    const dels: unknown[][] = [];
+    const checked: unknown[][] = [];
+    for (const [key, w] of step) {
+      if (w === null) dels.push([key]);
+      else if (isDeleteIf(w)) checked.push(rowParams(w.expected));
+      else puts.push(rowParams(w));
     }
     const work: Array<Promise<void>> = [];
     // Keys are unique within a batch, so the order of the statements does not matter.
-    for (let i = 0; i < puts.length; i += ROWS_PER_STATEMENT) {
-      const slice = puts.slice(i, i + ROWS_PER_STATEMENT);
-      if (slice.length === ROWS_PER_STATEMENT) work.push(stRun(st.insertMany, slice.flat()));
-      else for (const row of slice) work.push(stRun(st.insertOne, row));
-    }
-    for (let i = 0; i < dels.length; i += ROWS_PER_STATEMENT) {
-      const slice = dels.slice(i, i + ROWS_PER_STATEMENT);
-      if (slice.length === ROWS_PER_STATEMENT) work.push(stRun(st.deleteMany, slice));
-      else for (const key of slice) work.push(stRun(st.deleteOne, [key]));
-    }
+    const send = (rows: unknown[][], many: sqlite3.Statement, one: sqlite3.Statement) => {
+      for (let i = 0; i < rows.length; i += ROWS_PER_STATEMENT) {
+        const slice = rows.slice(i, i + ROWS_PER_STATEMENT);
+        if (slice.length === ROWS_PER_STATEMENT) work.push(stRun(many, slice.flat()));
+        else for (const row of slice) work.push(stRun(one, row));
+      }
+    };
+    send(puts, st.insertMany, st.insertOne);
+    send(dels, st.deleteMany, st.deleteOne);
+    send(checked, st.deleteIfMany, st.deleteIfOne);
     // allSettled, not all: ROLLBACK must not run while statements of this transaction are still
     // queued, or they would run afterwards in autocommit mode and half the batch would stick.
     const results = await Promise.allSettled(work);
