@@ -14,6 +14,8 @@ export const ERRORS = {
   E_DB_SCHEMA: 'database schema is newer than this pfgrey',
   E_DB_FOREIGN: 'database is in another program\'s format',
   E_DB_WRITE: 'database write failed',
+  E_DB_UNSAFE: 'database file is not safe to open',
+  E_DB_LOCKED: 'database is in use by another pfgrey daemon',
   E_IMPORT: 'bad spamdb line',
   E_LISTEN: 'cannot listen',
   E_PRIVILEGES: 'cannot drop privileges',

@@ -59,15 +59,33 @@ export function accountToBecome(user: string, log: Logger, explicit = true): Acc
 
 /**
  * Hands the files the daemon keeps writing to `account`, then becomes it for good (groups,
- * gid, uid — in that order, since only root may change the first two).
+ * gid, uid — in that order, since only root may change the first two). Each file is opened
+ * without following a symbolic link and changed through that descriptor: the files lie in the
+ * unprivileged user's directory, and a link planted there must not make root give away its
+ * target.
  */
 export function becomeUser(account: Account, files: readonly string[], log: Logger): void {
   for (const f of files) {
+    let fd: number;
     try {
-      fs.chownSync(f, account.uid, account.gid);
+      fd = fs.openSync(f, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') continue;
+      // ELOOP on Linux and OpenBSD, EMLINK on FreeBSD: the name is a symbolic link.
+      const why = code === 'ELOOP' || code === 'EMLINK' ? 'it is a symbolic link' : systemErrorText(err);
+      throw new PfgreyError('E_PRIVILEGES', `cannot hand ${f} to ${account.name}: ${why}`, { cause: err });
+    }
+    try {
+      if (!fs.fstatSync(fd).isFile()) {
+        throw new PfgreyError('E_PRIVILEGES', `cannot hand ${f} to ${account.name}: it is not a plain file`);
+      }
+      fs.fchownSync(fd, account.uid, account.gid);
+    } catch (err) {
+      if (err instanceof PfgreyError) throw err;
       throw new PfgreyError('E_PRIVILEGES', `cannot hand ${f} to ${account.name}: ${systemErrorText(err)}`, { cause: err });
+    } finally {
+      fs.closeSync(fd);
     }
   }
   try {

@@ -1,5 +1,5 @@
 import test, { type ExecutionContext } from 'ava';
-import { mkdtemp, rm, stat, truncate, writeFile, readFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat, truncate, writeFile, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import sqlite3 from 'sqlite3';
@@ -79,8 +79,13 @@ test('entries written and closed are there after reopening', async (t) => {
   t.is(await b.get('192.0.2.3'), undefined);
 });
 
-test('create makes the parent directory and a file only its owner can read', async (t) => {
+test('create makes a file only its owner can read, but never a missing directory', async (t) => {
   const file = path.join(path.dirname(await tempDb(t)), 'var', 'db', 'pfgrey.db');
+  const missing = await openFails(t, file, { create: true });
+  t.is(missing.code, 'E_DB_OPEN');
+  t.is(missing.message, `cannot open ${file}: directory ${path.dirname(file)} does not exist`);
+  await t.throwsAsync(stat(path.dirname(file)), { code: 'ENOENT' }, 'no directory was made');
+  await mkdir(path.dirname(file), { recursive: true });
   const s = await openStore(file, { create: true });
   s.put(white('192.0.2.1'));
   await s.flush();

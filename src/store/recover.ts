@@ -15,6 +15,7 @@ import { DEFAULTS } from '../config/defaults.js';
 import { PfgreyError, describe, isPfgreyError, systemErrorText } from '../errors.js';
 import type { Firewall } from '../firewall/types.js';
 import type { Logger } from '../log.js';
+import { COMPANIONS } from './files.js';
 import { scanPagesFile } from './pages.js';
 import { SCHEMA_VERSION, openStore, salvageEntries, type OpenStoreOptions } from './sqlite.js';
 import type { Store } from './types.js';
@@ -32,11 +33,6 @@ export interface RecoveredStore {
   salvaged?: number;
 }
 
-/**
- * Files SQLite keeps next to a database. A stale -wal or -journal left beside a fresh file would
- * be replayed into it, so they move with the database; -shm is only an index of the -wal.
- */
-const COMPANIONS = ['-wal', '-shm', '-journal'] as const;
 
 /** Tried names before giving up: `.corrupt-STAMP`, then `-1` … `-99`. */
 const MAX_SUFFIX = 99;

@@ -222,7 +222,7 @@ test('a healthy database opens as it is: nothing moved, nothing logged', async (
 
 test('a missing database is created, as openStore would', async (t) => {
   const dir = await tempDir(t);
-  const file = path.join(dir, 'sub', 'pfgrey.db');
+  const file = path.join(dir, 'pfgrey.db');
   const log = memoryLogger();
   const { store, movedTo } = await openStoreRecovering(file, {}, log);
   await store.close();
