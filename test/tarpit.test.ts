@@ -152,13 +152,14 @@ test('a client that half-closes after pipelining still gets every answer', async
   t.true(c.text.endsWith(REPLY.helo + REPLY.noop));
 });
 
-test('listening on a port that is taken is one clear error', async (t) => {
+test('listening on a port that is taken is one clear error naming the address and how to find the holder', async (t) => {
   const blocker = net.createServer();
   await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
   t.teardown(() => blocker.close());
   const port = (blocker.address() as net.AddressInfo).port;
   const err = await t.throwsAsync(testDaemon(t, ['-p', String(port)]));
-  t.regex(err!.message, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: EADDRINUSE`));
+  t.regex(err!.message, new RegExp(`^cannot listen for SMTP connections on 127\\.0\\.0\\.1:${port}: address already in use \\(EADDRINUSE\\): another program holds it; find it with `));
+  t.false(err!.message.includes('\n'));
 });
 
 test('control bytes in HELO, MAIL and RCPT are recorded as \\xHH: the retry passes greylisting, and the key lists and imports back', async (t) => {

@@ -14,6 +14,7 @@
 
 import path from 'node:path';
 import { DEFAULTS } from '../config/defaults.js';
+import { FIND_LISTENER } from '../listen-error.js';
 import type { FileMode, PortState, SystemFacts } from './facts.js';
 import type { AddressItem, PfctlTable, PfProblem, PfRule, PfRuleset, PortItem, Redirect } from './pfconf.js';
 
@@ -611,12 +612,6 @@ function dbFindings(facts: SystemFacts, user: { name: string; uid: number; gid: 
   }
   return [{ severity: 'ok', text: `${dir} is writable by ${name}` }];
 }
-
-const FIND_LISTENER: Record<CheckOs, (port: number) => string> = {
-  openbsd: (p) => `fstat | grep ':${p}'`,
-  freebsd: (p) => `sockstat -4l | grep ':${p}'`,
-  linux: (p) => `ss -ltnp | grep ':${p}'`,
-};
 
 function portFindings(facts: SystemFacts, opts: CheckOptions): Finding[] {
   const tarpitSmtp = facts.tarpitPort.state === 'taken' && facts.tarpitPort.smtp;

@@ -4,7 +4,7 @@
 import net from 'node:net';
 import { type Clock, systemClock } from '../clock.js';
 import { DEFAULTS } from '../config/defaults.js';
-import { PfgreyError } from '../errors.js';
+import { listenError } from '../listen-error.js';
 import type { Logger } from '../log.js';
 import { CoarseTimer, resolutionFor, type Due } from '../timers.js';
 import { Connection, type ConnectionHost } from './connection.js';
@@ -97,8 +97,7 @@ export class Tarpit {
   listen(): Promise<net.AddressInfo> {
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException) => {
-        reject(new PfgreyError('E_LISTEN',
-          `cannot listen on ${this.opts.host}:${this.opts.port}: ${err.code ?? err.message}`, { cause: err }));
+        reject(listenError('SMTP connections', this.opts.host, this.opts.port, err));
       };
       this.server.once('error', onError);
       this.server.listen({ host: this.opts.host, port: this.opts.port, backlog: DEFAULTS.listenBacklog }, () => {
