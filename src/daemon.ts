@@ -20,7 +20,8 @@ import { Scanner } from './grey/scanner.js';
 import type { Logger } from './log.js';
 import { mayBindReserved, unprivilegedPortStart } from './privileges.js';
 import { openDaemonStore } from './store/daemon-store.js';
-import { keepTableAsWhite } from './store/recover.js';
+import { keepTableAsWhite, replaceUnderneath } from './store/recover.js';
+import { SwitchableStore } from './store/switchable.js';
 import type { Store } from './store/types.js';
 import { Tarpit, type TarpitOptions } from './tarpit/server.js';
 
@@ -138,7 +139,10 @@ export async function startDaemon(
 
   // A corrupt database is moved aside and replaced, so a bad file never becomes a crash loop.
   const db = await openDaemonStore(cfg.dbPath, { commitDelay: cfg.commitDelay, log }, log);
-  const { store, movedTo } = db;
+  // The greylister, the scan and the tarpit hold this handle: a database truncated or damaged
+  // underneath the daemon is swapped for a recovered one behind it.
+  const store = new SwitchableStore(db.store);
+  const { movedTo } = db;
   let tarpit: Tarpit | undefined;
   let configPort: ConfigPort | undefined;
   let deviceFd: number | undefined;
@@ -200,6 +204,18 @@ export async function startDaemon(
         traps = new Set(plan.traps);
         publishTraps();
       },
+      // Recovered as at start: the file moved aside, what can be read of it copied into a
+      // fresh one, the firewall table's hosts kept WHITE, and the writes still queued replayed.
+      beforeScan: async () => {
+        const problem = await store.fileProblem();
+        if (problem) await recover(problem);
+      },
+      onCorrupt: (err) => recover(err.message.startsWith(`${store.path}: `) ? err.message.slice(store.path.length + 2) : err.message),
+    });
+    const recover = (reason: string) => store.swap(async (old) => {
+      const { store: fresh } = await replaceUnderneath(old, reason, { commitDelay: cfg.commitDelay, log }, log);
+      await keepTableAsWhite(firewall, cfg.table, fresh, clock.now(), cfg.times.whiteExpiry, log);
+      return fresh;
     });
     daemon.scanner = scanner;
     tarpit = new Tarpit(cfg.tarpit, {

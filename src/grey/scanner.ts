@@ -4,7 +4,7 @@
 
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { type Clock, systemClock } from '../clock.js';
-import { describe } from '../errors.js';
+import { describe, isPfgreyError, type PfgreyError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/types.js';
 import { PCOUNT_TRAPPED } from './entry.js';
@@ -23,6 +23,17 @@ export interface ScannerOptions {
    * the whitelist changed since the previous successful scan; undefined for the first.
    */
   onResult: (plan: ScanPlan, changes: WhitelistChanges | undefined) => void;
+  /**
+   * Runs before each scan: the daemon checks there that its database file is still the one it
+   * opened (recovering it if not), so a file truncated underneath it is noticed within one
+   * scan interval. A failure fails that scan.
+   */
+  beforeScan?: () => Promise<void>;
+  /**
+   * A scan found the database damaged (E_DB_CORRUPT): the daemon recovers it. Without this
+   * hook the failure is only logged.
+   */
+  onCorrupt?: (err: PfgreyError) => Promise<void>;
 }
 
 export interface WhitelistChanges {
@@ -85,6 +96,7 @@ export class Scanner {
     const { store, log } = this.opts;
     this.trappedDuringScan = new Set();
     try {
+      await this.opts.beforeScan?.();
       await store.flush();
       const now = this.clock.now();
       const acc = new ScanAccumulator(now, this.opts.whiteExpiry, this.opts.isBlacklisted);
@@ -144,6 +156,12 @@ export class Scanner {
       this.opts.onResult(plan, changes);
       return plan;
     } catch (err) {
+      if (isPfgreyError(err) && err.code === 'E_DB_CORRUPT') {
+        // Not a passing fault: every later scan would fail the same way and promote nothing.
+        log.error(`scan of ${store.path} failed: ${describe(err)}`);
+        await this.opts.onCorrupt?.(err).catch((e: unknown) => log.error(`cannot recover ${store.path}: ${describe(e)}`));
+        return undefined;
+      }
       log.notice(`scan of ${store.path} failed: ${describe(err)}`);
       return undefined;
     }

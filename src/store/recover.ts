@@ -18,7 +18,7 @@ import type { Logger } from '../log.js';
 import { COMPANIONS } from './files.js';
 import { scanPagesFile } from './pages.js';
 import { SCHEMA_VERSION, openStore, salvageEntries, type OpenStoreOptions } from './sqlite.js';
-import type { Store } from './types.js';
+import type { FileStore, Store } from './types.js';
 
 export interface RecoverOptions extends OpenStoreOptions {
   /** The time the moved file's name records (ms since the epoch); Date.now by default. */
@@ -26,7 +26,7 @@ export interface RecoverOptions extends OpenStoreOptions {
 }
 
 export interface RecoveredStore {
-  store: Store;
+  store: FileStore;
   /** Where the unusable file went; undefined when the database opened as it was. */
   movedTo?: string;
   /** Entries read from the unusable file into the fresh one. */
@@ -57,19 +57,50 @@ export async function openStoreRecovering(path: string, opts: RecoverOptions, lo
   } catch (err) {
     if (!isPfgreyError(err) || (err.code !== 'E_DB_CORRUPT' && err.code !== 'E_DB_SCHEMA')) throw err;
     const reason = err.message.startsWith(`${path}: `) ? err.message.slice(path.length + 2) : err.message;
-    const { movedTo, companions } = await moveAside(path, `${path}.corrupt-${corruptStamp(now())}`, reason);
-    const withThem = companions.length > 0 ? ` (with its ${companions.join(', ')})` : '';
-    const store = await open();
-    // Whatever can still be read of a damaged file goes into the fresh database: a bad page
-    // costs the entries on it, not the whole greylist. (A newer pfgrey's entries may mean
-    // something else, so those stay in the moved file.)
-    const rows = err.code === 'E_DB_CORRUPT' ? await salvage(movedTo, store) : 0;
-    // A commit that fails here (a full disk) keeps the entries queued for the next one.
-    await store.flush().catch(() => undefined);
-    const kept = rows > 0 ? ` and copied into it the ${rows} entr${rows === 1 ? 'y' : 'ies'} that could still be read` : '';
-    log.error(`database ${path} cannot be used: ${reason}; moved it to ${movedTo}${withThem}, started a fresh database${kept}`);
-    return { store, movedTo, salvaged: rows };
+    // A newer pfgrey's entries may mean something else: those stay in the moved file.
+    return startFresh(path, reason, `cannot be used: ${reason}`, now(), err.code === 'E_DB_CORRUPT', open, log);
   }
+}
+
+/**
+ * For a running daemon whose database was truncated, replaced, removed or damaged underneath
+ * it (`reason`): gives up the store `old` and recovers as at start. What `old` still had
+ * queued is written into the fresh database after the salvaged entries, as it is newer.
+ */
+export async function replaceUnderneath(old: FileStore, reason: string, opts: RecoverOptions, log: Logger): Promise<RecoveredStore> {
+  const { now = Date.now, ...storeOpts } = opts;
+  const path = old.path;
+  let queued: Array<(next: Store) => void> = [];
+  const open = async () => {
+    // Given up only now that the files are moved: whatever the old connection writes while it
+    // closes (a checkpoint of its -wal) lands in the moved copy, not in the fresh database.
+    queued = await old.abandon();
+    return openStore(path, { ...storeOpts, create: true, readonly: false });
+  };
+  return startFresh(path, reason, `changed underneath pfgrey: ${reason}`, now(), true, open, log, () => queued);
+}
+
+/**
+ * Moves the file at `path` aside, opens a fresh one, copies into it what can still be read of
+ * the moved file (with `salvaging`) and then the writes `replay` returns, and says so in one
+ * error line: `database PATH <what>; moved it to …`.
+ */
+async function startFresh(
+  path: string, reason: string, what: string, stamp: number, salvaging: boolean,
+  open: () => Promise<FileStore>, log: Logger, replay: () => Array<(next: Store) => void> = () => [],
+): Promise<RecoveredStore> {
+  const { movedTo, companions } = await moveAside(path, `${path}.corrupt-${corruptStamp(stamp)}`, reason);
+  const withThem = companions.length > 0 ? ` (with its ${companions.join(', ')})` : '';
+  const store = await open();
+  // Whatever can still be read of a damaged file goes into the fresh database: a bad page
+  // costs the entries on it, not the whole greylist.
+  const rows = salvaging ? await salvage(movedTo, store) : 0;
+  for (const write of replay()) write(store);
+  // A commit that fails here (a full disk) keeps the entries queued for the next one.
+  await store.flush().catch(() => undefined);
+  const kept = rows > 0 ? ` and copied into it the ${rows} entr${rows === 1 ? 'y' : 'ies'} that could still be read` : '';
+  log.error(`database ${path} ${what}; moved it to ${movedTo}${withThem}, started a fresh database${kept}`);
+  return { store, movedTo, salvaged: rows };
 }
 
 /**
@@ -141,7 +172,8 @@ async function moveAside(path: string, base: string, reason: string): Promise<{ 
       // Every name this move needs must be free, so the moved files keep one name between them.
       let free = true;
       for (const sfx of ['', ...COMPANIONS]) if (await exists(target + sfx)) free = false;
-      if (!free || !(await moveNoClobber(path, target))) continue;
+      // A file removed underneath a running daemon has only its companions left to move.
+      if (!free || ((await exists(path)) && !(await moveNoClobber(path, target)))) continue;
       for (const sfx of present) {
         if (!(await exists(path + sfx))) continue; // SQLite removed it meanwhile
         if (!(await moveNoClobber(path + sfx, target + sfx))) throw new Error(`${target + sfx} appeared while moving`);

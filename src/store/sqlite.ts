@@ -13,7 +13,7 @@ import { PfgreyError, describe } from '../errors.js';
 import type { Entry } from '../grey/entry.js';
 import { silentLogger, type Logger } from '../log.js';
 import { checkDatabaseFiles, resolveDatabasePath, SQLITE_OPEN_NOFOLLOW } from './files.js';
-import type { CloseOptions, Store } from './types.js';
+import type { CloseOptions, FileStore, Store } from './types.js';
 
 export interface OpenStoreOptions {
   /** Create the file (mode 0600) when missing; its directory must exist. Ignored with readonly. */
@@ -186,6 +186,9 @@ async function fileHead(path: string, n: number): Promise<{ head: Buffer; size: 
   }
 }
 
+/** The first 16 bytes of every SQLite database file. */
+const SQLITE_MAGIC = 'SQLite format 3\0';
+
 /** Magic numbers of db(3) hash and btree files (4.4BSD db 1.85, Berkeley DB 2 and later). */
 const BERKELEY_MAGIC = new Set([0x061561, 0x053162]);
 
@@ -239,7 +242,7 @@ async function paddedCopy(path: string): Promise<string | undefined> {
   const file = await fileHead(path, 100);
   if (!file) return undefined;
   const { head, size } = file;
-  if (head.toString('latin1', 0, 16) !== 'SQLite format 3\0') return undefined;
+  if (head.toString('latin1', 0, 16) !== SQLITE_MAGIC) return undefined;
   const pageSize = head.readUInt16BE(16) === 1 ? 65_536 : head.readUInt16BE(16);
   if (pageSize < 512 || (pageSize & (pageSize - 1)) !== 0) return undefined;
   // SQLite trusts the header's page count only while the field at 92 matches the change
@@ -420,7 +423,7 @@ async function checkShape(path: string, db: sqlite3.Database): Promise<void> {
  * permission), E_DB_CORRUPT (not SQLite, damaged, wrong table shape), E_DB_SCHEMA (written by a
  * newer pfgrey).
  */
-export async function openStore(path: string, opts: OpenStoreOptions = {}): Promise<Store> {
+export async function openStore(path: string, opts: OpenStoreOptions = {}): Promise<FileStore> {
   const readonly = opts.readonly ?? false;
   const mode = readonly ? 'reading' : 'writing';
   const create = !readonly && (opts.create ?? false);
@@ -491,6 +494,8 @@ export async function openStore(path: string, opts: OpenStoreOptions = {}): Prom
     }
     if (!empty) await checkShape(path, db);
     return await SqliteStore.create(path, db, {
+      real,
+      identity: await fileIdentity(real),
       readonly,
       empty,
       commitDelay: opts.commitDelay ?? DEFAULTS.commitDelay,
@@ -501,6 +506,19 @@ export async function openStore(path: string, opts: OpenStoreOptions = {}): Prom
     await closeDb(db).catch(() => undefined);
     throw readError(path, err, mode);
   }
+}
+
+// --- the file underneath ----------------------------------------------------------------------
+
+interface FileIdentity {
+  dev: number;
+  ino: number;
+  size: number;
+}
+
+async function fileIdentity(path: string): Promise<FileIdentity> {
+  const st = await lstat(path);
+  return { dev: st.dev, ino: st.ino, size: st.size };
 }
 
 // --- the store --------------------------------------------------------------------------------
@@ -520,6 +538,10 @@ interface Statements {
 }
 
 interface StoreSettings {
+  /** The path SQLite opened (the directory resolved): where fileProblem looks. */
+  real: string;
+  /** The file as it was when opened, to tell when it was truncated, replaced or removed. */
+  identity: FileIdentity;
   readonly: boolean;
   empty: boolean;
   commitDelay: number;
@@ -527,7 +549,7 @@ interface StoreSettings {
   log: Logger;
 }
 
-class SqliteStore implements Store {
+class SqliteStore implements FileStore {
   /** Queued writes; null is a queued delete. Entries stay here until their commit succeeds. */
   private readonly pending = new Map<string, Write>();
   private timer: NodeJS.Timeout | null = null;
@@ -691,6 +713,50 @@ class SqliteStore implements Store {
       else byKey.delete(key);
     }
     return [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  /**
+   * What happened to the file since it was opened, if anything a running daemon cannot go on
+   * with: removed, replaced by another file, or cut shorter. SQLite never shrinks a database
+   * it does not vacuum (pfgrey never does), so a smaller file was truncated from outside; the
+   * connection would go on writing into the -wal and fail every read of the lost pages.
+   */
+  async fileProblem(): Promise<string | undefined> {
+    let now: FileIdentity;
+    try {
+      now = await fileIdentity(this.settings.real);
+    } catch (err) {
+      return sqliteCode(err) === 'ENOENT' ? 'the file was removed' : `the file cannot be examined (${fsReason(err)})`;
+    }
+    const was = this.settings.identity;
+    if (now.dev !== was.dev || now.ino !== was.ino) return 'the file was replaced by another one';
+    if (now.size < was.size) return `the file was truncated from ${was.size} to ${now.size} bytes`;
+    was.size = now.size;
+    // Overwritten in place: the connection may go on answering from its cache and its -wal
+    // for a long time, so the header is read again (100 bytes, once a scan).
+    if (now.size > 0) {
+      const file = await fileHead(this.settings.real, 16).catch(() => undefined);
+      if (file && file.head.toString('latin1') !== SQLITE_MAGIC) return 'the file\'s header is no longer an SQLite header';
+    }
+    return undefined;
+  }
+
+  /**
+   * Closes the connection without committing (the file is being given up) and hands back the
+   * queued writes, to be replayed into the store that replaces this one.
+   */
+  async abandon(): Promise<Array<(next: Store) => void>> {
+    const queued = [...this.pending].map(([key, w]): ((next: Store) => void) =>
+      w === null ? (next) => next.delete(key) : isDeleteIf(w) ? (next) => next.deleteIf(w.expected) : (next) => next.put(w));
+    this.pending.clear();
+    this.closing ??= (async () => {
+      this.clearTimer();
+      await this.running?.catch(() => undefined);
+      if (this.st) await Promise.all(Object.values(this.st).map((st: sqlite3.Statement) => finalize(st)));
+      await closeDb(this.db).catch(() => undefined);
+    })();
+    await this.closing;
+    return queued;
   }
 
   close(opts: CloseOptions = {}): Promise<void> {

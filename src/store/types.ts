@@ -50,3 +50,14 @@ export interface CloseOptions {
   /** Keep retrying failed commits until this is aborted (the daemon's stop deadline). */
   retryUntil?: AbortSignal;
 }
+
+/**
+ * A store kept in a file that the daemon watches: the SQLite store. What a PostgreSQL store
+ * would not have, a file underneath that someone can truncate, is kept out of Store.
+ */
+export interface FileStore extends Store {
+  /** What happened to the file since it was opened (removed, replaced, truncated), if anything. */
+  fileProblem(): Promise<string | undefined>;
+  /** Closes without committing and returns the queued writes, to replay into a replacement. */
+  abandon(): Promise<Array<(next: Store) => void>>;
+}
