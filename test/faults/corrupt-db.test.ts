@@ -180,7 +180,10 @@ test('another program\'s SQLite file at the path is moved aside, not migrated', 
   const dir = await tempDir(t);
   const file = path.join(dir, 'pfgrey.db');
   await sql(file, 'CREATE TABLE notes(body TEXT); INSERT INTO notes VALUES (\'keep me\')');
+  const before = await fs.readFile(file);
   const { movedTo } = await recover(t, file, /not a pfgrey database: it has tables notes/);
+  // Moved as it was found: not switched to WAL mode first (header bytes 18 and 19 stay 1).
+  t.deepEqual(await fs.readFile(movedTo), before);
   t.true((await fs.readFile(movedTo)).includes('keep me'));
 });
 

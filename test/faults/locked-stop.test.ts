@@ -5,6 +5,7 @@
 import test, { type ExecutionContext } from 'ava';
 import path from 'node:path';
 import sqlite3 from 'sqlite3';
+import type { Daemon } from '../../src/daemon.js';
 import type { PfgreyError } from '../../src/errors.js';
 import { openStore } from '../../src/store/sqlite.js';
 import { spawnDaemon } from '../helpers/cli.js';
@@ -39,7 +40,9 @@ async function holdWriteLock(t: ExecutionContext, file: string): Promise<{ relea
   return { release };
 }
 
-async function feed(port: number, n: number): Promise<string[]> {
+async function feed(port: number, n: number, daemon?: Daemon): Promise<string[]> {
+  // The first scan, at start, commits what is queued: the tuples must come after it to stay queued.
+  if (daemon) await eventually(() => daemon.lastScan !== undefined, 'the first scan');
   const rcpts: string[] = [];
   for (let i = 0; i < n; i++) {
     const to = `<locked${i}@us.example>`;
@@ -65,7 +68,7 @@ test('a write lock released before the stop deadline loses nothing: every acknow
     c.commitDelay = 3_600_000; // the tuples stay queued until the stop
     c.stopTimeout = 120_000;
   });
-  const rcpts = await feed(port, TUPLES);
+  const rcpts = await feed(port, TUPLES, daemon);
   await daemon.greylister!.settle();
   t.is(daemon.store!.pendingWrites, TUPLES);
   const lock = await holdWriteLock(t, dbPath);
@@ -84,7 +87,7 @@ test('a write lock held past the stop deadline: the stop fails and says exactly 
     c.commitDelay = 3_600_000;
     c.stopTimeout = stopTimeout;
   });
-  await feed(port, TUPLES);
+  await feed(port, TUPLES, daemon);
   await daemon.greylister!.settle();
   await holdWriteLock(t, dbPath);
 
