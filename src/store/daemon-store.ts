@@ -4,11 +4,11 @@
 // later (a port already taken) the database this start created removed again, so a failed
 // start leaves nothing behind.
 
-import { lstat, mkdir, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { PfgreyError, systemErrorText } from '../errors.js';
 import type { Logger } from '../log.js';
-import { COMPANIONS } from './files.js';
+import { COMPANIONS, exists } from './files.js';
 import { lockDatabase, type DatabaseLock } from './lock.js';
 import { openStoreRecovering, type RecoveredStore, type RecoverOptions } from './recover.js';
 
@@ -20,10 +20,6 @@ export interface DaemonStore extends RecoveredStore {
    * companions) if this start created it, then releases the lock.
    */
   abandon(): Promise<void>;
-}
-
-async function exists(path: string): Promise<boolean> {
-  return lstat(path).then(() => true, (err: NodeJS.ErrnoException) => err.code !== 'ENOENT');
 }
 
 export async function openDaemonStore(path: string, opts: RecoverOptions, log: Logger): Promise<DaemonStore> {

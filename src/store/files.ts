@@ -99,3 +99,14 @@ export async function checkDatabaseFiles(path: string, shown: string, log: Logge
     if ((st.mode & 0o002) !== 0) throw unsafe(name, 'may be written by every user (chmod o-w it once you trust its contents)');
   }
 }
+
+/** Whether anything, a link included, is at `file`; throws for anything but its absence. */
+export async function exists(file: string): Promise<boolean> {
+  try {
+    await lstat(file);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}

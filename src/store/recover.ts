@@ -9,13 +9,13 @@
 // types must never move the user's file. spamd's own Berkeley DB file is not moved either
 // (openStore refuses it as E_DB_FOREIGN): spamd and spamdb may still be using it.
 
-import { link, lstat, rename, unlink } from 'node:fs/promises';
+import { link, rename, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import { DEFAULTS } from '../config/defaults.js';
 import { PfgreyError, describe, isPfgreyError, systemErrorText } from '../errors.js';
 import type { Firewall } from '../firewall/types.js';
 import type { Logger } from '../log.js';
-import { COMPANIONS } from './files.js';
+import { COMPANIONS, exists } from './files.js';
 import { scanPagesFile } from './pages.js';
 import { SCHEMA_VERSION, openStore, salvageEntries, type OpenStoreOptions } from './sqlite.js';
 import type { FileStore, Store } from './types.js';
@@ -130,16 +130,6 @@ async function salvage(movedTo: string, store: Store): Promise<number> {
     if (++added % DEFAULTS.commitBatch === 0) await store.flush().catch(() => undefined);
   }
   return rows + added;
-}
-
-async function exists(file: string): Promise<boolean> {
-  try {
-    await lstat(file);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
-  }
 }
 
 /**
