@@ -40,7 +40,8 @@ export const DEFAULTS = Object.freeze({
   /**
    * Bytes held for all config-port connections together, from arrival until their lists are
    * installed: two connections of configMaxBytes. Senders send one list at a time, so this only
-   * bounds what several hostile or stuck ones hold (parsing takes up to ten times the text).
+   * bounds what several hostile or stuck ones hold (parsing one takes some fifteen times its
+   * size besides, one connection at a time: 10 × 40 MB at once took RSS to 2.5 GB without this).
    */
   configMaxBytesInFlight: 64 * 1024 * 1024,
   /**
@@ -69,11 +70,13 @@ export const DEFAULTS = Object.freeze({
   configMaxBadLinesLogged: 10,
   /**
    * Connections of at least this many bytes are parsed in a worker thread, so that no list
-   * holds the event loop past the 50 ms the scan is held to: on a 2-core machine 128 KiB of
-   * short IPv6 blocks (the dearest input per byte) took 38 ms on the main thread, 256 KiB 188
-   * ms; 64 KiB takes under 25 ms (`npm run bench:config`, BENCHMARKS.md).
+   * holds the event loop past the 50 ms the scan is held to. On a 2-core machine short IPv6
+   * blocks, the dearest input per byte, took 10–12 ms a 32 KiB list on the main thread, 18–30
+   * ms at 64 KiB, 38–51 ms at 128 KiB (`npm run bench:config`); a machine busy with other work
+   * can take twice as long, so 32 KiB. (IPv4 lists cost a quarter of that; the largest real
+   * lists go to the worker in any case.)
    */
-  configOffThreadBytes: 64 * 1024,
+  configOffThreadBytes: 32 * 1024,
   /** DB_SCAN_INTERVAL. */
   scanInterval: 60 * SECOND,
 
