@@ -22,7 +22,7 @@ import { mayBindReserved, unprivilegedPortStart } from './privileges.js';
 import { openDaemonStore } from './store/daemon-store.js';
 import { keepTableAsWhite, replaceUnderneath } from './store/recover.js';
 import { SwitchableStore } from './store/switchable.js';
-import type { Store } from './store/types.js';
+import type { FileProblem, Store } from './store/types.js';
 import { Tarpit, type TarpitOptions } from './tarpit/server.js';
 
 export interface DaemonConfig {
@@ -208,13 +208,21 @@ export async function startDaemon(
       // fresh one, the firewall table's hosts kept WHITE, and the writes still queued replayed.
       beforeScan: async () => {
         const problem = await store.fileProblem();
-        if (problem) await recover(problem);
+        // A failed recovery is said here; the scan then fails on the missing store, and the
+        // next one tries again.
+        if (problem) await recover(problem).catch((err: unknown) => log.error(`cannot recover ${store.path}: ${describe(err)}`));
       },
-      onCorrupt: (err) => recover(err.message.startsWith(`${store.path}: `) ? err.message.slice(store.path.length + 2) : err.message),
+      onCorrupt: (err) => recover({
+        kind: 'damaged', reason: err.message.startsWith(`${store.path}: `) ? err.message.slice(store.path.length + 2) : err.message,
+      }),
     });
-    const recover = (reason: string) => store.swap(async (old) => {
-      const { store: fresh } = await replaceUnderneath(old, reason, { commitDelay: cfg.commitDelay, log }, log);
-      await keepTableAsWhite(firewall, cfg.table, fresh, clock.now(), cfg.times.whiteExpiry, log);
+    const recover = (problem: FileProblem) => store.swap(async (old, keep) => {
+      const fresh = await replaceUnderneath(store.path, old, problem, keep, { commitDelay: cfg.commitDelay, log }, log);
+      // A file put in its place is the database now, as at a start; otherwise entries may be
+      // lost, and the table's hosts stay whitelisted as after a move at start.
+      if (problem.kind !== 'replaced') await keepTableAsWhite(firewall, cfg.table, fresh, clock.now(), cfg.times.whiteExpiry, log).catch((err: unknown) => {
+        log.warning(`cannot keep the addresses of <${cfg.table}> in the recovered database: ${describe(err)}`);
+      });
       return fresh;
     });
     daemon.scanner = scanner;

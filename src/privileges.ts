@@ -77,8 +77,13 @@ export function becomeUser(account: Account, files: readonly string[], log: Logg
       throw new PfgreyError('E_PRIVILEGES', `cannot hand ${f} to ${account.name}: ${why}`, { cause: err });
     }
     try {
-      if (!fs.fstatSync(fd).isFile()) {
+      const st = fs.fstatSync(fd);
+      if (!st.isFile()) {
         throw new PfgreyError('E_PRIVILEGES', `cannot hand ${f} to ${account.name}: it is not a plain file`);
+      }
+      // A hard link planted since the database was checked would give away the file it names.
+      if (st.nlink > 1) {
+        throw new PfgreyError('E_PRIVILEGES', `cannot hand ${f} to ${account.name}: it has ${st.nlink} names (hard links)`);
       }
       fs.fchownSync(fd, account.uid, account.gid);
     } catch (err) {

@@ -24,7 +24,7 @@
 // - Options may follow keys (GNU style); `--` ends options for a key that starts with '-'.
 // - -h/--help prints the usage line on stdout and exits 0; spamdb has no help flag.
 
-import { access, readFile, rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
@@ -33,6 +33,7 @@ import { DEFAULTS } from '../config/defaults.js';
 import { describe, isPfgreyError } from '../errors.js';
 import { keyProblem, toByteString, type Entry } from '../grey/entry.js';
 import { manualAdd, type ManualType } from '../grey/rules.js';
+import { COMPANIONS, exists } from '../store/files.js';
 import { openStore } from '../store/sqlite.js';
 import { entryToJson, formatEntry, keyText, parseLine, showKey } from '../store/spamdb-format.js';
 import type { Store } from '../store/types.js';
@@ -335,7 +336,8 @@ async function add(cmd: Command, clock: Clock, warn: (m: string) => void): Promi
     }
   }
   if (good.length === 0) return Math.min(failures, 255);
-  const existed = await access(cmd.dbPath).then(() => true, () => false);
+  // Anything at the name (a dangling link too) is not ours to remove if the command fails.
+  const existed = await exists(cmd.dbPath).catch(() => true);
   let status: number;
   try {
     status = await withStore(await openStore(cmd.dbPath, { create: true }), (store) => addKeys(store, good, failures));
@@ -365,7 +367,8 @@ async function add(cmd: Command, clock: Clock, warn: (m: string) => void): Promi
 
 /** A database file this command created, with SQLite's companions; gone already is fine. */
 async function removeDatabase(file: string): Promise<void> {
-  for (const f of [file, `${file}-wal`, `${file}-shm`, `${file}-journal`]) await rm(f, { force: true });
+  // Best effort: the command's own error is what the user needs to read.
+  for (const f of [file, ...COMPANIONS.map((sfx) => file + sfx)]) await rm(f, { force: true }).catch(() => undefined);
 }
 
 // --- -d -----------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import type { Logger } from '../log.js';
 import { COMPANIONS, exists } from './files.js';
 import { lockDatabase, type DatabaseLock } from './lock.js';
 import { openStoreRecovering, type RecoveredStore, type RecoverOptions } from './recover.js';
+import { refuseBerkeleyDb } from './sqlite.js';
 
 export interface DaemonStore extends RecoveredStore {
   /** Releases the lock; call it once the store is closed. */
@@ -26,6 +27,8 @@ export async function openDaemonStore(path: string, opts: RecoverOptions, log: L
   await mkdir(dirname(path), { recursive: true }).catch((err: unknown) => {
     throw new PfgreyError('E_DB_OPEN', `cannot create ${dirname(path)} for the database: ${systemErrorText(err)}`, { cause: err });
   });
+  // spamd's own file is refused before anything, the lock file included, is made beside it.
+  await refuseBerkeleyDb(path);
   const lock: DatabaseLock | undefined = await lockDatabase(path, log);
   const unlock = async () => lock?.release();
   let recovered: RecoveredStore;

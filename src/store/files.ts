@@ -8,8 +8,8 @@
 // - the directory's own path is resolved once (a symlinked /var is the administrator's choice),
 //   and SQLite then opens the file with SQLITE_OPEN_NOFOLLOW: no symbolic link is followed for
 //   the database or its companions;
-// - the database and each companion that exists must be a plain file, not a link, and not
-//   writable by everyone; in a directory that others may write too (group or world), it must
+// - the database and each companion that exists must be a plain file, not a link (symbolic or
+//   hard), and not writable by everyone; in a directory that others may write too (group or world), it must
 //   also belong to root, to the user running pfgrey or to the directory's owner;
 // - a directory that everyone may write (without the sticky bit) is refused: anyone could
 //   replace the file; with the sticky bit it is allowed with a warning, as the companions
@@ -93,6 +93,9 @@ export async function checkDatabaseFiles(path: string, shown: string, log: Logge
     if (st.isSymbolicLink()) throw unsafe(name, 'is a symbolic link, which pfgrey never follows for its database');
     if (st.isDirectory()) throw new PfgreyError('E_DB_OPEN', `cannot open ${name}: it is a directory`);
     if (!st.isFile()) throw unsafe(name, 'is not a plain file');
+    // A hard link is another file under a second name (a user can link a file of root's on the
+    // BSDs), and O_NOFOLLOW does not see it.
+    if (st.nlink > 1) throw unsafe(name, `has ${st.nlink} names (hard links), so it may be another file as well`);
     if (shared && !owners.has(st.uid)) {
       throw unsafe(name, `belongs to uid ${st.uid}, neither root, this user (uid ${euid}) nor the directory's owner (uid ${d.uid}), so someone else placed it`);
     }

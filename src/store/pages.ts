@@ -24,6 +24,7 @@
 // file is read a chunk at a time, never whole; what stays in memory is one chunk, the WAL's
 // page index, and one entry per key found.
 
+import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import type { Entry } from '../grey/entry.js';
 
@@ -419,6 +420,13 @@ function preferred(a: Found, b: Found): boolean {
 class Scanner {
   private readonly usable: number;
   private readonly found = new Map<string, Found>();
+  /**
+   * Overflow pages the scan may still read. A sound file has each overflow page in one chain,
+   * read once (twice where the WAL has a newer copy of its cell); a hostile one can point
+   * thousands of cells at one long chain, and without this bound the scan would read it once
+   * per cell, for hours, while the daemon waits.
+   */
+  private overflowBudget: number;
 
   constructor(
     private readonly main: Bytes,
@@ -430,6 +438,7 @@ class Scanner {
     private readonly pageCount: number,
   ) {
     this.usable = pageSize - reserved;
+    this.overflowBudget = 2 * (pageCount + (walIndex?.pages.size ?? 0));
   }
 
   /** Page `pgno` as the database holds it now: the WAL's committed copy, else the main file's. */
@@ -451,6 +460,7 @@ class Scanner {
     // Each overflow page carries usable − 4 bytes, so the chain has exactly this many pages.
     while (filled < cell.size) {
       if (next < 2 || seen.has(next) || seen.size * (this.usable - 4) >= cell.size) return undefined;
+      if (this.overflowBudget-- <= 0) return undefined;
       seen.add(next);
       const page = await this.page(next).catch(() => undefined);
       if (!page) return undefined;
@@ -541,7 +551,17 @@ export function scanPagesOf(main: Uint8Array, wal?: Uint8Array): Promise<PageSca
  * chunk at a time. A file that cannot be opened scans as empty; unreadable regions are skipped.
  */
 export async function scanPagesFile(path: string): Promise<PageScan> {
-  const handles = await Promise.all([path, `${path}-wal`].map((p) => open(p, 'r').catch(() => undefined)));
+  // This runs as root on files in the unprivileged user's directory: no link is followed, and
+  // anything but a plain file (a FIFO would block the read for ever) scans as absent.
+  const openPlain = async (p: string) => {
+    const fh = await open(p, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch(() => undefined);
+    if (fh && !(await fh.stat()).isFile()) {
+      await fh.close();
+      return undefined;
+    }
+    return fh;
+  };
+  const handles = await Promise.all([path, `${path}-wal`].map(openPlain));
   try {
     const [main, wal] = await Promise.all(handles.map(async (fh) => {
       if (!fh) return undefined;

@@ -9,7 +9,7 @@
 // types must never move the user's file. spamd's own Berkeley DB file is not moved either
 // (openStore refuses it as E_DB_FOREIGN): spamd and spamdb may still be using it.
 
-import { link, rename, unlink } from 'node:fs/promises';
+import { link, rename, rm, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import { DEFAULTS } from '../config/defaults.js';
 import { PfgreyError, describe, isPfgreyError, systemErrorText } from '../errors.js';
@@ -18,7 +18,7 @@ import type { Logger } from '../log.js';
 import { COMPANIONS, exists } from './files.js';
 import { scanPagesFile } from './pages.js';
 import { SCHEMA_VERSION, openStore, salvageEntries, type OpenStoreOptions } from './sqlite.js';
-import type { FileStore, Store } from './types.js';
+import type { FileProblem, FileStore, Store } from './types.js';
 
 export interface RecoverOptions extends OpenStoreOptions {
   /** The time the moved file's name records (ms since the epoch); Date.now by default. */
@@ -63,31 +63,99 @@ export async function openStoreRecovering(path: string, opts: RecoverOptions, lo
 }
 
 /**
- * For a running daemon whose database was truncated, replaced, removed or damaged underneath
- * it (`reason`): gives up the store `old` and recovers as at start. What `old` still had
- * queued is written into the fresh database after the salvaged entries, as it is newer.
+ * For a running daemon whose database changed underneath it (`problem`, from fileProblem):
+ * gives up the store `old` and recovers as at start, handing `keep` the writes `old` still had
+ * queued as soon as it gives them up (the caller replays them into the store returned, or holds
+ * them if this fails). `old` is undefined when an earlier recovery failed: then the file is
+ * opened as at start.
+ * - removed: the open connection still reads every committed entry; they are copied from it
+ *   into a fresh database, and its -wal and -shm (which belong to the removed file and would be
+ *   replayed into the fresh one) are moved aside;
+ * - replaced: the new file is the database now, opened as at start; the old file's -wal and
+ *   -shm are moved aside so that they are not replayed into it;
+ * - damaged (truncated, overwritten): the file is moved aside with its companions and what can
+ *   still be read of it is copied into a fresh one.
  */
-export async function replaceUnderneath(old: FileStore, reason: string, opts: RecoverOptions, log: Logger): Promise<RecoveredStore> {
+export async function replaceUnderneath(
+  path: string, old: FileStore | undefined, problem: FileProblem, keep: (writes: Array<(next: Store) => void>) => void,
+  opts: RecoverOptions, log: Logger,
+): Promise<FileStore> {
   const { now = Date.now, ...storeOpts } = opts;
-  const path = old.path;
-  let queued: Array<(next: Store) => void> = [];
-  const open = async () => {
-    // Given up only now that the files are moved: whatever the old connection writes while it
-    // closes (a checkpoint of its -wal) lands in the moved copy, not in the fresh database.
-    queued = await old.abandon();
-    return openStore(path, { ...storeOpts, create: true, readonly: false });
+  const open = () => openStore(path, { ...storeOpts, create: true, readonly: false });
+  if (!old) return (await openStoreRecovering(path, opts, log)).store;
+
+  const at = now();
+  // The old connection stays open until its files have been read: it still reads what the
+  // file lost (from its -wal and its cache; all of it when the file was only unlinked). It
+  // commits nothing more from here on; its queued writes are the caller's.
+  const gaveUp = await old.abandon();
+  keep(gaveUp.writes);
+  let closed = false;
+  const closeOld = async () => {
+    closed = true;
+    await gaveUp.close();
   };
-  return startFresh(path, reason, `changed underneath pfgrey: ${reason}`, now(), true, open, log, () => queued);
+  try {
+    const { movedTo, companions } = await moveAside(path, `${path}.${problem.kind === 'damaged' ? 'corrupt' : problem.kind}-${corruptStamp(at)}`,
+      problem.reason, { companionsOnly: problem.kind !== 'damaged' });
+    const withThem = companions.length > 0 ? ` (with its ${companions.join(', ')})` : '';
+    const moved = problem.kind === 'damaged' ? `moved it to ${movedTo}${withThem}`
+      : companions.length > 0 ? `moved its ${companions.join(', ')} to ${movedTo}-*` : 'nothing to move';
+    // SQLite removes a database's -wal and -shm by name when its last connection closes: the
+    // old connection must close before any new file has those names, or it would delete the
+    // new database's.
+    if (problem.kind === 'replaced') {
+      await closeOld();
+      const { store } = await openStoreRecovering(path, opts, log);
+      log.error(`database ${path} changed underneath pfgrey: ${problem.reason}; pfgrey now uses that file, as at a start; ${moved}`);
+      return store;
+    }
+    // So the fresh database is built under a name of its own and moved into place once the old
+    // connection is closed.
+    const building = `${path}.recovering`;
+    for (const sfx of ['', ...COMPANIONS]) await rm(building + sfx, { force: true });
+    const fresh = await openStore(building, { ...storeOpts, create: true, readonly: false });
+    const copied = new Set<string>();
+    let stopped = '';
+    let salvaged = 0;
+    try {
+      try {
+        for await (const chunk of old.chunks(DEFAULTS.scanChunk)) {
+          for (const e of chunk) {
+            fresh.put(e);
+            copied.add(e.key);
+          }
+          // A commit per chunk keeps the fresh store's queue, a second copy of every entry, short.
+          await fresh.flush();
+        }
+      } catch (err) {
+        stopped = ` (reading it stopped there: ${describe(err)})`;
+      }
+      // What the connection could not read, the damaged file may still give (a removed one is gone).
+      if (stopped && problem.kind === 'damaged') salvaged = await salvage(movedTo, fresh, copied);
+    } finally {
+      await fresh.close();
+    }
+    await closeOld();
+    if (!(await moveNoClobber(building, path))) throw new Error(`${path} appeared while the database was recovered`);
+    const store = await open();
+    const more = salvaged > 0 ? ` and ${salvaged} more read from the file` : '';
+    log.error(`database ${path} changed underneath pfgrey: ${problem.reason}; ${moved}, started a fresh database and copied into it ` +
+      `the ${copied.size} entr${copied.size === 1 ? 'y' : 'ies'} the open connection still read${stopped}${more}`);
+    return store;
+  } finally {
+    if (!closed) await gaveUp.close();
+  }
 }
 
 /**
  * Moves the file at `path` aside, opens a fresh one, copies into it what can still be read of
- * the moved file (with `salvaging`) and then the writes `replay` returns, and says so in one
- * error line: `database PATH <what>; moved it to …`.
+ * the moved file (with `salvaging`), and says so in one error line: `database PATH <what>;
+ * moved it to …`.
  */
 async function startFresh(
   path: string, reason: string, what: string, stamp: number, salvaging: boolean,
-  open: () => Promise<FileStore>, log: Logger, replay: () => Array<(next: Store) => void> = () => [],
+  open: () => Promise<FileStore>, log: Logger,
 ): Promise<RecoveredStore> {
   const { movedTo, companions } = await moveAside(path, `${path}.corrupt-${corruptStamp(stamp)}`, reason);
   const withThem = companions.length > 0 ? ` (with its ${companions.join(', ')})` : '';
@@ -95,7 +163,6 @@ async function startFresh(
   // Whatever can still be read of a damaged file goes into the fresh database: a bad page
   // costs the entries on it, not the whole greylist.
   const rows = salvaging ? await salvage(movedTo, store) : 0;
-  for (const write of replay()) write(store);
   // A commit that fails here (a full disk) keeps the entries queued for the next one.
   await store.flush().catch(() => undefined);
   const kept = rows > 0 ? ` and copied into it the ${rows} entr${rows === 1 ? 'y' : 'ies'} that could still be read` : '';
@@ -104,18 +171,22 @@ async function startFresh(
 }
 
 /**
- * Copies the entries still readable in the moved file `movedTo` into `store`; how many. SQL
+ * Copies the entries still readable in the moved file `movedTo` into `store`, except the keys
+ * in `have` (already copied from a better source); how many. SQL
  * reads first, around the damage. When that could not reach every row (or could not open the
  * table at all: a damaged page 1 or root page), the pages themselves are scanned (pages.ts) and
  * the keys SQL did not deliver are added: SQL's row is the live one, the page scan may also
  * find stale copies on freed pages.
  */
-async function salvage(movedTo: string, store: Store): Promise<number> {
-  const delivered = new Set<string>();
-  const { rows, complete } = await salvageEntries(movedTo, (batch) => {
+async function salvage(movedTo: string, store: Store, have: ReadonlySet<string> = new Set()): Promise<number> {
+  const delivered = new Set<string>(have);
+  let rows = 0;
+  const { complete } = await salvageEntries(movedTo, (batch) => {
     for (const e of batch) {
+      if (delivered.has(e.key)) continue;
       store.put(e);
       delivered.add(e.key);
+      rows++;
     }
   });
   if (complete) return rows;
@@ -153,7 +224,9 @@ async function moveNoClobber(from: string, to: string): Promise<boolean> {
 }
 
 /** Moves the database and its companions aside under the first free name from `base`. */
-async function moveAside(path: string, base: string, reason: string): Promise<{ movedTo: string; companions: string[] }> {
+async function moveAside(
+  path: string, base: string, reason: string, { companionsOnly = false } = {},
+): Promise<{ movedTo: string; companions: string[] }> {
   try {
     const present: string[] = [];
     for (const sfx of COMPANIONS) if (await exists(path + sfx)) present.push(sfx);
@@ -162,8 +235,7 @@ async function moveAside(path: string, base: string, reason: string): Promise<{ 
       // Every name this move needs must be free, so the moved files keep one name between them.
       let free = true;
       for (const sfx of ['', ...COMPANIONS]) if (await exists(target + sfx)) free = false;
-      // A file removed underneath a running daemon has only its companions left to move.
-      if (!free || ((await exists(path)) && !(await moveNoClobber(path, target)))) continue;
+      if (!free || (!companionsOnly && !(await moveNoClobber(path, target)))) continue;
       for (const sfx of present) {
         if (!(await exists(path + sfx))) continue; // SQLite removed it meanwhile
         if (!(await moveNoClobber(path + sfx, target + sfx))) throw new Error(`${target + sfx} appeared while moving`);

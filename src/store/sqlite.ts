@@ -5,7 +5,7 @@
 // per tuple.
 
 import { constants } from 'node:fs';
-import { copyFile, lstat, open, rm, truncate } from 'node:fs/promises';
+import { lstat, open, rm } from 'node:fs/promises';
 import { setImmediate as yieldToLoop, setTimeout as sleep } from 'node:timers/promises';
 import sqlite3 from 'sqlite3';
 import { DEFAULTS } from '../config/defaults.js';
@@ -13,7 +13,7 @@ import { PfgreyError, describe } from '../errors.js';
 import type { Entry } from '../grey/entry.js';
 import { silentLogger, type Logger } from '../log.js';
 import { checkDatabaseFiles, resolveDatabasePath, SQLITE_OPEN_NOFOLLOW } from './files.js';
-import type { CloseOptions, FileStore, Store } from './types.js';
+import type { Abandoned, CloseOptions, FileProblem, FileStore, Store } from './types.js';
 
 export interface OpenStoreOptions {
   /** Create the file (mode 0600) when missing; its directory must exist. Ignored with readonly. */
@@ -197,7 +197,7 @@ const BERKELEY_MAGIC = new Set([0x061561, 0x053162]);
  * means "use my spamd data"; treating the file as a damaged database would move it away from
  * under spamd and spamdb. So it is refused, with the way to carry its entries over.
  */
-async function refuseBerkeleyDb(path: string, shown: string): Promise<void> {
+export async function refuseBerkeleyDb(path: string, shown = path): Promise<void> {
   // A file that cannot be read here is for openDb to report.
   const file = await fileHead(path, 16).catch(() => undefined);
   if (!file) return;
@@ -252,14 +252,41 @@ async function paddedCopy(path: string): Promise<string | undefined> {
   if (size >= want) return undefined;
   const copy = `${path}.salvage`;
   try {
-    await copyFile(path, copy);
-    await truncate(copy, want);
-    await copyFile(`${path}-wal`, `${copy}-wal`).catch(() => undefined);
+    await exclusiveCopy(path, copy, want);
+    await exclusiveCopy(`${path}-wal`, `${copy}-wal`).catch(() => undefined);
   } catch (err) {
     await removeCopy(copy); // a full disk, say: salvage what the file as it is gives
     throw err;
   }
   return copy;
+}
+
+/**
+ * Copies `src` to `dst`, a name that must be new, then sets the copy's length. Both are opened
+ * without following links and the copy with O_EXCL: this runs as root in the unprivileged
+ * user's directory, where a link planted under the copy's predictable name would otherwise
+ * have root write a database into whatever file it names.
+ */
+async function exclusiveCopy(src: string, dst: string, length?: number): Promise<void> {
+  const from = await open(src, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  try {
+    if (!(await from.stat()).isFile()) throw new Error(`${src} is not a plain file`);
+    const to = await open(dst, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    try {
+      const buf = Buffer.alloc(1024 * 1024);
+      for (let pos = 0; ;) {
+        const { bytesRead } = await from.read(buf, 0, buf.length, pos);
+        if (bytesRead === 0) break;
+        await to.write(buf, 0, bytesRead, pos);
+        pos += bytesRead;
+      }
+      if (length !== undefined) await to.truncate(length);
+    } finally {
+      await to.close();
+    }
+  } finally {
+    await from.close();
+  }
 }
 
 /**
@@ -272,7 +299,7 @@ export async function salvageEntries(path: string, take: (rows: Entry[]) => void
   const copy = await paddedCopy(path).catch(() => undefined);
   let db: sqlite3.Database;
   try {
-    db = await openDb(copy ?? path, sqlite3.OPEN_READONLY);
+    db = await openDb(copy ?? path, sqlite3.OPEN_READONLY | SQLITE_OPEN_NOFOLLOW);
   } catch {
     await removeCopy(copy);
     return { rows: 0, complete: false };
@@ -558,6 +585,8 @@ class SqliteStore implements FileStore {
   /** After a failed commit the size trigger pauses and the timer retries, so a broken disk is not hammered per put. */
   private failing = false;
   private closing: Promise<void> | null = null;
+  /** Given up (abandon): nothing is written or committed any more; reads still work. */
+  private abandoned = false;
   /** Why the last commit failed, for the line that says what a failed close lost. */
   private lastFailure = '';
 
@@ -666,7 +695,7 @@ class SqliteStore implements FileStore {
   }
 
   flush(): Promise<void> {
-    if (this.settings.readonly) return Promise.resolve();
+    if (this.settings.readonly || this.abandoned) return Promise.resolve();
     if (this.queued) return this.queued;
     if (this.running) {
       // One commit at a time; everything asked for meanwhile goes into a single follow-up.
@@ -721,42 +750,46 @@ class SqliteStore implements FileStore {
    * it does not vacuum (pfgrey never does), so a smaller file was truncated from outside; the
    * connection would go on writing into the -wal and fail every read of the lost pages.
    */
-  async fileProblem(): Promise<string | undefined> {
+  async fileProblem(): Promise<FileProblem | undefined> {
     let now: FileIdentity;
     try {
       now = await fileIdentity(this.settings.real);
     } catch (err) {
-      return sqliteCode(err) === 'ENOENT' ? 'the file was removed' : `the file cannot be examined (${fsReason(err)})`;
+      return sqliteCode(err) === 'ENOENT' ? { kind: 'removed', reason: 'the file was removed' }
+        : { kind: 'damaged', reason: `the file cannot be examined (${fsReason(err)})` };
     }
     const was = this.settings.identity;
-    if (now.dev !== was.dev || now.ino !== was.ino) return 'the file was replaced by another one';
-    if (now.size < was.size) return `the file was truncated from ${was.size} to ${now.size} bytes`;
+    if (now.dev !== was.dev || now.ino !== was.ino) return { kind: 'replaced', reason: 'the file was replaced by another one' };
+    if (now.size < was.size) return { kind: 'damaged', reason: `the file was truncated from ${was.size} to ${now.size} bytes` };
     was.size = now.size;
     // Overwritten in place: the connection may go on answering from its cache and its -wal
-    // for a long time, so the header is read again (100 bytes, once a scan).
+    // for a long time, so the header is read again (16 bytes, once a scan).
     if (now.size > 0) {
       const file = await fileHead(this.settings.real, 16).catch(() => undefined);
-      if (file && file.head.toString('latin1') !== SQLITE_MAGIC) return 'the file\'s header is no longer an SQLite header';
+      if (file && file.head.toString('latin1') !== SQLITE_MAGIC) return { kind: 'damaged', reason: 'the file\'s header is no longer an SQLite header' };
     }
     return undefined;
   }
 
   /**
-   * Closes the connection without committing (the file is being given up) and hands back the
-   * queued writes, to be replayed into the store that replaces this one.
+   * Stops committing (the file is being given up) and hands back the queued writes, to be
+   * replayed into the store that replaces this one. The connection stays open until `close`:
+   * SQLite checkpoints and deletes the -wal when its last connection closes, so it is closed
+   * only once what can be read of the files has been.
    */
-  async abandon(): Promise<Array<(next: Store) => void>> {
-    const queued = [...this.pending].map(([key, w]): ((next: Store) => void) =>
+  async abandon(): Promise<Abandoned> {
+    const writes = [...this.pending].map(([key, w]): ((next: Store) => void) =>
       w === null ? (next) => next.delete(key) : isDeleteIf(w) ? (next) => next.deleteIf(w.expected) : (next) => next.put(w));
     this.pending.clear();
-    this.closing ??= (async () => {
-      this.clearTimer();
-      await this.running?.catch(() => undefined);
+    // Reads go on (the caller may copy what the connection still reads); writes and commits end.
+    this.abandoned = true;
+    this.clearTimer();
+    await this.running?.catch(() => undefined);
+    const close = () => (this.closing ??= (async () => {
       if (this.st) await Promise.all(Object.values(this.st).map((st: sqlite3.Statement) => finalize(st)));
       await closeDb(this.db).catch(() => undefined);
-    })();
-    await this.closing;
-    return queued;
+    })());
+    return { writes, close };
   }
 
   close(opts: CloseOptions = {}): Promise<void> {
@@ -810,7 +843,7 @@ class SqliteStore implements FileStore {
   }
 
   private writable(): void {
-    if (this.closing) throw new PfgreyError('E_DB_WRITE', `${this.path}: the database is closed`);
+    if (this.closing || this.abandoned) throw new PfgreyError('E_DB_WRITE', `${this.path}: the database is closed`);
     if (this.settings.readonly) throw new PfgreyError('E_DB_WRITE', `${this.path}: the database was opened read-only`);
   }
 
@@ -832,7 +865,7 @@ class SqliteStore implements FileStore {
   }
 
   private arm(): void {
-    if (this.timer || this.closing) return;
+    if (this.timer || this.closing || this.abandoned) return;
     this.timer = setTimeout(() => {
       this.timer = null;
       this.flush().catch(() => undefined);

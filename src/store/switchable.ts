@@ -1,49 +1,74 @@
 // The daemon's handle on its store, which can be swapped for a fresh one while the daemon runs:
-// a database truncated, replaced or damaged underneath it is given up and recovered as at
-// start (recover.ts), and the greylister, the scan and the tarpit's backlog check, which all
-// hold this handle, carry on with the new store. Writes made during the swap are held and
-// replayed into the new store; reads wait for it.
+// a database truncated, replaced, removed or damaged underneath it is given up and recovered
+// (recover.ts replaceUnderneath), and the greylister, the scan and the tarpit's backlog check,
+// which all hold this handle, carry on with the new store. Writes made during the swap are held
+// and replayed into the new store; reads wait for it.
+//
+// A swap that fails leaves no usable store: writes are then held here (the tarpit's backlog
+// check counts them, so clients are held back once there are many), reads fail with one clear
+// error, fileProblem reports it so that the next scan tries again, and a stop says how many
+// writes it could not keep.
 
+import { PfgreyError, describe } from '../errors.js';
 import type { Entry } from '../grey/entry.js';
-import type { CloseOptions, FileStore, Store } from './types.js';
+import type { Abandoned, CloseOptions, FileProblem, FileStore, Store } from './types.js';
+
+/** A write waiting for a store to go to. */
+export type HeldWrite = (next: Store) => void;
+
+/**
+ * Opens the store that replaces `old` (undefined after a failed swap). `keep` takes the writes
+ * `old` still had queued, as soon as it gives them up, so that they survive a failure after it.
+ */
+export type Replace = (old: FileStore | undefined, keep: (writes: HeldWrite[]) => void) => Promise<FileStore>;
 
 export class SwitchableStore implements FileStore {
-  /** Writes made while a swap runs, for the store that comes out of it. */
-  private held: Array<(next: Store) => void> | undefined;
+  /** Writes waiting for a store: made during a swap, or while none is usable. Oldest first. */
+  private held: HeldWrite[] = [];
   private switching: Promise<void> | undefined;
+  private current: FileStore | undefined;
+  /** Why the last swap failed, while no store is usable. */
+  private failure: string | undefined;
 
-  constructor(private current: FileStore) {}
-
-  get path(): string {
-    return this.current.path;
+  constructor(first: FileStore) {
+    this.current = first;
+    this.path = first.path;
   }
+
+  readonly path: string;
 
   get pendingWrites(): number {
-    return this.current.pendingWrites + (this.held?.length ?? 0);
-  }
-
-  /** Whether a swap is under way. */
-  get recovering(): boolean {
-    return this.switching !== undefined;
+    return (this.current?.pendingWrites ?? 0) + this.held.length;
   }
 
   /**
-   * Replaces the store with what `replace` opens from the old one (which it gives up). Writes
-   * made meanwhile go to the new store; if `replace` fails, to the old one, which stays.
+   * Replaces the store with what `replace` opens. Writes made meanwhile, and those the old one
+   * gave up, go to the new store; if `replace` fails they stay held, and its error is thrown.
    */
-  async swap(replace: (old: FileStore) => Promise<FileStore>): Promise<void> {
-    if (this.switching) return this.switching;
-    this.held = [];
-    const run = (async () => {
+  swap(replace: Replace): Promise<void> {
+    this.switching ??= (async () => {
+      const old = this.current;
+      this.current = undefined;
+      let given: HeldWrite[] = [];
       try {
-        this.current = await replace(this.current);
+        const next = await replace(old, (writes) => {
+          given = writes;
+        });
+        this.current = next;
+        this.failure = undefined;
+      } catch (err) {
+        this.failure = describe(err);
+        throw err;
       } finally {
-        const held = this.held ?? [];
-        this.held = undefined;
-        for (const write of held) write(this.current);
+        // What the old store had queued is older than what was written during the swap.
+        this.held = [...given, ...this.held];
+        if (this.current) {
+          const held = this.held;
+          this.held = [];
+          for (const write of held) write(this.current);
+        }
       }
-    })();
-    this.switching = run.finally(() => {
+    })().finally(() => {
       this.switching = undefined;
     });
     return this.switching;
@@ -51,7 +76,16 @@ export class SwitchableStore implements FileStore {
 
   private async ready(): Promise<FileStore> {
     while (this.switching) await this.switching.catch(() => undefined);
+    if (!this.current) {
+      throw new PfgreyError('E_DB_OPEN', `${this.path}: no usable database since its recovery failed (${this.failure}); ` +
+        'the next scan tries again');
+    }
     return this.current;
+  }
+
+  private write(op: HeldWrite): void {
+    if (this.switching || !this.current) this.held.push(op);
+    else op(this.current);
   }
 
   async get(key: string): Promise<Entry | undefined> {
@@ -63,18 +97,17 @@ export class SwitchableStore implements FileStore {
   }
 
   put(entry: Entry): void {
-    if (this.held) this.held.push((s) => s.put({ ...entry }));
-    else this.current.put(entry);
+    const copy = { ...entry };
+    this.write((s) => s.put(copy));
   }
 
   delete(key: string): void {
-    if (this.held) this.held.push((s) => s.delete(key));
-    else this.current.delete(key);
+    this.write((s) => s.delete(key));
   }
 
   deleteIf(expected: Entry): void {
-    if (this.held) this.held.push((s) => s.deleteIf({ ...expected }));
-    else this.current.deleteIf(expected);
+    const copy = { ...expected };
+    this.write((s) => s.deleteIf(copy));
   }
 
   async flush(): Promise<void> {
@@ -89,15 +122,28 @@ export class SwitchableStore implements FileStore {
     return (await this.ready()).tuplesOf(ip);
   }
 
-  async fileProblem(): Promise<string | undefined> {
-    return (await this.ready()).fileProblem();
+  async fileProblem(): Promise<FileProblem | undefined> {
+    while (this.switching) await this.switching.catch(() => undefined);
+    if (!this.current) return { kind: 'damaged', reason: `its recovery failed (${this.failure})` };
+    return this.current.fileProblem();
   }
 
-  async abandon(): Promise<Array<(next: Store) => void>> {
-    return (await this.ready()).abandon();
+  async abandon(): Promise<Abandoned> {
+    while (this.switching) await this.switching.catch(() => undefined);
+    const held = this.held;
+    this.held = [];
+    const inner = this.current ? await this.current.abandon() : { writes: [], close: async () => undefined };
+    return { writes: [...inner.writes, ...held], close: inner.close };
   }
 
   async close(opts?: CloseOptions): Promise<void> {
-    return (await this.ready()).close(opts);
+    while (this.switching) await this.switching.catch(() => undefined);
+    if (!this.current) {
+      const lost = this.held.length;
+      this.held = [];
+      if (lost > 0) throw new PfgreyError('E_DB_WRITE', `${this.path}: ${lost} queued writes lost: no usable database (${this.failure})`);
+      return;
+    }
+    return this.current.close(opts);
   }
 }

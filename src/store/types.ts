@@ -56,8 +56,24 @@ export interface CloseOptions {
  * would not have, a file underneath that someone can truncate, is kept out of Store.
  */
 export interface FileStore extends Store {
-  /** What happened to the file since it was opened (removed, replaced, truncated), if anything. */
-  fileProblem(): Promise<string | undefined>;
-  /** Closes without committing and returns the queued writes, to replay into a replacement. */
-  abandon(): Promise<Array<(next: Store) => void>>;
+  /** What happened to the file since it was opened, if anything a daemon cannot go on with. */
+  fileProblem(): Promise<FileProblem | undefined>;
+  /** Stops committing and returns the queued writes, to replay into a replacement. */
+  abandon(): Promise<Abandoned>;
+}
+
+/** What a store given up leaves: its uncommitted writes, and the close of its connection. */
+export interface Abandoned {
+  writes: Array<(next: Store) => void>;
+  close(): Promise<void>;
+}
+
+/**
+ * A database file changed underneath its store: `removed` (the open connection still reads
+ * it), `replaced` by another file (the new one is the database now, as at a start), or
+ * `damaged` in place (truncated, overwritten: recovered from what can still be read).
+ */
+export interface FileProblem {
+  kind: 'removed' | 'replaced' | 'damaged';
+  reason: string;
 }

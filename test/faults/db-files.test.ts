@@ -4,7 +4,7 @@
 // the same file, a start that cannot bind its port, and a mistyped --db directory.
 
 import test, { type ExecutionContext } from 'ava';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
@@ -182,12 +182,35 @@ test('a second daemon on the same database is refused, naming the pid of the one
   // The first one never noticed.
   t.true(first.child.exitCode === null);
 
-  // A daemon killed outright leaves its socket behind; the next start takes it over.
+  // A daemon killed outright leaves its lock file, but the kernel dropped its lock: the next
+  // start takes it.
   t.is(await first.stop('SIGKILL'), null);
-  t.true((await fs.lstat(`${db}.lock`)).isSocket());
+  t.true((await fs.lstat(`${db}.lock`)).isFile());
   const third = await spawnDaemon(t, ['--db', db, '--firewall', 'none']);
-  t.regex(third.stderr(), /pfgrey\.db\.lock was left by a pfgrey that is no longer running; taking it over/);
+  t.false(third.stderr().includes('in use'), third.stderr());
   t.is(await third.stop(), 0);
+});
+
+test('of daemons started at the same moment on one database, exactly one gets it', async (t) => {
+  const dir = await tempDir(t);
+  const db = path.join(dir, 'pfgrey.db');
+  const lockModule = path.resolve(path.dirname(CLI), '../store/lock.js');
+  const logModule = path.resolve(path.dirname(CLI), '../log.js');
+  // Each child takes the lock as the daemon does, says whether it got it, and keeps it a while.
+  const script = `const { lockDatabase } = await import(${JSON.stringify(lockModule)});
+const { memoryLogger } = await import(${JSON.stringify(logModule)});
+try { await lockDatabase(${JSON.stringify(db)}, memoryLogger()); console.log('got it'); await new Promise((r) => setTimeout(r, 1500)); }
+catch (err) { console.log(err.code); }`;
+  for (let round = 0; round < 3; round++) {
+    const runs = Array.from({ length: 4 }, () => new Promise<string>((resolve) => {
+      const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+      child.on('close', () => resolve(out.trim()));
+    }));
+    const said = (await Promise.all(runs)).sort();
+    t.deepEqual(said, ['E_DB_LOCKED', 'E_DB_LOCKED', 'E_DB_LOCKED', 'got it'], `round ${round}`);
+  }
 });
 
 test('in one process too, a second daemon on a database is refused, and the first one\'s stop frees it', async (t) => {
@@ -197,7 +220,6 @@ test('in one process too, a second daemon on a database is refused, and the firs
   t.true(isPfgreyError(err) && err.code === 'E_DB_LOCKED', String(err));
   t.regex(err!.message, new RegExp(`\\(pid ${process.pid}\\)`));
   await first.daemon.stop();
-  await t.throwsAsync(fs.lstat(`${first.dbPath}.lock`), { code: 'ENOENT' }, 'the stop removed the lock');
   const again = await testDaemon(t, [], dir);
   t.truthy(again.daemon.store);
 });
@@ -214,7 +236,9 @@ test('a start that cannot bind its port says which address, who may hold it, and
   t.is(r.code, 1);
   t.true(r.stderr.includes(`cannot listen for SMTP connections on 127.0.0.1:${port}: address already in use (EADDRINUSE): another program holds it; find it with `), r.stderr);
   t.is(r.stderr.trim().split('\n').filter((l) => /error|cannot/.test(l)).length, 1, r.stderr);
-  t.deepEqual(await fs.readdir(path.dirname(db)), [], 'neither the database, its companions nor the lock stay');
+  // The lock file stays (removing it would let two daemons lock two files of one name); it is
+  // not a database and holds no lock once the process is gone.
+  t.deepEqual(await fs.readdir(path.dirname(db)), ['pfgrey.db.lock'], 'neither the database nor its companions stay');
 });
 
 test('the spamd ports named in a bind failure point at spamd', async (t) => {
@@ -233,4 +257,45 @@ test('pfgrey db -a with --db in a directory that does not exist is refused, nami
     t.true(r.stderr.includes(`cannot open ${db}: directory ${path.dirname(db)} does not exist`), r.stderr);
   }
   t.deepEqual(await fs.readdir(dir), [], 'no directory was made');
+});
+
+test('a hard link in the database\'s place or a companion\'s is refused: it may be another file under a second name', async (t) => {
+  const dir = await tempDir(t);
+  const secret = await rootSecret(dir);
+  await fs.writeFile(secret, 'x'.repeat(900));
+  const db = path.join(dir, 'db', 'pfgrey.db');
+  await fs.mkdir(path.dirname(db));
+  for (const sfx of ['', '-shm']) {
+    if (sfx !== '') {
+      const store = await openStore(db, { create: true });
+      await store.close();
+    }
+    await fs.link(secret, db + sfx);
+    const r = await runCli(['db', '--db', db, ...(sfx === '' ? [] : ['-a', '192.0.2.1'])]);
+    t.is(r.code, 1);
+    t.true(r.stderr.includes(`${db}${sfx}: has 2 names (hard links), so it may be another file as well; refusing to open it`), r.stderr);
+    t.is(await fs.readFile(secret, 'utf8'), 'x'.repeat(900), 'the linked file is untouched');
+    await fs.rm(db + sfx);
+  }
+});
+
+test('salvaging a damaged database never writes through a link planted under the copy\'s name', async (t) => {
+  const dir = await tempDir(t);
+  const secret = await rootSecret(dir);
+  const db = path.join(dir, 'pfgrey.db');
+  const store = await openStore(db, { create: true, commitDelay: 3_600_000 });
+  for (let i = 0; i < 3000; i++) store.put({ key: `192.0.2.${i % 250}\nh${i}\n<a@b>\n<c${i}@d>`, first: i, pass: i, expire: 2 ** 40, bcount: 0, pcount: 0 });
+  await store.close();
+  const { size } = await fs.stat(db);
+  await fs.truncate(db, Math.floor(size / 2)); // shorter than its header says: salvage pads a copy
+  const NOW = Date.UTC(2024, 0, 2, 3, 4, 5);
+  const moved = `${db}.corrupt-20240102T030405Z`;
+  await fs.symlink(secret, `${moved}.salvage`);
+  await fs.symlink(secret, `${moved}.salvage-wal`);
+  const { openStoreRecovering } = await import('../../src/store/recover.js');
+  const log = memoryLogger();
+  const { store: fresh, movedTo } = await openStoreRecovering(db, { now: () => NOW }, log);
+  await fresh.close();
+  t.is(movedTo, moved);
+  await unchanged(t, secret);
 });
