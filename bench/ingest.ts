@@ -42,7 +42,7 @@ async function viaApi(dir: string, total: number) {
   const cpu0 = process.cpuUsage();
   const batch = 1000;
   for (let i = 0; i < total; i += batch) {
-    const work: Promise<void>[] = [];
+    const work: Promise<unknown>[] = [];
     for (let j = i; j < Math.min(total, i + batch); j++) {
       const ip = `10.${(j >> 16) & 255}.${(j >> 8) & 255}.${j & 255}`;
       work.push(g.tuple({ ip, helo: 'mx.example', from: `<s${j}@example.org>`, to: '<r@example.net>' }));

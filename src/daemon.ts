@@ -20,7 +20,8 @@ import { Scanner } from './grey/scanner.js';
 import type { Logger } from './log.js';
 import { mayBindReserved, unprivilegedPortStart } from './privileges.js';
 import { openDaemonStore } from './store/daemon-store.js';
-import { keepTableAsWhite, replaceUnderneath } from './store/recover.js';
+import { keepTableAsWhite } from './grey/keep-table.js';
+import { replaceUnderneath } from './store/recover.js';
 import { SwitchableStore } from './store/switchable.js';
 import type { FileProblem, Store } from './store/types.js';
 import { Tarpit, type TarpitOptions } from './tarpit/server.js';
@@ -172,12 +173,14 @@ export async function startDaemon(
       allowedDomains: () => allowed,
       lowPriorityMx: cfg.lowPriorityMx,
       mxGrace: cfg.mxGrace,
-      onTrap: (ip) => {
-        daemon.scanner?.noteTrap(ip);
-        if (traps.has(ip)) return;
-        traps.add(ip);
-        publishTraps();
-      },
+      whiteExpiry: cfg.times.whiteExpiry,
+    });
+    greylister.events.on((event) => {
+      if (event.kind !== 'trap') return;
+      daemon.scanner?.noteTrap(event.ip);
+      if (traps.has(event.ip)) return;
+      traps.add(event.ip);
+      publishTraps();
     });
     const daemon: Daemon = {
       address: undefined as unknown as AddressInfo,
@@ -192,7 +195,7 @@ export async function startDaemon(
       stopNow: () => {},
     };
     const scanner = new Scanner({
-      store, log, clock,
+      store, log, clock, events: greylister.events,
       interval: cfg.scanInterval,
       whiteExpiry: cfg.times.whiteExpiry,
       chunk: cfg.scanChunk,
@@ -229,7 +232,7 @@ export async function startDaemon(
     tarpit = new Tarpit(cfg.tarpit, {
       log, clock, lookup,
       onTuple: (t) => void greylister.tuple(t),
-      backlogged: () => greylister.queued + store.pendingWrites > DEFAULTS.maxBacklog,
+      backlogged: () => greylister.backlogged,
     });
     daemon.tarpit = tarpit;
     ({ configPort, configAddress: daemon.configAddress } = await listenConfigPort(cfg, lists, log));

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { ConfigPort } from '../src/blacklist/config-port.js';
 import { BlackLists } from '../src/blacklist/lists.js';
 import { memoryLogger } from '../src/log.js';
-import { formatEntry } from '../src/store/spamdb-format.js';
+import { formatEntry } from '../src/grey/spamdb-format.js';
 import { REPLY } from '../src/tarpit/replies.js';
 import { runCli, spawnDaemon } from './helpers/cli.js';
 import { tempDir, testDaemon } from './helpers/daemon.js';

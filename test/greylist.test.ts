@@ -1,7 +1,7 @@
 import test from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { formatEntry } from '../src/store/spamdb-format.js';
+import { formatEntry } from '../src/grey/spamdb-format.js';
 import { REPLY } from '../src/tarpit/replies.js';
 import { spawnDaemon, runCli } from './helpers/cli.js';
 import { tempDir, testDaemon } from './helpers/daemon.js';

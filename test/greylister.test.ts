@@ -17,7 +17,10 @@ async function setup(t: Parameters<typeof tempDir>[0]) {
   t.teardown(() => store.close());
   const clock = new ManualClock(1_000_000);
   const traps: string[] = [];
-  const g = new Greylister({ store, times, log: memoryLogger(), clock, onTrap: (ip) => traps.push(ip) });
+  const g = new Greylister({ store, times, log: memoryLogger(), clock });
+  g.events.on((e) => {
+    if (e.kind === 'trap') traps.push(e.ip);
+  });
   return { store, clock, g, traps };
 }
 

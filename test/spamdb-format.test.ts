@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import assert from 'node:assert/strict';
 import { PfgreyError } from '../src/errors.js';
 import { greyKey, type Entry } from '../src/grey/entry.js';
-import { entryToJson, formatEntry, parseLine } from '../src/store/spamdb-format.js';
+import { entryToJson, formatEntry, parseLine } from '../src/grey/spamdb-format.js';
 
 const S = 1000;
 

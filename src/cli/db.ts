@@ -30,12 +30,14 @@ import type { Readable, Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { systemClock, type Clock } from '../clock.js';
 import { DEFAULTS } from '../config/defaults.js';
-import { describe, isPfgreyError } from '../errors.js';
+import { describe, isPfgreyError, PfgreyError } from '../errors.js';
 import { keyProblem, toByteString, type Entry } from '../grey/entry.js';
-import { manualAdd, type ManualType } from '../grey/rules.js';
+import { Greylister } from '../grey/greylister.js';
+import type { GreyTimes, ManualType } from '../grey/rules.js';
+import { silentLogger } from '../log.js';
 import { COMPANIONS, exists } from '../store/files.js';
-import { openStore } from '../store/sqlite.js';
-import { entryToJson, formatEntry, keyText, parseLine, showKey } from '../store/spamdb-format.js';
+import { openDatabase } from '../store/open.js';
+import { entryToJson, formatEntry, keyText, parseLine, showKey } from '../grey/spamdb-format.js';
 import type { Store } from '../store/types.js';
 import { databasePath, type CliIO } from './io.js';
 
@@ -239,7 +241,7 @@ async function withStore<T>(store: Store, body: (s: Store) => Promise<T>): Promi
 // --- list and show (spamdb without -a/-d) ----------------------------------------------------
 
 async function list(cmd: Command, io: CliIO, warn: (m: string) => void): Promise<number> {
-  const store = await openStore(cmd.dbPath, { readonly: true });
+  const store = await openDatabase(cmd.dbPath, { readonly: true });
   return withStore(store, () =>
     guardingOutput(io.stdout, async () => {
       const out = new Listing(io.stdout, cmd.json);
@@ -340,7 +342,7 @@ async function add(cmd: Command, clock: Clock, warn: (m: string) => void): Promi
   const existed = await exists(cmd.dbPath).catch(() => true);
   let status: number;
   try {
-    status = await withStore(await openStore(cmd.dbPath, { create: true }), (store) => addKeys(store, good, failures));
+    status = await withStore(await openDatabase(cmd.dbPath, { create: true }), (store) => addKeys(store, good, failures));
   } catch (err) {
     if (!existed) await removeDatabase(cmd.dbPath);
     throw err;
@@ -351,18 +353,29 @@ async function add(cmd: Command, clock: Clock, warn: (m: string) => void): Promi
   return status;
 
   async function addKeys(store: Store, keys: string[], failed: number): Promise<number> {
+    const core = doorToCore(store, clock);
     for (const key of keys) {
-      const now = clock.now();
-      const old = await store.get(key);
+      const verdict = await core.handle({ kind: 'add', type: cmd.type as ManualType, key });
       // spamdb errx(-1): fatal, status 255. Earlier keys of this command are still written.
-      if (!old && cmd.type === 'SPAMTRAP' && !key.includes('@')) {
+      if (verdict.kind === 'refused') {
         warn(`not an email address: ${keyText(key)}`);
         return 255;
       }
-      store.put(manualAdd(old, key, cmd.type as ManualType, now));
+      if (verdict.kind === 'dropped') throw new PfgreyError('E_DB_WRITE', `${cmd.dbPath}: cannot write ${keyText(key)}: ${verdict.why}`);
     }
     return Math.min(failed, 255);
   }
+}
+
+/**
+ * pfgrey db's door to the greylist core: additions, deletions and imports are requests the
+ * core decides and writes, as the daemon's are; this command never writes the store itself.
+ */
+function doorToCore(store: Store, clock: Clock = systemClock): Greylister {
+  const times: GreyTimes = {
+    passTime: DEFAULTS.passTime, greyExpiry: DEFAULTS.greyExpiry, whiteExpiry: DEFAULTS.whiteExpiry, trapExpiry: DEFAULTS.trapExpiry,
+  };
+  return new Greylister({ store, times, log: silentLogger, clock });
 }
 
 /** A database file this command created, with SQLite's companions; gone already is fine. */
@@ -375,19 +388,19 @@ async function removeDatabase(file: string): Promise<void> {
 
 async function remove(cmd: Command, warn: (m: string) => void): Promise<number> {
   const keys = nonEmpty(cmd, warn);
-  const store = await openStore(cmd.dbPath, {});
+  const store = await openDatabase(cmd.dbPath, {});
   return withStore(store, async () => {
+    const core = doorToCore(store);
     let failures = 0;
     for (const raw of keys) {
       const key = toByteString(raw);
       // -G: the argument is an ip and the first of its tuples goes, one tuple per argument.
-      const victim = cmd.type === 'GREY' ? (await store.tuplesOf(key))[0] : await store.get(key);
-      if (!victim) {
+      const verdict = await core.handle(cmd.type === 'GREY' ? { kind: 'delete-tuple', ip: key } : { kind: 'delete', key });
+      if (verdict.kind === 'dropped') throw new PfgreyError('E_DB_WRITE', `${cmd.dbPath}: cannot delete ${keyText(key)}: ${verdict.why}`);
+      if (verdict.kind === 'absent') {
         warn(`no entry for ${keyText(key)}`);
         failures++;
-        continue;
       }
-      store.delete(victim.key);
     }
     return Math.min(failures, 255);
   });
@@ -426,9 +439,15 @@ async function importDump(cmd: Command, io: CliIO, warn: (m: string) => void): P
       return 1;
     }
   }
-  const store = await openStore(cmd.dbPath, { create: true });
+  const store = await openDatabase(cmd.dbPath, { create: true });
   await withStore(store, async () => {
-    for (const e of entries) store.put(e);
+    const core = doorToCore(store);
+    // A batch at a time: the core decides each turn's requests with one lookup.
+    for (let i = 0; i < entries.length; i += DEFAULTS.greyBatch) {
+      const verdicts = await Promise.all(entries.slice(i, i + DEFAULTS.greyBatch).map((entry) => core.handle({ kind: 'restore', entry })));
+      const dropped = verdicts.find((v) => v.kind === 'dropped');
+      if (dropped?.kind === 'dropped') throw new PfgreyError('E_DB_WRITE', `${cmd.dbPath}: cannot import: ${dropped.why}`);
+    }
   });
   warn(`imported ${entries.length} entries`);
   return 0;

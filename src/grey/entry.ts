@@ -7,15 +7,9 @@
 
 import { DEFAULTS } from '../config/defaults.js';
 import { controlEscaper } from '../log.js';
+import type { Entry } from '../store/types.js';
 
-export interface Entry {
-  key: string;
-  first: number;
-  pass: number;
-  expire: number;
-  bcount: number;
-  pcount: number;
-}
+export type { Entry } from '../store/types.js';
 
 export const PCOUNT_TRAPPED = -1;
 export const PCOUNT_SPAMTRAP = -2;

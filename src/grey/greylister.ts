@@ -1,6 +1,9 @@
-// Turns tuples from the tarpit into database updates, and decides when a tuple traps its
-// sender instead (spec §6.4–6.6). Tuples are decided strictly in arrival order, so two quick
-// retries never both count as "new".
+// The greylist core: the one owner of the rules that every door asks (requests.ts). It turns
+// the tarpit's tuples into database updates and decides when a tuple traps its sender instead
+// (as spamd's greylister does: spamd(8), GREYTRAPPING), and it applies pfgrey db's additions and
+// deletions, logd's whitelist extensions and imports, answering each with a verdict. Requests
+// are decided strictly in arrival order, in batches that share one store lookup, so two quick
+// retries never both count as "new" and a door never reads, decides and writes by itself.
 
 import { type Clock, systemClock } from '../clock.js';
 import { DEFAULTS } from '../config/defaults.js';
@@ -8,17 +11,12 @@ import { formatDelay } from '../config/duration.js';
 import { describe } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/types.js';
-import { type Entry, greyKey } from './entry.js';
-import { greyHit, type GreyTimes, outsideAllowedDomains, spamtrapAddress } from './rules.js';
+import { type Entry, entryType, greyKey } from './entry.js';
+import { CoreEvents, type GreyRequest, type TupleRequest, type Verdict } from './requests.js';
+import { greyHit, type GreyTimes, logdHit, manualAdd, outsideAllowedDomains, spamtrapAddress } from './rules.js';
 
-export interface TupleInput {
-  ip: string;
-  helo: string;
-  from: string;
-  to: string;
-  /** The address the client connected to (pf divert-to keeps the original destination). */
-  localAddress?: string;
-}
+/** A tuple as the tarpit hands it in (a TupleRequest without its kind). */
+export type TupleInput = Omit<TupleRequest, 'kind'>;
 
 export interface GreylisterOptions {
   store: Store;
@@ -29,8 +27,13 @@ export interface GreylisterOptions {
   allowedDomains?: () => readonly string[];
   /** -M: the low-priority MX address; new tuples that came in to it trap their sender. */
   lowPriorityMx?: string;
-  /** Called when a tuple traps its sender, so the tarpit can hold it from its next connection. */
-  onTrap?: (ip: string) => void;
+  /**
+   * Where the core says what happened (grey, trap; the scan adds white and expire): the
+   * tarpit's trap list and the scan's trap notes follow it, and later sync and metrics.
+   */
+  events?: CoreEvents;
+  /** How long a WHITE entry lives after logd sees its host pass (the daemon's white expiry). */
+  whiteExpiry?: number;
   /**
    * How long after start the low-priority MX rule stays off: spamd waits a minute, so that
    * connections pf had already sent on their way before a restart do not trap anyone.
@@ -42,9 +45,12 @@ export interface GreylisterOptions {
 const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
 
 interface Queued {
-  t: TupleInput;
-  done: () => void;
+  req: GreyRequest;
+  done: (verdict: Verdict) => void;
 }
+
+/** The batch's view of the store: what it read, with each decision's write (null: deleted). */
+type View = Map<string, Entry | null>;
 
 /** What a stop gave up: tuples whose clients had their replies but that never reached the store. */
 export interface StopLoss {
@@ -67,26 +73,44 @@ export class Greylister {
   private readonly clock: Clock;
   private readonly startedAt: number;
 
+  readonly events: CoreEvents;
+
   constructor(private readonly opts: GreylisterOptions) {
     this.clock = opts.clock ?? systemClock;
     this.startedAt = this.clock.now();
+    this.events = opts.events ?? new CoreEvents();
   }
 
   /**
-   * Records one tuple; resolves once the update is queued for the next group commit. Tuples
-   * are decided in arrival order, in batches: the tuples that arrive in one turn of the event
-   * loop share one store lookup, which is what lets ingest keep up with thousands of clients.
+   * Decides one request; resolves with the verdict once its update is queued for the next
+   * group commit. Requests are decided in arrival order, in batches: those that arrive in one
+   * turn of the event loop share one store lookup, which is what lets ingest keep up with
+   * thousands of clients.
    */
-  tuple(t: TupleInput): Promise<void> {
+  handle(req: GreyRequest): Promise<Verdict> {
     return new Promise((done) => {
-      this.queue.push({ t, done });
+      this.queue.push({ req, done });
       this.draining ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.drain());
     });
   }
 
-  /** Tuples handed in and not yet decided. */
+  /** The tarpit's door: records one tuple (see handle). */
+  tuple(t: TupleInput): Promise<Verdict> {
+    return this.handle({ kind: 'tuple', ...t });
+  }
+
+  /** Requests handed in and not yet decided. */
   get queued(): number {
     return this.queue.length;
+  }
+
+  /**
+   * True while the database is behind: more requests wait, here and in the store's queue, than
+   * DEFAULTS.maxBacklog. The tarpit holds clients' commands back meanwhile, so memory stays
+   * bounded and a crash loses at most one commit window.
+   */
+  get backlogged(): boolean {
+    return this.queue.length + this.opts.store.pendingWrites > DEFAULTS.maxBacklog;
   }
 
   /** Resolves when every tuple handed in so far has been queued. */
@@ -118,8 +142,9 @@ export class Greylister {
     try {
       while (this.queue.length > 0) {
         const batch = this.queue.splice(0, DEFAULTS.greyBatch);
+        let verdicts: Verdict[];
         try {
-          await this.applyBatch(batch.map((q) => q.t));
+          verdicts = await this.applyBatch(batch.map((q) => q.req));
         } catch (err) {
           // These clients have had their replies: the tuples must not be lost to a store that
           // fails for a while (a locked database, a disk briefly full). They go back to the head
@@ -134,14 +159,14 @@ export class Greylister {
             // the rest goes too; the stop's caller says how many in its one line.
             const lost = batch.concat(this.queue.splice(0));
             this.lost = { tuples: (this.lost?.tuples ?? 0) + lost.length, reason: describe(err) };
-            for (const q of lost) q.done();
+            for (const q of lost) q.done({ kind: 'dropped', why: describe(err) });
             this.failures = 0;
             continue;
           }
           if (now - this.failingSince >= DEFAULTS.greyRetryFor) {
             this.opts.log.error(`greylist update of ${count(batch.length, 'tuple')} failed for ` +
               `${formatDelay(now - this.failingSince)}; lost: ${describe(err)}`);
-            for (const q of batch) q.done();
+            for (const q of batch) q.done({ kind: 'dropped', why: describe(err) });
             this.failures = 0;
             continue;
           }
@@ -165,34 +190,91 @@ export class Greylister {
           this.opts.log.notice(`greylist updates resumed after ${count(this.failures, 'failed attempt')}`);
           this.failures = 0;
         }
-        for (const q of batch) q.done();
+        batch.forEach((q, i) => q.done(verdicts[i]!));
       }
     } finally {
       this.draining = undefined;
     }
   }
 
-  private async applyBatch(batch: readonly TupleInput[]): Promise<void> {
+  private async applyBatch(batch: readonly GreyRequest[]): Promise<Verdict[]> {
     const keys: string[] = [];
-    for (const t of batch) keys.push(greyKey(t.ip, t.helo, t.from, t.to), spamtrapAddress(t.to), t.ip);
-    // The batch's view of the store; each decision below updates it, so a later tuple of the
+    for (const r of batch) {
+      switch (r.kind) {
+        case 'tuple': keys.push(greyKey(r.ip, r.helo, r.from, r.to), spamtrapAddress(r.to), r.ip); break;
+        case 'add': keys.push(r.key); break;
+        case 'delete': keys.push(r.key); break;
+        case 'extend': keys.push(r.ip); break;
+        case 'restore': keys.push(r.entry.key); break;
+        case 'delete-tuple': break;
+      }
+    }
+    // The batch's view of the store; each decision below updates it, so a later request of the
     // batch sees an earlier one's write.
-    const view = await this.opts.store.getMany(keys);
-    for (const t of batch) this.apply(t, view);
+    const view: View = new Map(await this.opts.store.getMany(keys));
+    const verdicts: Verdict[] = [];
+    for (const r of batch) {
+      if (r.kind === 'delete-tuple') {
+        // The first tuple of the ip in key order, as spamdb -G; one this batch deleted is gone.
+        const tuples = await this.opts.store.tuplesOf(r.ip);
+        const first = tuples.find((e) => view.get(e.key) !== null);
+        verdicts.push(first ? this.remove(first.key, view) : { kind: 'absent', key: r.ip });
+        continue;
+      }
+      verdicts.push(this.apply(r, view));
+    }
+    return verdicts;
   }
 
-  private apply(t: TupleInput, view: Map<string, Entry>): void {
-    const { store, log, times } = this.opts;
+  private write(entry: Entry, view: View): void {
+    this.opts.store.put(entry);
+    view.set(entry.key, entry);
+  }
+
+  private remove(key: string, view: View): Verdict {
+    this.opts.store.delete(key);
+    view.set(key, null);
+    return { kind: 'deleted', key };
+  }
+
+  private apply(r: Exclude<GreyRequest, { kind: 'delete-tuple' }>, view: View): Verdict {
     const now = this.clock.now();
+    switch (r.kind) {
+      case 'tuple':
+        return this.decideTuple(r, view, now);
+      case 'add': {
+        const old = view.get(r.key) ?? undefined;
+        // spamdb refuses a new spamtrap that is not an address (an existing one it updates).
+        if (!old && r.type === 'SPAMTRAP' && !r.key.includes('@')) return { kind: 'refused', why: `not an email address: ${r.key}` };
+        const entry = manualAdd(old, r.key, r.type, now);
+        this.write(entry, view);
+        if (r.type === 'TRAPPED') this.events.emit({ kind: 'trap', ip: r.key });
+        return { kind: 'written', entry };
+      }
+      case 'delete':
+        return view.get(r.key) ? this.remove(r.key, view) : { kind: 'absent', key: r.key };
+      case 'extend': {
+        const entry = logdHit(view.get(r.ip) ?? undefined, r.ip, now, this.opts.whiteExpiry ?? DEFAULTS.whiteExpiry);
+        this.write(entry, view);
+        return { kind: 'written', entry };
+      }
+      case 'restore':
+        this.write({ ...r.entry }, view);
+        return { kind: 'written', entry: r.entry };
+    }
+  }
+
+  private decideTuple(t: TupleRequest, view: View, now: number): Verdict {
+    const { log, times } = this.opts;
     const tupleKey = greyKey(t.ip, t.helo, t.from, t.to);
     const rcpt = spamtrapAddress(t.to);
     let why: string | undefined;
     if (outsideAllowedDomains(rcpt, this.opts.allowedDomains?.() ?? [])) why = `(${rcpt} is outside the allowed domains)`;
-    else if (view.has(rcpt)) why = `(${rcpt} is a spamtrap)`;
+    else if (view.get(rcpt)) why = `(${rcpt} is a spamtrap)`;
 
     let mxFirst = false;
     let key = why ? t.ip : tupleKey;
-    let existing = view.get(key);
+    let existing = view.get(key) ?? undefined;
     const mx = this.opts.lowPriorityMx;
     if (!why && !existing && mx !== undefined && t.localAddress === mx &&
       now - this.startedAt > (this.opts.mxGrace ?? DEFAULTS.mxGrace)) {
@@ -203,16 +285,20 @@ export class Greylister {
       existing = undefined;
     }
     const entry = greyHit(existing, key, now, times, why !== undefined);
-    store.put(entry);
-    view.set(key, entry);
+    this.write(entry, view);
     if (why) {
       // spamd's words, so existing log greps keep matching; the reason follows in brackets.
       const tuple = `${t.ip} ${t.helo} ${t.from} ${t.to}`;
       log.info(mxFirst ? `Trapping ${t.ip} for trying ${mx} first for tuple ${tuple} ${why}`
         : `Trapping ${t.ip} for tuple ${tuple} ${why}`);
-      this.opts.onTrap?.(t.ip);
-    } else if (!existing) {
-      log.debug(`new entry ${t.ip} from ${t.from} to ${t.to}, helo ${t.helo}`);
+      this.events.emit({ kind: 'trap', ip: t.ip });
+      return { kind: 'trapped', ip: t.ip, why: why.slice(1, -1) };
     }
+    if (!existing) log.debug(`new entry ${t.ip} from ${t.from} to ${t.to}, helo ${t.helo}`);
+    this.events.emit({ kind: 'grey', entry });
+    const white = view.get(t.ip);
+    if (white && entryType(white) === 'WHITE') return { kind: 'whitelisted', ip: t.ip };
+    const passAt = entry.first + times.passTime;
+    return passAt < now ? { kind: 'passed', key } : { kind: 'greylisted', key, left: passAt - now };
   }
 }

@@ -8,6 +8,7 @@ import { describe, isPfgreyError, type PfgreyError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/types.js';
 import { PCOUNT_TRAPPED } from './entry.js';
+import type { CoreEvents } from './requests.js';
 import { ScanAccumulator, type ScanPlan } from './rules.js';
 
 export interface ScannerOptions {
@@ -34,6 +35,8 @@ export interface ScannerOptions {
    * hook the failure is only logged.
    */
   onCorrupt?: (err: PfgreyError) => Promise<void>;
+  /** The core's event hook: the scan says what it whitelists (white) and expires (expire). */
+  events?: CoreEvents;
 }
 
 export interface WhitelistChanges {
@@ -114,6 +117,7 @@ export class Scanner {
         for (const entry of plan.deletes.slice(i, i + this.opts.chunk)) {
           log.debug(`queueing deletion of ${JSON.stringify(entry.key)}`);
           store.deleteIf(entry);
+          this.opts.events?.emit({ kind: 'expire', key: entry.key });
         }
         await yieldToLoop();
       }
@@ -135,6 +139,7 @@ export class Scanner {
           }
           log.debug(`whitelisting ${entry.key} in ${store.path}`);
           store.put(entry);
+          this.opts.events?.emit({ kind: 'white', ip: entry.key });
         }
         await yieldToLoop();
       }

@@ -11,6 +11,7 @@ import type { Logger } from '../log.js';
 import { COMPANIONS, exists } from './files.js';
 import { lockDatabase, type DatabaseLock } from './lock.js';
 import { openStoreRecovering, type RecoveredStore, type RecoverOptions } from './recover.js';
+import { assertSupported } from './open.js';
 import { refuseBerkeleyDb } from './sqlite.js';
 
 export interface DaemonStore extends RecoveredStore {
@@ -24,6 +25,7 @@ export interface DaemonStore extends RecoveredStore {
 }
 
 export async function openDaemonStore(path: string, opts: RecoverOptions, log: Logger): Promise<DaemonStore> {
+  assertSupported(path);
   await mkdir(dirname(path), { recursive: true }).catch((err: unknown) => {
     throw new PfgreyError('E_DB_OPEN', `cannot create ${dirname(path)} for the database: ${systemErrorText(err)}`, { cause: err });
   });

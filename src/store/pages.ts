@@ -26,7 +26,7 @@
 
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
-import type { Entry } from '../grey/entry.js';
+import type { Entry } from './types.js';
 
 const MIN_PAGE = 512;
 const MAX_PAGE = 65_536;

@@ -10,7 +10,7 @@ import { setImmediate as yieldToLoop, setTimeout as sleep } from 'node:timers/pr
 import sqlite3 from 'sqlite3';
 import { DEFAULTS } from '../config/defaults.js';
 import { PfgreyError, describe } from '../errors.js';
-import type { Entry } from '../grey/entry.js';
+import type { Entry } from './types.js';
 import { silentLogger, type Logger } from '../log.js';
 import { checkDatabaseFiles, resolveDatabasePath, SQLITE_OPEN_NOFOLLOW } from './files.js';
 import type { Abandoned, CloseOptions, FileProblem, FileStore, Store } from './types.js';

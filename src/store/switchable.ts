@@ -10,7 +10,7 @@
 // writes it could not keep.
 
 import { PfgreyError, describe } from '../errors.js';
-import type { Entry } from '../grey/entry.js';
+import type { Entry } from './types.js';
 import type { Abandoned, CloseOptions, FileProblem, FileStore, Store } from './types.js';
 
 /** A write waiting for a store to go to. */

@@ -1,4 +1,16 @@
-import type { Entry } from '../grey/entry.js';
+/**
+ * One stored record: a key and five numbers, as spamd's database holds them. The store keeps
+ * them; what the key's shape and the numbers mean (GREY, WHITE, TRAPPED, SPAMTRAP; times in
+ * milliseconds) is the greylist's business (src/grey/entry.ts).
+ */
+export interface Entry {
+  key: string;
+  first: number;
+  pass: number;
+  expire: number;
+  bcount: number;
+  pcount: number;
+}
 
 /**
  * The greylist store as the daemon and the CLI see it. Writes are queued and committed in

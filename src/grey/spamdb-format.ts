@@ -35,7 +35,7 @@ import {
   splitGreyKey,
   type Entry,
   type EntryType,
-} from '../grey/entry.js';
+} from './entry.js';
 
 const sec = (ms: number): number => Math.floor(ms / 1000);
 
