@@ -106,164 +106,123 @@ export interface DaemonHooks {
   afterBind?: (firewall: Firewall['name']) => void;
 }
 
-export async function startDaemon(
-  cfg: DaemonConfig, log: Logger, clock: Clock = systemClock, hooks: DaemonHooks = {},
-): Promise<Daemon> {
-  const lists = new BlackLists();
-  const lookup = (ip: string) => lists.lookup(ip);
+/** What greylisting adds to the tarpit: everything but blacklist-only mode (-b) has it. */
+interface Greylisting {
+  store: SwitchableStore;
+  greylister: Greylister;
+  scanner: Scanner;
+  firewall: Firewall;
+  sync: WhitelistSync;
+  /** How the firewall backend was chosen, for the start-up line. */
+  reason: string;
+  lastScan(): ScanPlan | undefined;
+  reload(): Promise<void>;
+  /** Stops the greylister, the scan and the sync, and closes the store (see Daemon.stop). */
+  stop(giveUp: AbortSignal): Promise<void>;
+}
 
-  if (cfg.blacklistOnly) {
-    const tarpit = new Tarpit(cfg.tarpit, { log, clock, lookup, onTuple: () => {} });
-    const { configPort, configAddress } = await listenConfigPort(cfg, lists, log);
-    let address: AddressInfo;
-    try {
-      address = await tarpit.listen();
-      // spamd keeps root in this mode (quirk 15); pfgrey drops it here too.
-      hooks.afterBind?.('none');
-    } catch (err) {
-      await configPort.close();
-      await tarpit.close();
-      throw err;
-    }
-    log.notice(`blacklist-only mode: no greylisting, no database; lists from the config port ${configAddress.port}`);
-    log.warning(`listening for incoming connections on ${address.address}:${address.port}.`);
-    return {
-      address, configAddress, lists, tarpit,
-      reload: async () => {},
-      stop: async () => {
-        await configPort.close();
-        await tarpit.close();
-      },
-      stopNow: () => {},
-    };
-  }
+/** A failed start undoes what it did, last first. */
+type Undo = Array<() => unknown>;
 
+async function startGreylisting(cfg: DaemonConfig, log: Logger, clock: Clock, lists: BlackLists, undo: Undo): Promise<Greylisting> {
   // A corrupt database is moved aside and replaced, so a bad file never becomes a crash loop.
   const db = await openDaemonStore(cfg.dbPath, { commitDelay: cfg.commitDelay, log }, log);
+  undo.push(() => db.abandon());
   // The greylister, the scan and the tarpit hold this handle: a database truncated or damaged
   // underneath the daemon is swapped for a recovered one behind it.
   const store = new SwitchableStore(db.store);
-  const { movedTo } = db;
-  let tarpit: Tarpit | undefined;
-  let configPort: ConfigPort | undefined;
-  let deviceFd: number | undefined;
-  try {
-    const chosen = await chooseFirewall(cfg.firewall, {
-      pfctl: cfg.pfctl, pfDevice: cfg.pfDevice, nft: cfg.nft, nftTable: cfg.nftTable, timeout: cfg.firewallTimeout, log,
-    });
-    const { firewall, reason } = chosen;
-    deviceFd = chosen.deviceFd;
-    if (movedTo) await keepTableAsWhite(firewall, cfg.table, store, clock.now(), cfg.times.whiteExpiry, log);
-    const sync = new WhitelistSync({
-      firewall, table: cfg.table, log, clock,
-      retryMin: cfg.firewallRetryMin, retryMax: cfg.firewallRetryMax, refresh: cfg.scanInterval,
-    });
-    let allowed = await loadAllowedDomains(cfg.allowedDomainsFile, log);
+  undo.push(() => store.close().catch(() => undefined));
+  const { firewall, reason, deviceFd } = await chooseFirewall(cfg.firewall, {
+    pfctl: cfg.pfctl, pfDevice: cfg.pfDevice, nft: cfg.nft, nftTable: cfg.nftTable, timeout: cfg.firewallTimeout, log,
+  });
+  const closeDevice = () => {
+    if (deviceFd !== undefined) fs.closeSync(deviceFd);
+  };
+  undo.push(closeDevice);
+  if (db.movedTo) await keepTableAsWhite(firewall, cfg.table, store, clock.now(), cfg.times.whiteExpiry, log);
+  const sync = new WhitelistSync({
+    firewall, table: cfg.table, log, clock,
+    retryMin: cfg.firewallRetryMin, retryMax: cfg.firewallRetryMax, refresh: cfg.scanInterval,
+  });
+  let allowed = await loadAllowedDomains(cfg.allowedDomainsFile, log);
 
-    // Trapped hosts are tarpitted as the list spamd-greytrap. Each scan rebuilds it from the
-    // TRAPPED entries; a new trap is added at once instead of waiting for the next scan.
-    let traps = new Set<string>();
-    const publishTraps = () => {
-      if (traps.size === 0) lists.apply({ kind: 'clear', tag: DEFAULTS.greytrapTag });
-      else lists.replace(DEFAULTS.greytrapTag, DEFAULTS.greytrapMessage, [...traps].map(hostPrefix));
-    };
+  // Trapped hosts are tarpitted as the list spamd-greytrap. Each scan rebuilds it from the
+  // TRAPPED entries; a new trap is added at once instead of waiting for the next scan.
+  let traps = new Set<string>();
+  const publishTraps = () => {
+    if (traps.size === 0) lists.apply({ kind: 'clear', tag: DEFAULTS.greytrapTag });
+    else lists.replace(DEFAULTS.greytrapTag, DEFAULTS.greytrapMessage, [...traps].map(hostPrefix));
+  };
 
-    const greylister = new Greylister({
-      store, times: cfg.times, log, clock,
-      allowedDomains: () => allowed,
-      lowPriorityMx: cfg.lowPriorityMx,
-      mxGrace: cfg.mxGrace,
-      whiteExpiry: cfg.times.whiteExpiry,
-    });
-    greylister.events.on((event) => {
-      if (event.kind !== 'trap') return;
-      daemon.scanner?.noteTrap(event.ip);
-      if (traps.has(event.ip)) return;
-      traps.add(event.ip);
-      publishTraps();
-    });
-    const daemon: Daemon = {
-      address: undefined as unknown as AddressInfo,
-      configAddress: undefined as unknown as AddressInfo,
-      lists, store, greylister, firewall, sync,
-      tarpit: undefined as unknown as Tarpit,
-      reload: async () => {
-        allowed = await loadAllowedDomains(cfg.allowedDomainsFile, log);
-        log.notice(`reloaded ${cfg.allowedDomainsFile}: ${allowed.length ? `${allowed.length} allowed domains` : 'no restriction'}`);
-      },
-      stop: async () => {},
-      stopNow: () => {},
-    };
-    const scanner = new Scanner({
-      store, log, clock, events: greylister.events,
-      interval: cfg.scanInterval,
-      whiteExpiry: cfg.times.whiteExpiry,
-      chunk: cfg.scanChunk,
-      isBlacklisted: (ip) => lists.lookup(ip) !== undefined,
-      onResult: (plan, changes) => {
-        daemon.lastScan = plan;
-        if (changes) sync.change(changes.add, changes.del);
-        else sync.update(plan.whitelist);
-        traps = new Set(plan.traps);
-        publishTraps();
-      },
-      // Recovered as at start: the file moved aside, what can be read of it copied into a
-      // fresh one, the firewall table's hosts kept WHITE, and the writes still queued replayed.
-      beforeScan: async () => {
-        const problem = await store.fileProblem();
-        // A failed recovery is said here; the scan then fails on the missing store, and the
-        // next one tries again.
-        if (problem) await recover(problem).catch((err: unknown) => log.error(`cannot recover ${store.path}: ${describe(err)}`));
-      },
-      onCorrupt: (err) => recover({
-        kind: 'damaged', reason: err.message.startsWith(`${store.path}: `) ? err.message.slice(store.path.length + 2) : err.message,
-      }),
-    });
-    const recover = (problem: FileProblem) => store.swap(async (old, keep) => {
-      const fresh = await replaceUnderneath(store.path, old, problem, keep, { commitDelay: cfg.commitDelay, log }, log);
-      // A file put in its place is the database now, as at a start; otherwise entries may be
-      // lost, and the table's hosts stay whitelisted as after a move at start.
-      if (problem.kind !== 'replaced') await keepTableAsWhite(firewall, cfg.table, fresh, clock.now(), cfg.times.whiteExpiry, log).catch((err: unknown) => {
+  const greylister = new Greylister({
+    store, times: cfg.times, log, clock,
+    allowedDomains: () => allowed,
+    lowPriorityMx: cfg.lowPriorityMx,
+    mxGrace: cfg.mxGrace,
+    whiteExpiry: cfg.times.whiteExpiry,
+  });
+  // Recovered as at start: the file moved aside, what can be read of it copied into a fresh
+  // one, the firewall table's hosts kept WHITE, and the writes still queued replayed.
+  const recover = (problem: FileProblem) => store.swap(async (old, keep) => {
+    const fresh = await replaceUnderneath(store.path, old, problem, keep, { commitDelay: cfg.commitDelay, log }, log);
+    // A file put in its place is the database now, as at a start; otherwise entries may be
+    // lost, and the table's hosts stay whitelisted as after a move at start.
+    if (problem.kind !== 'replaced') {
+      await keepTableAsWhite(firewall, cfg.table, fresh, clock.now(), cfg.times.whiteExpiry, log).catch((err: unknown) => {
         log.warning(`cannot keep the addresses of <${cfg.table}> in the recovered database: ${describe(err)}`);
       });
-      return fresh;
-    });
-    daemon.scanner = scanner;
-    tarpit = new Tarpit(cfg.tarpit, {
-      log, clock, lookup,
-      onTuple: (t) => void greylister.tuple(t),
-      backlogged: () => greylister.backlogged,
-    });
-    daemon.tarpit = tarpit;
-    ({ configPort, configAddress: daemon.configAddress } = await listenConfigPort(cfg, lists, log));
-    daemon.address = await tarpit.listen();
-    // Synchronously after the last bind, so no client is handled before it (privilege drop).
-    hooks.afterBind?.(firewall.name);
-    log.info(`database ${store.path}; firewall ${reason}, table <${cfg.table}>; ` +
-      `passtime ${formatDuration(cfg.times.passTime)}, greyexp ${formatDuration(cfg.times.greyExpiry)}, ` +
-      `whiteexp ${formatDuration(cfg.times.whiteExpiry)}, scan every ${formatDuration(cfg.scanInterval)}; ` +
-      `config port ${daemon.configAddress.port}`);
-    log.warning(`listening for incoming connections on ${daemon.address.address}:${daemon.address.port}.`);
-    scanner.start();
-
-    let stopping: Promise<void> | undefined;
-    const cp = configPort;
-    // One deadline for the whole stop: the greylister and the store retry what the database
-    // refuses (another process holding its write lock, say) until it passes, then give it up.
-    const giveUp = new AbortController();
-    daemon.stopNow = () => giveUp.abort();
-    daemon.stop = () => (stopping ??= (async () => {
-      const deadline = setTimeout(() => giveUp.abort(), cfg.stopTimeout);
+    }
+    return fresh;
+  });
+  let lastScan: ScanPlan | undefined;
+  // The scan's two halves: maintenance (expire, promote) writes the store, publishing hands
+  // the whitelist to this host's firewall and the traps to the tarpit.
+  const scanner = new Scanner({
+    store, log, clock, events: greylister.events,
+    interval: cfg.scanInterval,
+    whiteExpiry: cfg.times.whiteExpiry,
+    chunk: cfg.scanChunk,
+    isBlacklisted: (ip) => lists.lookup(ip) !== undefined,
+    onResult: (plan, changes) => {
+      lastScan = plan;
+      if (changes) sync.change(changes.add, changes.del);
+      else sync.update(plan.whitelist);
+      traps = new Set(plan.traps);
+      publishTraps();
+    },
+    beforeScan: async () => {
+      const problem = await store.fileProblem();
+      // A failed recovery is said here; the scan then fails on the missing store, and the
+      // next one tries again.
+      if (problem) await recover(problem).catch((err: unknown) => log.error(`cannot recover ${store.path}: ${describe(err)}`));
+    },
+    onCorrupt: (err) => recover({
+      kind: 'damaged', reason: err.message.startsWith(`${store.path}: `) ? err.message.slice(store.path.length + 2) : err.message,
+    }),
+  });
+  greylister.events.on((event) => {
+    if (event.kind !== 'trap') return;
+    scanner.noteTrap(event.ip);
+    if (traps.has(event.ip)) return;
+    traps.add(event.ip);
+    publishTraps();
+  });
+  return {
+    store, greylister, scanner, firewall, sync, reason,
+    lastScan: () => lastScan,
+    reload: async () => {
+      allowed = await loadAllowedDomains(cfg.allowedDomainsFile, log);
+      log.notice(`reloaded ${cfg.allowedDomainsFile}: ${allowed.length ? `${allowed.length} allowed domains` : 'no restriction'}`);
+    },
+    stop: async (giveUp) => {
       try {
-        await cp.close();
-        await tarpit!.close();
-        const dropped = await greylister.stop(giveUp.signal);
+        const dropped = await greylister.stop(giveUp);
         await scanner.stop();
         await sync.flush();
         sync.stop();
-        if (deviceFd !== undefined) fs.closeSync(deviceFd);
+        closeDevice();
         let failure: unknown;
-        await store.close({ retryUntil: giveUp.signal }).catch((err: unknown) => {
+        await store.close({ retryUntil: giveUp }).catch((err: unknown) => {
           failure = err;
         });
         // One line for everything the stop lost: the store's queued writes, and the tuples that
@@ -275,17 +234,68 @@ export async function startDaemon(
         }
         if (failure) throw failure;
       } finally {
-        clearTimeout(deadline);
         await db.unlock();
       }
-    })());
-    return daemon;
+    },
+  };
+}
+
+export async function startDaemon(
+  cfg: DaemonConfig, log: Logger, clock: Clock = systemClock, hooks: DaemonHooks = {},
+): Promise<Daemon> {
+  const lists = new BlackLists();
+  const undo: Undo = [];
+  try {
+    const grey = cfg.blacklistOnly ? undefined : await startGreylisting(cfg, log, clock, lists, undo);
+    const tarpit = new Tarpit(cfg.tarpit, {
+      log, clock,
+      lookup: (ip) => lists.lookup(ip),
+      onTuple: grey ? (t) => void grey.greylister.tuple(t) : () => {},
+      backlogged: grey ? () => grey.greylister.backlogged : undefined,
+    });
+    undo.push(() => tarpit.close());
+    const { configPort, configAddress } = await listenConfigPort(cfg, lists, log);
+    undo.push(() => configPort.close());
+    const address = await tarpit.listen();
+    // Synchronously after the last bind, so no client is handled before it (privilege drop).
+    // spamd keeps root in blacklist-only mode; pfgrey drops it there too.
+    hooks.afterBind?.(grey?.firewall.name ?? 'none');
+    if (grey) {
+      log.info(`database ${grey.store.path}; firewall ${grey.reason}, table <${cfg.table}>; ` +
+        `passtime ${formatDuration(cfg.times.passTime)}, greyexp ${formatDuration(cfg.times.greyExpiry)}, ` +
+        `whiteexp ${formatDuration(cfg.times.whiteExpiry)}, scan every ${formatDuration(cfg.scanInterval)}; ` +
+        `config port ${configAddress.port}`);
+    } else {
+      log.notice(`blacklist-only mode: no greylisting, no database; lists from the config port ${configAddress.port}`);
+    }
+    log.warning(`listening for incoming connections on ${address.address}:${address.port}.`);
+    grey?.scanner.start();
+
+    // One deadline for the whole stop: the greylister and the store retry what the database
+    // refuses (another process holding its write lock, say) until it passes, then give it up.
+    const giveUp = new AbortController();
+    let stopping: Promise<void> | undefined;
+    return {
+      address, configAddress, lists, tarpit,
+      store: grey?.store, greylister: grey?.greylister, scanner: grey?.scanner, firewall: grey?.firewall, sync: grey?.sync,
+      get lastScan() {
+        return grey?.lastScan();
+      },
+      reload: async () => grey?.reload(),
+      stopNow: () => giveUp.abort(),
+      stop: () => (stopping ??= (async () => {
+        const deadline = setTimeout(() => giveUp.abort(), cfg.stopTimeout);
+        try {
+          await configPort.close();
+          await tarpit.close();
+          await grey?.stop(giveUp.signal);
+        } finally {
+          clearTimeout(deadline);
+        }
+      })()),
+    };
   } catch (err) {
-    await configPort?.close();
-    await tarpit?.close();
-    if (deviceFd !== undefined) fs.closeSync(deviceFd);
-    await store.close().catch(() => undefined);
-    await db.abandon();
+    for (const step of undo.reverse()) await step();
     throw err;
   }
 }
