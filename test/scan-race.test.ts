@@ -155,3 +155,24 @@ test('a trap set as the scan works out the whitelist\'s changes leaves the white
   t.deepEqual({ add: changes[1]!.add, del: [...changes[1]!.del].sort() }, { add: [], del: ['192.0.2.3', '192.0.2.9'] });
   t.is((await store.get('192.0.2.9'))?.pcount, PCOUNT_TRAPPED);
 });
+
+test('a scan without maintenance only publishes: it writes nothing, and its whitelist still holds the passed tuples\' addresses', async (t) => {
+  const { MemoryStore } = await import('../src/store/memory.js');
+  const { Scanner } = await import('../src/grey/scanner.js');
+  const { memoryLogger } = await import('../src/log.js');
+  const store = new MemoryStore();
+  const now = 10_000_000;
+  const passed = { key: '192.0.2.1\nmx\n<a@b>\n<c@d>', first: 0, pass: now - 1000, expire: now + 60_000, bcount: 2, pcount: 0 };
+  const expired = { key: '192.0.2.2', first: 0, pass: 0, expire: now - 1, bcount: 1, pcount: 0 };
+  store.put(passed);
+  store.put(expired);
+  const results: string[][] = [];
+  const scanner = new Scanner({
+    store, log: memoryLogger(), clock: { now: () => now }, interval: 3_600_000, whiteExpiry: 3_600_000, chunk: 10,
+    maintain: false, onResult: (plan) => results.push(plan.whitelist),
+  });
+  await scanner.scanOnce();
+  t.deepEqual(results, [['192.0.2.1']]);
+  t.deepEqual((await store.get('192.0.2.2'))?.expire, now - 1, 'the expired entry is left for the maintaining host');
+  t.is(await store.get('192.0.2.1'), undefined, 'no WHITE entry written');
+});

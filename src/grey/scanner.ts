@@ -37,6 +37,13 @@ export interface ScannerOptions {
   onCorrupt?: (err: PfgreyError) => Promise<void>;
   /** The core's event hook: the scan says what it whitelists (white) and expires (expire). */
   events?: CoreEvents;
+  /**
+   * Whether this scan does maintenance (expires entries, writes the WHITE entries of passed
+   * tuples) besides publishing. Several hosts sharing one database run maintenance on one of
+   * them and publishing on all: without it the scan only reads, and its whitelist still holds
+   * the passed tuples' addresses, which the maintaining host will write. Default true.
+   */
+  maintain?: boolean;
 }
 
 export interface WhitelistChanges {
@@ -109,6 +116,10 @@ export class Scanner {
       }
       while (!acc.settle(this.opts.chunk)) await yieldToLoop();
       const plan = acc.finish();
+      if (this.opts.maintain === false) {
+        plan.deletes = [];
+        plan.puts = [];
+      }
       // Applied a chunk at a time too: a scan that expires a million entries must not queue
       // them all in one turn of the event loop.
       for (let i = 0; i < plan.deletes.length; i += this.opts.chunk) {
