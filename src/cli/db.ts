@@ -33,7 +33,7 @@ import { DEFAULTS } from '../config/defaults.js';
 import { describe, isPfgreyError, PfgreyError } from '../errors.js';
 import { keyProblem, toByteString, type Entry } from '../grey/entry.js';
 import { Greylister } from '../grey/greylister.js';
-import type { GreyTimes, ManualType } from '../grey/rules.js';
+import type { ManualType } from '../grey/rules.js';
 import { silentLogger } from '../log.js';
 import { COMPANIONS, exists } from '../store/files.js';
 import { openDatabase } from '../store/open.js';
@@ -372,10 +372,7 @@ async function add(cmd: Command, clock: Clock, warn: (m: string) => void): Promi
  * core decides and writes, as the daemon's are; this command never writes the store itself.
  */
 function doorToCore(store: Store, clock: Clock = systemClock): Greylister {
-  const times: GreyTimes = {
-    passTime: DEFAULTS.passTime, greyExpiry: DEFAULTS.greyExpiry, whiteExpiry: DEFAULTS.whiteExpiry, trapExpiry: DEFAULTS.trapExpiry,
-  };
-  return new Greylister({ store, times, log: silentLogger, clock });
+  return new Greylister({ store, log: silentLogger, clock });
 }
 
 /** A database file this command created, with SQLite's companions; gone already is fine. */

@@ -20,7 +20,8 @@ export type TupleInput = Omit<TupleRequest, 'kind'>;
 
 export interface GreylisterOptions {
   store: Store;
-  times: GreyTimes;
+  /** The daemon's times (-G and the long options); spamd's defaults where a door has none. */
+  times?: GreyTimes;
   log: Logger;
   clock?: Clock;
   /** Recipient domain suffixes we accept mail for; empty means any (spamd.alloweddomains). */
@@ -75,7 +76,12 @@ export class Greylister {
 
   readonly events: CoreEvents;
 
+  private readonly times: GreyTimes;
+
   constructor(private readonly opts: GreylisterOptions) {
+    this.times = opts.times ?? {
+      passTime: DEFAULTS.passTime, greyExpiry: DEFAULTS.greyExpiry, whiteExpiry: DEFAULTS.whiteExpiry, trapExpiry: DEFAULTS.trapExpiry,
+    };
     this.clock = opts.clock ?? systemClock;
     this.startedAt = this.clock.now();
     this.events = opts.events ?? new CoreEvents();
@@ -265,7 +271,8 @@ export class Greylister {
   }
 
   private decideTuple(t: TupleRequest, view: View, now: number): Verdict {
-    const { log, times } = this.opts;
+    const { log } = this.opts;
+    const times = this.times;
     const tupleKey = greyKey(t.ip, t.helo, t.from, t.to);
     const rcpt = spamtrapAddress(t.to);
     let why: string | undefined;
