@@ -12,11 +12,11 @@
 
 import net from 'node:net';
 import { Worker } from 'node:worker_threads';
+import { plainAddress } from '../address.js';
 import { systemClock } from '../clock.js';
 import { DEFAULTS } from '../config/defaults.js';
 import { describe, PfgreyError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { plainAddress } from '../tarpit/server.js';
 import { CoarseTimer, resolutionFor, type Due } from '../timers.js';
 import { buildAll, LIST_WORKER, type BuildLimits, type Built, type WorkerMessage } from './list-worker.js';
 import type { BlackLists } from './lists.js';

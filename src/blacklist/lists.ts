@@ -35,7 +35,8 @@ export interface List {
 const NO_V4: V4Set = { starts: new Uint32Array(0), ends: new Uint32Array(0) };
 const NO_V6: V6Set = { starts: new Uint32Array(0), ends: new Uint32Array(0) };
 
-export interface Match {
+/** The lists that hold an address, in creation order, each tag with its message (as stored: quoted). */
+export interface BlackMatch {
   tags: string[];
   messages: string[];
 }
@@ -71,7 +72,7 @@ export class BlackLists {
     if (i >= 0) this.lists.splice(i, 1);
   }
 
-  lookup(ip: string): Match | undefined {
+  lookup(ip: string): BlackMatch | undefined {
     let v4 = parseIPv4(ip);
     let v6: bigint | undefined;
     if (v4 === undefined) {
@@ -84,7 +85,7 @@ export class BlackLists {
       }
     }
     const words6 = v6 === undefined ? undefined : toWords([v6]);
-    let match: Match | undefined;
+    let match: BlackMatch | undefined;
     for (const l of this.lists) {
       const hit = v4 !== undefined ? covers(l.v4.starts, l.v4.ends, v4) : covers6(l.v6, words6!);
       if (!hit) continue;

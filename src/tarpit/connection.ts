@@ -3,8 +3,9 @@
 // whole reply at once otherwise. This is the connection's single write site.
 
 import type { Socket } from 'node:net';
+import type { Envelope } from '../grey/types.js';
 import type { Due } from '../timers.js';
-import { Session, type Tuple } from './session.js';
+import { Session } from './session.js';
 
 export interface ConnectionHost {
   readonly now: () => number;
@@ -15,7 +16,7 @@ export interface ConnectionHost {
   byteAtATime(): boolean;
   readonly idleTimeout: number;
   readonly maxLine: number;
-  onTuple(conn: Connection, tuple: Tuple): void;
+  onTuple(conn: Connection, tuple: Envelope): void;
   /** A line spamd logs with -v (the host knows whether -v was given). */
   onVerbose(level: 'info' | 'debug', message: string): void;
   onClose(conn: Connection): void;

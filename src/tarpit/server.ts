@@ -2,14 +2,17 @@
 // banner, as spamd does), decides each connection's stutter, and hands tuples to the greylister.
 
 import net from 'node:net';
+import { plainAddress } from '../address.js';
+import type { BlackMatch } from '../blacklist/lists.js';
 import { type Clock, systemClock } from '../clock.js';
 import { DEFAULTS } from '../config/defaults.js';
+import type { Envelope, Tuple } from '../grey/types.js';
 import { listenError } from '../listen-error.js';
 import type { Logger } from '../log.js';
 import { CoarseTimer, resolutionFor, type Due } from '../timers.js';
 import { Connection, type ConnectionHost } from './connection.js';
 import { bannerReply } from './replies.js';
-import { Session, type Tuple } from './session.js';
+import { Session } from './session.js';
 
 export interface TarpitOptions {
   host: string;
@@ -28,31 +31,13 @@ export interface TarpitOptions {
   verbose: boolean;
 }
 
-/** What the blacklist lookup (spamd-setup lists, traps) says about a client. */
-export interface BlackMatch {
-  tags: string[];
-  messages: string[];
-}
-
-export interface TupleEvent extends Tuple {
-  ip: string;
-  /** The address the client connected to: with pf divert-to, the original destination. */
-  localAddress: string;
-}
-
 export interface TarpitDeps {
   log: Logger;
   clock?: Clock;
-  onTuple: (event: TupleEvent) => void;
+  onTuple: (tuple: Tuple) => void;
   lookup?: (ip: string) => BlackMatch | undefined;
   /** True while the database is behind (see ConnectionHost.backlogged). */
   backlogged?: () => boolean;
-}
-
-/** `::ffff:192.0.2.1` → `192.0.2.1`: a dual-stack listener reports IPv4 peers mapped. */
-export function plainAddress(addr: string | undefined): string {
-  if (!addr) return '';
-  return addr.startsWith('::ffff:') && net.isIPv4(addr.slice(7)) ? addr.slice(7) : addr;
 }
 
 export class Tarpit {
@@ -154,7 +139,7 @@ export class Tarpit {
     return this.clock.now() - conn.startedAt <= this.opts.greyStutter ? s : 0;
   }
 
-  private tuple(conn: Connection, t: Tuple): void {
+  private tuple(conn: Connection, t: Envelope): void {
     this.deps.onTuple({ ...t, ip: conn.ip, localAddress: conn.localAddress });
   }
 

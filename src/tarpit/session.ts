@@ -5,6 +5,7 @@
 // and a tuple is produced even when the client never said HELO/EHLO (quirk 4).
 
 import { DEFAULTS } from '../config/defaults.js';
+import type { Envelope } from '../grey/types.js';
 import { controlEscaper } from '../log.js';
 import { REPLY, quitReply, renderBlackReply } from './replies.js';
 
@@ -19,18 +20,12 @@ export interface SessionOptions {
   ip: string;
 }
 
-export interface Tuple {
-  helo: string;
-  from: string;
-  to: string;
-}
-
 export interface Outcome {
   reply: string;
   /** Close the connection once the reply is sent. */
   close: boolean;
   /** A (helo, from, to) tuple to hand to the greylister. */
-  tuple?: Tuple;
+  tuple?: Envelope;
   /** What spamd logs of this line with -v (the caller decides whether to log it). */
   verbose?: { level: 'info' | 'debug'; message: string };
 }
@@ -99,7 +94,7 @@ export class Session {
   }
 
   /** What the client has said so far; used for logging on disconnect. */
-  get envelope(): Tuple {
+  get envelope(): Envelope {
     return { helo: this.helo, from: this.from, to: this.to };
   }
 
