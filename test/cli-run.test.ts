@@ -49,7 +49,7 @@ test('spamd\'s flags keep spamd\'s meanings', (t) => {
   t.is(config.tarpit.port, 2525);
 });
 
-test('defaults are spamd\'s, and -c below 800 works without -B (quirk 5 fixed)', (t) => {
+test('defaults are spamd\'s, and -c below 800 works without -B, maxblack following as maxcon − 100', (t) => {
   const d = parseRunArgs([], {}).config;
   t.is(d.tarpit.port, 8025);
   t.is(d.tarpit.host, '127.0.0.1');

@@ -7,7 +7,7 @@ const MIN = 60_000;
 const times = { passTime: 25 * MIN, greyExpiry: 240 * MIN, whiteExpiry: 36 * 24 * 60 * MIN, trapExpiry: 24 * 60 * MIN };
 const key = greyKey('192.0.2.7', 'mx.ex', '<a@ex>', '<b@us>');
 
-test('a new tuple starts with pass = expire = first + greyexp (spec §6.4)', (t) => {
+test('a new tuple starts with pass = expire = first + greyexp', (t) => {
   t.deepEqual(greyHit(undefined, key, 0, times),
     { key, first: 0, pass: 240 * MIN, expire: 240 * MIN, bcount: 1, pcount: 0 });
 });
@@ -59,7 +59,7 @@ function scan(entries: Entry[], now: number, black: (ip: string) => boolean = ()
   return acc.finish();
 }
 
-test('the worked timeline of spec §6.10: a passed tuple is promoted to WHITE keyed by ip', (t) => {
+test('a tuple seen, retried early, then retried after the pass time is promoted by the next scan to WHITE keyed by ip', (t) => {
   let e = greyHit(undefined, key, 0, times);
   e = greyHit(e, key, 600_000, times);
   e = greyHit(e, key, 1_800_000, times);

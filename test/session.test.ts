@@ -34,7 +34,7 @@ test('every RCPT produces its own tuple', (t) => {
   t.is(s.line('RCPT TO:<two@y>').tuple?.to, '<two@y>');
 });
 
-test('a client that never says HELO still produces a tuple, with an empty helo (quirk 4 fixed)', (t) => {
+test('a client that never says HELO still produces a tuple, with an empty helo', (t) => {
   const s = session();
   s.line('MAIL FROM:<a@x>');
   t.deepEqual(s.line('RCPT TO:<b@y>').tuple, { helo: '', from: '<a@x>', to: '<b@y>' });
@@ -94,7 +94,7 @@ test('blacklisted clients get 354, then the list message after the dot', (t) => 
   t.is(s.line('RCPT TO:<b@y>').tuple, undefined, 'blacklisted clients are not greylisted');
   t.is(s.line('DATA').reply, REPLY.data);
   t.is(s.line('Subject: hi').reply, '');
-  t.is(s.line('quit is just body text here').reply, '', 'QUIT inside DATA is content (quirk 6 fixed)');
+  t.is(s.line('quit is just body text here').reply, '', 'QUIT inside DATA is content');
   t.deepEqual(s.line('.'), { reply: '550-Your address 192.0.2.7 is listed\r\n550 See http://example.org/\r\n', close: true });
 });
 

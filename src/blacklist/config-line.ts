@@ -1,5 +1,6 @@
-// The config-port line (spec §5.2), both ways: `pfgrey setup` formats it exactly as
-// spamd-setup does, and the daemon parses it, rejecting what spamd rejects, with a reason.
+// The config-port line (spamd(8)'s configuration port, 8026; spamd.c's parse_configline), both
+// ways: `pfgrey setup` formats it exactly as spamd-setup does, and the daemon parses it,
+// rejecting what spamd rejects, with a reason.
 //
 //   tag;"message";inet;count;a.b.c.d/nn;…[;inet6;count;x::y/nn;…]      (a list)
 //   tag;                                                               (clear that list)

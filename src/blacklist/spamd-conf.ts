@@ -1,4 +1,4 @@
-// spamd.conf as spamd-setup reads it (spec §8.1): a getcap(3) database, looked up with
+// spamd.conf as spamd-setup reads it (spamd.conf(5)): a getcap(3) database, looked up with
 // cgetent/cgetcap/cgetstr exactly as spamd-setup calls them.
 //
 // getcap, as implemented here:

@@ -1,6 +1,7 @@
-// spamd's reply texts, byte for byte (spec §4.6). Every reply ends in CRLF — including the
-// multi-line blacklist message, which spamd sends with bare LFs when it is not stuttering
-// (spec §14 quirk 1); we always send CRLF.
+// spamd's reply texts, byte for byte as spamd.c (OpenBSD's libexec/spamd) sends them. Every
+// reply ends in CRLF — including the multi-line blacklist message, which spamd sends with bare
+// LFs when it is not stuttering; we always send CRLF (README.md's "Where pfgrey differs from
+// spamd").
 
 export const REPLY = Object.freeze({
   helo: '250 Hello, spam sender. Pleased to be wasting your time.\r\n',
@@ -34,10 +35,11 @@ export function bannerReply(hostname: string, name: string, now: number): string
 }
 
 /**
- * Renders blacklist messages as spamd does (spec §4.9): each message is the quoted string from
- * the config line; `\n` starts a new line, `\"` is a quote, `%A` is the client's address, `\\`
- * and `%%` are themselves. Lines join into one multi-line reply where every line but the last
- * reads `code-…`. Unlike current spamd, every matching list is shown (quirk 2).
+ * Renders blacklist messages as spamd does (spamd.conf(5), `msg`): each message is the quoted
+ * string from the config line; `\n` starts a new line, `\"` is a quote, `%A` is the client's
+ * address, `\\` and `%%` are themselves. Lines join into one multi-line reply where every line
+ * but the last reads `code-…`. Every matching list is shown, as spamd(8) promises; current spamd
+ * shows only the first (README.md's "Where pfgrey differs from spamd").
  */
 export function renderBlackReply(messages: readonly string[], code: number, ip: string): string {
   const lines: string[] = [];

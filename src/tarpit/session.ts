@@ -1,8 +1,9 @@
 // The SMTP dialogue of one tarpit connection, as a pure state machine: a line in, a reply (and
 // perhaps a tuple) out. It knows nothing of sockets or time, so every reply spamd gives can be
-// tested without a network. Follows spamd's states (spec §4.5) with two deliberate fixes:
-// pipelined commands are answered one by one (the connection feeds lines one at a time, quirk 3)
-// and a tuple is produced even when the client never said HELO/EHLO (quirk 4).
+// tested without a network. Follows the states of spamd's nextstate() (OpenBSD's
+// libexec/spamd/spamd.c) with two deliberate fixes, both in README.md's "Where pfgrey differs
+// from spamd": pipelined commands are answered one by one (the connection feeds lines one at a
+// time), and a tuple is produced even when the client never said HELO/EHLO.
 
 import { DEFAULTS } from '../config/defaults.js';
 import type { Envelope } from '../grey/types.js';
@@ -66,8 +67,9 @@ export function heloArgument(line: string): string {
 
 /**
  * MAIL/RCPT argument: whatever follows the first colon, kept raw (angle brackets, case).
- * Without a colon spamd keeps the previous value (quirk 7), and so do we: the previous
- * value is what a client that sent `MAIL FROM <x>` would be recorded with by spamd.
+ * Without a colon spamd keeps the previous value, and so do we (kept on purpose: README.md's
+ * "Where pfgrey differs from spamd"): the previous value is what a client that sent
+ * `MAIL FROM <x>` would be recorded with by spamd.
  */
 export function pathArgument(line: string, previous: string): string {
   const colon = line.indexOf(':');
@@ -157,7 +159,8 @@ export class Session {
 
   /**
    * Message content (blacklisted clients and -b mode). Ends at the `.` line or after the tenth
-   * body line. Unlike spamd, a body line that starts with "quit" is content, not QUIT (quirk 6).
+   * body line. Unlike spamd, which takes any line that starts with "quit" as QUIT even inside
+   * DATA, such a body line is content (README.md's "Where pfgrey differs from spamd").
    */
   private dataLine(line: string): Outcome {
     if (line === '.') return this.end(this.finalReply());
