@@ -3,14 +3,16 @@
 
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
+import { Backoff } from '../backoff.js';
 import { DEFAULTS } from '../config/defaults.js';
 import { parseIntegerOption } from '../config/duration.js';
-import { bugReport, describe, isPfgreyError, PfgreyError } from '../errors.js';
+import { describe, isPfgreyError, PfgreyError } from '../errors.js';
 import { commandLogger, parseLogTarget, type Logger } from '../log.js';
 import { PflogWatcher } from '../logd/watcher.js';
 import { openStore } from '../store/sqlite.js';
 import type { Store } from '../store/types.js';
 import { databasePath, type CliIO } from './io.js';
+import { runService } from './service.js';
 
 export const LOGD_USAGE =
   'usage: pfgrey logd [-DI] [-i interface] [-l pflog_interface] [-W whiteexp]\n' +
@@ -59,65 +61,49 @@ export async function logdCommand(argv: string[], io: CliIO): Promise<number> {
   const target = parseLogTarget(values.log ?? 'auto');
   if (!target) throw new PfgreyError('E_BAD_OPTION', `--log ${values.log}: expected auto, stderr or syslog`);
   const log = commandLogger({ target, debug: values.D ?? false, ident: 'pfgrey-logd', stderr: io.stderr });
-  // Nothing to reload, and Node's default for SIGHUP is to exit: a HUP from a closing
-  // terminal or an old rc.subr must not end the watcher.
-  const onHup = () => log.info('SIGHUP received: nothing to reload');
-  process.on('SIGHUP', onHup);
-  let store: Store;
-  try {
-    store = await openWhenCreated(databasePath(values.db, io.env), log, values.r === undefined ? DEFAULTS.logdDbWait : 0);
-  } catch (err) {
-    process.off('SIGHUP', onHup);
-    throw err;
-  }
-  const watcher = new PflogWatcher({
-    store, log,
-    tcpdump: values.tcpdump ?? findTcpdump(),
-    pflog,
-    file: values.r,
-    onInterface: values.i,
-    inboundOnly: values.I ?? false,
-    whiteExpiry,
-    retryMin: DEFAULTS.logdRetryMin,
-    retryMax: DEFAULTS.logdRetryMax,
-  });
-  log.info(`Listening on ${values.r ?? pflog} for ${values.i ?? 'all interfaces.'}${values.I ? ' Inbound direction only.' : ''}`);
-  const onSignal = () => {
-    log.notice('exiting');
-    void watcher.stop();
-  };
-  for (const s of ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const) process.on(s, onSignal);
-  // A bug must not take the queued database writes with it: one line, stop, commit, exit 70.
-  let bug = false;
-  const onBug = (err: Error) => {
-    log.error(bugReport(err));
-    bug = true;
-    void watcher.stop();
-  };
-  process.on('uncaughtException', onBug);
-  watcher.start();
-  try {
-    await watcher.finished;
-  } finally {
-    for (const s of ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const) process.off(s, onSignal);
-    process.off('SIGHUP', onHup);
-    process.off('uncaughtException', onBug);
-    await store.close();
-  }
-  if (bug) return 70;
-  if (values.r) log.info(`${watcher.seen} connections read from ${values.r}`);
-  return 0;
+  const dbPath = databasePath(values.db, io.env);
+  let store: Store | undefined;
+  let watcher: PflogWatcher | undefined;
+  const code = await runService({
+    start: async (abort) => {
+      store = await openWhenCreated(dbPath, log, values.r === undefined ? DEFAULTS.logdDbWait : 0, abort);
+      watcher = new PflogWatcher({
+        store, log,
+        tcpdump: values.tcpdump ?? findTcpdump(),
+        pflog,
+        file: values.r,
+        onInterface: values.i,
+        inboundOnly: values.I ?? false,
+        whiteExpiry,
+        retryMin: DEFAULTS.logdRetryMin,
+        retryMax: DEFAULTS.logdRetryMax,
+      });
+      log.info(`Listening on ${values.r ?? pflog} for ${values.i ?? 'all interfaces.'}${values.I ? ' Inbound direction only.' : ''}`);
+      watcher.start();
+    },
+    // The queued whitelist updates are committed before the database closes.
+    stop: async () => {
+      await watcher!.stop();
+      await store!.close();
+    },
+    finished: () => watcher!.finished,
+    // No reload: Node's default for SIGHUP is to exit, and a HUP from a closing terminal or an
+    // old rc.subr must not end the watcher; the lifecycle logs it and goes on.
+  }, { log, stopSignals: ['SIGTERM', 'SIGINT', 'SIGQUIT'] });
+  if (code === 0 && values.r) log.info(`${watcher!.seen} connections read from ${values.r}`);
+  return code;
 }
 
 /**
  * Opens the database `pfgrey run` keeps, waiting up to `wait` ms for it to appear: rc.d starts
  * logd right after the daemon, which may not have created it yet. logd never creates it, as
  * spamlogd never does: run as root, it would make a file the unprivileged daemon cannot open,
- * and a mistyped --db would collect entries nobody reads.
+ * and a mistyped --db would collect entries nobody reads. A stop signal ends the wait at once
+ * (rejecting with `abort.reason`).
  */
-async function openWhenCreated(path: string, log: Logger, wait: number): Promise<Store> {
+async function openWhenCreated(path: string, log: Logger, wait: number, abort: AbortSignal): Promise<Store> {
   const deadline = Date.now() + wait;
-  let said = false;
+  const poll = new Backoff({ min: DEFAULTS.logdDbPoll, max: DEFAULTS.logdDbPoll });
   for (;;) {
     try {
       return await openStore(path, { log });
@@ -129,9 +115,8 @@ async function openWhenCreated(path: string, log: Logger, wait: number): Promise
         throw new PfgreyError('E_DB_OPEN', `no database at ${path}: pfgrey logd updates the database of pfgrey run, ` +
           'so start pfgrey run first, or give --db its path');
       }
-      if (!said) log.warning(`no database at ${path} yet: waiting for pfgrey run to create it`);
-      said = true;
-      await new Promise((r) => setTimeout(r, DEFAULTS.logdDbPoll));
+      if (poll.attempts === 0) log.warning(`no database at ${path} yet: waiting for pfgrey run to create it`);
+      if (!(await poll.wait(abort))) throw abort.reason;
     }
   }
 }

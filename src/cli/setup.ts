@@ -37,6 +37,7 @@ import { formatCidr, rangesToCidrs, subtractRanges, type Range } from '../blackl
 import { formatClearLine, formatConfigLine } from '../blacklist/config-line.js';
 import { fetchList, parseList, sourceUrl, type ParsedList } from '../blacklist/fetch.js';
 import { readSpamdConf, type ListConfig } from '../blacklist/spamd-conf.js';
+import { Backoff } from '../backoff.js';
 import { DEFAULTS } from '../config/defaults.js';
 import { parseIntegerOption } from '../config/duration.js';
 import { describe, isPfgreyError, PfgreyError, systemErrorText } from '../errors.js';
@@ -304,6 +305,9 @@ async function sendLine(port: number, line: string, wait: number): Promise<void>
   const root = process.getuid?.() === 0;
   let local = root ? RESERVED_FIRST : undefined;
   const deadline = Date.now() + wait;
+  // A fixed poll, not a doubling one: the port opens moments after the daemon starts, and a
+  // grown delay would only make setup late.
+  const refused = new Backoff({ min: DEFAULTS.setupRetryDelay, max: DEFAULTS.setupRetryDelay });
   for (;;) {
     try {
       return await sendOnce(port, data, local);
@@ -312,7 +316,7 @@ async function sendLine(port: number, line: string, wait: number): Promise<void>
       // Started right after the daemon (rc.d runs setup -D so), we may be early: the daemon
       // opens its config port once its database is open.
       if (code === 'ECONNREFUSED' && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, DEFAULTS.setupRetryDelay));
+        await refused.wait();
         continue;
       }
       // Ports still in TIME_WAIT from the previous list are busy: take the next one down.

@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
+import { Backoff, retryingIn } from '../backoff.js';
 import { systemClock, type Clock } from '../clock.js';
 import { DEFAULTS } from '../config/defaults.js';
-import { formatDelay } from '../config/duration.js';
 import { describe } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Firewall } from './types.js';
@@ -67,8 +67,6 @@ export class WhitelistSync {
   private readonly firewall: Firewall;
   private readonly table: string;
   private readonly log: Logger;
-  private readonly retryMin: number;
-  private readonly retryMax: number;
   private readonly refresh: number;
   private readonly diffMax: number;
   private readonly diffRatio: number;
@@ -92,23 +90,27 @@ export class WhitelistSync {
   private replacedAt = -Infinity;
   private pushCount = 0;
   private error: string | undefined;
-  private backoff: number;
+  private readonly backoff: Backoff;
   private running: Promise<void> | undefined;
-  private retryTimer: NodeJS.Timeout | undefined;
+  /** Set while a failed push waits for its retry; aborting it cancels the retry. */
+  private retryWait: AbortController | undefined;
   private stopped = false;
 
   constructor(opts: WhitelistSyncOptions) {
     this.firewall = opts.firewall;
     this.table = opts.table;
     this.log = opts.log;
-    this.retryMin = Math.max(1, opts.retryMin ?? DEFAULTS.firewallRetryMin);
-    this.retryMax = Math.max(this.retryMin, opts.retryMax ?? DEFAULTS.firewallRetryMax);
+    // Unref'd: a retry still waiting must not keep a stopped daemon's process alive.
+    this.backoff = new Backoff({
+      min: opts.retryMin ?? DEFAULTS.firewallRetryMin,
+      max: opts.retryMax ?? DEFAULTS.firewallRetryMax,
+      unref: true,
+    });
     this.refresh = opts.refresh ?? DEFAULTS.scanInterval;
     this.diffMax = opts.diffMax ?? DEFAULTS.firewallDiffMax;
     this.diffRatio = opts.diffRatio ?? DEFAULTS.firewallDiffRatio;
     this.replaceEvery = opts.replaceEvery ?? 10 * this.refresh;
     this.clock = opts.clock ?? systemClock;
-    this.backoff = this.retryMin;
   }
 
   get lastError(): string | undefined {
@@ -168,7 +170,7 @@ export class WhitelistSync {
    */
   flush(): Promise<void> {
     if (!this.running && !this.stopped && this.desired !== undefined &&
-        (this.retryTimer !== undefined || !this.isPushed())) {
+        (this.retryWait !== undefined || !this.isPushed())) {
       this.start();
     }
     return this.running ?? Promise.resolve();
@@ -210,7 +212,7 @@ export class WhitelistSync {
   private changed(): void {
     // While a push runs it picks the changes up when it finishes; while a retry waits, the
     // retry sends them.
-    if (this.running || this.retryTimer) return;
+    if (this.running || this.retryWait) return;
     if (this.needsPush()) this.start();
   }
 
@@ -268,7 +270,7 @@ export class WhitelistSync {
       if (diff === undefined) this.replacedAt = startedAt;
       this.pushCount++;
       this.error = undefined;
-      this.backoff = this.retryMin;
+      this.backoff.reset();
       if (wasFailing) {
         this.log.notice(`firewall: table <${this.table}> is back in sync with ` +
           `${size} address${size === 1 ? '' : 'es'}`);
@@ -299,20 +301,17 @@ export class WhitelistSync {
       this.log.error(`firewall: cannot update table <${this.table}>: ${message}`);
       return;
     }
-    const delay = this.backoff;
-    this.backoff = Math.min(this.backoff * 2, this.retryMax);
-    this.log.error(`firewall: cannot update table <${this.table}>: ${message}; retrying in ${formatDelay(delay)}`);
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = undefined;
+    this.log.error(`firewall: cannot update table <${this.table}>: ${message}; ${retryingIn(this.backoff.current)}`);
+    const wait = (this.retryWait = new AbortController());
+    void this.backoff.wait(wait.signal).then((passed) => {
+      if (!passed) return;
+      this.retryWait = undefined;
       if (!this.running && !this.stopped) this.start();
-    }, delay);
-    this.retryTimer.unref();
+    });
   }
 
   private clearRetry(): void {
-    if (this.retryTimer !== undefined) {
-      clearTimeout(this.retryTimer);
-      this.retryTimer = undefined;
-    }
+    this.retryWait?.abort();
+    this.retryWait = undefined;
   }
 }

@@ -4,6 +4,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { Backoff, retryingIn } from '../backoff.js';
 import { type Clock, systemClock } from '../clock.js';
 import { describe, systemErrorText } from '../errors.js';
 import { logdHit } from '../grey/rules.js';
@@ -31,8 +32,9 @@ export interface WatcherOptions {
 export class PflogWatcher {
   private child: ChildProcess | undefined;
   private stopped = false;
-  private retry: NodeJS.Timeout | undefined;
-  private backoff: number;
+  /** Aborted by stop(), which ends a restart delay at once. */
+  private readonly stopping = new AbortController();
+  private readonly backoff: Backoff;
   private readonly clock: Clock;
   /** Updates of one address are applied in order. */
   private chain: Promise<void> = Promise.resolve();
@@ -43,7 +45,8 @@ export class PflogWatcher {
 
   constructor(private readonly opts: WatcherOptions) {
     this.clock = opts.clock ?? systemClock;
-    this.backoff = opts.retryMin;
+    // Not unref'd: while tcpdump is down, the restart is all that keeps logd alive.
+    this.backoff = new Backoff({ min: opts.retryMin, max: opts.retryMax });
     this.finished = new Promise((resolve) => (this.done = resolve));
   }
 
@@ -90,14 +93,15 @@ export class PflogWatcher {
       void this.chain.then(() => this.finish());
       return;
     }
-    log.error(`tcpdump ${why}${detail ? `: ${detail}` : ''}; restarting in ${Math.round(this.backoff / 1000)}s`);
-    this.retry = setTimeout(() => this.start(), this.backoff);
-    this.backoff = Math.min(this.backoff * 2, this.opts.retryMax);
+    log.error(`tcpdump ${why}${detail ? `: ${detail}` : ''}; ${retryingIn(this.backoff.current, 'restarting')}`);
+    void this.backoff.wait(this.stopping.signal).then((passed) => {
+      if (passed) this.start();
+    });
   }
 
   stop(): Promise<void> {
     this.stopped = true;
-    if (this.retry) clearTimeout(this.retry);
+    this.stopping.abort();
     this.child?.kill('SIGTERM');
     void this.chain.then(() => this.finish());
     return this.finished;
@@ -112,7 +116,7 @@ export class PflogWatcher {
     const event = parsePflogLine(line);
     if (!event) return;
     // A line that decoded means tcpdump is healthy again: the next failure starts at the minimum.
-    this.backoff = this.opts.retryMin;
+    this.backoff.reset();
     const ip = whitelistTarget(event, this.opts.inboundOnly);
     if (!ip) return;
     this.seen += 1;
