@@ -1,6 +1,7 @@
 import test from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { formatEntry } from '../src/grey/spamdb-format.js';
 import { REPLY } from '../src/tarpit/replies.js';
 import { spawnDaemon, runCli } from './helpers/cli.js';
@@ -10,8 +11,6 @@ import { attemptToData, eventually } from './helpers/smtp.js';
 
 const attempt = (port: number, to = '<b@us.example>') =>
   attemptToData(port, { hello: 'EHLO mta.sender.example', from: '<a@sender.example>', to });
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 test('a tuple retried after the pass time becomes WHITE and its ip reaches the pf table', async (t) => {
   const dir = await tempDir(t);
@@ -36,7 +35,7 @@ test('a tuple retried after the pass time becomes WHITE and its ip reaches the p
   t.is((await store.get(key))!.bcount, 2);
   t.is(await store.get('127.0.0.1'), undefined, 'an early retry does not whitelist');
 
-  await sleep(1200);
+  await sleep(1200); // waits out the 1 s pass time on purpose
   t.true((await attempt(port)).endsWith(REPLY.greylisted), 'the passing retry itself still gets 451');
   const white = (await eventually(() => store.get('127.0.0.1'), 'WHITE entry'))!;
   const tuple = (await store.get(key))!;
@@ -74,7 +73,7 @@ test('GREY and WHITE entries are deleted by the scan once they expire', async (t
   ]);
   const store = daemon.store!;
   await attempt(port);
-  await sleep(400);
+  await sleep(400); // waits out the 300 ms pass time on purpose
   await attempt(port);
   await eventually(() => store.get('127.0.0.1'), 'WHITE entry');
   await eventually(async () => (await store.tuplesOf('127.0.0.1')).length === 0, 'GREY tuple expiry');
@@ -92,7 +91,7 @@ test('a failing pfctl is retried until the table matches the database', async (t
     '--firewall', 'pf', '--pfctl', pfctl.path, '--pf-device', path.join(dir, 'no-such-device'),
   ], dir);
   await attempt(port);
-  await sleep(300);
+  await sleep(300); // waits out the 200 ms pass time on purpose
   await attempt(port);
   await daemon.greylister!.settle();
   const plan = await daemon.scanner!.scanOnce();

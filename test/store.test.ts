@@ -8,6 +8,7 @@ import { greyKey, type Entry } from '../src/grey/entry.js';
 import { memoryLogger } from '../src/log.js';
 import { SCHEMA_VERSION, openStore } from '../src/store/sqlite.js';
 import type { Store } from '../src/store/types.js';
+import { eventually } from './helpers/wait.js';
 
 async function tempDb(t: ExecutionContext, name = 'grey.db'): Promise<string> {
   const dir = await mkdtemp(path.join(tmpdir(), 'pfgrey-store-'));
@@ -47,10 +48,8 @@ async function raw(file: string, sql: string, mode = sqlite3.OPEN_READWRITE | sq
   }
 }
 
-/** Waits, without any deadline of its own, until a background commit has emptied the queue. */
-async function drained(s: Store): Promise<void> {
-  while (s.pendingWrites > 0) await new Promise((r) => setTimeout(r, 5));
-}
+/** Waits until a background commit has emptied the queue. */
+const drained = (s: Store) => eventually(() => s.pendingWrites === 0, 'the queued writes committed');
 
 async function collect(s: Store, size: number): Promise<Entry[][]> {
   const out: Entry[][] = [];

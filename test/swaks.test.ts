@@ -6,13 +6,14 @@ import test, { type ExecutionContext } from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { runCli, spawnDaemon } from './helpers/cli.js';
 import { tempDir } from './helpers/daemon.js';
 import { pfctlStandIn } from './helpers/pfctl.js';
+import { required } from './helpers/require.js';
 import { eventually } from './helpers/smtp.js';
 
 const haveSwaks = spawnSync('swaks', ['--version'], { stdio: 'ignore' }).status === 0;
-const required = process.env.PFGREY_REQUIRE_E2E === '1';
 const e2e = haveSwaks || required ? test : test.skip;
 if (!haveSwaks && !required) console.log('# skipping swaks tests: swaks is not installed (apt-get install swaks)');
 
@@ -44,7 +45,7 @@ e2e('swaks is greylisted, then whitelisted after the pass time, and pf receives 
   const grey = await runCli(['db', '--db', db]);
   t.regex(grey.stdout, /^GREY\|127\.0\.0\.1\|mta\.example\.org\|<sender@example\.org>\|<a@b\.example>\|(\d+)\|\d+\|\d+\|1\|0$/m);
 
-  await new Promise((r) => setTimeout(r, 2200));
+  await sleep(2200); // waits out the 2 s pass time on purpose
   const second = await swaks(t, daemon.port, 'a@b.example');
   t.regex(second.out, /451 Temporary failure/);
 

@@ -1,5 +1,6 @@
 import test from 'ava';
 import { CoarseTimer, resolutionFor } from '../src/timers.js';
+import { eventually } from './helpers/wait.js';
 
 test('deadlines fire in order, never early, through one shared timer', async (t) => {
   const timer = new CoarseTimer(5);
@@ -9,7 +10,7 @@ test('deadlines fire in order, never early, through one shared timer', async (t)
   timer.schedule(target('c'), start + 60);
   timer.schedule(target('a'), start + 20);
   timer.schedule(target('b'), start + 40);
-  await new Promise((r) => setTimeout(r, 300));
+  await eventually(() => fired.length === 3, 'the three deadlines');
   t.deepEqual(fired.map(([n]) => n), ['a', 'b', 'c']);
   for (const [name, at] of fired) t.true(at >= { a: 20, b: 40, c: 60 }[name]! - 1, `${name} fired at ${at}`);
   t.is(timer.size, 0);
@@ -26,7 +27,9 @@ test('rescheduling a target replaces its earlier deadline, and cancel removes it
   const other = { onDue: () => t.fail('cancelled target fired') };
   timer.schedule(other, Date.now() + 10);
   timer.cancel(other);
-  await new Promise((r) => setTimeout(r, 200));
+  // Every deadline still scheduled is served in order, so once none is left the replaced one
+  // has had its chance to fire.
+  await eventually(() => timer.size === 0, 'the rescheduled deadline');
   t.is(calls, 1);
   timer.stop();
 });
@@ -50,7 +53,7 @@ test('many targets due at once are served a bounded number per event-loop turn, 
       },
     }, i < 20 ? due : due + 5); // two buckets, both due by the time the timer fires
   }
-  for (let waited = 0; fired.length < 25 && waited < 10_000; waited += 10) await new Promise((r) => setTimeout(r, 10));
+  await eventually(() => fired.length === 25, 'all 25 targets');
   t.deepEqual(fired, Array.from({ length: 25 }, (_, i) => i));
   // A late first tick (a busy machine) finds both buckets due: still at most 10 a turn.
   t.true(turns.every((n) => n <= 10), turns.join(' '));

@@ -25,8 +25,10 @@ import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { CLI, runCli } from '../helpers/cli.js';
+import { required } from '../helpers/require.js';
 import { eventually } from '../helpers/smtp.js';
 import { Lab, NFT, SYSTEM_PATH, check, type Proc } from './lab.js';
 import { startPostfix, type PostfixSender } from './postfix-sender.js';
@@ -84,7 +86,6 @@ function missingPrerequisite(): string | undefined {
   return undefined;
 }
 
-const required = process.env.PFGREY_REQUIRE_E2E === '1';
 const missing = missingPrerequisite();
 if (missing && !required) console.log(`# skipping the Postfix/nftables end-to-end tests: ${missing}`);
 const e2e = missing && !required ? test.serial.skip : test.serial;
@@ -172,12 +173,6 @@ function w(): World {
   return world;
 }
 
-/** eventually, narrowed: resolves with the first truthy value. */
-async function until<T>(probe: () => T | null | undefined | false | Promise<T | null | undefined | false>, what: string, ms: number): Promise<T> {
-  return (await eventually(probe, what, ms)) as T;
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 async function listing(): Promise<string> {
@@ -250,7 +245,7 @@ e2e('Postfix is deferred by the tarpit, retries after the pass time, is whitelis
     const submittedAt = Date.now();
     await postfix.sendmail('from@sender.test', 'to@example.test', `${headers.join('\n')}\n\n${body.join('\n')}\n`);
 
-    const queueId = (await until(
+    const queueId = (await eventually(
       () => new RegExp(`postfix/cleanup\\[\\d+\\]: ([0-9A-F]+): message-id=${escape(messageId)}`).exec(postfix.log()),
       'Postfix to queue the message', 20_000))[1]!;
     const deferred = new RegExp(`${queueId}: to=<to@example\\.test>, relay=192\\.0\\.2\\.1\\[192\\.0\\.2\\.1\\]:25, .*` +
@@ -265,7 +260,7 @@ e2e('Postfix is deferred by the tarpit, retries after the pass time, is whitelis
     t.regex(queued!.recipients[0]!.delay_reason ?? '', /451 Temporary failure, please try again later\./);
 
     // 2. pfgrey recorded the tuple with Postfix's HELO and envelope.
-    const grey = await until(async () =>
+    const grey = await eventually(async () =>
       /^GREY\|192\.0\.2\.2\|mta\.sender\.test\|<from@sender\.test>\|<to@example\.test>\|(\d+)\|(\d+)\|(\d+)\|(\d+)\|(\d+)$/m.exec(await listing()),
     'the GREY tuple', 10_000);
     t.true(Math.abs(Number(grey[1]) - submittedAt / 1000) <= 5, 'first seen when Postfix first tried');
@@ -273,7 +268,7 @@ e2e('Postfix is deferred by the tarpit, retries after the pass time, is whitelis
     t.false(inbox().some((m) => m.remoteAddress === SENDER), 'nothing delivered while greylisted');
 
     // 3. A retry after the pass time whitelists the sender, in the database and in nftables.
-    const white = await until(async () =>
+    const white = await eventually(async () =>
       /^WHITE\|192\.0\.2\.2\|\|\|(\d+)\|(\d+)\|(\d+)\|(\d+)\|(\d+)$/m.exec(await listing()),
     'the WHITE entry', 60_000);
     t.true(Date.now() - submittedAt >= PASS_MS, 'whitelisted no earlier than the pass time');
@@ -284,7 +279,7 @@ e2e('Postfix is deferred by the tarpit, retries after the pass time, is whitelis
     // 4. The next retry bypasses the tarpit and reaches the MTA with the message intact.
     const sent = new RegExp(`${queueId}: to=<to@example\\.test>, relay=192\\.0\\.2\\.1\\[192\\.0\\.2\\.1\\]:25, .*` +
       'status=sent \\(250 OK: stored as ([^ )]+)');
-    const stored = (await until(() => sent.exec(postfix.log()), 'Postfix to deliver the message', 60_000))[1]!;
+    const stored = (await eventually(() => sent.exec(postfix.log()), 'Postfix to deliver the message', 60_000))[1]!;
     const got = inbox().filter((m) => m.remoteAddress === SENDER);
     t.is(got.length, 1, 'delivered exactly once');
     const m = got[0]!;

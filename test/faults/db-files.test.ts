@@ -196,19 +196,27 @@ test('of daemons started at the same moment on one database, exactly one gets it
   const db = path.join(dir, 'pfgrey.db');
   const lockModule = path.resolve(path.dirname(CLI), '../store/lock.js');
   const logModule = path.resolve(path.dirname(CLI), '../log.js');
-  // Each child takes the lock as the daemon does, says whether it got it, and keeps it a while.
+  // Each child takes the lock as the daemon does and says whether it got it; the one that got it
+  // keeps it until its stdin closes, which is once every child has answered.
   const script = `const { lockDatabase } = await import(${JSON.stringify(lockModule)});
 const { memoryLogger } = await import(${JSON.stringify(logModule)});
-try { await lockDatabase(${JSON.stringify(db)}, memoryLogger()); console.log('got it'); await new Promise((r) => setTimeout(r, 1500)); }
+try { await lockDatabase(${JSON.stringify(db)}, memoryLogger()); console.log('got it'); await new Promise((r) => process.stdin.on('end', r).resume()); }
 catch (err) { console.log(err.code); }`;
   for (let round = 0; round < 3; round++) {
-    const runs = Array.from({ length: 4 }, () => new Promise<string>((resolve) => {
-      const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const children = Array.from({ length: 4 }, () =>
+      spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'inherit'] }));
+    const closed = children.map((child) => new Promise<void>((resolve) => child.on('close', () => resolve())));
+    const answers = children.map((child) => new Promise<string>((resolve) => {
       let out = '';
-      child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+      child.stdout.setEncoding('utf8').on('data', (d: string) => {
+        out += d;
+        if (out.includes('\n')) resolve(out.trim());
+      });
       child.on('close', () => resolve(out.trim()));
     }));
-    const said = (await Promise.all(runs)).sort();
+    const said = (await Promise.all(answers)).sort();
+    for (const child of children) child.stdin.end();
+    await Promise.all(closed);
     t.deepEqual(said, ['E_DB_LOCKED', 'E_DB_LOCKED', 'E_DB_LOCKED', 'got it'], `round ${round}`);
   }
 });

@@ -6,6 +6,7 @@
 
 import test from 'ava';
 import fs from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { runCli } from '../helpers/cli.js';
 import { testDaemon } from '../helpers/daemon.js';
 import { attemptToData, eventually } from '../helpers/smtp.js';
@@ -84,7 +85,7 @@ for (const [how, { damage, says, keeps }] of Object.entries(damages)) {
 
     // Greylisting goes on in the recovered database: a new tuple is recorded and passes on its retry.
     await attempt(port, '<after@us.example>');
-    await new Promise((r) => setTimeout(r, 400));
+    await sleep(400); // waits out the 300 ms pass time on purpose
     await attempt(port, '<after@us.example>');
     await eventually(() => daemon.lastScan?.whitelist.includes('127.0.0.1'), '127.0.0.1 promoted in the recovered database');
     const listed = await runCli(['db', '--db', dbPath]);

@@ -79,17 +79,8 @@ export class RawClient {
   }
 }
 
-/** Polls `check` until it returns a truthy value; generous bounds for a slow 2-core machine. */
-export async function eventually<T>(check: () => T | Promise<T>, what: string, ms = 20_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  let last: T;
-  for (;;) {
-    last = await check();
-    if (last) return last;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+// Most SMTP tests wait for something; they may take eventually from here.
+export { eventually } from './wait.js';
 
 /**
  * Sends config-port text as spamd-setup does: one connection, then close. As root the daemon
