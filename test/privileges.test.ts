@@ -6,10 +6,9 @@ import { lookupUser } from '../src/privileges.js';
 import { CLI, runCli, spawnDaemon } from './helpers/cli.js';
 import { tempDir } from './helpers/daemon.js';
 import { eventually, RawClient } from './helpers/smtp.js';
-import { lacking } from './helpers/require.js';
+import { lacking, required } from './helpers/require.js';
 
 const root = process.getuid?.() === 0;
-const required = process.env.PFGREY_REQUIRE_E2E === '1';
 const asRoot = root || required ? test : test.skip;
 if (!root && !required) console.log('# skipping privilege-separation tests: they need root');
 

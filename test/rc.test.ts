@@ -13,10 +13,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseRunArgs } from '../src/cli/run.js';
+import { required } from './helpers/require.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const FIXTURES = path.join(ROOT, 'test/fixtures/pf');
-const required = process.env.PFGREY_REQUIRE_E2E === '1';
 
 const NODE = '/usr/local/bin/node';
 const PFGREY = '/usr/local/bin/pfgrey';

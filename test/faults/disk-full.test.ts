@@ -12,11 +12,11 @@ import { promisify } from 'node:util';
 import { openStore } from '../../src/store/sqlite.js';
 import { REPLY } from '../../src/tarpit/replies.js';
 import { tempDir, testDaemon } from '../helpers/daemon.js';
+import { required } from '../helpers/require.js';
 import { eventually, RawClient } from '../helpers/smtp.js';
 
 const run = promisify(execFile);
 const root = process.getuid?.() === 0;
-const required = process.env.PFGREY_REQUIRE_E2E === '1';
 const rootTest = root || required ? test : test.skip;
 if (!root && !required) console.log('# skipping the disk-full fault test: it mounts a tmpfs, which needs root');
 

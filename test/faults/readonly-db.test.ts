@@ -13,10 +13,10 @@ import path from 'node:path';
 import { openStore } from '../../src/store/sqlite.js';
 import { CLI } from '../helpers/cli.js';
 import { tempDir } from '../helpers/daemon.js';
+import { required } from '../helpers/require.js';
 import { eventually } from '../helpers/smtp.js';
 
 const root = process.getuid?.() === 0;
-const required = process.env.PFGREY_REQUIRE_E2E === '1';
 const rootTest = root || required ? test : test.skip;
 if (!root && !required) console.log('# skipping the read-only database fault tests: they run the daemon as nobody, which needs root');
 
