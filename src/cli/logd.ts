@@ -9,7 +9,7 @@ import { parseIntegerOption } from '../config/duration.js';
 import { describe, isPfgreyError, PfgreyError } from '../errors.js';
 import { commandLogger, parseLogTarget, type Logger } from '../log.js';
 import { PflogWatcher } from '../logd/watcher.js';
-import { openStore } from '../store/sqlite.js';
+import { openDatabase } from '../store/open.js';
 import type { Store } from '../store/types.js';
 import { databasePath, type CliIO } from './io.js';
 import { runService } from './service.js';
@@ -106,7 +106,7 @@ async function openWhenCreated(path: string, log: Logger, wait: number, abort: A
   const poll = new Backoff({ min: DEFAULTS.logdDbPoll, max: DEFAULTS.logdDbPoll });
   for (;;) {
     try {
-      return await openStore(path, { log });
+      return await openDatabase(path, { log });
     } catch (err) {
       const missing = isPfgreyError(err) && err.code === 'E_DB_OPEN' &&
         (err.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';

@@ -7,7 +7,7 @@ import { createInterface } from 'node:readline';
 import { Backoff, retryingIn } from '../backoff.js';
 import { type Clock, systemClock } from '../clock.js';
 import { describe, systemErrorText } from '../errors.js';
-import { logdHit } from '../grey/rules.js';
+import { Greylister } from '../grey/greylister.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/types.js';
 import { captureFilter, parsePflogLine, whitelistTarget } from './pflog.js';
@@ -36,6 +36,7 @@ export class PflogWatcher {
   private readonly stopping = new AbortController();
   private readonly backoff: Backoff;
   private readonly clock: Clock;
+  private readonly core: Greylister;
   /** Updates of one address are applied in order. */
   private chain: Promise<void> = Promise.resolve();
   private done!: () => void;
@@ -45,6 +46,8 @@ export class PflogWatcher {
 
   constructor(private readonly opts: WatcherOptions) {
     this.clock = opts.clock ?? systemClock;
+    // logd's door to the greylist core: a host seen passing is an `extend` request.
+    this.core = new Greylister({ store: opts.store, log: opts.log, clock: this.clock, whiteExpiry: opts.whiteExpiry });
     // Not unref'd: while tcpdump is down, the restart is all that keeps logd alive.
     this.backoff = new Backoff({ min: opts.retryMin, max: opts.retryMax });
     this.finished = new Promise((resolve) => (this.done = resolve));
@@ -121,11 +124,10 @@ export class PflogWatcher {
     if (!ip) return;
     this.seen += 1;
     this.opts.log.debug(`${event.dir === 'in' ? 'inbound' : 'outbound'} ${ip}`);
-    const { store } = this.opts;
     this.chain = this.chain
       .then(async () => {
-        const entry = logdHit(await store.get(ip), ip, this.clock.now(), this.opts.whiteExpiry);
-        store.put(entry);
+        const verdict = await this.core.handle({ kind: 'extend', ip });
+        if (verdict.kind === 'dropped') this.opts.log.error(`cannot whitelist ${ip}: ${verdict.why}`);
       })
       .catch((err) => this.opts.log.error(`cannot whitelist ${ip}: ${describe(err)}`));
   }
