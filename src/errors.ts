@@ -21,6 +21,8 @@ export const ERRORS = {
   E_PRIVILEGES: 'cannot drop privileges',
   E_FIREWALL: 'firewall update failed',
   E_FIREWALL_TIMEOUT: 'firewall command timed out',
+  E_COMMAND: 'command failed',
+  E_COMMAND_TIMEOUT: 'command timed out',
   E_SPAMD_CONF: 'bad spamd.conf',
   E_CONFIG_LINE: 'bad config-port line',
   E_FETCH: 'cannot fetch list',

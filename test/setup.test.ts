@@ -310,7 +310,7 @@ test('a command that fails is a failed fetch', async (t) => {
   t.is(r.code, 1);
   t.is(r.stdout, '');
   t.is(r.stderr, [
-    'pfgrey setup: list a: Can\'t open ./bad.sh by exec method: ./bad.sh exited with status 3: no route; not sent, spamd keeps its previous list',
+    'pfgrey setup: list a: Can\'t open ./bad.sh by exec method: ./bad.sh: exited with status 3: no route; not sent, spamd keeps its previous list',
     'pfgrey setup: list b: Can\'t open /nonexistent/cmd x by exec method: cannot run /nonexistent/cmd: no such file or directory (ENOENT); not sent, spamd keeps its previous list',
     '',
   ].join('\n'));

@@ -17,14 +17,13 @@
 //   and leading tabs are skipped as well as spaces.
 // - Malformed lines are reported to the caller; spamd-setup skips them silently.
 
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createReadStream } from 'node:fs';
-import { access, constants } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { gunzip } from 'node:zlib';
 import { DEFAULTS } from '../config/defaults.js';
-import { PfgreyError, systemErrorText } from '../errors.js';
+import { describe, PfgreyError, systemErrorText } from '../errors.js';
+import { executableProblem, runProgram } from '../exec.js';
 import { cidrToRange, parseNetV4, type Range } from './cidr.js';
 import type { Method } from './spamd-conf.js';
 
@@ -70,9 +69,7 @@ export async function fetchList(src: ListSource, opts: FetchOptions = {}): Promi
       break;
     case 'ftp': {
       const ftp = opts.ftp ?? DEFAULTS.ftp;
-      try {
-        await access(ftp, constants.X_OK);
-      } catch {
+      if (await executableProblem(ftp) !== undefined) {
         throw fail(`the ftp method needs ${ftp}, which is not installed here (http and https work without it)`);
       }
       await runCommand([ftp, '-V', '-o', '-', sourceUrl(src)], opts.cwd, sink, opts.idleTimeout ?? DEFAULTS.fetchIdleTimeout, fail);
@@ -167,57 +164,27 @@ async function httpGet(url: string, sink: Sink, idleMs: number, fail: Fail): Pro
 }
 
 /** Runs argv without a shell; its standard output is the list. */
-function runCommand(argv: string[], cwd: string | undefined, sink: Sink, idleMs: number | undefined, fail: Fail): Promise<void> {
+async function runCommand(argv: string[], cwd: string | undefined, sink: Sink, idleMs: number | undefined, fail: Fail): Promise<void> {
   const [cmd, ...args] = argv as [string, ...string[]];
-  return new Promise((resolve, reject) => {
-    let child: ChildProcess;
-    try {
-      child = spawn(cmd, args, { cwd, shell: false, stdio: ['ignore', 'pipe', 'pipe'], windowsHide: true });
-    } catch (err) {
-      // Some failures (ENOTDIR, ETXTBSY) are thrown instead of reported as an event.
-      reject(fail(`cannot run ${cmd}: ${systemErrorText(err)}`, err));
-      return;
-    }
-    let stderr = '';
-    let error: PfgreyError | undefined;
-    let settled = false;
-    const settle = (e?: PfgreyError) => {
-      if (settled) return;
-      settled = true;
-      timer?.stop();
-      if (e) reject(e);
-      else resolve();
-    };
-    const stop = (e: PfgreyError) => {
-      error ??= e;
-      child.kill('SIGKILL');
-    };
-    const timer = idleMs === undefined ? undefined
-      : new IdleTimer(idleMs, () => stop(fail(`${cmd} sent nothing for ${idleMs / 1000} s; killed it`)));
-    child.on('error', (err) => {
-      // Only a failed spawn leaves no pid; 'close' reports everything else.
-      if (child.pid === undefined) settle(fail(`cannot run ${cmd}: ${systemErrorText(err)}`, err));
+  let sinkError: unknown;
+  try {
+    await runProgram({
+      file: cmd, args, what: cmd, cwd, code: 'E_FETCH', timeoutCode: 'E_FETCH',
+      ...(idleMs === undefined ? {} : { timeout: idleMs, idle: true }),
+      onStdout: (chunk) => {
+        try {
+          sink.push(chunk);
+        } catch (err) {
+          sinkError = err;
+          throw err;
+        }
+      },
     });
-    child.stdout?.on('data', (chunk: Buffer) => {
-      timer?.poke();
-      try {
-        sink.push(chunk);
-      } catch (e) {
-        stop(e as PfgreyError);
-      }
-    });
-    child.stderr?.setEncoding('utf8').on('data', (d: string) => {
-      if (stderr.length < 4096) stderr += d;
-    });
-    child.on('close', (code, signal) => {
-      if (error) return settle(error);
-      const said = stderr.trim().split('\n').slice(0, 3).join('; ');
-      const tail = said === '' ? '' : `: ${said.length > 300 ? `${said.slice(0, 300)}…` : said}`;
-      if (signal !== null) settle(fail(`${cmd} died on signal ${signal}${tail}`));
-      else if (code !== 0) settle(fail(`${cmd} exited with status ${code}${tail}`));
-      else settle();
-    });
-  });
+  } catch (err) {
+    // The sink's errors (too large) already name the list; the program's are named here.
+    if (err === sinkError) throw err;
+    throw fail(describe(err), err);
+  }
 }
 
 const gunzipAsync = promisify(gunzip);

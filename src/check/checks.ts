@@ -527,7 +527,7 @@ function pfctlFinding(facts: SystemFacts, opts: CheckOptions): Finding {
   const linux = os === 'linux' ? ' (pf is the BSDs\' firewall: on Linux, pfgrey run --firewall nft)' : '';
   return {
     severity: 'error',
-    text: `${pfctl} ${facts.pfctlProblem}, so pfgrey cannot fill <${table}>; install pf's pfctl, or give its path with --pfctl${linux}`,
+    text: `${facts.pfctlProblem}, so pfgrey cannot fill <${table}>; install pf's pfctl, or give its path with --pfctl${linux}`,
   };
 }
 

@@ -19,7 +19,7 @@ export type PortState =
 
 export interface SystemFacts {
   euid: number;
-  /** undefined: pfctl is executable; otherwise why not, after its path: `does not exist`, `is not executable`. */
+  /** undefined: pfctl is executable; otherwise why not (executableProblem): `/sbin/pfctl does not exist`. */
   pfctlProblem?: string;
   /** Opening the pf device read-write: 'ok', 'not-root' (not tried), or the failure text. */
   pfDevice: 'ok' | 'not-root' | { error: string };

@@ -19,9 +19,7 @@
 //   --mounts FILE (output of `mount -p` or `mount`) replace /etc/passwd, /etc/services and
 //   running `mount -p`.
 
-import { execFile } from 'node:child_process';
-import { constants } from 'node:fs';
-import { access, open, readFile, stat } from 'node:fs/promises';
+import { open, readFile, stat } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -30,7 +28,9 @@ import { fdescfsMounted, parseServices, type FileMode, type PortState, type Syst
 import { parsePfConf, parsePfctlRules, parsePfctlTables } from '../check/pfconf.js';
 import { DEFAULTS } from '../config/defaults.js';
 import { parseIntegerOption } from '../config/duration.js';
+import { pfTableNameProblem } from '../firewall/pf.js';
 import { describe, isPfgreyError, PfgreyError, systemErrorText } from '../errors.js';
+import { executableProblem, runProgram } from '../exec.js';
 import { lookupUser } from '../privileges.js';
 import { databasePath, type CliIO } from './io.js';
 
@@ -111,9 +111,8 @@ export function parseCheckArgs(argv: string[], env: NodeJS.ProcessEnv): Settings
   }
   if (v.l !== undefined && net.isIP(v.l) === 0) throw usage(`-l ${v.l}: not an IP address`);
   if (v.user !== undefined && !/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$/.test(v.user)) throw usage(`--user ${v.user}: not a user name`);
-  if (v.table !== undefined && !/^[^\s/]{1,31}$/.test(v.table)) {
-    throw usage(`--table ${v.table}: not a pf table name (1-31 characters, no spaces or /)`);
-  }
+  const tableProblem = v.table === undefined ? undefined : pfTableNameProblem(v.table);
+  if (tableProblem !== undefined) throw usage(`--table ${v.table}: ${tableProblem}`);
   if (v.os !== undefined && v.os !== 'openbsd' && v.os !== 'freebsd' && v.os !== 'linux') {
     throw usage(`--os ${v.os}: expected openbsd, freebsd or linux`);
   }
@@ -167,7 +166,7 @@ async function ruleFindings(s: Settings, facts: SystemFacts, hooks: CheckHooks):
     return [{ severity: 'error', text: `the loaded rules cannot be read without ${opts.pfctl}; check a file instead: --pf-conf /etc/pf.conf` }];
   }
   const timeout = hooks.commandTimeout ?? DEFAULTS.firewallTimeout;
-  const pfctl = (...args: string[]) => command(opts.pfctl, args, timeout);
+  const pfctl = (...args: string[]) => runProgram({ file: opts.pfctl, args, timeout });
   try {
     const status = await pfctl('-si');
     const sr = await pfctl('-sr');
@@ -185,24 +184,6 @@ async function ruleFindings(s: Settings, facts: SystemFacts, hooks: CheckHooks):
     const asRoot = facts.euid === 0 ? '' : 'run check as root, or ';
     return [{ severity: 'error', text: `cannot read the loaded rules: ${describe(err)}; ${asRoot}check a file instead: --pf-conf /etc/pf.conf` }];
   }
-}
-
-/** Runs a program without a shell; resolves with its stdout, rejects with one line saying why not. */
-function command(file: string, args: string[], timeout: number): Promise<string> {
-  const what = [file, ...args].join(' ');
-  return new Promise((resolve, reject) => {
-    execFile(file, args, { timeout, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' }, (err, stdout, stderr) => {
-      if (!err) {
-        resolve(stdout);
-        return;
-      }
-      const e = err as NodeJS.ErrnoException & { killed?: boolean; code?: number | string };
-      const said = stderr.split('\n').map((l) => l.trim()).find((l) => l !== '');
-      if (e.killed) reject(new Error(`${what}: no answer after ${timeout / 1000}s`));
-      else if (typeof e.code === 'number') reject(new Error(`${what} exited with status ${e.code}${said ? `: ${said}` : ''}`));
-      else reject(new Error(`${what}: ${systemErrorText(err)}`));
-    });
-  });
 }
 
 async function gatherFacts(s: Settings, hooks: CheckHooks): Promise<SystemFacts> {
@@ -229,19 +210,6 @@ async function gatherFacts(s: Settings, hooks: CheckHooks): Promise<SystemFacts>
   };
 }
 
-async function executableProblem(file: string): Promise<string | undefined> {
-  try {
-    if (!(await stat(file)).isFile()) return 'is not a file';
-    await access(file, constants.X_OK);
-    return undefined;
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return 'does not exist';
-    if (code === 'EACCES') return 'is not executable';
-    return `cannot be used (${systemErrorText(err)})`;
-  }
-}
-
 async function openReadWrite(file: string): Promise<SystemFacts['pfDevice']> {
   try {
     await (await open(file, 'r+')).close();
@@ -255,10 +223,10 @@ async function mountTable(s: Settings, hooks: CheckHooks): Promise<NonNullable<S
   try {
     const text = s.mounts !== undefined
       ? await readFile(s.mounts, 'utf8')
-      : await command('/sbin/mount', ['-p'], hooks.commandTimeout ?? DEFAULTS.firewallTimeout);
+      : await runProgram({ file: '/sbin/mount', args: ['-p'], timeout: hooks.commandTimeout ?? DEFAULTS.firewallTimeout });
     return { mounted: fdescfsMounted(text) };
   } catch (err) {
-    return { error: err instanceof Error && !('code' in err) ? err.message : systemErrorText(err) };
+    return { error: isPfgreyError(err) ? err.message : systemErrorText(err) };
   }
 }
 

@@ -26,18 +26,37 @@ export interface PfFirewallOptions {
  */
 export const PF_CHILD_FD = 3;
 
-/** pf's PF_TABLE_NAME_SIZE is 32 including the terminating NUL. */
+/** pf's PF_TABLE_NAME_SIZE is 32 bytes with the terminating NUL. */
 const TABLE_NAME_MAX = 31;
 
-/** Rejects a name pfctl or pf.conf would not take as a table name. */
+/**
+ * Why `name` cannot be the pf table pfgrey fills, or undefined when it can. pfgrey hands the
+ * name to `pfctl -t`, and the rules refer to it as `<name>` (pf.conf(5), TABLES), so it has to
+ * be a name both take:
+ * - at most 31 bytes (PF_TABLE_NAME_SIZE), which pfctl and pf.conf's parser both enforce;
+ * - one word to pf.conf's parser when written without quotes (yylex() in OpenBSD's
+ *   sbin/pfctl/parse.y): it starts with an ASCII letter, a digit, ':' or '_', and goes on with
+ *   letters, digits and ASCII punctuation except ( ) { } < > ! = / # , — which end a word in
+ *   pf.conf. Anything else (a space, a non-ASCII letter, a control character) is refused.
+ * pf.conf takes any name in double quotes (`<"a b">`); such names are refused all the same,
+ * since `pfctl -vsT` output and pfgrey check's reading of the rules cannot tell where they end.
+ * A name spelled like a pf.conf keyword (`all`, `any`, `table`) passes here but has to be quoted
+ * in pf.conf.
+ */
+export function pfTableNameProblem(name: string): string | undefined {
+  const why = (text: string) => `not a pf table name (${text})`;
+  if (name === '') return why('it is empty');
+  const bad = /[^A-Za-z0-9"$%&'*+\-.:;?@[\\\]^_`|~]/u.exec(name);
+  if (bad) return why(`${JSON.stringify(bad[0])} cannot be in it; use letters, digits, and punctuation other than , ( ) < > { } ! = / #`);
+  if (!/^[A-Za-z0-9:_]/.test(name)) return why('it must start with a letter, a digit, \':\' or \'_\'');
+  if (name.length > TABLE_NAME_MAX) return why(`it is ${name.length} characters long; pf allows ${TABLE_NAME_MAX}`);
+  return undefined;
+}
+
+/** Throws E_FIREWALL for a name pfTableNameProblem refuses, so it never reaches pfctl. */
 export function checkTableName(table: string): void {
-  // Whitespace and '/' cannot appear in a pf.conf table reference; control characters would
-  // only ever come from a bug, and are rejected so they never reach a log line or argv.
-  if (table.length === 0 || table.length > TABLE_NAME_MAX || /[\s/\p{Cc}]/u.test(table)) {
-    throw new PfgreyError('E_FIREWALL',
-      `bad pf table name ${JSON.stringify(table)}: ` +
-      `use 1 to ${TABLE_NAME_MAX} characters without whitespace or '/'`);
-  }
+  const problem = pfTableNameProblem(table);
+  if (problem !== undefined) throw new PfgreyError('E_FIREWALL', `${JSON.stringify(table)}: ${problem}`);
 }
 
 /**

@@ -1,6 +1,6 @@
-import { constants, open } from 'node:fs';
-import { access } from 'node:fs/promises';
+import { open } from 'node:fs';
 import { DEFAULTS } from '../config/defaults.js';
+import { executableProblem } from '../exec.js';
 import type { Logger } from '../log.js';
 import { nftFirewall, nftTableLoadProblem } from './nft.js';
 import { noneFirewall } from './none.js';
@@ -25,7 +25,7 @@ export interface ChooseFirewallOptions {
 
 export interface ChosenFirewall {
   firewall: Firewall;
-  /** For the start-up line: `pf (/sbin/pfctl, /dev/pf)`, `none (no /sbin/pfctl)`, … */
+  /** For the start-up line: `pf (/sbin/pfctl, /dev/pf)`, `none (/sbin/pfctl does not exist)`, … */
   reason: string;
   /**
    * The pf device descriptor handed to pfctl, kept open for the life of the firewall; the
@@ -85,18 +85,6 @@ async function chooseNft(opts: ChooseFirewallOptions, pfProblem: string | undefi
   if (pfProblem !== undefined) return { firewall: noneFirewall(opts.log), reason: `none (${pfProblem}; ${problem})` };
   opts.log.warning(`firewall nft: ${problem}`);
   return { firewall, reason: `nft (${nft}, table ${table}; ${problem})` };
-}
-
-async function executableProblem(path: string): Promise<string | undefined> {
-  try {
-    await access(path, constants.X_OK);
-    return undefined;
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return `no ${path}`;
-    if (code === 'EACCES') return `${path} is not executable`;
-    return `cannot use ${path}: ${code ?? String(err)}`;
-  }
 }
 
 /** A raw descriptor (not a FileHandle, which would close itself when collected), or why not. */
