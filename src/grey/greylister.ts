@@ -5,6 +5,7 @@
 // are decided strictly in arrival order, in batches that share one store lookup, so two quick
 // retries never both count as "new" and a door never reads, decides and writes by itself.
 
+import { Backoff } from '../backoff.js';
 import { type Clock, systemClock } from '../clock.js';
 import { DEFAULTS } from '../config/defaults.js';
 import { formatDelay } from '../config/duration.js';
@@ -63,14 +64,15 @@ export interface StopLoss {
 export class Greylister {
   private queue: Queued[] = [];
   private draining: Promise<void> | undefined;
-  /** Failed attempts at the batch at the head of the queue (0: the store is taking updates). */
-  private failures = 0;
+  /** Delays between attempts at a batch the store refuses; its attempts count the failures. */
+  private readonly retry = new Backoff({ min: DEFAULTS.greyRetryMin, max: DEFAULTS.greyRetryMax });
   private failingSince = 0;
   private stopping = false;
   /** While stopping: aborted when the stop gives up (its deadline, a second SIGTERM). */
   private giveUp: AbortSignal | undefined;
   private lost: StopLoss | undefined;
-  private retryWait: (() => void) | undefined;
+  /** Ends the retry delay under way at once: stop(), and giveUp's abort. */
+  private retryCut: AbortController | undefined;
   private readonly clock: Clock;
   private readonly startedAt: number;
 
@@ -133,7 +135,7 @@ export class Greylister {
   async stop(giveUp?: AbortSignal): Promise<StopLoss | undefined> {
     this.stopping = true;
     this.giveUp = giveUp;
-    const cut = () => this.retryWait?.();
+    const cut = () => this.retryCut?.abort();
     giveUp?.addEventListener('abort', cut, { once: true });
     cut();
     try {
@@ -158,7 +160,7 @@ export class Greylister {
           // failing (a damaged file) must not hold it for ever: past greyRetryFor the batch is
           // given up, said in one line, and the queue moves on.
           const now = this.clock.now();
-          if (this.failures === 0) this.failingSince = now;
+          if (this.retry.attempts === 0) this.failingSince = now;
           const stopNow = this.stopping && (this.giveUp?.aborted ?? true);
           if (stopNow) {
             // The stop has given up: each further attempt could wait out the busy timeout, so
@@ -166,35 +168,28 @@ export class Greylister {
             const lost = batch.concat(this.queue.splice(0));
             this.lost = { tuples: (this.lost?.tuples ?? 0) + lost.length, reason: describe(err) };
             for (const q of lost) q.done({ kind: 'dropped', why: describe(err) });
-            this.failures = 0;
+            this.retry.reset();
             continue;
           }
           if (now - this.failingSince >= DEFAULTS.greyRetryFor) {
             this.opts.log.error(`greylist update of ${count(batch.length, 'tuple')} failed for ` +
               `${formatDelay(now - this.failingSince)}; lost: ${describe(err)}`);
             for (const q of batch) q.done({ kind: 'dropped', why: describe(err) });
-            this.failures = 0;
+            this.retry.reset();
             continue;
           }
-          if (this.failures === 0) {
+          if (this.retry.attempts === 0) {
             this.opts.log.error(`greylist update of ${count(batch.length, 'tuple')} failed, retrying: ${describe(err)}`);
           }
-          this.failures += 1;
           this.queue = batch.concat(this.queue);
-          const delay = Math.min(DEFAULTS.greyRetryMin * 2 ** Math.min(this.failures - 1, 10), DEFAULTS.greyRetryMax);
-          await new Promise<void>((resolve) => {
-            const timer = setTimeout(resolve, delay);
-            this.retryWait = () => {
-              clearTimeout(timer);
-              resolve();
-            };
-          });
-          this.retryWait = undefined;
+          this.retryCut = new AbortController();
+          await this.retry.wait(this.retryCut.signal);
+          this.retryCut = undefined;
           continue;
         }
-        if (this.failures > 0) {
-          this.opts.log.notice(`greylist updates resumed after ${count(this.failures, 'failed attempt')}`);
-          this.failures = 0;
+        if (this.retry.attempts > 0) {
+          this.opts.log.notice(`greylist updates resumed after ${count(this.retry.attempts, 'failed attempt')}`);
+          this.retry.reset();
         }
         batch.forEach((q, i) => q.done(verdicts[i]!));
       }

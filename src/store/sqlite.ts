@@ -6,7 +6,8 @@
 
 import { constants } from 'node:fs';
 import { lstat, open, rm } from 'node:fs/promises';
-import { setImmediate as yieldToLoop, setTimeout as sleep } from 'node:timers/promises';
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { Backoff } from '../backoff.js';
 import sqlite3 from 'sqlite3';
 import { DEFAULTS } from '../config/defaults.js';
 import { PfgreyError, describe } from '../errors.js';
@@ -807,6 +808,7 @@ class SqliteStore implements FileStore {
     if (retryUntil && this.st && !this.settings.readonly) {
       await run(this.db, `PRAGMA busy_timeout = ${Math.trunc(DEFAULTS.stopRetryWait)}`).catch(() => undefined);
     }
+    const backoff = new Backoff({ min: DEFAULTS.greyRetryMin, max: DEFAULTS.stopRetryWait });
     for (let attempt = 1; ; attempt++) {
       try {
         await this.flush();
@@ -820,9 +822,7 @@ class SqliteStore implements FileStore {
           this.settings.log.error(`${this.path}: cannot commit ${this.pending.size} writes, retrying until the stop ` +
             `deadline: ${this.lastFailure}`);
         }
-        const backoff = Math.min(DEFAULTS.greyRetryMin * 2 ** Math.min(attempt - 1, 10), DEFAULTS.stopRetryWait);
-        await sleep(backoff, undefined, { signal: retryUntil }).catch(() => undefined);
-        if (!retryUntil.aborted) continue;
+        if (await backoff.wait(retryUntil)) continue;
       }
       // Nothing retries them after this: say so, with the count, instead of "keeping them queued".
       failure = new PfgreyError('E_DB_WRITE', `${this.path}: ${this.pending.size} queued writes lost: ` +
