@@ -1,4 +1,4 @@
-// `pfgrey db`: spamdb (spec §7) over the pfgrey database — same flags, same lines, same messages,
+// `pfgrey db`: spamdb(8) over the pfgrey database — same flags, same lines, same messages,
 // same exit statuses — plus --db, --json and --import.
 //
 // Choices where spamdb gives no answer or ours must differ:

@@ -1,4 +1,4 @@
-// `pfgrey logd`: spamlogd's flags with spamlogd's meanings (spec §9). Keeps the WHITE entries of
+// `pfgrey logd`: spamlogd(8)'s flags with spamlogd's meanings. Keeps the WHITE entries of
 // hosts that really exchange mail with us fresh, from pf's log of passed SMTP connections.
 
 import fs from 'node:fs';

@@ -1,4 +1,4 @@
-// `pfgrey setup`: spamd-setup (spec §8). Reads spamd.conf, fetches the lists named by `all`
+// `pfgrey setup`: spamd-setup(8). Reads spamd.conf(5), fetches the lists named by `all`
 // in order, subtracts each whitelist from the blacklist before it, and sends every blacklist
 // to the daemon's config port: one connection, one line, close. With -b the blocks of all
 // blacklists also replace pf's table <spamd>.

@@ -1,4 +1,4 @@
-// spamd.alloweddomains (spec §6.5): the recipient domain suffixes this site accepts mail for.
+// spamd.alloweddomains (spamd(8)): the recipient domain suffixes this site accepts mail for.
 // A tuple whose recipient ends with none of them traps its sender. Unlike spamd, which reads
 // the file once, the daemon reloads it on SIGHUP.
 
@@ -31,7 +31,7 @@ export async function loadAllowedDomains(path: string, log: Logger): Promise<str
     if (s === '' || s.startsWith('#')) continue;
     suffixes.push(s);
   }
-  // spamd logs each suffix at LOG_ERR (quirk 10); they are information, not errors.
+  // spamd logs each suffix at LOG_ERR (README.md's "Where pfgrey differs from spamd"); they are information, not errors.
   for (const s of suffixes) log.info(`got suffix ${s}`);
   return suffixes;
 }

@@ -1,4 +1,4 @@
-// The greylist database's logical model, identical to spamd's (spec §6.1–6.2): a key and five
+// The greylist database's logical model, identical to spamd's (spamdb(8) lists its fields): a key and five
 // numbers. The key says what kind of entry it is; pcount −1 and −2 mark TRAPPED and SPAMTRAP.
 //
 // Keys and strings are byte strings: each character is one byte of what the client sent

@@ -14,10 +14,9 @@ import type { Logger } from '../log.js';
 import type { Store } from '../store/types.js';
 import { type Entry, entryType, greyKey } from './entry.js';
 import { CoreEvents, type GreyRequest, type TupleRequest, type Verdict } from './requests.js';
+import type { Tuple } from './types.js';
 import { greyHit, type GreyTimes, logdHit, manualAdd, outsideAllowedDomains, spamtrapAddress } from './rules.js';
 
-/** A tuple as the tarpit hands it in (a TupleRequest without its kind). */
-export type TupleInput = Omit<TupleRequest, 'kind'>;
 
 export interface GreylisterOptions {
   store: Store;
@@ -103,7 +102,7 @@ export class Greylister {
   }
 
   /** The tarpit's door: records one tuple (see handle). */
-  tuple(t: TupleInput): Promise<Verdict> {
+  tuple(t: Tuple): Promise<Verdict> {
     return this.handle({ kind: 'tuple', ...t });
   }
 

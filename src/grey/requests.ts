@@ -5,15 +5,11 @@
 // rules. No door reads, decides and writes the store by itself.
 
 import type { Entry } from '../store/types.js';
+import type { Tuple } from './types.js';
 
 /** The tarpit's (ip, helo, from, to), and the address the client connected to (for -M). */
-export interface TupleRequest {
+export interface TupleRequest extends Tuple {
   kind: 'tuple';
-  ip: string;
-  helo: string;
-  from: string;
-  to: string;
-  localAddress?: string;
 }
 
 export type GreyRequest =

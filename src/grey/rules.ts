@@ -1,5 +1,6 @@
 // The greylisting rules, as pure functions of (entries, event, now). Times are milliseconds.
-// They follow spamd's grey.c (spec §6.4, §6.7); where spamd has a quirk we fix, it says so.
+// They follow spamd's grey.c (OpenBSD's libexec/spamd); where spamd has a quirk we fix, it says so
+// here and README.md's "Where pfgrey differs from spamd" lists it.
 
 import net from 'node:net';
 import { DEFAULTS } from '../config/defaults.js';
@@ -13,7 +14,7 @@ export interface GreyTimes {
 }
 
 /**
- * A tuple was seen (spec §6.4). A new entry gets first = now and pass = expire = now + its
+ * A tuple was seen (spamd(8), GREYLISTING). A new entry gets first = now and pass = expire = now + its
  * lifetime (greyexp, or trapexp when trapping); a known one counts the hit and, once more than
  * passtime has gone by since its first sighting, passes (pass = now). expire never moves, so a
  * tuple dies greyexp after it was first seen unless the scan promoted its ip first, and a
@@ -37,7 +38,7 @@ export function greyHit(existing: Entry | undefined, key: string, now: number, t
 }
 
 /**
- * The form of a recipient that the spamtrap check compares (spec §6.5): one leading `<` and a
+ * The form of a recipient that the spamtrap check compares (spamd(8), GREYTRAPPING): one leading `<` and a
  * final `>` removed, ASCII lower-cased. Only this check normalises; the tuple keeps `to` raw.
  */
 export function spamtrapAddress(to: string): string {
@@ -52,7 +53,7 @@ export function outsideAllowedDomains(address: string, suffixes: readonly string
 }
 
 /**
- * A passed, logged SMTP connection seen by `pfgrey logd` (spamlogd, spec §9): the address is
+ * A passed, logged SMTP connection seen by `pfgrey logd` (as spamlogd(8) sees one): the address is
  * whitelisted for `whiteExpiry` from now. An existing entry counts the pass and has its expiry
  * moved; a TRAPPED one thereby turns WHITE (pcount −1 + 1 = 0), as in spamlogd.
  */
@@ -64,7 +65,7 @@ export function logdHit(existing: Entry | undefined, key: string, now: number, w
 export type ManualType = 'WHITE' | 'TRAPPED' | 'SPAMTRAP';
 
 /**
- * `pfgrey db -a` (spamdb, spec §7.3). A new entry starts with first = now and bcount 1; an
+ * `pfgrey db -a` (spamdb(8) -a). A new entry starts with first = now and bcount 1; an
  * existing one of any type keeps first and bcount and counts pcount up before the type's own
  * fields are set, so a TRAPPED entry made WHITE starts at pcount 0. spamdb's expiries are fixed
  * (36 days, 24 hours), whatever the daemon's flags say. A new SPAMTRAP address is lower-cased;
@@ -107,7 +108,7 @@ export interface ScanPlan {
 type IpState = 'white' | 'trapped';
 
 /**
- * The periodic scan (spec §6.7) as an accumulator: feed it every entry (in chunks, so the
+ * The periodic scan (spamd(8) expires entries and puts passed addresses in <spamd-white>) as an accumulator: feed it every entry (in chunks, so the
  * caller can yield to the event loop between them), then `finish`. Differences from spamd:
  * an address that is blacklisted is not given a WHITE entry it would lose at the next scan,
  * and an expired WHITE entry does not stop a passed tuple from re-creating it at once.

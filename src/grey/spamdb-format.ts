@@ -1,4 +1,4 @@
-// spamdb's text lines (spec §7.1), printed and parsed by the same module so that whatever
+// spamdb's text lines (spamdb(8)), printed and parsed by the same module so that whatever
 // `pfgrey db` lists, `pfgrey db --import` reads back.
 //
 // Lines are byte strings like keys (one character per byte, latin1): the CLI decodes files and

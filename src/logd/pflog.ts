@@ -35,7 +35,7 @@ export function captureFilter(ifname?: string): string {
 }
 
 /**
- * The address a passed SMTP connection whitelists (spec §9): inbound, the client that reached
+ * The address a passed SMTP connection whitelists (spamlogd(8)): inbound, the client that reached
  * the real MTA; outbound (unless inbound-only), the server we sent mail to.
  */
 export function whitelistTarget(e: PflogEvent, inboundOnly: boolean): string | undefined {
