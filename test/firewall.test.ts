@@ -3,6 +3,7 @@ import { closeSync, openSync } from 'node:fs';
 import { chmod, mkdtemp, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ManualClock } from '../src/clock.js';
 import { isPfgreyError, PfgreyError } from '../src/errors.js';
 import { noneFirewall } from '../src/firewall/none.js';
@@ -10,6 +11,7 @@ import { parseShow, pfFirewall } from '../src/firewall/pf.js';
 import { chooseFirewall } from '../src/firewall/select.js';
 import { WhitelistSync } from '../src/firewall/sync.js';
 import { memoryLogger } from '../src/log.js';
+import { eventually } from './helpers/wait.js';
 
 // A pfctl stand-in. Each run records call.N.argv (one argument a line), call.N.stdin,
 // call.N.pid and, when given `-p PATH`, what PATH reads as (call.N.device), so a test can check
@@ -95,14 +97,6 @@ test.after.always(async () => {
   }
   await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
 });
-
-async function waitFor(what: string, cond: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`gave up waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 function alive(pid: number): boolean {
   try {
@@ -205,7 +199,7 @@ test('pf kills a pfctl that hangs past the timeout and rejects E_FIREWALL_TIMEOU
   t.true(Date.now() - started >= 1900);
   const { pid } = await s.call(1);
   t.true(pid > 0, 'the stand-in ran');
-  await waitFor('the hung pfctl to die', () => !alive(pid));
+  await eventually(() => !alive(pid), 'the hung pfctl to die');
 });
 
 test('pf reports an absent or non-executable pfctl as cannot run', async (t) => {
@@ -283,7 +277,7 @@ test('chooseFirewall auto picks none when pfctl is missing', async (t) => {
   const nft = join(s.dir, 'missing-nft');
   const got = await chooseFirewall('auto', { pfctl: missing, pfDevice: join(s.dir, 'pf'), nft, log: memoryLogger() });
   t.is(got.firewall.name, 'none');
-  t.is(got.reason, `none (no ${missing}; no ${nft})`);
+  t.is(got.reason, `none (${missing} does not exist; ${nft} does not exist)`);
   t.is(got.deviceFd, undefined);
 });
 
@@ -295,13 +289,13 @@ test('chooseFirewall auto picks none when pfctl is not executable or the device 
   const nft = join(s.dir, 'missing-nft');
   const a = await chooseFirewall('auto', { pfctl: s.pfctl, pfDevice: device, nft, log: memoryLogger() });
   t.is(a.firewall.name, 'none');
-  t.is(a.reason, `none (${s.pfctl} is not executable; no ${nft})`);
+  t.is(a.reason, `none (${s.pfctl} is not executable; ${nft} does not exist)`);
 
   await chmod(s.pfctl, 0o755);
   const missingDevice = join(s.dir, 'no-pf');
   const b = await chooseFirewall('auto', { pfctl: s.pfctl, pfDevice: missingDevice, nft, log: memoryLogger() });
   t.is(b.firewall.name, 'none');
-  t.is(b.reason, `none (cannot open ${missingDevice}: ENOENT; no ${nft})`);
+  t.is(b.reason, `none (cannot open ${missingDevice}: ENOENT; ${nft} does not exist)`);
 });
 
 test('chooseFirewall auto picks pf with an executable pfctl and an openable device, and hands the device down', async (t) => {
@@ -351,7 +345,7 @@ test('sync retries a failing pfctl with doubling backoff until it succeeds, and 
   });
   t.teardown(() => sync.stop());
   sync.update(['192.0.2.1', '192.0.2.2']);
-  await waitFor('four failed attempts', async () => (await s.count()) >= 4);
+  await eventually(async () => (await s.count()) >= 4, 'four failed attempts');
   t.false(sync.inSync);
   t.regex(sync.lastError ?? '', /exited with status 1: pfctl: Table does not exist\.; second line/);
   const errors = log.lines.filter((l) => l.startsWith('error: '));
@@ -364,7 +358,7 @@ test('sync retries a failing pfctl with doubling backoff until it succeeds, and 
   // Changed while failing: the retry must carry the new list, not the one that failed.
   sync.update(['198.51.100.5', '2001:db8::5', '198.51.100.5']);
   await s.set('status', '0');
-  await waitFor('the table to be back in sync', () => sync.inSync);
+  await eventually(() => sync.inSync, 'the table to be back in sync');
   const last = await s.call(await s.count());
   t.deepEqual(last.argv, REPLACE);
   t.is(last.stdin, '198.51.100.5/32\n2001:db8::5/128\n');
@@ -379,7 +373,7 @@ test('sync coalesces updates made during a push and sends only the latest afterw
   const sync = new WhitelistSync({ firewall: pfFirewall({ pfctl: s.pfctl, timeout: 20_000 }), table: 'spamd-white', log: memoryLogger() });
   t.teardown(() => sync.stop());
   sync.update(['192.0.2.1']);
-  await waitFor('the first push to start', async () => (await s.count()) === 1);
+  await eventually(async () => (await s.count()) === 1, 'the first push to start');
   sync.update(['192.0.2.2']);
   sync.update(['192.0.2.3']);
   sync.update(['192.0.2.4', '192.0.2.5']);
@@ -471,11 +465,12 @@ test('sync stop ends retries', async (t) => {
     firewall: pfFirewall({ pfctl: s.pfctl, timeout: 10_000 }), table: 'spamd-white', log: memoryLogger(), retryMin: 20, retryMax: 20,
   });
   sync.update(['192.0.2.1']);
-  await waitFor('two attempts', async () => (await s.count()) >= 2);
+  await eventually(async () => (await s.count()) >= 2, 'two attempts');
   sync.stop();
   await sync.flush();
   const n = await s.count();
-  await new Promise((r) => setTimeout(r, 300));
+  // Absence takes waiting: 300 ms is fifteen retry intervals in which no retry may come.
+  await sleep(300);
   t.is(await s.count(), n);
   sync.update(['192.0.2.2']);
   await sync.flush();

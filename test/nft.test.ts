@@ -11,6 +11,7 @@ import {
 import { chooseFirewall } from '../src/firewall/select.js';
 import { WhitelistSync } from '../src/firewall/sync.js';
 import { memoryLogger } from '../src/log.js';
+import { eventually } from './helpers/wait.js';
 
 // These tests drive the real nft, always inside a network namespace of their own, never the
 // host's ruleset: `nft` below is a wrapper that enters the namespace.
@@ -120,14 +121,6 @@ exec ip netns exec ${name} ${NFT} "$@"
       return Promise.all(names.map((f) => readFile(join(dir, f), 'utf8')));
     },
   };
-}
-
-async function waitFor(what: string, cond: () => boolean | Promise<boolean>, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`gave up waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 const V4_ONLY = `table inet pfgrey {
@@ -334,7 +327,7 @@ test('nft that hangs is killed after the timeout', async (t) => {
       return true;
     }
   };
-  for (let i = 0; i < 200 && !gone(); i++) await new Promise((r) => setTimeout(r, 25));
+  await eventually(gone, 'the hung nft to be killed');
   t.true(gone(), 'the hung nft was killed');
 });
 
@@ -381,13 +374,13 @@ e2e('sync with nft keeps retrying until the ruleset is loaded, then the set conv
   const sync = new WhitelistSync({ firewall: nftFirewall({ nft: ns.nft }), table: 'spamd-white', log, retryMin: 20, retryMax: 100 });
   t.teardown(() => sync.stop());
   sync.update(['192.0.2.1', '192.0.2.2', '2001:db8::5']);
-  await waitFor('two failed pushes', () => log.lines.filter((l) => l.startsWith('error: ')).length >= 2);
+  await eventually(() => log.lines.filter((l) => l.startsWith('error: ')).length >= 2, 'two failed pushes');
   t.false(sync.inSync);
   t.regex(sync.lastError ?? '', /table inet pfgrey is not loaded: load the ruleset first: nft -f .*pfgrey\.nft$/);
   t.regex(log.lines[0]!, /^error: firewall: cannot update table <spamd-white>: .*not loaded: load the ruleset first: .*; retrying in 20ms$/);
 
   await ns.nft$(['-f', RULESET]);
-  await waitFor('the set to be in sync', () => sync.inSync);
+  await eventually(() => sync.inSync, 'the set to be in sync');
   t.deepEqual(await ns.elements('spamd-white'), ['192.0.2.1', '192.0.2.2']);
   t.deepEqual(await ns.elements('spamd-white6'), ['2001:db8::5']);
   t.true(log.lines.includes('notice: firewall: table <spamd-white> is back in sync with 3 addresses'));
@@ -417,7 +410,7 @@ e2e('chooseFirewall auto picks nft once pfgrey\'s table is loaded, and says why 
   const opts = { pfctl, pfDevice: join(ns.dir, 'no-pf'), nft: ns.nft, log: memoryLogger() };
   const before = await chooseFirewall('auto', opts);
   t.is(before.firewall.name, 'none');
-  t.is(before.reason, `none (no ${pfctl}; nftables table inet pfgrey is not loaded)`);
+  t.is(before.reason, `none (${pfctl} does not exist; nftables table inet pfgrey is not loaded)`);
 
   await ns.nft$(['-f', RULESET]);
   const after = await chooseFirewall('auto', opts);
@@ -441,7 +434,7 @@ test('chooseFirewall nft with no nft says so and still picks nft', async (t) => 
   const log = memoryLogger();
   const got = await chooseFirewall('nft', { nft: join(dir, 'no-nft'), log });
   t.is(got.firewall.name, 'nft');
-  t.is(got.reason, `nft (${join(dir, 'no-nft')}, table inet pfgrey; no ${join(dir, 'no-nft')})`);
+  t.is(got.reason, `nft (${join(dir, 'no-nft')}, table inet pfgrey; ${join(dir, 'no-nft')} does not exist)`);
   t.is(log.lines.length, 1);
 });
 

@@ -1,4 +1,4 @@
-// Fetching a spamd.conf list and reading its addresses (spec §8.2, §8.3).
+// Fetching a spamd.conf list and reading its addresses (spamd.conf(5), spamd-setup(8)).
 //
 // Methods: file (a path), http/https (Node's fetch, redirects followed), ftp (/usr/bin/ftp,
 // as spamd-setup runs it for every URL), exec (a command line split on spaces and tabs, run
@@ -218,7 +218,7 @@ export interface ParsedList {
 }
 
 /**
- * The addresses of a list (spec §8.3): one entry per line — `a.b.c.d/nn` (also inet_net_pton
+ * The addresses of a list (spamd.conf(5); read as spamd-setup does): one entry per line — `a.b.c.d/nn` (also inet_net_pton
  * forms such as `10/8`), `a.b.c.d - e.f.g.h`, or `a.b.c.d` — with leading blanks skipped and
  * anything after the entry ignored. Blank lines and `#` or `;` comments are skipped; any other
  * line that gives no address goes to `onBad` and is skipped.

@@ -8,10 +8,12 @@ import { DEFAULTS } from '../config/defaults.js';
 import { parseDuration, parseIntegerOption } from '../config/duration.js';
 import { startDaemon, type Daemon, type DaemonConfig } from '../daemon.js';
 import { nftNameProblem, nftTableProblem } from '../firewall/nft.js';
-import { bugReport, describe, PfgreyError } from '../errors.js';
+import { pfTableNameProblem } from '../firewall/pf.js';
+import { PfgreyError } from '../errors.js';
 import { commandLogger, type Logger, type LogTarget, parseLogTarget } from '../log.js';
-import { accountToBecome, becomeUser, isRoot, type Account } from '../privileges.js';
+import { accountToBecome, becomeUser, isRoot } from '../privileges.js';
 import { databasePath, type CliIO } from './io.js';
+import { runService } from './service.js';
 
 export const RUN_USAGE =
   'usage: pfgrey run [-45bdv] [-B maxblack] [-c maxcon] [-G passtime:greyexp:whiteexp]\n' +
@@ -203,10 +205,7 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
         cfg.nftTable = v;
         break;
       }
-      case 'table':
-        if (!/^[^\s/]{1,31}$/.test(v)) throw new PfgreyError('E_BAD_OPTION', `--table ${v}: not a pf table name (1-31 characters, no spaces or /)`);
-        cfg.table = v;
-        break;
+      case 'table': cfg.table = v; break;
       case 'passtime': cfg.times.passTime = parseDuration(v, flag); break;
       case 'greyexp': cfg.times.greyExpiry = parseDuration(v, flag); break;
       case 'whiteexp': cfg.times.whiteExpiry = parseDuration(v, flag); break;
@@ -232,11 +231,12 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
     }
   }
 
-  // The set name goes into nft's language: checked here so a bad one stops the start, not every push.
-  const setProblem = cfg.firewall === 'nft' ? nftNameProblem(cfg.table) : undefined;
-  if (setProblem !== undefined) throw new PfgreyError('E_BAD_OPTION', `--table ${cfg.table}: ${setProblem}`);
+  // Checked here so a bad name stops the start, not every push: with --firewall nft it names
+  // an nftables set, otherwise a pf table (auto may pick pf, and none refuses what pf would).
+  const tableProblem = cfg.firewall === 'nft' ? nftNameProblem(cfg.table) : pfTableNameProblem(cfg.table);
+  if (tableProblem !== undefined) throw new PfgreyError('E_BAD_OPTION', `--table ${cfg.table}: ${tableProblem}`);
 
-  // spamd refuses `-c 500` unless -B ≤ 500 is also given (quirk 5); pfgrey derives maxblack
+  // spamd refuses `-c 500` unless -B ≤ 500 is also given (README.md's "Where pfgrey differs from spamd"); pfgrey derives maxblack
   // from maxcon instead, and refuses only an explicit -B larger than -c.
   if (cfg.blacklistOnly) {
     t.maxBlack = t.maxCon;
@@ -263,109 +263,28 @@ export async function runCommand(argv: string[], io: CliIO): Promise<number> {
     return 0;
   }
   const log: Logger = commandLogger({ target: settings.log, debug: settings.debug, ident: 'pfgrey', stderr: io.stderr });
-  // Signal handlers go in before the daemon starts: a SIGTERM or SIGHUP that arrives while it
-  // is still opening its database is acted on once it is up, instead of killing it half-way.
-  return new Promise<number>((resolve, reject) => {
-    let daemon: Daemon | undefined;
-    let ending: { why: string; code: number } | undefined;
-    let reloadWanted = false;
-    const handlers: Array<() => void> = [];
-    const on = (event: NodeJS.Signals, fn: () => void) => {
-      process.on(event, fn);
-      handlers.push(() => process.off(event, fn));
-    };
-    // The bug handler stays until the stop is over: a bug while stopping is logged and the
-    // stop goes on (commits, the last push). A second SIGTERM (or SIGINT) cuts short a stop
-    // that is retrying writes the database refuses: it ends as soon as the attempt under way
-    // returns, with the line saying how many were lost. A third kills, as no handler is left.
-    let offBug = () => {};
-    const finish = () => {
-      for (const off of handlers) off();
-      handlers.length = 0;
-      const d = daemon!;
-      const again = (signal: NodeJS.Signals) => () => {
-        for (const off of handlers) off();
-        log.notice(`${signal} received again, giving up the writes not yet committed`);
-        d.stopNow();
-      };
-      on('SIGTERM', again('SIGTERM'));
-      on('SIGINT', again('SIGINT'));
-      d.stop().finally(() => {
-        for (const off of handlers) off();
-      }).then(
-        () => {
-          offBug();
-          resolve(ending!.code);
-        },
-        (err) => {
-          offBug();
-          log.error(`shutdown: ${describe(err)}`);
-          resolve(1);
-        },
-      );
-    };
-    const end = (why: string, code: number) => {
-      if (ending) return;
-      ending = { why, code };
-      log.notice(why);
-      if (daemon) finish();
-    };
-    on('SIGTERM', () => end('SIGTERM received, flushing and exiting', 0));
-    on('SIGINT', () => end('SIGINT received, flushing and exiting', 0));
-    // spamd reads its allowed domains once; pfgrey re-reads them on SIGHUP.
-    on('SIGHUP', () => {
-      log.notice('SIGHUP received, reloading');
-      if (daemon) void daemon.reload();
-      else reloadWanted = true;
-    });
-    // A bug must not take the database's pending writes with it: log it on one line (with the
-    // place it happened, for the report), flush, and exit non-zero for the supervisor to restart.
-    const onBug = (err: Error) => {
-      const what = bugReport(err);
-      // One during shutdown is logged too, and the exit status says something went wrong.
-      if (ending) {
-        log.error(`${what}, while stopping`);
-        ending.code = 70;
-        return;
-      }
-      end(what, 70);
-    };
-    process.on('uncaughtException', onBug);
-    offBug = () => process.off('uncaughtException', onBug);
-    const cfg = settings.config;
-    let account: Account | undefined;
-    try {
-      // An explicit nft backend keeps root (see below), so it needs no user to become.
-      account = cfg.firewall === 'nft' && isRoot() ? undefined : accountToBecome(settings.user ?? DEFAULTS.user, log, settings.user !== undefined);
-      if (cfg.firewall === 'nft' && isRoot()) log.notice(STAY_ROOT_FOR_NFT);
-    } catch (err) {
-      for (const off of handlers) off();
-      offBug();
-      reject(err);
+  const cfg = settings.config;
+  // An explicit nft backend keeps root (see below), so it needs no user to become.
+  const account = cfg.firewall === 'nft' && isRoot() ? undefined : accountToBecome(settings.user ?? DEFAULTS.user, log, settings.user !== undefined);
+  if (cfg.firewall === 'nft' && isRoot()) log.notice(STAY_ROOT_FOR_NFT);
+  const dbFiles = cfg.blacklistOnly ? [] : [cfg.dbPath, `${cfg.dbPath}-wal`, `${cfg.dbPath}-shm`];
+  const afterBind = account ? (firewall: string) => {
+    // pf is driven through the /dev/pf descriptor, which survives the drop; nft needs
+    // CAP_NET_ADMIN, which a Node process cannot keep once it is no longer root.
+    if (firewall === 'nft') {
+      log.notice(STAY_ROOT_FOR_NFT);
       return;
     }
-    const dbFiles = cfg.blacklistOnly ? [] : [cfg.dbPath, `${cfg.dbPath}-wal`, `${cfg.dbPath}-shm`];
-    const afterBind = account ? (firewall: string) => {
-      // pf is driven through the /dev/pf descriptor, which survives the drop; nft needs
-      // CAP_NET_ADMIN, which a Node process cannot keep once it is no longer root.
-      if (firewall === 'nft') {
-        log.notice(STAY_ROOT_FOR_NFT);
-        return;
-      }
-      becomeUser(account!, dbFiles, log);
-    } : undefined;
-    startDaemon(cfg, log, undefined, { afterBind }).then(
-      (d) => {
-        daemon = d;
-        if (ending) finish();
-        else if (reloadWanted) void d.reload();
-      },
-      (err) => {
-        for (const off of handlers) off();
-        offBug();
-        reject(err);
-      },
-    );
-  });
+    becomeUser(account, dbFiles, log);
+  } : undefined;
+  let daemon: Daemon | undefined;
+  return runService({
+    start: async () => {
+      daemon = await startDaemon(cfg, log, undefined, { afterBind });
+    },
+    stop: () => daemon!.stop(),
+    stopNow: () => daemon!.stopNow(),
+    // spamd reads its allowed domains once; pfgrey re-reads them on SIGHUP.
+    reload: () => daemon!.reload(),
+  }, { log });
 }
-

@@ -27,7 +27,7 @@ export const DEFAULTS = Object.freeze({
   mxGrace: 60 * SECOND,
   /** spamd's list of recipient domains; a recipient outside them traps the sender. */
   allowedDomainsFile: '/etc/mail/spamd.alloweddomains',
-  /** The list trapped hosts are tarpitted as, and its message (spec §6.9). */
+  /** The list trapped hosts are tarpitted as, and its message (spamd(8), GREYTRAPPING). */
   greytrapTag: 'spamd-greytrap',
   greytrapMessage: '"Your address %A has mailed to spamtraps here\\n"',
   /**
@@ -122,6 +122,11 @@ export const DEFAULTS = Object.freeze({
   table: 'spamd-white',
   /** A pfctl that has not finished after this long is killed. */
   firewallTimeout: 30 * SECOND,
+  /**
+   * A program stopped at its deadline (pfctl, nft, ftp) gets SIGTERM, then SIGKILL this much
+   * later if it is still there: time to exit cleanly, while a stuck one cannot hold a retry up.
+   */
+  killGrace: 2 * SECOND,
   /** Retry backoff after a failed push: first delay, doubled up to the cap. */
   firewallRetryMin: 1 * SECOND,
   firewallRetryMax: 60 * SECOND,
