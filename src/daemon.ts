@@ -196,9 +196,7 @@ async function startGreylisting(cfg: DaemonConfig, log: Logger, clock: Clock, li
       // next one tries again.
       if (problem) await recover(problem).catch((err: unknown) => log.error(`cannot recover ${store.path}: ${describe(err)}`));
     },
-    onCorrupt: (err) => recover({
-      kind: 'damaged', reason: err.message.startsWith(`${store.path}: `) ? err.message.slice(store.path.length + 2) : err.message,
-    }),
+    onCorrupt: (err) => recover({ kind: 'damaged', reason: err.detail }),
   });
   greylister.events.on((event) => {
     if (event.kind !== 'trap') return;

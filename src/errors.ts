@@ -11,14 +11,17 @@ export const ERRORS = {
   E_BAD_ADDRESS: 'bad address',
   E_DB_OPEN: 'cannot open database',
   E_DB_CORRUPT: 'database is corrupt',
-  E_DB_SCHEMA: 'database schema is newer than this pfgrey',
+  E_DB_SCHEMA: 'database schema version this pfgrey cannot use',
   E_DB_FOREIGN: 'database is in another program\'s format',
   E_DB_WRITE: 'database write failed',
+  E_DB_ROW: 'database row that cannot be listed',
   E_DB_UNSAFE: 'database file is not safe to open',
   E_DB_LOCKED: 'database is in use by another pfgrey daemon',
   E_IMPORT: 'bad spamdb line',
   E_LISTEN: 'cannot listen',
   E_PRIVILEGES: 'cannot drop privileges',
+  E_USER: 'no such user to run as, or one that may not be',
+  E_UNSUPPORTED: 'option not supported',
   E_FIREWALL: 'firewall update failed',
   E_FIREWALL_TIMEOUT: 'firewall command timed out',
   E_COMMAND: 'command failed',
@@ -27,7 +30,6 @@ export const ERRORS = {
   E_CONFIG_LINE: 'bad config-port line',
   E_FETCH: 'cannot fetch list',
   E_CONFIG_PORT: 'cannot reach the config port',
-  E_ALLOWED_DOMAINS: 'bad alloweddomains file',
 } as const;
 
 export type ErrorCode = keyof typeof ERRORS;
@@ -36,12 +38,19 @@ export class PfgreyError extends Error {
   readonly code: ErrorCode;
   /** Exit status the CLI uses when this error ends the program. */
   readonly exitCode: number;
+  /**
+   * What is wrong, without the file or thing it is about that the message starts with, for a
+   * caller that words its own line around it (a database moved aside says why): never parsed
+   * out of the message.
+   */
+  readonly detail: string;
 
-  constructor(code: ErrorCode, message: string, options: { cause?: unknown; exitCode?: number } = {}) {
+  constructor(code: ErrorCode, message: string, options: { cause?: unknown; exitCode?: number; detail?: string } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'PfgreyError';
     this.code = code;
     this.exitCode = options.exitCode ?? 1;
+    this.detail = options.detail ?? message;
   }
 }
 

@@ -51,9 +51,9 @@ export function accountToBecome(user: string, log: Logger, explicit = true): Acc
     return undefined;
   }
   if (!account) {
-    throw new PfgreyError('E_USAGE', `no such user ${user} (create it, or name another with --user)`);
+    throw new PfgreyError('E_USER', `no such user ${user} (create it, or name another with --user)`);
   }
-  if (account.uid === 0) throw new PfgreyError('E_USAGE', `--user ${user} is root: name an unprivileged user`);
+  if (account.uid === 0) throw new PfgreyError('E_USER', `--user ${user} is root: name an unprivileged user`);
   return account;
 }
 

@@ -32,7 +32,7 @@ import { pfTableNameProblem } from '../firewall/pf.js';
 import { describe, isPfgreyError, PfgreyError, systemErrorText } from '../errors.js';
 import { executableProblem, runProgram } from '../exec.js';
 import { lookupUser } from '../privileges.js';
-import { databasePath, type CliIO } from './io.js';
+import { databasePath, failure, type CliIO } from './io.js';
 
 export const CHECK_USAGE =
   'usage: pfgrey check [--pf-conf file] [--pfctl path] [--pf-device path] [--table name]\n' +
@@ -86,9 +86,9 @@ export async function checkCommand(argv: string[], io: CliIO, hooks: CheckHooks 
     for (const f of findings) io.stdout.write(`${formatFinding(f)}\n`);
     return exitStatus(findings);
   } catch (err) {
-    if (!isPfgreyError(err)) throw err;
-    io.stderr.write(`pfgrey check: ${err.message}\n`);
-    return err.exitCode;
+    const { message, status } = failure(err);
+    io.stderr.write(`pfgrey check: ${message}\n`);
+    return status;
   }
 }
 

@@ -39,7 +39,7 @@ import { COMPANIONS, exists } from '../store/files.js';
 import { openDatabase } from '../store/open.js';
 import { entryToJson, formatEntry, keyText, parseLine, showKey } from '../grey/spamdb-format.js';
 import type { Store } from '../store/types.js';
-import { databasePath, type CliIO } from './io.js';
+import { databasePath, failure, type CliIO } from './io.js';
 
 export const DB_USAGE = 'usage: pfgrey db [--db PATH] [--json] [--import FILE|-] [-adGTt] [keys ...]';
 
@@ -87,12 +87,9 @@ export async function dbCommand(argv: string[], io: CliIO, opts: { clock?: Clock
     }
   } catch (err) {
     if (err instanceof Exit) return err.status;
-    if (isPfgreyError(err)) {
-      warn(err.message);
-      return err.exitCode;
-    }
-    warn(describe(err));
-    return 1;
+    const { message, status } = failure(err);
+    warn(message);
+    return status;
   }
 }
 
@@ -173,7 +170,7 @@ class Listing {
     private readonly json: boolean,
   ) {}
 
-  /** Throws (E_DB_CORRUPT) for an entry spamdb cannot print; nothing of it is queued then. */
+  /** Throws (E_DB_ROW) for an entry spamdb cannot print; nothing of it is queued then. */
   add(e: Entry): void {
     if (this.json) {
       const obj = JSON.stringify(entryToJson(e));
@@ -261,7 +258,7 @@ async function list(cmd: Command, io: CliIO, warn: (m: string) => void): Promise
 
 /** spamdb's print_entry failure: warn with its message; the caller skips the row and counts it. */
 function unprintable(err: unknown, warn: (m: string) => void): boolean {
-  if (isPfgreyError(err) && err.code === 'E_DB_CORRUPT' && err.message.startsWith('No from part')) {
+  if (isPfgreyError(err) && err.code === 'E_DB_ROW') {
     warn(err.message);
     return true;
   }

@@ -50,7 +50,7 @@ export async function logdCommand(argv: string[], io: CliIO): Promise<number> {
     io.stdout.write(`${LOGD_USAGE}\n`);
     return 0;
   }
-  if (values.Y !== undefined) throw new PfgreyError('E_USAGE', 'sync (-Y) is not supported yet');
+  if (values.Y !== undefined) throw new PfgreyError('E_UNSUPPORTED', 'sync (-Y) is not supported yet');
   const whiteExpiry = values.W === undefined ? DEFAULTS.whiteExpiry
     : parseIntegerOption(values.W, '-W', 1, MAX_W_HOURS) * 3_600_000;
   const pflog = values.l ?? DEFAULTS.pflog;

@@ -2,11 +2,11 @@
 // The one `pfgrey` entry: picks the subcommand and turns any error into one line on stderr.
 
 import { createRequire } from 'node:module';
-import { PfgreyError, describe, isPfgreyError } from '../errors.js';
+import { PfgreyError, describe } from '../errors.js';
 import { checkCommand } from './check.js';
 import { dbCommand } from './db.js';
 import { logdCommand } from './logd.js';
-import { processIO, type CliIO } from './io.js';
+import { failure, processIO, type CliIO } from './io.js';
 import { runCommand } from './run.js';
 import { setupCommand } from './setup.js';
 
@@ -66,12 +66,9 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
         return 1;
     }
   } catch (err) {
-    if (isPfgreyError(err)) {
-      io.stderr.write(`pfgrey ${command}: ${err.message}\n`);
-      return err.exitCode;
-    }
-    io.stderr.write(`pfgrey ${command}: internal error: ${describe(err)}\n`);
-    return 70;
+    const { message, status } = failure(err);
+    io.stderr.write(`pfgrey ${command}: ${message}\n`);
+    return status;
   }
 }
 

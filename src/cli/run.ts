@@ -180,9 +180,9 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
       case 's': t.stutter = parseIntegerOption(v, '-s', 0, 10) * 1000; break;
       case 'w':
         parseIntegerOption(v, '-w', 1, INT_MAX);
-        throw new PfgreyError('E_USAGE', '-w (receive window) is not supported: Node.js cannot set SO_RCVBUF');
+        throw new PfgreyError('E_UNSUPPORTED', '-w (receive window) is not supported: Node.js cannot set SO_RCVBUF');
       case 'C': case 'K': case 'Y': case 'y':
-        throw new PfgreyError('E_USAGE', `${UNSUPPORTED[tok.name]} is not supported yet`);
+        throw new PfgreyError('E_UNSUPPORTED', `${UNSUPPORTED[tok.name]} is not supported yet`);
       case 'db':
         if (v === '') throw new PfgreyError('E_BAD_OPTION', '--db: empty path');
         cfg.dbPath = v;

@@ -40,9 +40,9 @@ import { readSpamdConf, type ListConfig } from '../blacklist/spamd-conf.js';
 import { Backoff } from '../backoff.js';
 import { DEFAULTS } from '../config/defaults.js';
 import { parseIntegerOption } from '../config/duration.js';
-import { describe, isPfgreyError, PfgreyError, systemErrorText } from '../errors.js';
+import { describe, PfgreyError, systemErrorText } from '../errors.js';
 import { pfFirewall } from '../firewall/pf.js';
-import type { CliIO } from './io.js';
+import { failure, type CliIO } from './io.js';
 
 export const SETUP_USAGE = 'usage: pfgrey setup [-bDdn] [--config file] [--config-port port] [--pfctl path] [--wait-for-daemon secs]';
 
@@ -99,12 +99,9 @@ export async function setupCommand(argv: string[], io: CliIO): Promise<number> {
     if (settings.daemonize) return await daemonize(settings, io);
     return await new Setup(settings, io, out, baseDir, messages).run(lists);
   } catch (err) {
-    if (isPfgreyError(err)) {
-      out.error(err.message);
-      return err.exitCode;
-    }
-    out.error(`internal error: ${describe(err)}`);
-    return 70;
+    const { message, status } = failure(err);
+    out.error(message);
+    return status;
   }
 }
 
@@ -179,7 +176,7 @@ async function daemonize(s: Settings, io: CliIO): Promise<number> {
     { detached: true, stdio: 'ignore', env: io.env });
   await new Promise<void>((resolve, reject) => {
     child.once('spawn', resolve);
-    child.once('error', (err) => reject(new PfgreyError('E_USAGE', `cannot start in the background: ${systemErrorText(err)}`)));
+    child.once('error', (err) => reject(new PfgreyError('E_COMMAND', `cannot start in the background: ${systemErrorText(err)}`)));
   });
   child.unref();
   return 0;

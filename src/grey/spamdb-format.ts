@@ -69,11 +69,11 @@ export function showKey(bytes: string, max = 60): string {
  * what an operator needs to find the row (a SPAMTRAP address with a line break looks like one).
  */
 function noFromPart(key: string): PfgreyError {
-  return new PfgreyError('E_DB_CORRUPT', `No from part in grey key ${showKey(key, 200)}`);
+  return new PfgreyError('E_DB_ROW', `No from part in grey key ${showKey(key, 200)}`);
 }
 
 /**
- * The spamdb line for an entry, without the newline. Throws E_DB_CORRUPT (noFromPart) for a
+ * The spamdb line for an entry, without the newline. Throws E_DB_ROW (noFromPart) for a
  * GREY key with a single LF.
  */
 export function formatEntry(e: Entry): string {

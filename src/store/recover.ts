@@ -54,7 +54,7 @@ export async function openStoreRecovering(path: string, opts: RecoverOptions, lo
     return { store: await open() };
   } catch (err) {
     if (!isPfgreyError(err) || (err.code !== 'E_DB_CORRUPT' && err.code !== 'E_DB_SCHEMA')) throw err;
-    const reason = err.message.startsWith(`${path}: `) ? err.message.slice(path.length + 2) : err.message;
+    const reason = err.detail;
     // A newer pfgrey's entries may mean something else: those stay in the moved file.
     return startFresh(path, reason, `cannot be used: ${reason}`, now(), err.code === 'E_DB_CORRUPT', open, log);
   }

@@ -163,7 +163,7 @@ function corrupt(path: string, what: string, cause?: unknown): PfgreyError {
     .map((l) => l.trim())
     .filter((l) => l !== '' && !/^\*\*\* in database \w+ \*\*\*$/.test(l))
     .join('; ');
-  return new PfgreyError('E_DB_CORRUPT', `${path}: database is corrupt (${oneLine})`, { cause });
+  return new PfgreyError('E_DB_CORRUPT', `${path}: database is corrupt (${oneLine})`, { cause, detail: `database is corrupt (${oneLine})` });
 }
 
 /** Node's fs messages read `EACCES: permission denied, open '/x'`; keep the middle words. */
@@ -392,10 +392,8 @@ async function userVersion(db: sqlite3.Database): Promise<number> {
 }
 
 function tooNew(path: string, found: number): PfgreyError {
-  return new PfgreyError(
-    'E_DB_SCHEMA',
-    `${path}: database schema version ${found} is newer than this pfgrey supports (${SCHEMA_VERSION}); use a newer pfgrey`,
-  );
+  const detail = `database schema version ${found} is newer than this pfgrey supports (${SCHEMA_VERSION}); use a newer pfgrey`;
+  return new PfgreyError('E_DB_SCHEMA', `${path}: ${detail}`, { detail });
 }
 
 async function tableNames(db: sqlite3.Database): Promise<string[]> {
