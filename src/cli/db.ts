@@ -367,9 +367,11 @@ async function add(cmd: Command, clock: Clock, warn: (m: string) => void): Promi
 /**
  * pfgrey db's door to the greylist core: additions, deletions and imports are requests the
  * core decides and writes, as the daemon's are; this command never writes the store itself.
+ * Atomic: each batch is read and written in one transaction, so a daemon or logd writing the
+ * same key meanwhile does not have its update lost.
  */
 function doorToCore(store: Store, clock: Clock = systemClock): Greylister {
-  return new Greylister({ store, log: silentLogger, clock });
+  return new Greylister({ store, log: silentLogger, clock, atomic: true });
 }
 
 /** A database file this command created, with SQLite's companions; gone already is fine. */

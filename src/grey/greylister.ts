@@ -11,9 +11,9 @@ import { DEFAULTS } from '../config/defaults.js';
 import { formatDelay } from '../config/duration.js';
 import { describe } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { Store } from '../store/types.js';
+import type { Store, StoreWrite } from '../store/types.js';
 import { type Entry, entryType, greyKey } from './entry.js';
-import { CoreEvents, type GreyRequest, type TupleRequest, type Verdict } from './requests.js';
+import { type CoreEvent, CoreEvents, type GreyRequest, type TupleRequest, type Verdict } from './requests.js';
 import type { Tuple } from './types.js';
 import { greyHit, type GreyTimes, logdHit, manualAdd, outsideAllowedDomains, spamtrapAddress } from './rules.js';
 
@@ -36,6 +36,13 @@ export interface GreylisterOptions {
   /** How long a WHITE entry lives after logd sees its host pass (the daemon's white expiry). */
   whiteExpiry?: number;
   /**
+   * Read and write each batch in one atomic store update (Store.update), so that a write by
+   * another process between this core's read and its write is never lost: for the doors that
+   * write seldom and share the file with the daemon (pfgrey db, logd). The daemon's tuples go
+   * through the group commit instead, for its throughput.
+   */
+  atomic?: boolean;
+  /**
    * How long after start the low-priority MX rule stays off: spamd waits a minute, so that
    * connections pf had already sent on their way before a restart do not trap anyone.
    */
@@ -52,6 +59,13 @@ interface Queued {
 
 /** The batch's view of the store: what it read, with each decision's write (null: deleted). */
 type View = Map<string, Entry | null>;
+
+/** What deciding a batch produces: the writes, the events to say once they are made, the view. */
+interface Decisions {
+  writes: StoreWrite[];
+  events: CoreEvent[];
+  view: View;
+}
 
 /** What a stop gave up: tuples whose clients had their replies but that never reached the store. */
 export interface StopLoss {
@@ -199,6 +213,9 @@ export class Greylister {
 
   private async applyBatch(batch: readonly GreyRequest[]): Promise<Verdict[]> {
     const keys: string[] = [];
+    // spamdb -d -G deletes the first tuple of an ip in key order: which keys those are is read
+    // first, and each is then read and decided with the rest.
+    const tuplesOf = new Map<string, string[]>();
     for (const r of batch) {
       switch (r.kind) {
         case 'tuple': keys.push(greyKey(r.ip, r.helo, r.from, r.to), spamtrapAddress(r.to), r.ip); break;
@@ -206,65 +223,83 @@ export class Greylister {
         case 'delete': keys.push(r.key); break;
         case 'extend': keys.push(r.ip); break;
         case 'restore': keys.push(r.entry.key); break;
-        case 'delete-tuple': break;
+        case 'delete-tuple':
+          if (!tuplesOf.has(r.ip)) tuplesOf.set(r.ip, (await this.opts.store.tuplesOf(r.ip)).map((e) => e.key));
+          keys.push(...tuplesOf.get(r.ip)!);
+          break;
       }
     }
-    // The batch's view of the store; each decision below updates it, so a later request of the
-    // batch sees an earlier one's write.
-    const view: View = new Map(await this.opts.store.getMany(keys));
-    const verdicts: Verdict[] = [];
-    for (const r of batch) {
-      if (r.kind === 'delete-tuple') {
-        // The first tuple of the ip in key order, as spamdb -G; one this batch deleted is gone.
-        const tuples = await this.opts.store.tuplesOf(r.ip);
-        const first = tuples.find((e) => view.get(e.key) !== null);
-        verdicts.push(first ? this.remove(first.key, view) : { kind: 'absent', key: r.ip });
-        continue;
+    let verdicts: Verdict[] = [];
+    const writes: StoreWrite[] = [];
+    const events: CoreEvent[] = [];
+    // Decides the whole batch on one view of the store; each decision updates the view, so a
+    // later request of the batch sees an earlier one's write.
+    const decide = (current: Map<string, Entry>): StoreWrite[] => {
+      const view: View = new Map(current);
+      const out = { writes, events, view };
+      writes.length = 0;
+      events.length = 0;
+      verdicts = batch.map((r) => {
+        if (r.kind !== 'delete-tuple') return this.apply(r, out);
+        const first = tuplesOf.get(r.ip)!.find((k) => view.get(k));
+        return first ? this.remove(first, out) : { kind: 'absent', key: r.ip };
+      });
+      return writes;
+    };
+    if (this.opts.atomic) {
+      await this.opts.store.update(keys, decide);
+    } else {
+      // The daemon's path: the writes join the group commit.
+      for (const w of decide(await this.opts.store.getMany(keys))) {
+        if ('put' in w) this.opts.store.put(w.put);
+        else this.opts.store.delete(w.delete);
       }
-      verdicts.push(this.apply(r, view));
     }
+    for (const e of events) this.events.emit(e);
     return verdicts;
   }
 
-  private write(entry: Entry, view: View): void {
-    this.opts.store.put(entry);
-    view.set(entry.key, entry);
+  private write(entry: Entry, out: Decisions): void {
+    out.writes.push({ put: entry });
+    out.view.set(entry.key, entry);
   }
 
-  private remove(key: string, view: View): Verdict {
-    this.opts.store.delete(key);
-    view.set(key, null);
+  private remove(key: string, out: Decisions): Verdict {
+    out.writes.push({ delete: key });
+    out.view.set(key, null);
     return { kind: 'deleted', key };
   }
 
-  private apply(r: Exclude<GreyRequest, { kind: 'delete-tuple' }>, view: View): Verdict {
+  private apply(r: Exclude<GreyRequest, { kind: 'delete-tuple' }>, out: Decisions): Verdict {
+    const { view } = out;
     const now = this.clock.now();
     switch (r.kind) {
       case 'tuple':
-        return this.decideTuple(r, view, now);
+        return this.decideTuple(r, out, now);
       case 'add': {
         const old = view.get(r.key) ?? undefined;
         // spamdb refuses a new spamtrap that is not an address (an existing one it updates).
         if (!old && r.type === 'SPAMTRAP' && !r.key.includes('@')) return { kind: 'refused', why: `not an email address: ${r.key}` };
         const entry = manualAdd(old, r.key, r.type, now);
-        this.write(entry, view);
-        if (r.type === 'TRAPPED') this.events.emit({ kind: 'trap', ip: r.key });
+        this.write(entry, out);
+        if (r.type === 'TRAPPED') out.events.push({ kind: 'trap', ip: r.key });
         return { kind: 'written', entry };
       }
       case 'delete':
-        return view.get(r.key) ? this.remove(r.key, view) : { kind: 'absent', key: r.key };
+        return view.get(r.key) ? this.remove(r.key, out) : { kind: 'absent', key: r.key };
       case 'extend': {
         const entry = logdHit(view.get(r.ip) ?? undefined, r.ip, now, this.opts.whiteExpiry ?? DEFAULTS.whiteExpiry);
-        this.write(entry, view);
+        this.write(entry, out);
         return { kind: 'written', entry };
       }
       case 'restore':
-        this.write({ ...r.entry }, view);
+        this.write({ ...r.entry }, out);
         return { kind: 'written', entry: r.entry };
     }
   }
 
-  private decideTuple(t: TupleRequest, view: View, now: number): Verdict {
+  private decideTuple(t: TupleRequest, out: Decisions, now: number): Verdict {
+    const { view } = out;
     const { log } = this.opts;
     const times = this.times;
     const tupleKey = greyKey(t.ip, t.helo, t.from, t.to);
@@ -286,17 +321,17 @@ export class Greylister {
       existing = undefined;
     }
     const entry = greyHit(existing, key, now, times, why !== undefined);
-    this.write(entry, view);
+    this.write(entry, out);
     if (why) {
       // spamd's words, so existing log greps keep matching; the reason follows in brackets.
       const tuple = `${t.ip} ${t.helo} ${t.from} ${t.to}`;
       log.info(mxFirst ? `Trapping ${t.ip} for trying ${mx} first for tuple ${tuple} ${why}`
         : `Trapping ${t.ip} for tuple ${tuple} ${why}`);
-      this.events.emit({ kind: 'trap', ip: t.ip });
+      out.events.push({ kind: 'trap', ip: t.ip });
       return { kind: 'trapped', ip: t.ip, why: why.slice(1, -1) };
     }
     if (!existing) log.debug(`new entry ${t.ip} from ${t.from} to ${t.to}, helo ${t.helo}`);
-    this.events.emit({ kind: 'grey', entry });
+    out.events.push({ kind: 'grey', entry });
     const white = view.get(t.ip);
     if (white && entryType(white) === 'WHITE') return { kind: 'whitelisted', ip: t.ip };
     const passAt = entry.first + times.passTime;

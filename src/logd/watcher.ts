@@ -47,7 +47,7 @@ export class PflogWatcher {
   constructor(private readonly opts: WatcherOptions) {
     this.clock = opts.clock ?? systemClock;
     // logd's door to the greylist core: a host seen passing is an `extend` request.
-    this.core = new Greylister({ store: opts.store, log: opts.log, clock: this.clock, whiteExpiry: opts.whiteExpiry });
+    this.core = new Greylister({ store: opts.store, log: opts.log, clock: this.clock, whiteExpiry: opts.whiteExpiry, atomic: true });
     // Not unref'd: while tcpdump is down, the restart is all that keeps logd alive.
     this.backoff = new Backoff({ min: opts.retryMin, max: opts.retryMax });
     this.finished = new Promise((resolve) => (this.done = resolve));

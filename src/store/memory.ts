@@ -4,7 +4,7 @@
 // must do (get, batched get, put, conditional delete, chunks in key order, tuples of an ip).
 
 import { PfgreyError } from '../errors.js';
-import type { CloseOptions, Entry, Store } from './types.js';
+import type { CloseOptions, Entry, Store, StoreWrite } from './types.js';
 
 export class MemoryStore implements Store {
   private readonly rows = new Map<string, Entry>();
@@ -22,12 +22,7 @@ export class MemoryStore implements Store {
   }
 
   async getMany(keys: readonly string[]): Promise<Map<string, Entry>> {
-    const found = new Map<string, Entry>();
-    for (const k of keys) {
-      const e = this.rows.get(k);
-      if (e) found.set(k, { ...e });
-    }
-    return found;
+    return this.getManyNow(keys);
   }
 
   put(entry: Entry): void {
@@ -45,6 +40,24 @@ export class MemoryStore implements Store {
     const e = this.rows.get(expected.key);
     if (e && e.first === expected.first && e.pass === expected.pass && e.expire === expected.expire &&
       e.bcount === expected.bcount && e.pcount === expected.pcount) this.rows.delete(expected.key);
+  }
+
+  async update(keys: readonly string[], decide: (current: Map<string, Entry>) => StoreWrite[]): Promise<void> {
+    this.open();
+    // Nothing else runs between this read and these writes: they are one synchronous step.
+    for (const w of decide(this.getManyNow(keys))) {
+      if ('put' in w) this.rows.set(w.put.key, { ...w.put });
+      else this.rows.delete(w.delete);
+    }
+  }
+
+  private getManyNow(keys: readonly string[]): Map<string, Entry> {
+    const found = new Map<string, Entry>();
+    for (const k of keys) {
+      const e = this.rows.get(k);
+      if (e) found.set(k, { ...e });
+    }
+    return found;
   }
 
   async flush(): Promise<void> {}

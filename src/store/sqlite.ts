@@ -14,7 +14,7 @@ import { PfgreyError, describe } from '../errors.js';
 import type { Entry } from './types.js';
 import { silentLogger, type Logger } from '../log.js';
 import { checkDatabaseFiles, resolveDatabasePath, SQLITE_OPEN_NOFOLLOW } from './files.js';
-import type { Abandoned, CloseOptions, FileProblem, FileStore, Store } from './types.js';
+import type { Abandoned, CloseOptions, FileProblem, FileStore, Store, StoreWrite } from './types.js';
 
 export interface OpenStoreOptions {
   /** Create the file (mode 0600) when missing; its directory must exist. Ignored with readonly. */
@@ -693,6 +693,23 @@ class SqliteStore implements FileStore {
     this.schedule();
   }
 
+  update(keys: readonly string[], decide: (current: Map<string, Entry>) => StoreWrite[]): Promise<void> {
+    this.writable();
+    const st = this.st;
+    if (!st) return Promise.reject(new PfgreyError('E_DB_WRITE', `${this.path}: the database was opened read-only`));
+    // One transaction at a time on this connection: after the commit under way, the writes
+    // queued before this update, then the update; a group commit asked for meanwhile waits.
+    const before = this.running ?? Promise.resolve();
+    const p: Promise<void> = before.catch(() => undefined)
+      .then(() => this.commitPending())
+      .then(() => this.transact(st, keys, decide))
+      .finally(() => {
+        if (this.running === p) this.running = null;
+      });
+    this.running = p;
+    return p;
+  }
+
   flush(): Promise<void> {
     if (this.settings.readonly || this.abandoned) return Promise.resolve();
     if (this.queued) return this.queued;
@@ -912,6 +929,37 @@ class SqliteStore implements FileStore {
       if (i % ENTRIES_PER_STEP === ENTRIES_PER_STEP - 1) await yieldToLoop();
     }
     if (this.pending.size > 0) this.schedule();
+  }
+
+  /** The read and the writes of update() in one transaction that takes the write lock first. */
+  private async transact(st: Statements, keys: readonly string[], decide: (current: Map<string, Entry>) => StoreWrite[]): Promise<void> {
+    try {
+      await run(this.db, 'BEGIN IMMEDIATE');
+    } catch (err) {
+      throw new PfgreyError('E_DB_WRITE', `${this.path}: cannot write to database (${sqliteMessage(err)})`, { cause: err });
+    }
+    try {
+      const current = new Map<string, Entry>();
+      const wanted = [...new Set(keys)];
+      for (let i = 0; i < wanted.length; i += KEYS_PER_LOOKUP) {
+        const slice = wanted.slice(i, i + KEYS_PER_LOOKUP);
+        while (slice.length < KEYS_PER_LOOKUP) slice.push(slice[0]!);
+        for (const r of await stAll<Row>(st.getMany, slice)) current.set(r.key, r);
+      }
+      // The last write of a key wins, as the statements of one step need unique keys.
+      const writes = new Map<string, Write>();
+      for (const w of decide(current)) {
+        if ('put' in w) writes.set(w.put.key, { ...w.put });
+        else writes.set(w.delete, null);
+      }
+      const batch = [...writes];
+      for (let i = 0; i < batch.length; i += ENTRIES_PER_STEP) await this.commitStep(st, batch.slice(i, i + ENTRIES_PER_STEP));
+      await run(this.db, 'COMMIT');
+    } catch (err) {
+      await run(this.db, 'ROLLBACK').catch(() => undefined);
+      if (err instanceof PfgreyError) throw err;
+      throw new PfgreyError('E_DB_WRITE', `${this.path}: cannot write to database (${sqliteMessage(err)})`, { cause: err });
+    }
   }
 
   private async commit(st: Statements, batch: Array<[string, Write]>): Promise<void> {

@@ -11,7 +11,7 @@
 
 import { PfgreyError, describe } from '../errors.js';
 import type { Entry } from './types.js';
-import type { Abandoned, CloseOptions, FileProblem, FileStore, Store } from './types.js';
+import type { Abandoned, CloseOptions, FileProblem, FileStore, Store, StoreWrite } from './types.js';
 
 /** A write waiting for a store to go to. */
 export type HeldWrite = (next: Store) => void;
@@ -112,6 +112,10 @@ export class SwitchableStore implements FileStore {
 
   async flush(): Promise<void> {
     return (await this.ready()).flush();
+  }
+
+  async update(keys: readonly string[], decide: (current: Map<string, Entry>) => StoreWrite[]): Promise<void> {
+    return (await this.ready()).update(keys, decide);
   }
 
   async *chunks(size: number): AsyncIterable<Entry[]> {

@@ -32,6 +32,14 @@ export interface Store {
   /** Queues a deletion. */
   delete(key: string): void;
   /**
+   * Reads the entries under `keys` (those that exist) and writes what `decide` returns, as one
+   * atomic step: no other writer, in this process or another, writes between the read and the
+   * write, so two writers of one key never lose an update. Writes queued before it are
+   * committed first. For doors that write seldom (pfgrey db, logd); the daemon's tuples go
+   * through the group commit.
+   */
+  update(keys: readonly string[], decide: (current: Map<string, Entry>) => StoreWrite[]): Promise<void>;
+  /**
    * Queues a deletion of `expected.key` that happens only if the row is still exactly
    * `expected` when it is committed: the scan deletes what it read, and a row another process
    * (`pfgrey db -a`) or the greylister wrote since is newer and stays. A write to the key queued
@@ -57,6 +65,9 @@ export interface Store {
    */
   close(opts?: CloseOptions): Promise<void>;
 }
+
+/** One write of an atomic update: an entry to insert or replace, or a key to delete. */
+export type StoreWrite = { put: Entry } | { delete: string };
 
 export interface CloseOptions {
   /** Keep retrying failed commits until this is aborted (the daemon's stop deadline). */
