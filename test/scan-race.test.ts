@@ -9,7 +9,7 @@ import type { ScanPlan } from '../src/grey/rules.js';
 import { Scanner, type WhitelistChanges } from '../src/grey/scanner.js';
 import { silentLogger } from '../src/log.js';
 import { openStore } from '../src/store/sqlite.js';
-import type { Store } from '../src/store/types.js';
+import type { Store, StoreWrite } from '../src/store/types.js';
 import { tempDir } from './helpers/daemon.js';
 
 const NOW = 10_000_000;
@@ -18,8 +18,8 @@ const HOUR = 3_600_000;
 interface Hooks {
   /** Once the walk has read its first chunk. */
   afterFirstChunk?: () => void;
-  /** After each batched read has been answered, before the scan sees the answer. */
-  afterGetMany?: () => void;
+  /** As the scan starts the atomic update that re-reads and writes the addresses it promotes. */
+  beforeUpdate?: () => void;
   /**
    * In the turn after the scan's last commit, when it works out the whitelist's changes; with
    * the number of the scan (1 for the first).
@@ -40,10 +40,9 @@ function racing(store: Store, hooks: Hooks): Store {
   let flushes = 0;
   const overrides: Record<string, unknown> = {
     chunks,
-    async getMany(keys: readonly string[]) {
-      const found = await store.getMany(keys);
-      hooks.afterGetMany?.();
-      return found;
+    async update(keys: readonly string[], decide: (current: Map<string, Entry>) => StoreWrite[]) {
+      hooks.beforeUpdate?.();
+      return store.update(keys, decide);
     },
     async flush() {
       await store.flush();
@@ -135,8 +134,8 @@ const trapBoth = (store: Store, scanner: Scanner) => {
   }
 };
 
-test('a trap set while the scan re-reads the addresses it promotes is not overwritten with WHITE', async (t) => {
-  const { store, scanner, plans } = await setup(t, trapBoth, 'afterGetMany');
+test('a trap set as the scan re-reads the addresses it promotes is not overwritten with WHITE', async (t) => {
+  const { store, scanner, plans } = await setup(t, trapBoth, 'beforeUpdate');
   await scanner.scanOnce();
   t.is((await store.get('192.0.2.3'))?.pcount, PCOUNT_TRAPPED);
   t.deepEqual(plans[0]!.whitelist, []);

@@ -59,3 +59,26 @@ test('two processes\' worth of writers, each read-modify-writing one key, lose n
   // The first extension makes the entry (pcount 0), every later one adds 1.
   t.is((await reader.get('192.0.2.9'))?.pcount, 2 * rounds - 1);
 });
+
+test('a trap the daemon writes is read and written in one step, so an address pfgrey db changes meanwhile keeps its change', async (t) => {
+  const file = path.join(await tempDir(t), 'pfgrey.db');
+  // The daemon's store holds its writes for the group commit; this one never commits on its own.
+  const daemonStore = await openStore(file, { create: true, commitDelay: 3_600_000 });
+  const cli = await openStore(file, {});
+  t.teardown(async () => {
+    await cli.close();
+    await daemonStore.close();
+  });
+  const daemon = new Greylister({ store: daemonStore, log: memoryLogger() });
+  const db = new Greylister({ store: cli, log: memoryLogger(), atomic: true });
+  await db.handle({ kind: 'add', type: 'SPAMTRAP', key: 'trap@us.example' });
+  // The daemon traps 192.0.2.5; the operator, with pfgrey db in its own process, then
+  // whitelists it. The later change must stand, not be undone by the daemon's next commit.
+  t.like(await daemon.handle({ kind: 'tuple', ip: '192.0.2.5', helo: 'h', from: '<a@b>', to: '<trap@us.example>' }), { kind: 'trapped' });
+  t.like(await db.handle({ kind: 'add', type: 'WHITE', key: '192.0.2.5' }), { kind: 'written', entry: { bcount: 1, pcount: 0 } });
+  await daemonStore.flush();
+  const reader = await openStore(file, { readonly: true });
+  t.teardown(() => reader.close());
+  // WHITE (pcount 0), made from the trap's entry (its first sighting, bcount 1).
+  t.like(await reader.get('192.0.2.5'), { bcount: 1, pcount: 0 });
+});

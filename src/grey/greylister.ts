@@ -249,10 +249,18 @@ export class Greylister {
     if (this.opts.atomic) {
       await this.opts.store.update(keys, decide);
     } else {
-      // The daemon's path: the writes join the group commit.
-      for (const w of decide(await this.opts.store.getMany(keys))) {
-        if ('put' in w) this.opts.store.put(w.put);
-        else this.opts.store.delete(w.delete);
+      // The daemon's path: tuples join the group commit. A GREY key is written by this daemon
+      // alone, but an address (a trap, an addition) may also be written by pfgrey db or logd
+      // in another process: a batch that writes one is decided again inside one atomic update
+      // (a trap is rare), so such a write between this read and the commit is not lost.
+      const planned = decide(await this.opts.store.getMany(keys));
+      if (planned.some((w) => !('put' in w ? w.put.key : w.delete).includes('\n'))) {
+        await this.opts.store.update(keys, decide);
+      } else {
+        for (const w of planned) {
+          if ('put' in w) this.opts.store.put(w.put);
+          else this.opts.store.delete(w.delete);
+        }
       }
     }
     for (const e of events) this.events.emit(e);

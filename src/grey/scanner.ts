@@ -6,7 +6,7 @@ import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { type Clock, systemClock } from '../clock.js';
 import { describe, isPfgreyError, type PfgreyError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { Store } from '../store/types.js';
+import type { Store, StoreWrite } from '../store/types.js';
 import { PCOUNT_TRAPPED } from './entry.js';
 import type { CoreEvents } from './requests.js';
 import { ScanAccumulator, type ScanPlan } from './rules.js';
@@ -138,20 +138,26 @@ export class Scanner {
       for (let i = 0; i < plan.puts.length; i += this.opts.chunk) {
         const puts = plan.puts.slice(i, i + this.opts.chunk);
         // A WHITE entry is added only where the address had none when the walk read it; one
-        // written since (a trap, `pfgrey db -a`) is newer and stays. The greylister's traps are
-        // checked at the put itself, in the same turn: the store reads a chunk in several steps.
-        const current = await store.getMany(puts.map((p) => p.key));
-        for (const entry of puts) {
-          const live = current.get(entry.key);
-          if (this.trappedDuringScan.has(entry.key) || (live && live.expire > now)) {
-            log.debug(`${entry.key} changed while the scan ran; not whitelisting it this round`);
-            if (live?.pcount === PCOUNT_TRAPPED) trappedSinceRead.add(entry.key);
-            continue;
+        // written since (a trap, `pfgrey db -a` in another process) is newer and stays. The
+        // check and the write are one atomic update, so nothing can land between them.
+        const whitened: string[] = [];
+        await store.update(puts.map((p) => p.key), (current) => {
+          whitened.length = 0;
+          const writes: StoreWrite[] = [];
+          for (const entry of puts) {
+            const live = current.get(entry.key);
+            if (this.trappedDuringScan.has(entry.key) || (live && live.expire > now)) {
+              log.debug(`${entry.key} changed while the scan ran; not whitelisting it this round`);
+              if (live?.pcount === PCOUNT_TRAPPED) trappedSinceRead.add(entry.key);
+              continue;
+            }
+            log.debug(`whitelisting ${entry.key} in ${store.path}`);
+            writes.push({ put: entry });
+            whitened.push(entry.key);
           }
-          log.debug(`whitelisting ${entry.key} in ${store.path}`);
-          store.put(entry);
-          this.opts.events?.emit({ kind: 'white', ip: entry.key });
-        }
+          return writes;
+        });
+        for (const ip of whitened) this.opts.events?.emit({ kind: 'white', ip });
         await yieldToLoop();
       }
       await store.flush();
