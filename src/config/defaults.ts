@@ -219,6 +219,18 @@ export const DEFAULTS = Object.freeze({
    * also how soon a second SIGTERM, or the stop deadline, can end the stop.
    */
   stopRetryWait: 1 * SECOND,
+
+  /**
+   * Postfix's policy protocol (SMTPD_POLICY_README): the longest attribute value kept. Postfix
+   * sends some 30 attributes of at most a few hundred bytes (an address is at most 254, a
+   * certificate subject a few hundred); 4 KiB keeps every real one whole and bounds the rest,
+   * which is cut there and counted.
+   */
+  policyValueMax: 4096,
+  /** The longest attribute name: Postfix's are at most some 30 characters. */
+  policyNameMax: 64,
+  /** Attributes kept per request; Postfix sends about 30. Further ones are ignored and counted. */
+  policyAttrsMax: 100,
 });
 
 export type Defaults = typeof DEFAULTS;

@@ -1,0 +1,129 @@
+// Postfix's SMTPD policy delegation protocol, as Postfix's SMTPD_POLICY_README describes it:
+// a request is `name=value` lines ended by an empty line; the answer is `action=…` and an
+// empty line; one connection carries as many requests as the client sends. This module only
+// frames and checks: it turns bytes into requests and verdicts into answers, with every input
+// bounded, and knows nothing of sockets or of greylisting (the policy door and the core do).
+
+import { DEFAULTS } from '../config/defaults.js';
+
+/** One request: its attributes in the order sent (a repeated name keeps its last value). */
+export interface PolicyRequest {
+  attrs: Map<string, string>;
+}
+
+/** What the reader met that is not a request line: said once per connection by its caller. */
+export interface PolicyTrouble {
+  /** Lines without `=` (ignored). */
+  garbage: number;
+  /** Values cut at DEFAULTS.policyValueMax bytes. */
+  cut: number;
+  /** Attributes past DEFAULTS.policyAttrsMax in one request (ignored). */
+  dropped: number;
+}
+
+/**
+ * Splits a connection's bytes into requests. Bytes are read as latin1, one character per byte,
+ * as the tarpit reads SMTP: a sender or HELO with 8-bit bytes keeps them exactly. Memory stays
+ * bounded whatever the client sends: a line is kept up to its limit and the rest of it skipped,
+ * and a request keeps at most a fixed number of attributes.
+ */
+export class PolicyReader {
+  private line = '';
+  /** Bytes of the current line past the limit, skipped up to its LF. */
+  private skipping = false;
+  private attrs = new Map<string, string>();
+  readonly trouble: PolicyTrouble = { garbage: 0, cut: 0, dropped: 0 };
+
+  /** The requests that `chunk` completes. */
+  push(chunk: Buffer): PolicyRequest[] {
+    const done: PolicyRequest[] = [];
+    const text = chunk.toString('latin1');
+    let from = 0;
+    for (;;) {
+      const nl = text.indexOf('\n', from);
+      const piece = text.slice(from, nl < 0 ? text.length : nl);
+      this.take(piece);
+      if (nl < 0) break;
+      const req = this.endLine();
+      if (req) done.push(req);
+      from = nl + 1;
+    }
+    return done;
+  }
+
+  /** Whether a request has begun and not ended (the client closed in the middle of one). */
+  get partial(): boolean {
+    return this.attrs.size > 0 || this.line !== '';
+  }
+
+  private take(piece: string): void {
+    if (this.skipping) return;
+    // The longest line kept: a name, '=', a value at its limit, and a CR.
+    const room = DEFAULTS.policyValueMax + DEFAULTS.policyNameMax + 2 - this.line.length;
+    if (piece.length > room) {
+      this.line += piece.slice(0, room);
+      this.skipping = true;
+      this.trouble.cut++;
+    } else {
+      this.line += piece;
+    }
+  }
+
+  private endLine(): PolicyRequest | undefined {
+    let line = this.line;
+    this.line = '';
+    this.skipping = false;
+    if (line.endsWith('\r')) line = line.slice(0, -1);
+    if (line === '') {
+      // An empty line ends a request; one that had no attributes is not a request at all.
+      if (this.attrs.size === 0) return undefined;
+      const req = { attrs: this.attrs };
+      this.attrs = new Map();
+      return req;
+    }
+    const eq = line.indexOf('=');
+    if (eq <= 0 || eq > DEFAULTS.policyNameMax) {
+      this.trouble.garbage++;
+      return undefined;
+    }
+    const name = line.slice(0, eq);
+    if (!this.attrs.has(name) && this.attrs.size >= DEFAULTS.policyAttrsMax) {
+      this.trouble.dropped++;
+      return undefined;
+    }
+    this.attrs.set(name, line.slice(eq + 1, eq + 1 + DEFAULTS.policyValueMax));
+    return undefined;
+  }
+}
+
+/** What a greylisting policy needs of a request, or why it cannot answer it by greylisting. */
+export type PolicyTuple =
+  | { ok: true; ip: string; helo: string; from: string; to: string }
+  | { ok: false; why: string };
+
+/**
+ * The tuple of an `smtpd_access_policy` request at RCPT: the client's address, the HELO name,
+ * and the sender and recipient in angle brackets, as the tarpit records them, so one database
+ * serves both doors. Anything else (another request type, a state other than RCPT, no client
+ * address) is not greylisted and says why.
+ */
+export function policyTuple(req: PolicyRequest): PolicyTuple {
+  const a = req.attrs;
+  const kind = a.get('request');
+  if (kind !== 'smtpd_access_policy') return { ok: false, why: `request ${JSON.stringify(kind ?? '')} is not smtpd_access_policy` };
+  const state = a.get('protocol_state') ?? '';
+  if (state.toUpperCase() !== 'RCPT') return { ok: false, why: `protocol_state ${JSON.stringify(state)} is not RCPT` };
+  const ip = a.get('client_address') ?? '';
+  if (ip === '') return { ok: false, why: 'no client_address' };
+  return { ok: true, ip, helo: a.get('helo_name') ?? '', from: `<${a.get('sender') ?? ''}>`, to: `<${a.get('recipient') ?? ''}>` };
+}
+
+/**
+ * The answer to one request: `action=ACTION TEXT` and the empty line that ends it. A line
+ * break in the text would end the answer early and make the rest a reply to the next request,
+ * so control characters become spaces.
+ */
+export function formatAnswer(action: string): Buffer {
+  const clean = action.replace(/[\x00-\x1f\x7f]/g, ' ');
+  return Buffer.from(`action=${clean}\n\n`, 'latin1');
+}
