@@ -7,6 +7,7 @@ import { checkCommand } from './check.js';
 import { dbCommand } from './db.js';
 import { logdCommand } from './logd.js';
 import { failure, processIO, type CliIO } from './io.js';
+import { policyCommand } from './policy.js';
 import { runCommand } from './run.js';
 import { setupCommand } from './setup.js';
 
@@ -18,6 +19,7 @@ commands:
   setup   fetch the blacklists of spamd.conf and send them to the daemon (spamd-setup's flags)
   logd    keep WHITE entries fresh from pf's log of passed SMTP connections (spamlogd's flags)
   check   check pf's rules and this system for what would keep mail from flowing
+  policy  a Postfix/Exim policy server greylisting from the same database (postgrey's port)
 `;
 
 /**
@@ -50,6 +52,8 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
         return await logdCommand(rest, io);
       case 'check':
         return await checkCommand(rest, io);
+      case 'policy':
+        return await policyCommand(rest, io);
       case '--version':
       case '-V': {
         const pkg = createRequire(import.meta.url)('../../package.json') as { version: string };

@@ -231,6 +231,15 @@ export const DEFAULTS = Object.freeze({
   policyNameMax: 64,
   /** Attributes kept per request; Postfix sends about 30. Further ones are ignored and counted. */
   policyAttrsMax: 100,
+  /** pfgrey policy listens where postgrey does: 127.0.0.1:10023. */
+  policyHost: '127.0.0.1',
+  policyPort: 10023,
+  /** postgrey's --delay: how long a new tuple is deferred. */
+  policyDelay: 300 * SECOND,
+  /** The answer to a greylisted tuple: Postfix defers it unless a later restriction rejects. */
+  policyGreylistAction: 'DEFER_IF_PERMIT',
+  /** Its text; %s is the seconds left, %r the recipient's domain. */
+  policyGreylistText: 'Greylisted by pfgrey, try again in %s seconds',
 });
 
 export type Defaults = typeof DEFAULTS;

@@ -1,0 +1,108 @@
+// pfgrey policy as Postfix and Exim use it: requests over a socket (one connection reused for
+// many), a half-closed connection answered and then ended (Exim's readsocket), spawn(8)'s
+// stdin/stdout, and the fail-safe DUNNO for whatever cannot be greylisted.
+
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import path from 'node:path';
+import { CLI, runCli } from './helpers/cli.js';
+import { tempDir } from './helpers/daemon.js';
+import { eventually } from './helpers/wait.js';
+
+const request = (to = 'b@us.example', state = 'RCPT') =>
+  `request=smtpd_access_policy\nprotocol_state=${state}\nprotocol_name=ESMTP\nclient_address=192.0.2.1\n` +
+  `client_name=mx.example\nhelo_name=mx.example\nsender=a@example.org\nrecipient=${to}\n\n`;
+
+function startPolicy(t: import('ava').ExecutionContext, args: string[]): Promise<{ port: number; stderr: () => string }> {
+  const child = spawn(process.execPath, [CLI, 'policy', '--log', 'stderr', '--inet', '127.0.0.1:0', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  t.teardown(() => child.kill('SIGKILL'));
+  let err = '';
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+  return eventually(() => {
+    const m = /listening for policy requests on 127\.0\.0\.1:(\d+)\./.exec(err);
+    return m ? { port: Number(m[1]), stderr: () => err } : undefined;
+  }, 'the policy server listening', 30_000);
+}
+
+/** One connection: sends each request after the previous answer, returns the answers. */
+async function ask(port: number, requests: string[], halfClose = false): Promise<{ answers: string[]; ended: boolean }> {
+  const s = net.connect({ port, host: '127.0.0.1' });
+  let text = '';
+  let ended = false;
+  s.setEncoding('latin1').on('data', (d: string) => (text += d));
+  s.on('end', () => (ended = true));
+  await new Promise<void>((resolve) => s.once('connect', () => resolve()));
+  for (let i = 0; i < requests.length; i++) {
+    s.write(requests[i]!);
+    if (halfClose && i === requests.length - 1) s.end();
+    await eventually(() => text.split('\n\n').length > i + 1, `answer ${i + 1}`);
+  }
+  if (halfClose) await eventually(() => ended, 'EOF after the answer');
+  s.destroy();
+  return { answers: text.split('\n\n').filter((a) => a !== ''), ended };
+}
+
+test('a new tuple is deferred with the seconds left, its retry after the delay passes with DUNNO, on one reused connection', async (t) => {
+  const dir = await tempDir(t);
+  const { port } = await startPolicy(t, ['--db', path.join(dir, 'p.db'), '--delay', '1s']);
+  const first = await ask(port, [request(), request()]);
+  t.deepEqual(first.answers, ['action=DEFER_IF_PERMIT Greylisted by pfgrey, try again in 1 seconds', 'action=DEFER_IF_PERMIT Greylisted by pfgrey, try again in 1 seconds']);
+  await new Promise((r) => setTimeout(r, 1200)); // the delay, on purpose
+  const retry = await ask(port, [request()]);
+  t.deepEqual(retry.answers, ['action=DUNNO']);
+  // The same database lists the tuple as the tarpit would have recorded it.
+  const listed = await runCli(['db', '--db', path.join(dir, 'p.db')]);
+  t.regex(listed.stdout, /^GREY\|192\.0\.2\.1\|mx\.example\|<a@example\.org>\|<b@us\.example>\|/m);
+});
+
+test('a client that half-closes gets its answer and then EOF, as Exim\'s readsocket waits for', async (t) => {
+  const dir = await tempDir(t);
+  const { port } = await startPolicy(t, ['--db', path.join(dir, 'p.db'), '--greylist-text', 'wait %s s for %r']);
+  // Exim's request may lack the final empty line: the end of input ends it.
+  const { answers, ended } = await ask(port, [request('x@dom.example').replace(/\n\n$/, '\n')], true);
+  t.deepEqual(answers, ['action=DEFER_IF_PERMIT wait 300 s for dom.example']);
+  t.true(ended);
+});
+
+test('requests that cannot be greylisted get DUNNO, and junk lines are ignored and said once', async (t) => {
+  const dir = await tempDir(t);
+  const { port, stderr } = await startPolicy(t, ['--db', path.join(dir, 'p.db')]);
+  const { answers } = await ask(port, ['request=junk\n\n', request('b@us.example', 'DATA'), `garbage\nmore garbage\n${request()}`]);
+  t.deepEqual(answers.slice(0, 2), ['action=DUNNO', 'action=DUNNO']);
+  t.regex(answers[2]!, /^action=DEFER_IF_PERMIT /);
+  await eventually(() => stderr().includes('policy client sent 2 lines without "="'), 'the junk noted');
+  t.is(stderr().split('lines without').length, 2, 'said once for the connection');
+});
+
+test('--no-reuse closes after each answer', async (t) => {
+  const dir = await tempDir(t);
+  const { port } = await startPolicy(t, ['--db', path.join(dir, 'p.db'), '--no-reuse']);
+  const s = net.connect({ port, host: '127.0.0.1' });
+  let text = '';
+  let ended = false;
+  s.setEncoding('latin1').on('data', (d: string) => (text += d)).on('end', () => (ended = true));
+  s.write(request() + request('c@us.example'));
+  await eventually(() => ended, 'the server closing');
+  s.destroy();
+  t.is(text.split('\n\n').filter((a) => a !== '').length, 1);
+});
+
+test('under spawn (--stdio) requests come on stdin, answers go to stdout, and EOF ends the process with 0', async (t) => {
+  const dir = await tempDir(t);
+  const child = spawn(process.execPath, [CLI, 'policy', '--stdio', '--log', 'stderr', '--db', path.join(dir, 'p.db')], { stdio: ['pipe', 'pipe', 'pipe'] });
+  t.teardown(() => child.kill('SIGKILL'));
+  let out = '';
+  child.stdout.setEncoding('latin1').on('data', (d: string) => (out += d));
+  child.stderr.resume();
+  child.stdin.end(request() + request('c@us.example'));
+  const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+  t.is(code, 0);
+  t.deepEqual(out.split('\n\n').filter((a) => a !== '').map((a) => a.split(' ')[0]), ['action=DEFER_IF_PERMIT', 'action=DEFER_IF_PERMIT']);
+});
+
+test('a bad --inet is one clear error', async (t) => {
+  const r = await runCli(['policy', '--inet', 'nonsense', '--db', '/nonexistent/p.db']);
+  t.is(r.code, 1);
+  t.regex(r.stderr, /^pfgrey policy: --inet nonsense: expected \[host:\]port$/m);
+});
