@@ -3,28 +3,15 @@
 // to depend on the backend.
 
 import test, { type ExecutionContext } from 'ava';
-import path from 'node:path';
 import { greyKey } from '../src/grey/entry.js';
 import { Greylister } from '../src/grey/greylister.js';
 import type { CoreEvent, GreyRequest } from '../src/grey/requests.js';
 import type { GreyTimes } from '../src/grey/rules.js';
 import { memoryLogger } from '../src/log.js';
-import { MemoryStore } from '../src/store/memory.js';
-import { openStore } from '../src/store/sqlite.js';
-import type { Store } from '../src/store/types.js';
-import { tempDir } from './helpers/daemon.js';
+import { backends } from './helpers/backends.js';
 
 const MIN = 60_000;
 const times: GreyTimes = { passTime: 25 * MIN, greyExpiry: 240 * MIN, whiteExpiry: 36 * 24 * 60 * MIN, trapExpiry: 24 * 60 * MIN };
-
-const backends: Record<string, (t: ExecutionContext) => Promise<Store>> = {
-  memory: async () => new MemoryStore(),
-  sqlite: async (t) => {
-    const store = await openStore(path.join(await tempDir(t), 'pfgrey.db'), { create: true });
-    t.teardown(() => store.close());
-    return store;
-  },
-};
 
 async function core(t: ExecutionContext, backend: string) {
   const store = await backends[backend]!(t);

@@ -1,25 +1,16 @@
 // Store.update: an atomic read-modify-write. Two writers of one key — pfgrey db or logd in one
 // process, another door in another — never lose an update, whichever backend.
 
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import path from 'node:path';
 import { Greylister } from '../src/grey/greylister.js';
 import { memoryLogger } from '../src/log.js';
-import { MemoryStore } from '../src/store/memory.js';
 import { openStore } from '../src/store/sqlite.js';
-import type { Entry, Store } from '../src/store/types.js';
+import type { Entry } from '../src/store/types.js';
+import { backends } from './helpers/backends.js';
 import { tempDir } from './helpers/daemon.js';
 
 const white = (key: string, pcount = 0): Entry => ({ key, first: 1, pass: 1, expire: 2 ** 40, bcount: 1, pcount });
-
-const backends: Record<string, (t: ExecutionContext) => Promise<Store>> = {
-  memory: async () => new MemoryStore(),
-  sqlite: async (t) => {
-    const store = await openStore(path.join(await tempDir(t), 'pfgrey.db'), { create: true });
-    t.teardown(() => store.close());
-    return store;
-  },
-};
 
 for (const [name, open] of Object.entries(backends)) {
   test(`${name}: update hands decide what is stored under the keys and writes what it returns`, async (t) => {
