@@ -106,3 +106,21 @@ test('a bad --inet is one clear error', async (t) => {
   t.is(r.code, 1);
   t.regex(r.stderr, /^pfgrey policy: --inet nonsense: expected \[host:\]port$/m);
 });
+
+test('a client that sends requests and never reads its answers is not read further: the queue stays bounded', async (t) => {
+  const { PassThrough, Writable } = await import('node:stream');
+  const { PolicyServer } = await import('../src/policy/server.js');
+  const { memoryLogger } = await import('../src/log.js');
+  let asked = 0;
+  const core = { handle: async () => (asked++, { kind: 'greylisted', key: 'k', left: 1000 }) } as never;
+  const server = new PolicyServer({ core, log: memoryLogger(), greylistAction: 'DEFER_IF_PERMIT', greylistText: 'x', noReuse: false });
+  const input = new PassThrough();
+  // A peer that takes one answer and then never reads again.
+  const output = new Writable({ highWaterMark: 1, write: () => undefined });
+  server.serve(input, output);
+  for (let i = 0; i < 1000; i++) input.write(request(`r${i}@us.example`));
+  await eventually(() => input.isPaused(), 'reading paused');
+  await new Promise((r) => setImmediate(r));
+  t.true(asked <= 2, `answered ${asked} while the peer did not read`);
+  t.true(input.readableLength > 0, 'the rest is left unread in the stream');
+});

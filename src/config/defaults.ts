@@ -240,6 +240,12 @@ export const DEFAULTS = Object.freeze({
   policyGreylistAction: 'DEFER_IF_PERMIT',
   /** Its text; %s is the seconds left, %r the recipient's domain. */
   policyGreylistText: 'Greylisted by pfgrey, try again in %s seconds',
+  /**
+   * Policy requests of one connection read ahead of their answers; past this the connection is
+   * not read until answers catch up. Postfix asks one at a time; 64 leaves room for pipelining
+   * clients and bounds what a client that never reads its answers can queue.
+   */
+  policyPipelineMax: 64,
 });
 
 export type Defaults = typeof DEFAULTS;

@@ -6,6 +6,7 @@
 
 import net from 'node:net';
 import type { Readable, Writable } from 'node:stream';
+import { DEFAULTS } from '../config/defaults.js';
 import type { Greylister } from '../grey/greylister.js';
 import type { Verdict } from '../grey/requests.js';
 import { listenError } from '../listen-error.js';
@@ -65,15 +66,26 @@ export class PolicyServer {
     let chain = Promise.resolve();
     let stopped = false;
     let warned = false;
+    // Requests read and not yet answered. A client that sends faster than it reads its answers
+    // is not read further until it catches up, so neither the queue nor the unsent answers grow
+    // without bound (Postfix sends one request and waits for its answer).
+    let waiting = 0;
+    const answer = async (req: PolicyRequest) => {
+      if (stopped) return;
+      const bytes = await this.answer(req);
+      if (!output.write(bytes) && !stopped) await new Promise<void>((resolve) => output.once('drain', () => resolve()).once('close', () => resolve()));
+      if (this.opts.noReuse) {
+        stopped = true;
+        onEnd();
+      }
+    };
     const send = (reqs: PolicyRequest[]) => {
       for (const req of reqs) {
-        chain = chain.then(async () => {
-          if (stopped) return;
-          output.write(await this.answer(req));
-          if (this.opts.noReuse) {
-            stopped = true;
-            onEnd();
-          }
+        waiting++;
+        if (waiting > DEFAULTS.policyPipelineMax) input.pause();
+        chain = chain.then(() => answer(req)).finally(() => {
+          waiting--;
+          if (waiting <= DEFAULTS.policyPipelineMax && input.isPaused()) input.resume();
         });
       }
       const { garbage, cut, dropped } = reader.trouble;
