@@ -246,6 +246,28 @@ export const DEFAULTS = Object.freeze({
    * clients and bounds what a client that never reads its answers can queue.
    */
   policyPipelineMax: 64,
+  /** postgrey's --max-age: a triplet or client unseen this long is forgotten. */
+  policyMaxAge: 35 * DAY,
+  /**
+   * postgrey's --retry-window: a triplet not retried within this of its first attempt starts
+   * again as new, and one never passed is forgotten this long after it was last seen.
+   */
+  policyRetryWindow: 2 * DAY,
+  /** postgrey's --auto-whitelist-clients: the passes (one an hour at most) that whitelist a client. */
+  policyAwlClients: 5,
+  /** A client's auto-whitelist count, and a whitelisted client's expiry, move at most this often. */
+  policyAwlEvery: HOUR,
+  /** postgrey's --lookup-by-subnet: the prefixes a client's address is cut to in a triplet. */
+  policyIpv4Cidr: 24,
+  policyIpv6Cidr: 64,
+  /** How often a standalone pfgrey policy forgets expired entries (postgrey: hourly, keys nightly). */
+  policyMaintenance: HOUR,
+  /** postgrey's X-Greylist header; %t seconds waited, %v version, %h host name, %d date. */
+  policyHeader: 'X-Greylist: delayed %t seconds by pfgrey-%v; %d',
+  /** Policy connections served at once per listener; more wait in the kernel's backlog. */
+  policyMaxConnections: 1000,
+  /** A policy connection silent this long (no request, no answer pending) is closed. */
+  policyIdleTimeout: 10 * MINUTE,
 });
 
 export type Defaults = typeof DEFAULTS;

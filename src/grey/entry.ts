@@ -14,13 +14,36 @@ export type { Entry } from '../store/types.js';
 export const PCOUNT_TRAPPED = -1;
 export const PCOUNT_SPAMTRAP = -2;
 
-export type EntryType = 'GREY' | 'WHITE' | 'TRAPPED' | 'SPAMTRAP';
+/**
+ * spamd's four types, and the policy door's two, which spamd has no line for: POLICY, a
+ * postgrey triplet (client network, sender, recipient), and AWL, a client counting its way to
+ * postgrey's auto-whitelist. Their keys start with a word and a space (POLICY_PREFIX,
+ * AWL_PREFIX), which neither an address (WHITE, TRAPPED) nor a GREY key (ip first) can.
+ */
+export type EntryType = 'GREY' | 'WHITE' | 'TRAPPED' | 'SPAMTRAP' | 'POLICY' | 'AWL';
+
+/** A POLICY key is this and postgrey's own key: `net/sender/recipient`, or its SHA-1 with --privacy. */
+export const POLICY_PREFIX = 'policy ';
+/** An AWL key is this and the client's address, or its SHA-1 with --privacy. */
+export const AWL_PREFIX = 'awl ';
 
 export function entryType(e: Pick<Entry, 'key' | 'pcount'>): EntryType {
   if (e.key.includes('\n')) return 'GREY';
   if (e.pcount === PCOUNT_TRAPPED) return 'TRAPPED';
   if (e.pcount === PCOUNT_SPAMTRAP) return 'SPAMTRAP';
+  if (e.key.startsWith(POLICY_PREFIX)) return 'POLICY';
+  if (e.key.startsWith(AWL_PREFIX)) return 'AWL';
   return 'WHITE';
+}
+
+/** The store key of a policy triplet (postgrey's key, see src/policy/postgrey-key.ts). */
+export function policyKey(triplet: string): string {
+  return POLICY_PREFIX + triplet;
+}
+
+/** The store key of a client's auto-whitelist count. */
+export function awlKey(client: string): string {
+  return AWL_PREFIX + client;
 }
 
 /** spamd's GREY key: `ip\nhelo\nfrom\nto`, each part exactly as the client sent it. */

@@ -12,16 +12,30 @@ import { formatDelay } from '../config/duration.js';
 import { describe } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store, StoreWrite } from '../store/types.js';
-import { type Entry, entryType, greyKey } from './entry.js';
-import { type CoreEvent, CoreEvents, type GreyRequest, type TupleRequest, type Verdict } from './requests.js';
+import { awlKey, type Entry, entryType, greyKey, policyKey } from './entry.js';
+import { type CoreEvent, CoreEvents, type GreyRequest, type PolicyRequest, type TupleRequest, type Verdict } from './requests.js';
 import type { Tuple } from './types.js';
-import { greyHit, type GreyTimes, logdHit, manualAdd, outsideAllowedDomains, spamtrapAddress } from './rules.js';
+import {
+  awlCount, greyHit, type GreyTimes, logdHit, manualAdd, outsideAllowedDomains, policyHit, type PolicyTimes,
+  spamtrapAddress, whiteSeen,
+} from './rules.js';
+
+/** postgrey's defaults, for a core whose door did not set its own (DEFAULTS.policy*). */
+export const DEFAULT_POLICY_TIMES: PolicyTimes = {
+  delay: DEFAULTS.policyDelay,
+  maxAge: DEFAULTS.policyMaxAge,
+  retryWindow: DEFAULTS.policyRetryWindow,
+  awlClients: DEFAULTS.policyAwlClients,
+  awlEvery: DEFAULTS.policyAwlEvery,
+};
 
 
 export interface GreylisterOptions {
   store: Store;
   /** The daemon's times (-G and the long options); spamd's defaults where a door has none. */
   times?: GreyTimes;
+  /** The policy door's times and auto-whitelist (postgrey's options); DEFAULT_POLICY_TIMES. */
+  policy?: PolicyTimes;
   log: Logger;
   clock?: Clock;
   /** Recipient domain suffixes we accept mail for; empty means any (spamd.alloweddomains). */
@@ -219,6 +233,7 @@ export class Greylister {
     for (const r of batch) {
       switch (r.kind) {
         case 'tuple': keys.push(greyKey(r.ip, r.helo, r.from, r.to), spamtrapAddress(r.to), r.ip); break;
+        case 'policy': keys.push(policyKey(r.triplet), awlKey(r.client), spamtrapAddress(r.rcpt), r.ip); break;
         case 'add': keys.push(r.key); break;
         case 'delete': keys.push(r.key); break;
         case 'extend': keys.push(r.ip); break;
@@ -284,6 +299,8 @@ export class Greylister {
     switch (r.kind) {
       case 'tuple':
         return this.decideTuple(r, out, now);
+      case 'policy':
+        return this.decidePolicy(r, out, now);
       case 'add': {
         const old = view.get(r.key) ?? undefined;
         // spamdb refuses a new spamtrap that is not an address (an existing one it updates).
@@ -344,5 +361,65 @@ export class Greylister {
     if (white && entryType(white) === 'WHITE') return { kind: 'whitelisted', ip: t.ip };
     const passAt = entry.first + times.passTime;
     return passAt < now ? { kind: 'passed', key } : { kind: 'greylisted', key, left: passAt - now };
+  }
+
+  /**
+   * The policy door's request, in postgrey's order: a client already decided (WHITE, by the
+   * tarpit or the auto-whitelist; TRAPPED) is answered at once; then the auto-whitelist count
+   * of a --privacy client; then the spamtrap check (a recipient listed with `pfgrey db -a -T`
+   * traps the client as at the tarpit); then the triplet (policyHit). A triplet's first pass
+   * counts toward the client's auto-whitelist, and the pass that completes it makes the client
+   * WHITE, so the next scan puts it in the firewall's whitelist and the tarpit lets it by too.
+   */
+  private decidePolicy(r: PolicyRequest, out: Decisions, now: number): Verdict {
+    const { view } = out;
+    const t = this.opts.policy ?? DEFAULT_POLICY_TIMES;
+    const known = view.get(r.ip) ?? undefined;
+    const live = known && known.expire > now ? known : undefined;
+    if (live && entryType(live) === 'WHITE') {
+      const renewed = whiteSeen(live, now, t);
+      if (renewed) this.write(renewed, out);
+      return { kind: 'whitelisted', ip: r.ip };
+    }
+    if (live && entryType(live) === 'TRAPPED') return { kind: 'trapped', ip: r.ip, why: 'trapped', left: live.expire - now };
+
+    const clientKey = awlKey(r.client);
+    const counted = t.awlClients > 0 ? view.get(clientKey) ?? undefined : undefined;
+    if (counted && counted.expire > now && counted.bcount >= t.awlClients) {
+      const next = awlCount(counted, clientKey, now, t);
+      if (next !== counted) this.write(next, out);
+      return { kind: 'whitelisted', ip: r.ip, by: 'awl' };
+    }
+
+    const rcpt = spamtrapAddress(r.rcpt);
+    const trap = view.get(rcpt);
+    if (trap && entryType(trap) === 'SPAMTRAP') {
+      // With --privacy no entry may name the client: it is deferred, and not remembered.
+      if (!r.privacy) {
+        this.write(greyHit(known, r.ip, now, this.times, true), out);
+        out.events.push({ kind: 'trap', ip: r.ip });
+      }
+      this.opts.log.info(`Trapping ${r.ip} for policy request to ${r.rcpt} (${rcpt} is a spamtrap)`);
+      return { kind: 'trapped', ip: r.ip, why: `${rcpt} is a spamtrap`, left: this.times.trapExpiry };
+    }
+
+    const key = policyKey(r.triplet);
+    const hit = policyHit(view.get(key) ?? undefined, key, now, t);
+    this.write(hit.entry, out);
+    if (hit.firstPass && t.awlClients > 0) {
+      const live = counted && counted.expire > now ? counted : undefined;
+      const next = awlCount(live, clientKey, now, t);
+      if (next !== live && next.bcount >= t.awlClients && !r.privacy) {
+        // The count is complete: the client becomes WHITE, and its count is no longer needed.
+        this.write({ key: r.ip, first: next.first, pass: now, expire: now + t.maxAge, bcount: next.bcount, pcount: 0 }, out);
+        if (counted) this.remove(clientKey, out);
+        out.events.push({ kind: 'white', ip: r.ip });
+        this.opts.log.info(`whitelisted: ${r.ip} after ${next.bcount} passes (auto-whitelist)`);
+      } else if (next !== live) {
+        this.write(next, out);
+      }
+    }
+    if (hit.left > 0) return { kind: 'greylisted', key, left: hit.left, fresh: hit.fresh };
+    return hit.firstPass ? { kind: 'passed', key, waited: hit.waited } : { kind: 'passed', key };
   }
 }

@@ -12,8 +12,29 @@ export interface TupleRequest extends Tuple {
   kind: 'tuple';
 }
 
+/**
+ * The policy door's request (Postfix's policy protocol at RCPT): postgrey's triplet, already
+ * formed by the door (src/policy/postgrey-key.ts: client network, normalised sender,
+ * recipient; hashed with --privacy), the client that auto-whitelisting counts, and what the
+ * address checks need.
+ */
+export interface PolicyRequest {
+  kind: 'policy';
+  /** The client's address: a WHITE or TRAPPED entry of it decides at once. */
+  ip: string;
+  /** postgrey's key of the triplet (without the POLICY prefix). */
+  triplet: string;
+  /** The auto-whitelist's key of the client: its address, or its hash with --privacy. */
+  client: string;
+  /** The recipient as sent, for the spamtrap check. */
+  rcpt: string;
+  /** --privacy: write no entry that names an address (WHITE, TRAPPED); hashes only. */
+  privacy: boolean;
+}
+
 export type GreyRequest =
   | TupleRequest
+  | PolicyRequest
   /** `pfgrey db -a`: a WHITE or TRAPPED address or a SPAMTRAP address, as spamdb adds it. */
   | { kind: 'add'; type: 'WHITE' | 'TRAPPED' | 'SPAMTRAP'; key: string }
   /** `pfgrey db -d`: the entry under `key`. */
@@ -26,14 +47,23 @@ export type GreyRequest =
   | { kind: 'restore'; entry: Entry };
 
 export type Verdict =
-  /** A tuple seen before its pass time; `left` is how long until it may pass (ms). */
-  | { kind: 'greylisted'; key: string; left: number }
-  /** A tuple retried after its pass time: the next scan makes its ip WHITE. */
-  | { kind: 'passed'; key: string }
-  /** The tuple's ip is already WHITE. */
-  | { kind: 'whitelisted'; ip: string }
-  /** The tuple trapped its sender (a spamtrap, a domain outside the allowed ones, -M). */
-  | { kind: 'trapped'; ip: string; why: string }
+  /**
+   * A tuple seen before its pass time; `left` is how long until it may pass (ms). `fresh`
+   * (policy door): the triplet is new, or started again after its retry window.
+   */
+  | { kind: 'greylisted'; key: string; left: number; fresh?: boolean }
+  /**
+   * A tuple retried after its pass time: the next scan makes its ip WHITE. At the policy door
+   * `waited` is set on a triplet's first pass: how long it was delayed (the X-Greylist header).
+   */
+  | { kind: 'passed'; key: string; waited?: number }
+  /** The tuple's ip is already WHITE (`by: 'awl'`: a client auto-whitelisted under --privacy). */
+  | { kind: 'whitelisted'; ip: string; by?: 'awl' }
+  /**
+   * The tuple trapped its sender (a spamtrap, a domain outside the allowed ones, -M), or its
+   * ip was trapped already (policy door); `left` is how long the trap lasts (ms).
+   */
+  | { kind: 'trapped'; ip: string; why: string; left?: number }
   /** add, extend, restore: the entry as written. */
   | { kind: 'written'; entry: Entry }
   | { kind: 'deleted'; key: string }

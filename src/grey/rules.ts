@@ -62,6 +62,96 @@ export function logdHit(existing: Entry | undefined, key: string, now: number, w
   return { ...existing, pcount: existing.pcount + 1, expire: now + whiteExpiry };
 }
 
+/** The policy door's times and its auto-whitelist, with postgrey's meanings (postgrey(8)). */
+export interface PolicyTimes {
+  /** --delay: how long a new triplet is deferred. */
+  delay: number;
+  /** --max-age: a triplet or client unseen this long is forgotten. */
+  maxAge: number;
+  /** --retry-window: see policyHit. */
+  retryWindow: number;
+  /** --auto-whitelist-clients: passes that whitelist a client; 0 turns it off. */
+  awlClients: number;
+  /** How often a client's count (or a whitelisted client's expiry) may move: postgrey's hour. */
+  awlEvery: number;
+}
+
+/** What one policy request did to its triplet. */
+export interface PolicyHit {
+  entry: Entry;
+  /** Time until the triplet may pass; 0 or less: it passes now. */
+  left: number;
+  /** Whether this is the triplet's first pass (postgrey adds its X-Greylist header then). */
+  firstPass: boolean;
+  /** How long the triplet waited, from its first attempt to now. */
+  waited: number;
+  /** Whether the triplet started (again) with this request: new, or past its retry window. */
+  fresh: boolean;
+}
+
+/**
+ * A policy request's triplet, as postgrey decides it (postgrey's smtpd_access_policy). A POLICY
+ * entry keeps first = first attempt and pass = last seen. A triplet passes once `delay` has
+ * gone by since its first attempt; one not passed yet whose first attempt is older than the
+ * retry window starts again from now (a sender that comes back days later is new again); a
+ * first attempt in the future (a clock set back) is taken as now. bcount counts requests and
+ * pcount the passes. The expiry is postgrey's maintenance rule made a date: a triplet that has
+ * passed is forgotten maxAge after it was last seen, one that has not, the retry window after.
+ */
+export function policyHit(existing: Entry | undefined, key: string, now: number, t: PolicyTimes): PolicyHit {
+  let first = now;
+  let passedBefore = false;
+  if (existing) {
+    first = existing.first;
+    passedBefore = existing.pass - existing.first >= t.delay;
+    if (!passedBefore && now - first > t.retryWindow) first = now;
+    if (first > now) first = now;
+  }
+  const waited = now - first;
+  const left = t.delay - waited;
+  const passed = passedBefore || left <= 0;
+  const entry: Entry = {
+    key,
+    first,
+    pass: now,
+    expire: now + (passed ? t.maxAge : Math.min(t.maxAge, t.retryWindow)),
+    bcount: (existing?.bcount ?? 0) + 1,
+    pcount: (existing?.pcount ?? 0) + (left <= 0 ? 1 : 0),
+  };
+  return { entry, left, firstPass: left <= 0 && !passedBefore, waited, fresh: first === now && waited === 0 };
+}
+
+/**
+ * A client's first pass of a triplet, counted toward postgrey's auto-whitelist: at most one
+ * count per `awlEvery`, so one burst of mail counts once. An AWL entry keeps first = first
+ * count, pass = last count, bcount = the count; it is forgotten maxAge after its last count.
+ * Returns the entry unchanged when the hour has not gone by.
+ */
+export function awlCount(existing: Entry | undefined, key: string, now: number, t: PolicyTimes): Entry {
+  if (existing && now < existing.pass + t.awlEvery && existing.pass <= now) return existing;
+  return {
+    key,
+    first: existing?.first ?? now,
+    pass: now,
+    expire: now + t.maxAge,
+    bcount: (existing?.bcount ?? 0) + 1,
+    pcount: 0,
+  };
+}
+
+/**
+ * A whitelisted client seen again at the policy door, as spamlogd sees a WHITE host pass
+ * (logdHit): its expiry moves to maxAge from now and the pass is counted, at most once per
+ * `awlEvery` (postgrey's hourly update), so a busy client does not write on every request.
+ * An expiry already later (the tarpit's white expiry) is kept. Returns undefined when nothing
+ * needs writing.
+ */
+export function whiteSeen(existing: Entry, now: number, t: PolicyTimes): Entry | undefined {
+  const expire = now + t.maxAge;
+  if (expire - existing.expire < t.awlEvery) return undefined;
+  return { ...existing, pcount: existing.pcount + 1, expire };
+}
+
 export type ManualType = 'WHITE' | 'TRAPPED' | 'SPAMTRAP';
 
 /**
@@ -143,10 +233,12 @@ export class ScanAccumulator {
       if (e.expire <= this.now) {
         this.expired += 1;
         this.deletes.push(e);
-        if (!e.key.includes('\n')) this.expiredIps.add(e.key);
+        if (!e.key.includes('\n') && !e.key.includes(' ')) this.expiredIps.add(e.key);
         continue;
       }
       const type = entryType(e);
+      // The policy door's triplets and counts only expire: they make no address WHITE.
+      if (type === 'POLICY' || type === 'AWL') continue;
       if (type === 'TRAPPED') {
         if (net.isIP(e.key) === 0) this.deletes.push(e);
         else {

@@ -8,6 +8,13 @@
 //   WHITE|ip|||first|pass|expire|bcount|pcount     (nine fields: one empty fewer than GREY)
 //   TRAPPED|ip|expire
 //   SPAMTRAP|address
+//   POLICY|triplet|first|last|expire|requests|passes   (the policy door's; spamdb has no such line)
+//   AWL|client|first|last|expire|count                 (ditto: a client's auto-whitelist count)
+//
+// POLICY's triplet is postgrey's key, `net/sender/recipient` (or its SHA-1 with --privacy), and
+// its times are the first attempt and the last request; AWL's client is an address (or its
+// SHA-1), with the first and last counted pass. Scripts that grep for spamdb's four types are
+// not disturbed by these two.
 //
 // Times are whole seconds in the text and milliseconds in an Entry.
 //
@@ -27,6 +34,10 @@ import { isIP } from 'node:net';
 import { PfgreyError } from '../errors.js';
 import { controlEscaper, unescapeBytes } from '../log.js';
 import {
+  awlKey,
+  AWL_PREFIX,
+  policyKey,
+  POLICY_PREFIX,
   PCOUNT_SPAMTRAP,
   PCOUNT_TRAPPED,
   entryType,
@@ -84,6 +95,10 @@ export function formatEntry(e: Entry): string {
       return `SPAMTRAP|${keyField(e.key)}`;
     case 'WHITE':
       return `WHITE|${keyField(e.key)}|||${sec(e.first)}|${sec(e.pass)}|${sec(e.expire)}|${e.bcount}|${e.pcount}`;
+    case 'POLICY':
+      return `POLICY|${keyField(e.key.slice(POLICY_PREFIX.length))}|${sec(e.first)}|${sec(e.pass)}|${sec(e.expire)}|${e.bcount}|${e.pcount}`;
+    case 'AWL':
+      return `AWL|${keyField(e.key.slice(AWL_PREFIX.length))}|${sec(e.first)}|${sec(e.pass)}|${sec(e.expire)}|${e.bcount}`;
     case 'GREY': {
       const g = splitGreyKey(e.key);
       if (!g) throw noFromPart(e.key);
@@ -97,7 +112,9 @@ export type EntryJson =
   | { type: 'GREY'; ip: string; helo: string; from: string; to: string; first: number; pass: number; expire: number; bcount: number; pcount: number }
   | { type: 'WHITE'; ip: string; first: number; pass: number; expire: number; bcount: number; pcount: number }
   | { type: 'TRAPPED'; ip: string; expire: number }
-  | { type: 'SPAMTRAP'; address: string };
+  | { type: 'SPAMTRAP'; address: string }
+  | { type: 'POLICY'; triplet: string; first: number; last: number; expire: number; requests: number; passes: number }
+  | { type: 'AWL'; client: string; first: number; last: number; expire: number; count: number };
 
 /**
  * One entry as JSON. Each type carries exactly the fields its spamdb line shows, under their
@@ -110,6 +127,13 @@ export function entryToJson(e: Entry): EntryJson {
       return { type: 'TRAPPED', ip: text(e.key), expire: sec(e.expire) };
     case 'SPAMTRAP':
       return { type: 'SPAMTRAP', address: text(e.key) };
+    case 'POLICY':
+      return {
+        type: 'POLICY', triplet: text(e.key.slice(POLICY_PREFIX.length)),
+        first: sec(e.first), last: sec(e.pass), expire: sec(e.expire), requests: e.bcount, passes: e.pcount,
+      };
+    case 'AWL':
+      return { type: 'AWL', client: text(e.key.slice(AWL_PREFIX.length)), first: sec(e.first), last: sec(e.pass), expire: sec(e.expire), count: e.bcount };
     case 'WHITE':
       return {
         type: 'WHITE',
@@ -141,7 +165,7 @@ export function entryToJson(e: Entry): EntryJson {
 
 // --- parsing --------------------------------------------------------------------------------
 
-const FIELDS: Record<EntryType, number> = { GREY: 10, WHITE: 9, TRAPPED: 3, SPAMTRAP: 2 };
+const FIELDS: Record<EntryType, number> = { GREY: 10, WHITE: 9, TRAPPED: 3, SPAMTRAP: 2, POLICY: 7, AWL: 6 };
 const INT32_MIN = -(2 ** 31);
 const INT32_MAX = 2 ** 31 - 1;
 
@@ -200,10 +224,11 @@ function splitMiddle(lineNo: number, mid: string[]): [string, string, string] {
 export function parseLine(line: string, lineNo: number): Entry {
   const f = line.split('|');
   const type = f[0]!;
-  if (!Object.hasOwn(FIELDS, type)) throw bad(lineNo, `unknown type ${showKey(type)} (expected GREY, WHITE, TRAPPED or SPAMTRAP)`);
+  if (!Object.hasOwn(FIELDS, type)) throw bad(lineNo, `unknown type ${showKey(type)} (expected GREY, WHITE, TRAPPED, SPAMTRAP, POLICY or AWL)`);
   const t = type as EntryType;
   const want = FIELDS[t];
-  const fieldCountOk = t === 'GREY' ? f.length >= want : t === 'SPAMTRAP' ? f.length >= want : f.length === want;
+  // GREY's middle fields, a SPAMTRAP address and a POLICY triplet may hold a raw '|'.
+  const fieldCountOk = t === 'GREY' || t === 'SPAMTRAP' || t === 'POLICY' ? f.length >= want : f.length === want;
   if (!fieldCountOk) throw bad(lineNo, `${t} needs ${want} fields, found ${f.length}`);
 
   let entry: Entry;
@@ -222,6 +247,18 @@ export function parseLine(line: string, lineNo: number): Entry {
       // spamdb prints `WHITE|ip|||first…`: two empty fields, one fewer than GREY's helo/from/to.
       if (f[2] !== '' || f[3] !== '') throw bad(lineNo, 'WHITE has text between the ip and the times; those fields must be empty');
       entry = numbers(lineNo, ip(lineNo, f[1]!), f.slice(4));
+      break;
+    }
+    case 'POLICY': {
+      const triplet = unescapeBytes(f.slice(1, f.length - 5).join('|'));
+      if (triplet === '') throw bad(lineNo, 'POLICY has an empty triplet');
+      entry = numbers(lineNo, policyKey(triplet), f.slice(f.length - 5));
+      break;
+    }
+    case 'AWL': {
+      const client = unescapeBytes(f[1]!);
+      if (client === '') throw bad(lineNo, 'AWL has an empty client');
+      entry = numbers(lineNo, awlKey(client), [...f.slice(2), '0']);
       break;
     }
     case 'GREY': {
