@@ -11,8 +11,11 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { PassThrough } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { policyCommand } from '../src/cli/policy.js';
 import { parseRunArgs } from '../src/cli/run.js';
+import { DEFAULTS } from '../src/config/defaults.js';
 import { required } from './helpers/require.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -73,7 +76,7 @@ class Rc {
   readonly dir: string;
   private readonly script: string;
 
-  constructor(t: ExecutionContext, readonly system: System, readonly name: 'pfgrey' | 'pfgrey_logd') {
+  constructor(t: ExecutionContext, readonly system: System, readonly name: 'pfgrey' | 'pfgrey_logd' | 'pfgrey_policy') {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), `pfgrey-rc-${system}-`));
     t.teardown(() => fs.rmSync(this.dir, { recursive: true, force: true }));
     const shipped = fs.readFileSync(path.join(ROOT, 'rc.d', system, name), 'utf8');
@@ -162,6 +165,8 @@ const LINTED: Array<[string, string]> = [
   ['rc.d/openbsd/pfgrey_logd', 'ksh'],
   ['rc.d/freebsd/pfgrey', 'sh'],
   ['rc.d/freebsd/pfgrey_logd', 'sh'],
+  ['rc.d/openbsd/pfgrey_policy', 'ksh'],
+  ['rc.d/freebsd/pfgrey_policy', 'sh'],
   ['test/smoke/bsd.sh', 'sh'],
 ];
 for (const [file, dialect] of LINTED) {
@@ -252,6 +257,29 @@ test('the rc.d scripts know which of pfgrey run\'s one-letter options take a val
     const letters = /%%\[([A-Za-z]+)\]\*\}$/m.exec(fs.readFileSync(path.join(ROOT, script), 'utf8'))?.[1] ?? '';
     t.is([...letters].sort().join(''), valued, script);
   }
+});
+
+/** pfgrey policy's exit status for `args` with --help: 0 when its option parser takes them all. */
+async function policyParses(args: string[]): Promise<number> {
+  const io = { stdout: new PassThrough(), stderr: new PassThrough(), stdin: new PassThrough(), env: {} };
+  return policyCommand([...args, '--help'], io).catch(() => -1);
+}
+
+const POLICY_LISTENER = `--inet ${DEFAULTS.policyHost}:${DEFAULTS.policyPort}`;
+
+test('the arguments the rc.d scripts give pfgrey policy parse, name the shared database, and listen where Postfix is told to ask', async (t) => {
+  const obsd = fs.readFileSync(path.join(ROOT, 'rc.d/openbsd/pfgrey_policy'), 'utf8');
+  const daemon = /^daemon="\/usr\/local\/bin\/node \/usr\/local\/bin\/pfgrey policy (.*)"$/m.exec(obsd);
+  t.is(daemon?.[1], `--db ${DB}`);
+  t.regex(obsd, new RegExp(`^daemon_flags="${POLICY_LISTENER}"$`, 'm'));
+  const fbsd = fs.readFileSync(path.join(ROOT, 'rc.d/freebsd/pfgrey_policy'), 'utf8');
+  t.regex(fbsd, /^: "\$\{pfgrey_db:="\/var\/db\/pfgrey\/pfgrey\.db"\}"$/m);
+  t.regex(fbsd, /\/usr\/local\/bin\/pfgrey policy --db \$\{pfgrey_db\}"$/m);
+  t.regex(fbsd, new RegExp(`^: "\\$\\{pfgrey_policy_flags:="${POLICY_LISTENER}"\\}"$`, 'm'));
+  t.is(await policyParses([...daemon![1]!.split(' '), ...POLICY_LISTENER.split(' ')]), 0);
+  t.is(await policyParses(['--no-such-option']), -1, 'a flag pfgrey policy does not know fails the parse');
+  // The main.cf line the scripts' comments give names that listener.
+  for (const text of [obsd, fbsd]) t.regex(text, /check_policy_service inet:127\.0\.0\.1:10023$/m);
 });
 
 // --- OpenBSD: rc.d/pfgrey ----------------------------------------------------------------------
@@ -586,4 +614,165 @@ withSh('FreeBSD: pfgrey_logd has no reload, since SIGHUP would end it', (t) => {
   t.is(r.status, 1);
   t.regex(r.stderr, /unknown directive 'reload'/);
   t.deepEqual(rc.records('signal'), []);
+});
+
+// --- OpenBSD: rc.d/pfgrey_policy ---------------------------------------------------------------
+
+const OBSD_POLICY = ['exec', '_pfgrey', 'daemon', 'YES', NODE, PFGREY, 'policy', '--db', DB];
+const OBSD_POLICY_DEFAULT = [...OBSD_POLICY, '--inet', '127.0.0.1:10023'];
+
+withMksh('OpenBSD: pfgrey_policy makes the database directory as root, then runs node pfgrey policy as _pfgrey in the background', (t) => {
+  const rc = new Rc(t, 'openbsd', 'pfgrey_policy');
+  const r = rc.run(['start']);
+  t.is(r.stdout, 'pfgrey_policy(ok)\n');
+  t.is(r.status, 0);
+  t.deepEqual(rc.records(), [
+    ...(dbDirMissing ? [INSTALL_DB_DIR] : []),
+    ['hook', 'rc_pre', '0'],
+    OBSD_POLICY_DEFAULT,
+  ]);
+});
+
+withMksh('OpenBSD: pfgrey_policy start, check, reload, stop, check: HUP then TERM, then it is gone', (t) => {
+  const rc = new Rc(t, 'openbsd', 'pfgrey_policy');
+  t.deepEqual(steps(rc, ['start', 'check', 'reload', 'stop', 'check']), [
+    ['start', 0, 'pfgrey_policy(ok)\n'],
+    ['check', 0, 'pfgrey_policy(ok)\n'],
+    ['reload', 0, 'pfgrey_policy(ok)\n'],
+    ['stop', 0, 'pfgrey_policy(ok)\n'],
+    ['check', 1, 'pfgrey_policy(failed)\n'],
+  ]);
+  t.deepEqual(rc.records('signal'), [['signal', 'HUP', '1001'], ['signal', 'TERM', '1001']]);
+});
+
+withMksh('OpenBSD: pfgrey_policy_flags in rc.conf.local replace the default listener, quotes and all, and check still finds it', (t) => {
+  // Brackets, parentheses and dots are regular-expression characters to pgrep: pexp must escape them.
+  const rc = new Rc(t, 'openbsd', 'pfgrey_policy')
+    .conf(`pfgrey_policy_flags=--inet [::1]:10023 --unix /var/spool/postfix/pfgrey/policy --greylist-text 'Greylisted (retry in %s s)'\n`);
+  t.is(rc.run(['start']).stdout, 'pfgrey_policy(ok)\n');
+  t.deepEqual(rc.records('exec'), [[...OBSD_POLICY, '--inet', '[::1]:10023', '--unix', '/var/spool/postfix/pfgrey/policy',
+    '--greylist-text', 'Greylisted (retry in %s s)']]);
+  t.is(rc.run(['check']).stdout, 'pfgrey_policy(ok)\n');
+  t.is(rc.run(['stop']).stdout, 'pfgrey_policy(ok)\n');
+  t.deepEqual(rc.records('signal'), [['signal', 'TERM', '1001']]);
+});
+
+withMksh('OpenBSD: an empty pfgrey_policy_flags= keeps the default listener, and pfgrey_policy_user names another user', (t) => {
+  const rc = new Rc(t, 'openbsd', 'pfgrey_policy').conf('pfgrey_policy_flags=\npfgrey_policy_user=_postgrey\n');
+  t.is(rc.run(['start']).status, 0);
+  t.deepEqual(rc.records('exec'), [['exec', '_postgrey', ...OBSD_POLICY_DEFAULT.slice(2)]]);
+});
+
+withMksh('OpenBSD: a second start while pfgrey_policy runs starts nothing', (t) => {
+  const rc = new Rc(t, 'openbsd', 'pfgrey_policy');
+  rc.run(['start']);
+  rc.clearRecords();
+  t.is(rc.run(['start']).status, 0);
+  t.deepEqual(rc.records(), []);
+});
+
+test('OpenBSD: pfgrey_policy\'s instructions put it before postfix in pkg_scripts, which rc starts in order', (t) => {
+  const text = fs.readFileSync(path.join(ROOT, 'rc.d/openbsd/pfgrey_policy'), 'utf8');
+  const order = /^#\s+rcctl order (.+)$/m.exec(text)?.[1]?.split(/\s+/) ?? [];
+  t.true(order.includes('pfgrey_policy') && order.includes('postfix'), order.join(' '));
+  t.true(order.indexOf('pfgrey_policy') < order.indexOf('postfix'));
+});
+
+// --- FreeBSD: rc.d/pfgrey_policy ---------------------------------------------------------------
+
+const POLICY_PID = '/var/run/pfgrey/pfgrey_policy.pid';
+const FBSD_POLICY = ['exec', '_pfgrey', 'daemon', '/usr/sbin/daemon', '-f', '-S', '-T', 'pfgrey_policy', '-p', POLICY_PID,
+  NODE, PFGREY, 'policy', '--db', DB];
+const FBSD_POLICY_DEFAULT = [...FBSD_POLICY, '--inet', '127.0.0.1:10023'];
+const INSTALL_PID_DIR = ['cmd', 'install', '-d', '-o', '_pfgrey', '-m', '0755', path.dirname(POLICY_PID)];
+
+withSh('FreeBSD: with pfgrey_policy_enable unset, start refuses as rc.subr does, and onestart starts', (t) => {
+  const rc = new Rc(t, 'freebsd', 'pfgrey_policy');
+  const r = rc.run(['start']);
+  t.is(r.stdout, "Cannot 'start' pfgrey_policy. Set pfgrey_policy_enable to YES in /etc/rc.conf or use 'onestart' instead of 'start'.\n");
+  t.deepEqual(rc.records(), []);
+  t.is(rc.run(['onestart']).status, 0);
+  t.deepEqual(rc.records('exec'), [FBSD_POLICY_DEFAULT]);
+});
+
+withSh('FreeBSD: pfgrey_policy makes its pid directory and the database directory as root, runs as _pfgrey, then status, reload, stop, status', (t) => {
+  const rc = new Rc(t, 'freebsd', 'pfgrey_policy').conf('pfgrey_policy_enable="YES"\n');
+  const start = rc.run(['start']);
+  t.is(start.stdout, 'Starting pfgrey_policy.\n');
+  t.is(start.status, 0);
+  t.deepEqual(rc.records(), [
+    INSTALL_PID_DIR,
+    ...(dbDirMissing ? [INSTALL_DB_DIR] : []),
+    ['hook', 'start_precmd', '0'],
+    FBSD_POLICY_DEFAULT,
+  ]);
+  t.deepEqual(steps(rc, ['status', 'reload', 'stop', 'status']), [
+    ['status', 0, 'pfgrey_policy is running as pid 1001.\n'],
+    ['reload', 0, ''],
+    ['stop', 0, 'Stopping pfgrey_policy.\nWaiting for PIDS: 1001.\n'],
+    ['status', 1, 'pfgrey_policy is not running.\n'],
+  ]);
+  t.deepEqual(rc.records('signal'), [['signal', 'HUP', '1001'], ['signal', 'TERM', '1001']]);
+});
+
+withSh('FreeBSD: pfgrey_policy_flags replace the default listener and go after pfgrey policy, not to daemon(8)', (t) => {
+  const rc = new Rc(t, 'freebsd', 'pfgrey_policy')
+    .conf('pfgrey_policy_enable="YES"\npfgrey_policy_flags="--unix /var/spool/postfix/pfgrey/policy --delay 60"\n');
+  t.is(rc.run(['start']).status, 0);
+  t.deepEqual(rc.records('exec'), [[...FBSD_POLICY, '--unix', '/var/spool/postfix/pfgrey/policy', '--delay', '60']]);
+  t.is(rc.run(['status']).status, 0);
+});
+
+withSh('FreeBSD: flags= from the environment override pfgrey_policy_flags, and an empty pfgrey_policy_flags keeps the default', (t) => {
+  const rc = new Rc(t, 'freebsd', 'pfgrey_policy').conf('pfgrey_policy_enable="YES"\npfgrey_policy_flags=""\n');
+  t.is(rc.run(['start']).status, 0);
+  t.deepEqual(rc.records('exec'), [FBSD_POLICY_DEFAULT]);
+  rc.run(['stop']);
+  rc.clearRecords();
+  t.is(rc.run(['start'], { flags: '-d --inet 10024' }).status, 0);
+  t.deepEqual(rc.records('exec'), [[...FBSD_POLICY, '-d', '--inet', '10024']]);
+});
+
+withSh('FreeBSD: pfgrey_policy_user names the user it runs as and the owner of its pid directory', (t) => {
+  const rc = new Rc(t, 'freebsd', 'pfgrey_policy').conf('pfgrey_policy_enable="YES"\npfgrey_policy_user="_postgrey"\n');
+  t.is(rc.run(['start']).status, 0);
+  t.deepEqual(rc.records('cmd')[0], ['cmd', 'install', '-d', '-o', '_postgrey', '-m', '0755', path.dirname(POLICY_PID)]);
+  t.deepEqual(rc.records('exec'), [['exec', '_postgrey', ...FBSD_POLICY_DEFAULT.slice(2)]]);
+});
+
+withSh('FreeBSD: pfgrey_policy does not start when its pid directory cannot be made', (t) => {
+  const rc = new Rc(t, 'freebsd', 'pfgrey_policy').conf('pfgrey_policy_enable="YES"\n');
+  const r = rc.run(['start'], { STUB_INSTALL_STATUS: '1' });
+  t.is(r.status, 1);
+  t.regex(r.stderr, /failed precmd routine for pfgrey_policy/);
+  t.deepEqual(rc.records('hook'), [['hook', 'start_precmd', '1']]);
+  t.deepEqual(rc.records('exec'), []);
+});
+
+withSh('FreeBSD: pfgrey_db moves the database pfgrey_policy opens, and the directory made for _pfgrey', (t) => {
+  const rc = new Rc(t, 'freebsd', 'pfgrey_policy');
+  rc.conf(`pfgrey_policy_enable="YES"\npfgrey_db="${path.join(rc.dir, 'db', 'grey.db')}"\n`);
+  t.is(rc.run(['start']).status, 0);
+  t.deepEqual(rc.records('cmd').filter((c) => c[1] === 'install')[1], ['cmd', 'install', '-d', '-o', '_pfgrey', '-g', '_pfgrey', '-m', '0750', '/db']);
+  t.deepEqual(rc.records('exec'), [[...FBSD_POLICY.slice(0, -1), '/db/grey.db', '--inet', '127.0.0.1:10023']]);
+});
+
+// What the mail systems' rc.d scripts PROVIDE, from the FreeBSD ports (mail/postfix/files/postfix.in,
+// mail/exim/files/exim.in) and base (libexec/rc/rc.d/sendmail).
+const MTA_PROVIDES: Record<string, string[]> = { postfix: ['postfix', 'mail'], exim: ['mail'], sendmail: ['mail'] };
+
+/** The words of an rcorder(8) keyword line (`# KEY: a b`) of a script. */
+function rcorderWords(text: string, key: string): string[] {
+  return new RegExp(`^# ${key}: (.*)$`, 'm').exec(text)?.[1]?.trim().split(/\s+/) ?? [];
+}
+
+test('FreeBSD: rcorder puts pfgrey_policy before every mail system, and it requires none of them', (t) => {
+  const text = fs.readFileSync(path.join(ROOT, 'rc.d/freebsd/pfgrey_policy'), 'utf8');
+  t.deepEqual(rcorderWords(text, 'PROVIDE'), ['pfgrey_policy']);
+  const before = rcorderWords(text, 'BEFORE');
+  const requires = rcorderWords(text, 'REQUIRE');
+  for (const [mta, provides] of Object.entries(MTA_PROVIDES)) {
+    t.true(provides.some((p) => before.includes(p)), `BEFORE: ${before.join(' ')} names nothing ${mta} provides`);
+    t.false(provides.some((p) => requires.includes(p)), `REQUIRE: ${requires.join(' ')} waits for ${mta}`);
+  }
 });

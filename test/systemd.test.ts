@@ -2,12 +2,16 @@ import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { PassThrough } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { policyCommand } from '../src/cli/policy.js';
 import { parseRunArgs } from '../src/cli/run.js';
+import { DEFAULTS } from '../src/config/defaults.js';
 import { lacking } from './helpers/require.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const unit = path.join(root, 'rc.d/linux/pfgrey.service');
+const policyUnit = path.join(root, 'rc.d/linux/pfgrey-policy.service');
 
 test('the systemd unit runs pfgrey with the flags the nftables ruleset names', async (t) => {
   const text = await fs.readFile(unit, 'utf8');
@@ -24,14 +28,108 @@ test('the systemd unit runs pfgrey with the flags the nftables ruleset names', a
   t.regex(text, /^AmbientCapabilities=.*CAP_NET_ADMIN/m);
 });
 
-test('systemd-analyze finds nothing wrong with the unit but the uninstalled binary', (t) => {
-  const r = spawnSync('systemd-analyze', ['verify', unit], { encoding: 'utf8' });
-  if (r.error) {
-    lacking(t, `systemd-analyze is not available (${r.error.message})`);
-    return;
+for (const file of [unit, policyUnit]) {
+  test(`systemd-analyze finds nothing wrong with ${path.basename(file)} but the uninstalled binary`, (t) => {
+    const r = spawnSync('systemd-analyze', ['verify', file], { encoding: 'utf8' });
+    if (r.error) {
+      lacking(t, `systemd-analyze is not available (${r.error.message})`);
+      return;
+    }
+    const problems = `${r.stdout}${r.stderr}`.split('\n')
+      .filter((l) => l.trim() !== '')
+      .filter((l) => !/Command pfgrey is not executable|man pfgrey\(8\)/.test(l));
+    t.deepEqual(problems, []);
+  });
+}
+
+// --- pfgrey-policy.service ---------------------------------------------------------------------
+
+/** A unit's [Service] settings, in order, with systemd's own quoting of Environment= undone. */
+async function serviceSettings(file: string): Promise<Array<[string, string]>> {
+  const text = await fs.readFile(file, 'utf8');
+  const section = /^\[Service\]\n([\s\S]*?)(?=^\[|(?![\s\S]))/m.exec(text)?.[1] ?? '';
+  return section.split('\n').filter((l) => /^[A-Za-z]+=/.test(l)).map((l) => {
+    const at = l.indexOf('=');
+    return [l.slice(0, at), l.slice(at + 1).replace(/^"(.*)"$/, '$1')];
+  });
+}
+
+function setting(settings: Array<[string, string]>, key: string): string | undefined {
+  return settings.filter(([k]) => k === key).at(-1)?.[1];
+}
+
+/** The dynamic user a unit runs as: User=, or else named after the unit (systemd.exec(5), DynamicUser=). */
+function dynamicUser(file: string, settings: Array<[string, string]>): string {
+  return setting(settings, 'User') ?? path.basename(file, '.service');
+}
+
+test('the policy unit runs pfgrey policy on the tarpit\'s database, listening where Postfix is told to ask by default', async (t) => {
+  const text = await fs.readFile(policyUnit, 'utf8');
+  const exec = /^ExecStart=pfgrey (policy .*?) \$PFGREY_POLICY_FLAGS$/m.exec(text);
+  t.truthy(exec, 'an ExecStart line that ends with the flags');
+  const settings = await serviceSettings(policyUnit);
+  const env = setting(settings, 'Environment');
+  t.is(env, `PFGREY_POLICY_FLAGS=--inet ${DEFAULTS.policyHost}:${DEFAULTS.policyPort}`);
+  const args = [...exec![1]!.split(/\s+/).slice(1), ...env!.replace(/^PFGREY_POLICY_FLAGS=/, '').split(/\s+/)];
+  // The arguments parse, as pfgrey policy will parse them (--help stops it after the parse).
+  const io = { stdout: new PassThrough(), stderr: new PassThrough(), stdin: new PassThrough(), env: {} };
+  t.is(await policyCommand([...args, '--help'], io), 0);
+  const tarpit = /^ExecStart=pfgrey run .*--db (\S+)/m.exec(await fs.readFile(unit, 'utf8'))![1];
+  t.is(/--db (\S+)/.exec(exec![1]!)![1], tarpit, 'the database pfgrey.service keeps');
+  // The main.cf line the unit's comment gives names that listener.
+  t.regex(text, /check_policy_service inet:127\.0\.0\.1:10023$/m);
+  t.regex(text, /^ExecReload=\/bin\/kill -HUP \$MAINPID$/m);
+});
+
+test('the policy unit runs as pfgrey.service\'s dynamic user, so the two share /var/lib/pfgrey without taking it from each other', async (t) => {
+  const tarpit = await serviceSettings(unit);
+  const policy = await serviceSettings(policyUnit);
+  // Two dynamic users would each be handed the state directory at their start (systemd #7090);
+  // one name is one user, shared while either unit runs.
+  t.is(setting(policy, 'DynamicUser'), 'yes');
+  t.is(setting(tarpit, 'DynamicUser'), 'yes');
+  t.is(dynamicUser(policyUnit, policy), dynamicUser(unit, tarpit));
+  t.is(setting(policy, 'Group') ?? dynamicUser(policyUnit, policy), setting(tarpit, 'Group') ?? dynamicUser(unit, tarpit));
+  for (const key of ['StateDirectory', 'StateDirectoryMode']) t.is(setting(policy, key), setting(tarpit, key), key);
+  const db = /--db (\S+)/.exec(setting(policy, 'ExecStart')!)![1]!;
+  t.is(path.dirname(db), `/var/lib/${setting(policy, 'StateDirectory')}`);
+});
+
+// Settings of pfgrey.service that are about what it runs, not how it is confined.
+const NOT_HARDENING = new Set(['Type', 'Environment', 'ExecStart', 'ExecReload', 'Restart', 'RestartSec', 'KillSignal',
+  'TimeoutStopSec', 'AmbientCapabilities', 'CapabilityBoundingSet', 'RestrictAddressFamilies']);
+
+test('the policy unit is confined as pfgrey.service is, with no capability and no address family it does not need', async (t) => {
+  const tarpit = await serviceSettings(unit);
+  const policy = await serviceSettings(policyUnit);
+  const hardening = tarpit.filter(([k]) => !NOT_HARDENING.has(k));
+  t.true(hardening.length >= 10, hardening.map(([k]) => k).join(' '));
+  for (const [key, value] of hardening) t.is(setting(policy, key), value, key);
+  t.is(setting(policy, 'CapabilityBoundingSet'), '');
+  t.is(setting(policy, 'AmbientCapabilities'), undefined);
+  const families = setting(policy, 'RestrictAddressFamilies')!.split(' ');
+  t.deepEqual(families.filter((f) => !setting(tarpit, 'RestrictAddressFamilies')!.split(' ').includes(f)), []);
+  t.false(families.includes('AF_NETLINK'));
+});
+
+test('the policy unit is ordered before the MTA units, and before the one that runs Postfix where Postfix is installed', async (t) => {
+  const text = await fs.readFile(policyUnit, 'utf8');
+  const before = [...text.matchAll(/^Before=(.*)$/gm)].flatMap((m) => m[1]!.trim().split(/\s+/));
+  for (const mta of ['postfix.service', 'exim4.service']) t.true(before.includes(mta), mta);
+  t.false(/^(After|Requires|BindsTo)=.*\b(postfix|exim)/m.test(text), 'nothing that waits for the MTA');
+  // Debian's postfix.service only runs /bin/true; postfix@-.service, ordered before it, runs
+  // Postfix. Whichever unit installed here runs Postfix must be named.
+  const installed: string[] = [];
+  for (const dir of ['/lib/systemd/system', '/usr/lib/systemd/system']) {
+    for (const name of ['postfix.service', 'postfix@.service']) {
+      const body = await fs.readFile(path.join(dir, name), 'utf8').catch(() => undefined);
+      if (body === undefined || installed.includes(name)) continue;
+      installed.push(name);
+      const start = /^ExecStart=(.*)$/m.exec(body)?.[1] ?? '';
+      if (/^\/(usr\/)?bin\/true$/.test(start.trim())) continue;
+      const runs = name === 'postfix@.service' ? 'postfix@-.service' : name;
+      t.true(before.includes(runs), `${runs} runs Postfix here (${start})`);
+    }
   }
-  const problems = `${r.stdout}${r.stderr}`.split('\n')
-    .filter((l) => l.trim() !== '')
-    .filter((l) => !/Command pfgrey is not executable|man pfgrey\(8\)/.test(l));
-  t.deepEqual(problems, []);
+  if (installed.length === 0) lacking(t, 'Postfix\'s systemd units are not installed');
 });
