@@ -14,6 +14,8 @@ export interface PostfixSettings {
   heloName: string;
   /** Where all mail goes, as Postfix's relayhost: `[192.0.2.1]:25`. */
   relayhost: string;
+  /** Further main.cf settings (name → value), after the ones above: transport_maps, say. */
+  main?: Record<string, string>;
 }
 
 export interface QueueEntry {
@@ -32,6 +34,8 @@ export interface PostfixSender {
   sendmail(from: string, to: string, message: string): Promise<void>;
   /** `postqueue -j`, parsed. */
   queue(): Promise<QueueEntry[]>;
+  /** `postqueue -i ID`: tries that deferred message again now. */
+  flush(queueId: string): Promise<void>;
 }
 
 const PACKAGE_MASTER_CF = '/usr/share/postfix/master.cf.dist';
@@ -78,7 +82,7 @@ maximal_queue_lifetime = 1h
 bounce_queue_lifetime = 1h
 maillog_file = ${maillog}
 maillog_file_prefixes = /var, /dev/stdout, ${logDir}
-`);
+${Object.entries(settings.main ?? {}).map(([k, v]) => `${k} = ${v}\n`).join('')}`);
   const postconf = (...args: string[]) => check(['postconf', '-c', etc, ...args]);
   // Nothing may depend on copies of /etc files inside a chroot under the queue directory.
   await postconf('-F', '*/*/chroot = n');
@@ -121,6 +125,9 @@ maillog_file_prefixes = /var, /dev/stdout, ${logDir}
     async queue() {
       const r = await check([...enter, '/usr/sbin/postqueue', '-j']);
       return r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as QueueEntry);
+    },
+    async flush(queueId) {
+      await check([...enter, '/usr/sbin/postqueue', '-i', queueId]);
     },
   };
 }
