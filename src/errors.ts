@@ -18,6 +18,7 @@ export const ERRORS = {
   E_DB_UNSAFE: 'database file is not safe to open',
   E_DB_LOCKED: 'database is in use by another pfgrey daemon',
   E_IMPORT: 'bad spamdb line',
+  E_POSTGREY_DUMP: 'postgrey dump that cannot be read (db_dump output of postgrey.db or postgrey_clients.db)',
   E_LISTEN: 'cannot listen',
   E_PRIVILEGES: 'cannot drop privileges',
   E_USER: 'no such user to run as, or one that may not be',

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pty from 'node-pty';
+import { DB_USAGE } from '../src/cli/db.js';
 import { greyKey } from '../src/grey/entry.js';
 import { openStore } from '../src/store/sqlite.js';
 
@@ -52,5 +53,6 @@ test('pfgrey db lists, adds and deletes under a real terminal', async (t) => {
 
   const usage = await runInTerminal(['db', '--db', file, '-G']);
   t.is(usage.exitCode, 1);
-  t.is(usage.output, 'usage: pfgrey db [--db PATH] [--json] [--import FILE|-] [-adGTt] [keys ...]\r\n');
+  // The terminal turns each line end of the usage into CR LF.
+  t.is(usage.output, `${DB_USAGE.replace(/\n/g, '\r\n')}\r\n`);
 });

@@ -1,5 +1,5 @@
 // `pfgrey db`: spamdb(8) over the pfgrey database — same flags, same lines, same messages,
-// same exit statuses — plus --db, --json and --import.
+// same exit statuses — plus --db, --json, --import and --import-postgrey.
 //
 // Choices where spamdb gives no answer or ours must differ:
 // - --json prints the listing as one JSON array with one entry object per line
@@ -23,6 +23,16 @@
 //   read as success once the shell takes the status modulo 256.
 // - Options may follow keys (GNU style); `--` ends options for a key that starts with '-'.
 // - -h/--help prints the usage line on stdout and exits 0; spamdb has no help flag.
+// - --import-postgrey reads `db_dump -p` output of postgrey's postgrey.db or postgrey_clients.db
+//   (src/grey/postgrey-dump.ts says how it is read and what it becomes). Unlike --import, whose
+//   lines are all checked before anything is written, it leaves a bad record out, naming its
+//   line (the first PROBLEMS_SHOWN, then how many more), and imports the rest, because one odd
+//   key among a busy site's triplets should not stop the move; the exit status counts the bad
+//   records (up to 255), so a script still sees them. A dump that is not db_dump output, or is
+//   neither of postgrey's files, imports nothing (status 1). Entries already expired are
+//   skipped and counted. An entry already in the database stays when its last sighting is as
+//   late or later (keepsExisting), so running the same import again changes nothing. An import
+//   with nothing to write does not create the database.
 
 import { readFile, rm } from 'node:fs/promises';
 import { isIP } from 'node:net';
@@ -31,9 +41,11 @@ import { parseArgs } from 'node:util';
 import { systemClock, type Clock } from '../clock.js';
 import { DEFAULTS } from '../config/defaults.js';
 import { describe, isPfgreyError, PfgreyError } from '../errors.js';
-import { keyProblem, toByteString, type Entry } from '../grey/entry.js';
+import { postgreyTimes } from '../config/postgrey-options.js';
+import { entryType, keyProblem, toByteString, type Entry } from '../grey/entry.js';
 import { Greylister } from '../grey/greylister.js';
-import type { ManualType } from '../grey/rules.js';
+import { keepsExisting, parseDbDump, postgreyEntries, type PostgreyImport } from '../grey/postgrey-dump.js';
+import type { ManualType, PolicyTimes } from '../grey/rules.js';
 import { silentLogger } from '../log.js';
 import { COMPANIONS, exists } from '../store/files.js';
 import { openDatabase } from '../store/open.js';
@@ -41,7 +53,10 @@ import { entryToJson, formatEntry, keyText, parseLine, showKey } from '../grey/s
 import type { Store } from '../store/types.js';
 import { databasePath, failure, type CliIO } from './io.js';
 
-export const DB_USAGE = 'usage: pfgrey db [--db PATH] [--json] [--import FILE|-] [-adGTt] [keys ...]';
+export const DB_USAGE =
+  'usage: pfgrey db [--db PATH] [--json] [--import FILE|-] [-adGTt] [keys ...]\n' +
+  '       pfgrey db [--db PATH] --import-postgrey FILE|- [--delay D] [--max-age D]\n' +
+  '                 [--retry-window D] [--auto-whitelist-clients N]';
 
 type Action = 'list' | 'add' | 'delete';
 type KeyType = 'WHITE' | 'TRAPPED' | 'SPAMTRAP' | 'GREY';
@@ -55,8 +70,19 @@ const OPTIONS = {
   db: { type: 'string' },
   json: { type: 'boolean' },
   import: { type: 'string' },
+  'import-postgrey': { type: 'string' },
+  delay: { type: 'string' },
+  'max-age': { type: 'string' },
+  'retry-window': { type: 'string' },
+  'auto-whitelist-clients': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
+
+/** postgrey's options, which only --import-postgrey reads (for the expiries and the auto-whitelist). */
+const POSTGREY_OPTIONS = ['delay', 'max-age', 'retry-window', 'auto-whitelist-clients'] as const;
+
+/** Bad records of an --import-postgrey named one by one; the rest are counted in one line. */
+const PROBLEMS_SHOWN = 10;
 
 interface Command {
   action: Action;
@@ -65,6 +91,9 @@ interface Command {
   dbPath: string;
   json: boolean;
   importFrom: string | undefined;
+  importPostgrey: string | undefined;
+  /** postgrey's times and auto-whitelist for --import-postgrey (its defaults, or the options). */
+  policy: PolicyTimes;
 }
 
 class Exit {
@@ -77,6 +106,7 @@ export async function dbCommand(argv: string[], io: CliIO, opts: { clock?: Clock
     const cmd = parseCommand(argv, io, warn);
     if (cmd instanceof Exit) return cmd.status;
     if (cmd.importFrom !== undefined) return await importDump(cmd, io, warn);
+    if (cmd.importPostgrey !== undefined) return await importPostgrey(cmd, io, opts.clock ?? systemClock, warn);
     switch (cmd.action) {
       case 'list':
         return await list(cmd, io, warn);
@@ -127,6 +157,13 @@ function parseCommand(argv: string[], io: CliIO, warn: (m: string) => void): Com
   if (values.import !== undefined && (action !== 'list' || positionals.length > 0)) {
     return usage('--import cannot be combined with -a, -d or keys');
   }
+  if (values['import-postgrey'] !== undefined) {
+    if (action !== 'list' || positionals.length > 0) return usage('--import-postgrey cannot be combined with -a, -d or keys');
+    if (values.import !== undefined) return usage('--import and --import-postgrey cannot be combined');
+  } else {
+    const stray = POSTGREY_OPTIONS.find((o) => values[o] !== undefined);
+    if (stray) return usage(`--${stray} goes with --import-postgrey`);
+  }
   if (values.db === '') return usage('--db needs a path');
   return {
     action,
@@ -135,6 +172,13 @@ function parseCommand(argv: string[], io: CliIO, warn: (m: string) => void): Com
     dbPath: databasePath(values.db, io.env),
     json: values.json ?? false,
     importFrom: values.import,
+    importPostgrey: values['import-postgrey'],
+    policy: postgreyTimes({
+      delay: values.delay,
+      maxAge: values['max-age'],
+      retryWindow: values['retry-window'],
+      awlClients: values['auto-whitelist-clients'],
+    }),
   };
 }
 
@@ -335,16 +379,8 @@ async function add(cmd: Command, clock: Clock, warn: (m: string) => void): Promi
     }
   }
   if (good.length === 0) return Math.min(failures, 255);
-  // Anything at the name (a dangling link too) is not ours to remove if the command fails.
-  const existed = await exists(cmd.dbPath).catch(() => true);
-  let status: number;
-  try {
-    status = await withStore(await openDatabase(cmd.dbPath, { create: true }), (store) => addKeys(store, good, failures));
-  } catch (err) {
-    if (!existed) await removeDatabase(cmd.dbPath);
-    throw err;
-  }
-  if (existed) return status;
+  const { result: status, created } = await writeDatabase(cmd.dbPath, (store) => addKeys(store, good, failures));
+  if (!created) return status;
   if (status === 255) await removeDatabase(cmd.dbPath);
   else warn(`no database at ${cmd.dbPath}: created it`);
   return status;
@@ -372,6 +408,22 @@ async function add(cmd: Command, clock: Clock, warn: (m: string) => void): Promi
  */
 function doorToCore(store: Store, clock: Clock = systemClock): Greylister {
   return new Greylister({ store, log: silentLogger, clock, atomic: true });
+}
+
+/**
+ * Opens the database for a command that writes, creating it when there is none, and runs `body`
+ * on it. A database this command created is removed again when `body` fails: a failing command
+ * leaves nothing behind. Resolves with body's result and whether the database was created.
+ */
+async function writeDatabase<T>(dbPath: string, body: (store: Store) => Promise<T>): Promise<{ result: T; created: boolean }> {
+  // Anything at the name (a dangling link too) is not ours to remove if the command fails.
+  const existed = await exists(dbPath).catch(() => true);
+  try {
+    return { result: await withStore(await openDatabase(dbPath, { create: true }), body), created: !existed };
+  } catch (err) {
+    if (!existed) await removeDatabase(dbPath);
+    throw err;
+  }
 }
 
 /** A database file this command created, with SQLite's companions; gone already is fine. */
@@ -402,7 +454,7 @@ async function remove(cmd: Command, warn: (m: string) => void): Promise<number> 
   });
 }
 
-// --- --import -----------------------------------------------------------------------------------
+// --- --import and --import-postgrey -------------------------------------------------------------
 
 async function readAll(stream: Readable): Promise<Buffer> {
   const parts: Buffer[] = [];
@@ -410,20 +462,35 @@ async function readAll(stream: Readable): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-async function importDump(cmd: Command, io: CliIO, warn: (m: string) => void): Promise<number> {
-  const file = cmd.importFrom!;
+/** What an import reads: the bytes of `file` (`-`: stdin), named for messages; undefined, said, when unreadable. */
+async function readInput(file: string, io: CliIO, warn: (m: string) => void): Promise<{ name: string; data: Buffer } | undefined> {
   const name = file === '-' ? 'stdin' : file;
-  let data: Buffer;
   try {
-    data = file === '-' ? await readAll(io.stdin) : await readFile(file);
+    return { name, data: file === '-' ? await readAll(io.stdin) : await readFile(file) };
   } catch (err) {
     // Node says `ENOENT: no such file or directory, open 'x'`; the name is already in front.
     warn(`cannot read ${name}: ${describe(err).replace(/^[A-Z]+: /, '').replace(/, \w+ '.*'$/, '')}`);
-    return 1;
+    return undefined;
   }
+}
+
+/** Writes entries as they are through the core (restore requests), a batch at a time. */
+async function restore(store: Store, entries: readonly Entry[], dbPath: string, clock: Clock): Promise<void> {
+  const core = doorToCore(store, clock);
+  // A batch at a time: the core decides each turn's requests with one lookup.
+  for (let i = 0; i < entries.length; i += DEFAULTS.greyBatch) {
+    const verdicts = await Promise.all(entries.slice(i, i + DEFAULTS.greyBatch).map((entry) => core.handle({ kind: 'restore', entry })));
+    const dropped = verdicts.find((v) => v.kind === 'dropped');
+    if (dropped?.kind === 'dropped') throw new PfgreyError('E_DB_WRITE', `${dbPath}: cannot import: ${dropped.why}`);
+  }
+}
+
+async function importDump(cmd: Command, io: CliIO, warn: (m: string) => void): Promise<number> {
+  const input = await readInput(cmd.importFrom!, io, warn);
+  if (!input) return 1;
   // Every line is checked before anything is written: a dump with one bad line imports nothing.
   const entries: Entry[] = [];
-  const lines = data.toString('latin1').split('\n');
+  const lines = input.data.toString('latin1').split('\n');
   for (let i = 0; i < lines.length; i++) {
     let line = lines[i]!;
     if (line.endsWith('\r')) line = line.slice(0, -1);
@@ -431,20 +498,68 @@ async function importDump(cmd: Command, io: CliIO, warn: (m: string) => void): P
     try {
       entries.push(parseLine(line, i + 1));
     } catch (err) {
-      warn(`${name}: ${describe(err)}`);
+      warn(`${input.name}: ${describe(err)}`);
       return 1;
     }
   }
-  const store = await openDatabase(cmd.dbPath, { create: true });
-  await withStore(store, async () => {
-    const core = doorToCore(store);
-    // A batch at a time: the core decides each turn's requests with one lookup.
-    for (let i = 0; i < entries.length; i += DEFAULTS.greyBatch) {
-      const verdicts = await Promise.all(entries.slice(i, i + DEFAULTS.greyBatch).map((entry) => core.handle({ kind: 'restore', entry })));
-      const dropped = verdicts.find((v) => v.kind === 'dropped');
-      if (dropped?.kind === 'dropped') throw new PfgreyError('E_DB_WRITE', `${cmd.dbPath}: cannot import: ${dropped.why}`);
-    }
-  });
+  await writeDatabase(cmd.dbPath, (store) => restore(store, entries, cmd.dbPath, systemClock));
   warn(`imported ${entries.length} entries`);
   return 0;
+}
+
+/**
+ * The store as a merging import sees it: each atomic update leaves out the writes that the
+ * merge rule (keepsExisting) says lose to the entry already there, judged on the entries read
+ * inside the same transaction, so a daemon writing the key meanwhile is not overwritten by
+ * an older sighting. `kept` collects the keys so left alone. (The restore request itself
+ * always writes: what --import wants.)
+ */
+function merging(store: Store, now: number, kept: Set<string>): Store {
+  const update: Store['update'] = (keys, decide) => store.update(keys, (current) => decide(current).filter((w) => {
+    if (!('put' in w)) return true;
+    const keep = keepsExisting(current.get(w.put.key), w.put, now);
+    if (keep) kept.add(w.put.key);
+    else kept.delete(w.put.key);
+    return !keep;
+  }));
+  return new Proxy(store, {
+    get(target, prop) {
+      if (prop === 'update') return update;
+      const v: unknown = Reflect.get(target, prop, target);
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
+}
+
+async function importPostgrey(cmd: Command, io: CliIO, clock: Clock, warn: (m: string) => void): Promise<number> {
+  const input = await readInput(cmd.importPostgrey!, io, warn);
+  if (!input) return 1;
+  const now = clock.now();
+  let found: PostgreyImport;
+  try {
+    found = postgreyEntries(parseDbDump(input.data.toString('latin1')), cmd.policy, now);
+  } catch (err) {
+    if (!isPfgreyError(err) || err.code !== 'E_POSTGREY_DUMP') throw err;
+    warn(`${input.name}: ${err.message}`);
+    return 1;
+  }
+  const { problems } = found;
+  for (const p of problems.slice(0, PROBLEMS_SHOWN)) warn(`${input.name}: line ${p.line}: ${p.what}`);
+  if (problems.length > PROBLEMS_SHOWN) warn(`${input.name}: ${problems.length - PROBLEMS_SHOWN} more bad records not shown`);
+  const kept = new Set<string>();
+  if (found.entries.length > 0) {
+    await writeDatabase(cmd.dbPath, (store) => restore(merging(store, now, kept), found.entries, cmd.dbPath, clock));
+  }
+  const written = found.entries.filter((e) => !kept.has(e.key));
+  const types = (['POLICY', 'AWL', 'WHITE'] as const)
+    .map((type) => [type, written.filter((e) => entryType(e) === type).length] as const)
+    .filter(([, n]) => n > 0)
+    .map(([type, n]) => `${n} ${type}`);
+  const skipped = [
+    [found.expired, 'expired'],
+    [kept.size, 'no newer than the database\'s'],
+    [problems.length, 'bad'],
+  ].filter(([n]) => n !== 0).map(([n, why]) => `${n} ${why}`);
+  warn(`imported ${written.length} entries${types.length ? ` (${types.join(', ')})` : ''}${skipped.length ? `; skipped ${skipped.join(', ')}` : ''}`);
+  return Math.min(problems.length, 255);
 }
