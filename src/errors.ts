@@ -31,6 +31,7 @@ export const ERRORS = {
   E_CONFIG_LINE: 'bad config-port line',
   E_FETCH: 'cannot fetch list',
   E_CONFIG_PORT: 'cannot reach the config port',
+  E_POLICY_LIST: 'cannot read a whitelist or exempt file',
 } as const;
 
 export type ErrorCode = keyof typeof ERRORS;
