@@ -5,7 +5,7 @@
 import test from 'ava';
 import fc from 'fast-check';
 import { DEFAULTS } from '../src/config/defaults.js';
-import { formatAnswer, PolicyReader, policyTuple } from '../src/policy/protocol.js';
+import { formatAnswer, PolicyReader, policyQuery } from '../src/policy/protocol.js';
 
 const REQUEST = 'request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nclient_address=192.0.2.1\n' +
   'client_name=mx.example\nhelo_name=mx.example\nsender=a@example.org\nrecipient=b@us.example\n\n';
@@ -67,17 +67,21 @@ test('8-bit bytes in a value are kept as they were sent', (t) => {
   t.is(req!.attrs.get('helo_name'), '\u00e9\u00ff');
 });
 
-test('an RCPT request gives the tuple the tarpit would record; anything else says why it is not greylisted', (t) => {
+test('an RCPT request gives what postgrey reads of it; anything else says why it is not greylisted', (t) => {
   const [req] = new PolicyReader().push(Buffer.from(REQUEST));
-  t.deepEqual(policyTuple(req!), { ok: true, ip: '192.0.2.1', helo: 'mx.example', from: '<a@example.org>', to: '<b@us.example>' });
+  t.like(policyQuery(req!), { ok: true, query: { ip: '192.0.2.1', helo: 'mx.example', sender: 'a@example.org', recipient: 'b@us.example', enhanced: false } });
   const [bounce] = new PolicyReader().push(Buffer.from(REQUEST.replace('sender=a@example.org', 'sender=')));
-  t.like(policyTuple(bounce!), { ok: true, from: '<>' });
+  t.like(policyQuery(bounce!), { ok: true, query: { sender: '' } });
+  const [noState] = new PolicyReader().push(Buffer.from(REQUEST.replace('protocol_state=RCPT\n', '')));
+  t.like(policyQuery(noState!), { ok: true }, 'a hand-built request (an Exim ACL) may leave the state out');
   const [other] = new PolicyReader().push(Buffer.from('request=junk\n\n'));
-  t.deepEqual(policyTuple(other!), { ok: false, why: 'request "junk" is not smtpd_access_policy' });
+  t.deepEqual(policyQuery(other!), { ok: false, why: 'request "junk" is not smtpd_access_policy' });
   const [data] = new PolicyReader().push(Buffer.from(REQUEST.replace('RCPT', 'DATA')));
-  t.deepEqual(policyTuple(data!), { ok: false, why: 'protocol_state "DATA" is not RCPT' });
+  t.deepEqual(policyQuery(data!), { ok: false, why: 'protocol_state "DATA" is not RCPT' });
   const [noIp] = new PolicyReader().push(Buffer.from(REQUEST.replace('client_address=192.0.2.1\n', '')));
-  t.deepEqual(policyTuple(noIp!), { ok: false, why: 'no client_address' });
+  t.deepEqual(policyQuery(noIp!), { ok: false, why: 'no client_address' });
+  const [badIp] = new PolicyReader().push(Buffer.from(REQUEST.replace('client_address=192.0.2.1', 'client_address=192.0.2')));
+  t.deepEqual(policyQuery(badIp!), { ok: false, why: 'client_address "192.0.2" is not an IP address' });
 });
 
 test('an answer is one action line and the empty line, whatever its text holds', (t) => {

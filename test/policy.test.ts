@@ -7,41 +7,13 @@ import { spawn } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
 import { CLI, runCli } from './helpers/cli.js';
+import { ask, startPolicy } from './helpers/policy.js';
 import { tempDir } from './helpers/daemon.js';
 import { eventually } from './helpers/wait.js';
 
 const request = (to = 'b@us.example', state = 'RCPT') =>
   `request=smtpd_access_policy\nprotocol_state=${state}\nprotocol_name=ESMTP\nclient_address=192.0.2.1\n` +
   `client_name=mx.example\nhelo_name=mx.example\nsender=a@example.org\nrecipient=${to}\n\n`;
-
-function startPolicy(t: import('ava').ExecutionContext, args: string[]): Promise<{ port: number; stderr: () => string }> {
-  const child = spawn(process.execPath, [CLI, 'policy', '--log', 'stderr', '--inet', '127.0.0.1:0', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-  t.teardown(() => child.kill('SIGKILL'));
-  let err = '';
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
-  return eventually(() => {
-    const m = /listening for policy requests on 127\.0\.0\.1:(\d+)\./.exec(err);
-    return m ? { port: Number(m[1]), stderr: () => err } : undefined;
-  }, 'the policy server listening', 30_000);
-}
-
-/** One connection: sends each request after the previous answer, returns the answers. */
-async function ask(port: number, requests: string[], halfClose = false): Promise<{ answers: string[]; ended: boolean }> {
-  const s = net.connect({ port, host: '127.0.0.1' });
-  let text = '';
-  let ended = false;
-  s.setEncoding('latin1').on('data', (d: string) => (text += d));
-  s.on('end', () => (ended = true));
-  await new Promise<void>((resolve) => s.once('connect', () => resolve()));
-  for (let i = 0; i < requests.length; i++) {
-    s.write(requests[i]!);
-    if (halfClose && i === requests.length - 1) s.end();
-    await eventually(() => text.split('\n\n').length > i + 1, `answer ${i + 1}`);
-  }
-  if (halfClose) await eventually(() => ended, 'EOF after the answer');
-  s.destroy();
-  return { answers: text.split('\n\n').filter((a) => a !== ''), ended };
-}
 
 test('a new tuple is deferred with the seconds left, its retry after the delay passes with DUNNO, on one reused connection', async (t) => {
   const dir = await tempDir(t);
@@ -51,9 +23,9 @@ test('a new tuple is deferred with the seconds left, its retry after the delay p
   await new Promise((r) => setTimeout(r, 1200)); // the delay, on purpose
   const retry = await ask(port, [request()]);
   t.deepEqual(retry.answers, ['action=DUNNO']);
-  // The same database lists the tuple as the tarpit would have recorded it.
+  // pfgrey db lists the triplet as postgrey keys it: the client's /24, sender, recipient.
   const listed = await runCli(['db', '--db', path.join(dir, 'p.db')]);
-  t.regex(listed.stdout, /^GREY\|192\.0\.2\.1\|mx\.example\|<a@example\.org>\|<b@us\.example>\|/m);
+  t.regex(listed.stdout, /^POLICY\|192\.0\.2\.0\/a@example\.org\/b@us\.example\|\d+\|\d+\|\d+\|3\|1$/m);
 });
 
 test('a client that half-closes gets its answer and then EOF, as Exim\'s readsocket waits for', async (t) => {
@@ -113,7 +85,10 @@ test('a client that sends requests and never reads its answers is not read furth
   const { memoryLogger } = await import('../src/log.js');
   let asked = 0;
   const core = { handle: async () => (asked++, { kind: 'greylisted', key: 'k', left: 1000 }) } as never;
-  const server = new PolicyServer({ core, log: memoryLogger(), greylistAction: 'DEFER_IF_PERMIT', greylistText: 'x', noReuse: false });
+  const server = new PolicyServer({
+    core, log: memoryLogger(), greylistAction: 'DEFER_IF_PERMIT', greylistText: 'x', noReuse: false,
+    keys: (q) => ({ triplet: `${q.ip}/${q.sender}/${q.recipient}`, client: q.ip }), privacy: false,
+  });
   const input = new PassThrough();
   // A peer that takes one answer and then never reads again.
   const output = new Writable({ highWaterMark: 1, write: () => undefined });

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The one `pfgrey` entry: picks the subcommand and turns any error into one line on stderr.
 
-import { createRequire } from 'node:module';
+import { VERSION } from '../version.js';
 import { PfgreyError, describe } from '../errors.js';
 import { checkCommand } from './check.js';
 import { dbCommand } from './db.js';
@@ -56,8 +56,7 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
         return await policyCommand(rest, io);
       case '--version':
       case '-V': {
-        const pkg = createRequire(import.meta.url)('../../package.json') as { version: string };
-        io.stdout.write(`pfgrey ${pkg.version}\n`);
+        io.stdout.write(`pfgrey ${VERSION}\n`);
         return 0;
       }
       case 'help':

@@ -262,8 +262,18 @@ export const DEFAULTS = Object.freeze({
   policyIpv6Cidr: 64,
   /** How often a standalone pfgrey policy forgets expired entries (postgrey: hourly, keys nightly). */
   policyMaintenance: HOUR,
+  /**
+   * The first maintenance of a standalone pfgrey policy: not at start, so a restart does not
+   * walk the database before answering. A --stdio process lives as long as one smtpd's
+   * connection (Postfix ends it within smtpd_policy_service_max_ttl, 1000 s), so it goes first
+   * after a few minutes, and the processes Postfix keeps starting share the work.
+   */
+  policyFirstMaintenance: MINUTE,
+  policyFirstMaintenanceStdio: 5 * MINUTE,
   /** postgrey's X-Greylist header; %t seconds waited, %v version, %h host name, %d date. */
   policyHeader: 'X-Greylist: delayed %t seconds by pfgrey-%v; %d',
+  /** postgrey's --socketmode default: the socket's directory (Postfix's private/) guards it. */
+  policySocketMode: 0o666,
   /** Policy connections served at once per listener; more wait in the kernel's backlog. */
   policyMaxConnections: 1000,
   /** A policy connection silent this long (no request, no answer pending) is closed. */

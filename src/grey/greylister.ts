@@ -64,7 +64,7 @@ export interface GreylisterOptions {
 }
 
 /** `1 tuple`, `2 tuples`. */
-const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
+const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : what.endsWith('s') ? 'es' : 's'}`;
 
 interface Queued {
   req: GreyRequest;
@@ -414,7 +414,7 @@ export class Greylister {
         this.write({ key: r.ip, first: next.first, pass: now, expire: now + t.maxAge, bcount: next.bcount, pcount: 0 }, out);
         if (counted) this.remove(clientKey, out);
         out.events.push({ kind: 'white', ip: r.ip });
-        this.opts.log.info(`whitelisted: ${r.ip} after ${next.bcount} passes (auto-whitelist)`);
+        this.opts.log.info(`whitelisted: ${r.ip} after ${count(next.bcount, 'pass')} (auto-whitelist)`);
       } else if (next !== live) {
         this.write(next, out);
       }

@@ -71,6 +71,13 @@ export class Scanner {
     void this.tick();
   }
 
+  /** Scans first after `delay`, then every interval after each scan ends. */
+  startLater(delay: number): void {
+    this.stopped = false;
+    this.timer = setTimeout(() => void this.tick(), delay);
+    this.timer.unref();
+  }
+
   stop(): Promise<unknown> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);

@@ -4,6 +4,7 @@
 // frames and checks: it turns bytes into requests and verdicts into answers, with every input
 // bounded, and knows nothing of sockets or of greylisting (the policy door and the core do).
 
+import { isIP } from 'node:net';
 import { DEFAULTS } from '../config/defaults.js';
 
 /** One request: its attributes in the order sent (a repeated name keeps its last value). */
@@ -96,26 +97,55 @@ export class PolicyReader {
   }
 }
 
-/** What a greylisting policy needs of a request, or why it cannot answer it by greylisting. */
-export type PolicyTuple =
-  | { ok: true; ip: string; helo: string; from: string; to: string }
-  | { ok: false; why: string };
+/** What the policy door reads of a request: the attributes postgrey uses, as sent. */
+export interface PolicyQuery {
+  /** client_address. */
+  ip: string;
+  /** client_name: the client's verified reverse name, or `unknown` (Postfix) or empty. */
+  name: string;
+  helo: string;
+  /** sender, without angle brackets; empty for a bounce. */
+  sender: string;
+  recipient: string;
+  /** instance: one value per message, so that a message gets one X-Greylist header. */
+  instance?: string;
+  /** queue_id, for the log line. */
+  queueId?: string;
+  /** etrn_domain is sent by Postfix 2.3 and later (postgrey's test for enhanced status codes). */
+  enhanced: boolean;
+}
+
+/** A request the door can greylist, or why it cannot. */
+export type PolicyQueryResult = { ok: true; query: PolicyQuery } | { ok: false; why: string };
 
 /**
- * The tuple of an `smtpd_access_policy` request at RCPT: the client's address, the HELO name,
- * and the sender and recipient in angle brackets, as the tarpit records them, so one database
- * serves both doors. Anything else (another request type, a state other than RCPT, no client
- * address) is not greylisted and says why.
+ * The greylisting question in an `smtpd_access_policy` request at RCPT. A request without a
+ * protocol_state is taken as RCPT (clients built by hand, such as an Exim ACL, may leave it
+ * out); another state, another request type or no client address is not greylisted and says
+ * why. Missing names and addresses read as empty, as postgrey reads them.
  */
-export function policyTuple(req: PolicyRequest): PolicyTuple {
+export function policyQuery(req: PolicyRequest): PolicyQueryResult {
   const a = req.attrs;
   const kind = a.get('request');
   if (kind !== 'smtpd_access_policy') return { ok: false, why: `request ${JSON.stringify(kind ?? '')} is not smtpd_access_policy` };
-  const state = a.get('protocol_state') ?? '';
+  const state = a.get('protocol_state') ?? 'RCPT';
   if (state.toUpperCase() !== 'RCPT') return { ok: false, why: `protocol_state ${JSON.stringify(state)} is not RCPT` };
   const ip = a.get('client_address') ?? '';
   if (ip === '') return { ok: false, why: 'no client_address' };
-  return { ok: true, ip, helo: a.get('helo_name') ?? '', from: `<${a.get('sender') ?? ''}>`, to: `<${a.get('recipient') ?? ''}>` };
+  if (isIP(ip) === 0) return { ok: false, why: `client_address ${JSON.stringify(ip.slice(0, 64))} is not an IP address` };
+  return {
+    ok: true,
+    query: {
+      ip,
+      name: a.get('client_name') ?? '',
+      helo: a.get('helo_name') ?? '',
+      sender: a.get('sender') ?? '',
+      recipient: a.get('recipient') ?? '',
+      instance: a.get('instance'),
+      queueId: a.get('queue_id'),
+      enhanced: a.has('etrn_domain'),
+    },
+  };
 }
 
 /**

@@ -4,6 +4,7 @@
 // request it cannot greylist, or a core that cannot decide (a database error), is answered
 // DUNNO, the fail-safe Postfix's SMTPD_POLICY_README asks of a policy server, and logged.
 
+import { chmod, chown, lstat, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { DEFAULTS } from '../config/defaults.js';
@@ -12,7 +13,8 @@ import type { Verdict } from '../grey/requests.js';
 import { listenError } from '../listen-error.js';
 import type { Logger } from '../log.js';
 import { describe, PfgreyError, systemErrorText } from '../errors.js';
-import { formatAnswer, PolicyReader, policyTuple, type PolicyRequest } from './protocol.js';
+import { RecentInstances } from './postgrey-key.js';
+import { formatAnswer, PolicyReader, type PolicyQuery, policyQuery, type PolicyRequest } from './protocol.js';
 
 export interface PolicyServerOptions {
   core: Greylister;
@@ -23,33 +25,130 @@ export interface PolicyServerOptions {
   greylistText: string;
   /** Close after every answer (--no-reuse), for clients that wait for EOF. */
   noReuse: boolean;
+  /**
+   * postgrey's keys of a request: its triplet (client network, normalised sender, recipient)
+   * and its client, both hashed with --privacy (src/policy/postgrey-key.ts).
+   */
+  keys: (q: PolicyQuery) => { triplet: string; client: string };
+  /** --privacy: the core writes no entry that names an address. */
+  privacy: boolean;
+  /** Why a request is let through without greylisting (a whitelist, --exempt), or undefined. */
+  exempt?: (q: PolicyQuery) => string | undefined;
+  /** The X-Greylist header for a triplet's first pass, given the seconds it waited (--x-greylist-header). */
+  header?: (waited: number) => string;
+  /** DEFAULTS.policyIdleTimeout and DEFAULTS.policyMaxConnections, unless a test says otherwise. */
+  idleTimeout?: number;
+  maxConnections?: number;
 }
 
-/** The action line for a verdict: the greylist action with its text, or DUNNO. */
-export function answerFor(verdict: Verdict, recipient: string, opts: Pick<PolicyServerOptions, 'greylistAction' | 'greylistText'>): string {
-  if (verdict.kind !== 'greylisted' && verdict.kind !== 'trapped') return 'DUNNO';
-  const seconds = verdict.kind === 'greylisted' ? Math.ceil(verdict.left / 1000) : 0;
-  const domain = recipient.replace(/^<|>$/g, '').split('@').pop() ?? '';
-  return `${opts.greylistAction} ${opts.greylistText.replace(/%s/g, String(seconds)).replace(/%r/g, domain)}`;
+/** What the door answers, and what its log line says of it (postgrey's words). */
+interface Decision {
+  action: string;
+  log: string;
+}
+
+/**
+ * The answer to a verdict, as postgrey answers: the greylist action with its text for a
+ * deferred triplet (or a trapped client), PREPEND with the X-Greylist header on a triplet's
+ * first pass when a header is set and the message has not had one, DUNNO otherwise.
+ */
+export function decide(verdict: Verdict, q: PolicyQuery, opts: Pick<PolicyServerOptions, 'greylistAction' | 'greylistText' | 'header'>, newInstance: () => boolean): Decision {
+  switch (verdict.kind) {
+    case 'greylisted':
+    case 'trapped': {
+      const seconds = Math.max(1, Math.ceil((verdict.left ?? 0) / 1000));
+      let text = opts.greylistText;
+      // postgrey's workaround for Exchange, which treats 4.7.1 as a permanent refusal: Postfix
+      // 2.3 and later (which send etrn_domain) take an enhanced status code from the text.
+      if (q.enhanced && !/^\d/.test(text)) text = `4.2.0 ${text}`;
+      text = text.replace('%s', String(seconds)).replace('%r', q.recipient.replace(/.*@/, ''));
+      const reason = verdict.kind === 'trapped' ? `trapped (${verdict.why})` : verdict.fresh ? 'new' : `early-retry (${seconds}s missing)`;
+      return { action: `${opts.greylistAction} ${text}`, log: `action=greylist, reason=${reason}` };
+    }
+    case 'passed':
+      if (verdict.waited !== undefined) {
+        const waited = Math.floor(verdict.waited / 1000);
+        const log = `action=pass, reason=triplet found, delay=${waited}`;
+        return opts.header && newInstance() ? { action: `PREPEND ${opts.header(waited)}`, log } : { action: 'DUNNO', log };
+      }
+      return { action: 'DUNNO', log: 'action=pass, reason=triplet found' };
+    case 'whitelisted':
+      return { action: 'DUNNO', log: `action=pass, reason=${verdict.by === 'awl' ? 'client AWL' : 'client WHITE'}` };
+    default:
+      return { action: 'DUNNO', log: `action=pass, reason=${verdict.kind}` };
+  }
+}
+
+/** postgrey's log line: the queue id, the action and reason, then who asked about what. */
+function logLine(q: PolicyQuery, what: string): string {
+  const who = [['client_name', q.name], ['client_address', q.ip], ['sender', q.sender], ['recipient', q.recipient]]
+    .filter(([, v]) => v !== '').map(([k, v]) => `${k}=${v}`).join(', ');
+  return `${q.queueId ? `${q.queueId}: ` : ''}${what}, ${who}`;
+}
+
+/** A Unix socket to listen on, with its mode and owner. */
+export interface UnixListener {
+  path: string;
+  mode?: number;
+  owner?: { uid: number; gid: number };
+}
+
+/**
+ * A socket left at `path` by a server that is gone (a crash, a kill -9) would make the bind
+ * fail: it is removed when nothing answers on it. Anything else there — a live server, a
+ * file, a symbolic link — is left alone and the bind fails naming it.
+ */
+async function clearStaleSocket(path: string): Promise<void> {
+  let st;
+  try {
+    st = await lstat(path);
+  } catch {
+    return;
+  }
+  if (!st.isSocket()) throw new PfgreyError('E_LISTEN', `cannot listen for policy requests on ${path}: it exists and is not a socket (not removed)`);
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = net.connect({ path });
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (live) throw new PfgreyError('E_LISTEN', `cannot listen for policy requests on ${path}: another server is answering on it`);
+  await unlink(path);
 }
 
 export class PolicyServer {
   private readonly servers: net.Server[] = [];
   private readonly sockets = new Set<net.Socket>();
+  /** One X-Greylist header per message (postgrey's is_new_instance). */
+  private readonly instances = new RecentInstances();
 
   constructor(private readonly opts: PolicyServerOptions) {}
 
   /** Answers one request; never rejects. */
   async answer(req: PolicyRequest): Promise<Buffer> {
-    const t = policyTuple(req);
-    if (!t.ok) {
-      this.opts.log.info(`policy request not greylisted (${t.why}): DUNNO`);
+    const parsed = policyQuery(req);
+    if (!parsed.ok) {
+      this.opts.log.info(`policy request not greylisted (${parsed.why}): DUNNO`);
       return formatAnswer('DUNNO');
     }
+    const q = parsed.query;
     try {
-      const verdict = await this.opts.core.handle({ kind: 'tuple', ip: t.ip, helo: t.helo, from: t.from, to: t.to });
-      if (verdict.kind === 'dropped') this.opts.log.error(`policy: cannot record ${t.ip} ${t.from} ${t.to}: ${verdict.why}; answering DUNNO`);
-      return formatAnswer(answerFor(verdict, t.to, this.opts));
+      const exempt = this.opts.exempt?.(q);
+      if (exempt !== undefined) {
+        this.opts.log.info(logLine(q, `action=pass, reason=${exempt}`));
+        return formatAnswer('DUNNO');
+      }
+      const { triplet, client } = this.opts.keys(q);
+      const verdict = await this.opts.core.handle({ kind: 'policy', ip: q.ip, triplet, client, rcpt: q.recipient, privacy: this.opts.privacy });
+      if (verdict.kind === 'dropped') {
+        this.opts.log.error(`policy: cannot record ${q.ip} ${q.sender} ${q.recipient}: ${verdict.why}; answering DUNNO`);
+        return formatAnswer('DUNNO');
+      }
+      const d = decide(verdict, q, this.opts, () => this.instances.isNew(q.instance));
+      this.opts.log.info(logLine(q, d.log));
+      return formatAnswer(d.action);
     } catch (err) {
       this.opts.log.error(`policy: ${describe(err)}; answering DUNNO`);
       return formatAnswer('DUNNO');
@@ -105,22 +204,44 @@ export class PolicyServer {
     output.on('error', () => undefined);
   }
 
-  /** Listens on TCP (host, port) or a Unix socket path; resolves with what it bound. */
-  listen(where: { host: string; port: number } | { path: string }): Promise<string | net.AddressInfo> {
+  /**
+   * Listens on TCP (host, port) or a Unix socket path; resolves with what it bound. A Unix
+   * socket gets `mode` (postgrey's --socketmode, 0666 by default: the directory it is in, such
+   * as Postfix's private/, is what guards it) and `owner`. At most
+   * DEFAULTS.policyMaxConnections connections are served at once (more wait in the kernel's
+   * backlog), and one silent for DEFAULTS.policyIdleTimeout is closed: Postfix closes its own
+   * after 300 s idle (smtpd_policy_service_max_idle), so only a stuck client meets it.
+   */
+  async listen(where: { host: string; port: number } | UnixListener): Promise<string | net.AddressInfo> {
+    if ('path' in where) await clearStaleSocket(where.path);
     // Half-open: a client that ends its side (Exim's readsocket) still gets its answer, and
     // the end of ours after it.
     const server = net.createServer({ allowHalfOpen: true }, (s) => {
       this.sockets.add(s);
       s.on('close', () => this.sockets.delete(s));
+      s.setTimeout(this.opts.idleTimeout ?? DEFAULTS.policyIdleTimeout, () => {
+        this.opts.log.debug('policy connection idle too long; closed');
+        s.destroy();
+      });
       this.serve(s, s);
     });
+    server.maxConnections = this.opts.maxConnections ?? DEFAULTS.policyMaxConnections;
     this.servers.push(server);
-    return new Promise((resolve, reject) => {
+    const bound = await new Promise<string | net.AddressInfo>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) => reject('path' in where
         ? new PfgreyError('E_LISTEN', `cannot listen for policy requests on ${where.path}: ${systemErrorText(err)}`, { cause: err })
         : listenError('policy requests', where.host, where.port, err)));
-      server.listen(where, () => resolve(server.address()!));
+      server.listen('path' in where ? { path: where.path } : where, () => resolve(server.address()!));
     });
+    if ('path' in where) {
+      try {
+        await chmod(where.path, where.mode ?? DEFAULTS.policySocketMode);
+        if (where.owner) await chown(where.path, where.owner.uid, where.owner.gid);
+      } catch (err) {
+        throw new PfgreyError('E_LISTEN', `cannot set the mode or owner of ${where.path}: ${systemErrorText(err as NodeJS.ErrnoException)}`, { cause: err });
+      }
+    }
+    return bound;
   }
 
   async close(): Promise<void> {

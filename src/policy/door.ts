@@ -1,0 +1,251 @@
+// The policy door's settings and start, shared by `pfgrey policy` and `pfgrey run --policy`:
+// postgrey's options with postgrey's meanings and defaults (postgrey(8)), read once here so
+// both commands take them the same way, and the door built from them on a greylist core.
+
+import { hostname } from 'node:os';
+import { DEFAULTS } from '../config/defaults.js';
+import { parseIntegerOption } from '../config/duration.js';
+import { postgreyTimes } from '../config/postgrey-options.js';
+import { describe, PfgreyError } from '../errors.js';
+import type { Greylister } from '../grey/greylister.js';
+import type { PolicyTimes } from '../grey/rules.js';
+import type { Logger } from '../log.js';
+import { lookupUser } from '../privileges.js';
+import { PolicyLists } from './lists.js';
+import { awlClientKey, tripletKey, xGreylistHeader } from './postgrey-key.js';
+import type { PolicyQuery } from './protocol.js';
+import { PolicyServer, type UnixListener } from './server.js';
+import { VERSION } from '../version.js';
+
+
+/** postgrey's options, as parseArgs takes them (both commands add their own). */
+export const POLICY_OPTIONS = {
+  delay: { type: 'string' },
+  'max-age': { type: 'string' },
+  'retry-window': { type: 'string' },
+  'lookup-by-subnet': { type: 'boolean' },
+  'lookup-by-host': { type: 'boolean' },
+  ipv4cidr: { type: 'string' },
+  ipv6cidr: { type: 'string' },
+  'auto-whitelist-clients': { type: 'string' },
+  'whitelist-clients': { type: 'string', multiple: true },
+  'whitelist-recipients': { type: 'string', multiple: true },
+  exempt: { type: 'string', multiple: true },
+  privacy: { type: 'boolean' },
+  'greylist-action': { type: 'string' },
+  'greylist-text': { type: 'string' },
+  'x-greylist-header': { type: 'string' },
+  hostname: { type: 'string' },
+  'no-reuse': { type: 'boolean' },
+  exim: { type: 'boolean' },
+  socketmode: { type: 'string' },
+  'socket-owner': { type: 'string' },
+} as const;
+
+/** The values parseArgs gives for POLICY_OPTIONS. */
+export interface PolicyOptionValues {
+  delay?: string;
+  'max-age'?: string;
+  'retry-window'?: string;
+  'lookup-by-subnet'?: boolean;
+  'lookup-by-host'?: boolean;
+  ipv4cidr?: string;
+  ipv6cidr?: string;
+  'auto-whitelist-clients'?: string;
+  'whitelist-clients'?: string[];
+  'whitelist-recipients'?: string[];
+  exempt?: string[];
+  privacy?: boolean;
+  'greylist-action'?: string;
+  'greylist-text'?: string;
+  'x-greylist-header'?: string;
+  hostname?: string;
+  'no-reuse'?: boolean;
+  exim?: boolean;
+  socketmode?: string;
+  'socket-owner'?: string;
+}
+
+/**
+ * postgrey's options whose value is optional (Getopt's `:s`): a bare `--auto-whitelist-clients`
+ * means 5 and a bare `--x-greylist-header` the default header. parseArgs has no optional
+ * values, so a bare one is given its default here; a value follows with `=` or as the next
+ * argument when that does not start with '-', as Getopt takes it.
+ */
+const OPTIONAL_VALUES: Record<string, string> = {
+  '--auto-whitelist-clients': String(DEFAULTS.policyAwlClients),
+  '--x-greylist-header': DEFAULTS.policyHeader,
+};
+
+export function withOptionalValues(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--') {
+      out.push(...argv.slice(i));
+      break;
+    }
+    const fallback = OPTIONAL_VALUES[a];
+    if (fallback === undefined) {
+      out.push(a);
+      continue;
+    }
+    const next = argv[i + 1];
+    if (next !== undefined && !next.startsWith('-')) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else {
+      out.push(`${a}=${fallback}`);
+    }
+  }
+  return out;
+}
+
+/** postgrey's options that pfgrey does not take, and what to do instead. */
+export const POSTGREY_ONLY: Record<string, string> = {
+  dbdir: 'pfgrey keeps one database file: use --db FILE (and pfgrey db --import-postgrey to bring postgrey\'s entries)',
+  pidfile: 'pfgrey policy runs in the foreground; its rc.d script or systemd unit keeps the pid',
+  daemonize: 'pfgrey policy runs in the foreground under its rc.d script or systemd unit',
+  user: 'run pfgrey policy as the user you want (its rc.d script and systemd unit do)',
+  group: 'run pfgrey policy as the user you want (its rc.d script and systemd unit do)',
+  'syslog-facility': 'pfgrey logs to the mail facility',
+  'listen-queue-size': 'pfgrey uses the system\'s backlog',
+};
+
+/** What the policy door is set to do. */
+export interface PolicySettings {
+  times: PolicyTimes;
+  byHost: boolean;
+  ipv4cidr: number;
+  ipv6cidr: number;
+  privacy: boolean;
+  clients: string[];
+  recipients: string[];
+  exempt: string[];
+  greylistAction: string;
+  greylistText: string;
+  /** The X-Greylist template, or undefined for none. */
+  header?: string;
+  hostname: string;
+  noReuse: boolean;
+  socketMode: number;
+  socketOwner?: { uid: number; gid: number };
+}
+
+/** Reads postgrey's options; throws E_BAD_OPTION naming the option for a bad value. */
+export function policySettings(v: PolicyOptionValues): PolicySettings {
+  if (v['lookup-by-host'] && v['lookup-by-subnet']) {
+    throw new PfgreyError('E_BAD_OPTION', '--lookup-by-host and --lookup-by-subnet contradict each other: give one');
+  }
+  const mode = v.socketmode ?? DEFAULTS.policySocketMode.toString(8);
+  if (!/^[0-7]{3,4}$/.test(mode)) throw new PfgreyError('E_BAD_OPTION', `--socketmode ${mode}: expected an octal mode such as 0660`);
+  let socketOwner: PolicySettings['socketOwner'];
+  if (v['socket-owner'] !== undefined) {
+    const [user, group] = v['socket-owner'].split(':');
+    const account = lookupUser(user ?? '');
+    if (!account) throw new PfgreyError('E_BAD_OPTION', `--socket-owner ${v['socket-owner']}: no user ${JSON.stringify(user)} in /etc/passwd`);
+    const gid = group === undefined || group === '' ? account.gid : /^\d+$/.test(group) ? Number(group) : undefined;
+    if (gid === undefined) throw new PfgreyError('E_BAD_OPTION', `--socket-owner ${v['socket-owner']}: give the group as a number`);
+    socketOwner = { uid: account.uid, gid };
+  }
+  return {
+    times: postgreyTimes({ delay: v.delay, maxAge: v['max-age'], retryWindow: v['retry-window'], awlClients: v['auto-whitelist-clients'] }),
+    byHost: v['lookup-by-host'] ?? false,
+    ipv4cidr: v.ipv4cidr === undefined ? DEFAULTS.policyIpv4Cidr : parseIntegerOption(v.ipv4cidr, '--ipv4cidr', 0, 32),
+    ipv6cidr: v.ipv6cidr === undefined ? DEFAULTS.policyIpv6Cidr : parseIntegerOption(v.ipv6cidr, '--ipv6cidr', 0, 128),
+    privacy: v.privacy ?? false,
+    clients: v['whitelist-clients'] ?? [],
+    recipients: v['whitelist-recipients'] ?? [],
+    exempt: v.exempt ?? [],
+    greylistAction: v['greylist-action'] ?? DEFAULTS.policyGreylistAction,
+    greylistText: v['greylist-text'] ?? DEFAULTS.policyGreylistText,
+    header: v['x-greylist-header'],
+    hostname: v.hostname ?? hostname(),
+    noReuse: (v['no-reuse'] ?? false) || (v.exim ?? false),
+    socketMode: parseInt(mode, 8),
+    socketOwner,
+  };
+}
+
+/** postgrey's keys of a request: the triplet and the client, hashed with --privacy. */
+export function policyKeys(s: Pick<PolicySettings, 'byHost' | 'ipv4cidr' | 'ipv6cidr' | 'privacy'>) {
+  const options = { byHost: s.byHost, ipv4cidr: s.ipv4cidr, ipv6cidr: s.ipv6cidr, privacy: s.privacy };
+  return (q: PolicyQuery): { triplet: string; client: string } => ({
+    triplet: tripletKey({ clientAddress: q.ip, sender: q.sender, recipient: q.recipient }, options),
+    client: awlClientKey(q.ip, options),
+  });
+}
+
+/** A listener of `--policy inet:[HOST:]PORT` / `unix:PATH` (pfgrey run), or --inet / --unix. */
+export type PolicyListener = { host: string; port: number } | UnixListener;
+
+/** `[host:]port` (postgrey's --inet); a bare port listens on 127.0.0.1, as postgrey's on localhost. */
+export function inetListener(v: string, what: string): { host: string; port: number } {
+  const m = /^(?:(.+):)?(\d{1,5})$/.exec(v);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) throw new PfgreyError('E_BAD_ADDRESS', `${what} ${v}: expected [host:]port`);
+  return { host: (m[1] ?? DEFAULTS.policyHost).replace(/^\[|\]$/g, ''), port };
+}
+
+/** `inet:[HOST:]PORT` or `unix:PATH`, as Postfix names the same service in check_policy_service. */
+export function policyListener(v: string): PolicyListener {
+  if (v.startsWith('inet:')) return inetListener(v.slice(5), '--policy');
+  if (v.startsWith('unix:') && v.length > 5) return { path: v.slice(5) };
+  throw new PfgreyError('E_BAD_OPTION', `--policy ${v}: expected inet:[host:]port or unix:path`);
+}
+
+/** A running policy door: its server, and the reload of its lists (SIGHUP). */
+export interface PolicyDoor {
+  server: PolicyServer;
+  /** What each listener bound, for the log line ("127.0.0.1:10023", or the socket path). */
+  bound: string[];
+  reload(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Loads the lists, logging what is wrong in them (postgrey warns and goes on). */
+async function loadLists(s: PolicySettings, log: Logger): Promise<PolicyLists> {
+  const { lists, problems } = await PolicyLists.load({ clients: s.clients, recipients: s.recipients, exempt: s.exempt });
+  for (const p of problems) log.warning(p);
+  return lists;
+}
+
+/** Builds the door on `core` and listens where asked. A failure closes what was opened. */
+export async function startPolicyDoor(s: PolicySettings, core: Greylister, log: Logger, listeners: readonly PolicyListener[]): Promise<PolicyDoor> {
+  let lists = await loadLists(s, log);
+  const header = s.header;
+  const server = new PolicyServer({
+    core, log,
+    greylistAction: s.greylistAction,
+    greylistText: s.greylistText,
+    noReuse: s.noReuse,
+    keys: policyKeys(s),
+    privacy: s.privacy,
+    exempt: (q) => lists.match({ clientName: q.name, clientAddress: q.ip, sender: q.sender, recipient: q.recipient }),
+    header: header === undefined ? undefined
+      : (waited) => xGreylistHeader(header, { delaySeconds: waited, version: VERSION, hostname: s.hostname, date: new Date() }),
+  });
+  const bound: string[] = [];
+  try {
+    for (const where of listeners) {
+      const a = await server.listen('path' in where ? { ...where, mode: where.mode ?? s.socketMode, owner: where.owner ?? s.socketOwner } : where);
+      bound.push(typeof a === 'string' ? a : a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`);
+    }
+  } catch (err) {
+    await server.close();
+    throw err;
+  }
+  return {
+    server,
+    bound,
+    reload: async () => {
+      try {
+        lists = await loadLists(s, log);
+        log.notice('policy: whitelists reloaded');
+      } catch (err) {
+        log.error(`policy: whitelists not reloaded, the old ones stay: ${describe(err)}`);
+      }
+    },
+    close: () => server.close(),
+  };
+}
