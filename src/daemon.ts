@@ -25,6 +25,7 @@ import { replaceUnderneath } from './store/recover.js';
 import { SwitchableStore } from './store/switchable.js';
 import type { FileProblem, Store } from './store/types.js';
 import { Tarpit, type TarpitOptions } from './tarpit/server.js';
+import { type PolicyDoor, type PolicyListener, type PolicySettings, startPolicyDoor } from './policy/door.js';
 
 export interface DaemonConfig {
   tarpit: TarpitOptions;
@@ -53,6 +54,11 @@ export interface DaemonConfig {
   /** -M: the low-priority MX address. */
   lowPriorityMx?: string;
   mxGrace: number;
+  /**
+   * --policy: the policy door (Postfix's check_policy_service, Exim's readsocket) on the same
+   * core and store as the tarpit, with postgrey's options.
+   */
+  policy?: { settings: PolicySettings; listeners: PolicyListener[] };
 }
 
 export interface Daemon {
@@ -65,6 +71,8 @@ export interface Daemon {
   firewall?: Firewall;
   sync?: WhitelistSync;
   tarpit: Tarpit;
+  /** --policy's door, when asked for. */
+  policy?: PolicyDoor;
   /** The most recent scan's result. */
   lastScan?: ScanPlan;
   /** SIGHUP: re-reads the allowed domains. */
@@ -160,6 +168,7 @@ async function startGreylisting(cfg: DaemonConfig, log: Logger, clock: Clock, li
     lowPriorityMx: cfg.lowPriorityMx,
     mxGrace: cfg.mxGrace,
     whiteExpiry: cfg.times.whiteExpiry,
+    policy: cfg.policy?.settings.times,
   });
   // Recovered as at start: the file moved aside, what can be read of it copied into a fresh
   // one, the firewall table's hosts kept WHITE, and the writes still queued replayed.
@@ -244,6 +253,7 @@ export async function startDaemon(
   const lists = new BlackLists();
   const undo: Undo = [];
   try {
+    if (cfg.blacklistOnly && cfg.policy) throw new PfgreyError('E_USAGE', '--policy needs the greylisting database, which blacklist-only mode (-b) has not');
     const grey = cfg.blacklistOnly ? undefined : await startGreylisting(cfg, log, clock, lists, undo);
     const tarpit = new Tarpit(cfg.tarpit, {
       log, clock,
@@ -255,6 +265,9 @@ export async function startDaemon(
     const { configPort, configAddress } = await listenConfigPort(cfg, lists, log);
     undo.push(() => configPort.close());
     const address = await tarpit.listen();
+    // Bound as root too: a Unix socket in Postfix's private/ directory needs it.
+    const policy = grey && cfg.policy ? await startPolicyDoor(cfg.policy.settings, grey.greylister, log, cfg.policy.listeners) : undefined;
+    if (policy) undo.push(() => policy.close());
     // Synchronously after the last bind, so no client is handled before it (privilege drop).
     // spamd keeps root in blacklist-only mode; pfgrey drops it there too.
     hooks.afterBind?.(grey?.firewall.name ?? 'none');
@@ -267,6 +280,7 @@ export async function startDaemon(
       log.notice(`blacklist-only mode: no greylisting, no database; lists from the config port ${configAddress.port}`);
     }
     log.warning(`listening for incoming connections on ${address.address}:${address.port}.`);
+    for (const b of policy?.bound ?? []) log.warning(`listening for policy requests on ${b}.`);
     grey?.scanner.start();
 
     // One deadline for the whole stop: the greylister and the store retry what the database
@@ -274,18 +288,22 @@ export async function startDaemon(
     const giveUp = new AbortController();
     let stopping: Promise<void> | undefined;
     return {
-      address, configAddress, lists, tarpit,
+      address, configAddress, lists, tarpit, policy,
       store: grey?.store, greylister: grey?.greylister, scanner: grey?.scanner, firewall: grey?.firewall, sync: grey?.sync,
       get lastScan() {
         return grey?.lastScan();
       },
-      reload: async () => grey?.reload(),
+      reload: async () => {
+        await grey?.reload();
+        await policy?.reload();
+      },
       stopNow: () => giveUp.abort(),
       stop: () => (stopping ??= (async () => {
         const deadline = setTimeout(() => giveUp.abort(), cfg.stopTimeout);
         try {
           await configPort.close();
           await tarpit.close();
+          await policy?.close();
           await grey?.stop(giveUp.signal);
         } finally {
           clearTimeout(deadline);

@@ -12,6 +12,7 @@ import { pfTableNameProblem } from '../firewall/pf.js';
 import { PfgreyError } from '../errors.js';
 import { commandLogger, type Logger, type LogTarget, parseLogTarget } from '../log.js';
 import { accountToBecome, becomeUser, isRoot } from '../privileges.js';
+import { POLICY_OPTIONS, policyListener, policySettings, withOptionalValues } from '../policy/door.js';
 import { databasePath, type CliIO } from './io.js';
 import { runService } from './service.js';
 
@@ -23,7 +24,8 @@ export const RUN_USAGE =
   '           [--passtime d] [--greyexp d] [--whiteexp d] [--scan-interval d]\n' +
   '           [--stutter d] [--grey-stutter d] [--idle-timeout d] [--firewall-timeout d]\n' +
   '           [--trapexp d] [--config-port port] [--alloweddomains file] [--user name]\n' +
-  '           [--log auto|stderr|syslog]';
+  '           [--log auto|stderr|syslog]\n' +
+  '           [--policy inet:[host:]port|unix:path ...] [pfgrey policy\'s postgrey options]';
 
 const INT_MAX = 2 ** 31 - 1;
 
@@ -73,6 +75,9 @@ const OPTIONS = {
   user: { type: 'string' },
   log: { type: 'string' },
   help: { type: 'boolean' },
+  // The policy door on the tarpit's core (src/policy/door.ts), with postgrey's options.
+  policy: { type: 'string', multiple: true },
+  ...POLICY_OPTIONS,
 } as const;
 
 const UNSUPPORTED: Record<string, string> = {
@@ -92,7 +97,7 @@ export interface RunSettings {
 export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSettings {
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: false, tokens: true });
+    parsed = parseArgs({ args: withOptionalValues(argv), options: OPTIONS, strict: true, allowPositionals: false, tokens: true });
   } catch (err) {
     throw new PfgreyError('E_USAGE', `${(err as Error).message.split('\n')[0]}\n${RUN_USAGE}`);
   }
@@ -246,6 +251,13 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
     }
     t.maxBlack = maxBlack ?? t.maxCon;
     if (t.maxBlack >= t.maxCon) t.maxBlack = Math.max(0, t.maxCon - DEFAULTS.maxBlackMargin);
+  }
+  const policy = parsed.values.policy ?? [];
+  if (policy.length > 0) {
+    cfg.policy = { settings: policySettings(parsed.values), listeners: policy.map(policyListener) };
+  } else {
+    const stray = Object.keys(POLICY_OPTIONS).find((name) => Object.hasOwn(parsed.values, name));
+    if (stray) throw new PfgreyError('E_USAGE', `--${stray} is an option of the policy door: add --policy inet:[host:]port or --policy unix:path`);
   }
   return { config: cfg, user, log, debug, help };
 }
