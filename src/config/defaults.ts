@@ -278,6 +278,19 @@ export const DEFAULTS = Object.freeze({
   policyMaxConnections: 1000,
   /** A policy connection silent this long (no request, no answer pending) is closed. */
   policyIdleTimeout: 10 * MINUTE,
+  /**
+   * A policy request the core has not decided within this (a database held locked by another
+   * process, a disk that stalls) is answered DUNNO: the published Exim ACL gives readsocket
+   * 5 s before it takes DUNNO itself, and Postfix waits 100 s (smtpd_policy_service_timeout)
+   * and then fails the RCPT with 451 4.3.5 "Server configuration problem".
+   */
+  policyAnswerTimeout: 4 * SECOND,
+  /**
+   * Failed answers (timeouts, database errors) are logged one line at first, then one line
+   * per this interval with how many more there were: a database down under 1,000 requests/s
+   * must not write 1,000 lines a second.
+   */
+  policyFailureLogEvery: MINUTE,
 });
 
 export type Defaults = typeof DEFAULTS;

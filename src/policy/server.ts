@@ -13,6 +13,8 @@ import type { Verdict } from '../grey/requests.js';
 import { listenError } from '../listen-error.js';
 import type { Logger } from '../log.js';
 import { describe, PfgreyError, systemErrorText } from '../errors.js';
+import { systemClock, type Clock } from '../clock.js';
+import { CoarseTimer, resolutionFor, type Due } from '../timers.js';
 import { RecentInstances } from './postgrey-key.js';
 import { formatAnswer, PolicyReader, type PolicyQuery, policyQuery, type PolicyRequest } from './protocol.js';
 
@@ -36,10 +38,57 @@ export interface PolicyServerOptions {
   exempt?: (q: PolicyQuery) => string | undefined;
   /** The X-Greylist header for a triplet's first pass, given the seconds it waited (--x-greylist-header). */
   header?: (waited: number) => string;
-  /** DEFAULTS.policyIdleTimeout and DEFAULTS.policyMaxConnections, unless a test says otherwise. */
+  /**
+   * DEFAULTS.policyIdleTimeout, DEFAULTS.policyMaxConnections, DEFAULTS.policyAnswerTimeout and
+   * DEFAULTS.policyFailureLogEvery, unless a test says otherwise.
+   */
   idleTimeout?: number;
   maxConnections?: number;
+  answerTimeout?: number;
+  failureLogEvery?: number;
+  clock?: Clock;
 }
+
+/**
+ * The log of failed answers (a timeout, a database error, a bug): the first is logged whole,
+ * and while they go on, one line per interval says how many more there were, so a database
+ * that fails under heavy traffic costs two log lines a minute, not one per request.
+ */
+class FailureLog implements Due {
+  private open = false;
+  private more = 0;
+
+  constructor(
+    private readonly log: Logger,
+    private readonly timer: CoarseTimer,
+    private readonly every: number,
+    private readonly clock: Clock,
+  ) {}
+
+  report(line: string): void {
+    if (this.open) {
+      this.more++;
+      return;
+    }
+    this.log.error(line);
+    this.open = true;
+    this.timer.schedule(this, this.clock.now() + this.every);
+  }
+
+  onDue(now: number): void {
+    if (this.more === 0) {
+      this.open = false;
+      return;
+    }
+    const s = Math.round(this.every / 1000);
+    this.log.error(`policy: ${this.more} more request${this.more === 1 ? '' : 's'} answered DUNNO in the last ${s} s because of failures like the one above`);
+    this.more = 0;
+    this.timer.schedule(this, now + this.every);
+  }
+}
+
+/** Why a request was answered DUNNO without a verdict: the core did not decide in time. */
+const LATE = Symbol('late');
 
 /** What the door answers, and what its log line says of it (postgrey's words). */
 interface Decision {
@@ -123,8 +172,33 @@ export class PolicyServer {
   private readonly sockets = new Set<net.Socket>();
   /** One X-Greylist header per message (postgrey's is_new_instance). */
   private readonly instances = new RecentInstances();
+  /** One coarse timer for every pending answer's deadline and the failure log. */
+  private readonly timer: CoarseTimer;
+  private readonly clock: Clock;
+  private readonly answerTimeout: number;
+  private readonly failures: FailureLog;
 
-  constructor(private readonly opts: PolicyServerOptions) {}
+  constructor(private readonly opts: PolicyServerOptions) {
+    this.clock = opts.clock ?? systemClock;
+    this.answerTimeout = opts.answerTimeout ?? DEFAULTS.policyAnswerTimeout;
+    this.timer = new CoarseTimer(resolutionFor(this.answerTimeout), this.clock);
+    this.failures = new FailureLog(opts.log, this.timer, opts.failureLogEvery ?? DEFAULTS.policyFailureLogEvery, this.clock);
+  }
+
+  /** The core's verdict, or LATE when it takes longer than the answer timeout. */
+  private within(verdict: Promise<Verdict>): Promise<Verdict | typeof LATE> {
+    return new Promise((resolve, reject) => {
+      const deadline: Due = { onDue: () => resolve(LATE) };
+      this.timer.schedule(deadline, this.clock.now() + this.answerTimeout);
+      verdict.then((v) => {
+        this.timer.cancel(deadline);
+        resolve(v);
+      }, (err: unknown) => {
+        this.timer.cancel(deadline);
+        reject(err);
+      });
+    });
+  }
 
   /** Answers one request; never rejects. */
   async answer(req: PolicyRequest): Promise<Buffer> {
@@ -141,16 +215,21 @@ export class PolicyServer {
         return formatAnswer('DUNNO');
       }
       const { triplet, client } = this.opts.keys(q);
-      const verdict = await this.opts.core.handle({ kind: 'policy', ip: q.ip, triplet, client, rcpt: q.recipient, privacy: this.opts.privacy });
+      // A verdict that comes too late is still recorded by the core; only the answer is DUNNO.
+      const verdict = await this.within(this.opts.core.handle({ kind: 'policy', ip: q.ip, triplet, client, rcpt: q.recipient, privacy: this.opts.privacy }));
+      if (verdict === LATE) {
+        this.failures.report(`policy: no verdict for ${q.ip} ${q.sender} ${q.recipient} within ${this.answerTimeout / 1000} s (the database is slow or locked); answering DUNNO`);
+        return formatAnswer('DUNNO');
+      }
       if (verdict.kind === 'dropped') {
-        this.opts.log.error(`policy: cannot record ${q.ip} ${q.sender} ${q.recipient}: ${verdict.why}; answering DUNNO`);
+        this.failures.report(`policy: cannot record ${q.ip} ${q.sender} ${q.recipient}: ${verdict.why}; answering DUNNO`);
         return formatAnswer('DUNNO');
       }
       const d = decide(verdict, q, this.opts, () => this.instances.isNew(q.instance));
       this.opts.log.info(logLine(q, d.log));
       return formatAnswer(d.action);
     } catch (err) {
-      this.opts.log.error(`policy: ${describe(err)}; answering DUNNO`);
+      this.failures.report(`policy: ${describe(err)}; answering DUNNO`);
       return formatAnswer('DUNNO');
     }
   }
@@ -245,6 +324,7 @@ export class PolicyServer {
   }
 
   async close(): Promise<void> {
+    this.timer.stop();
     for (const s of this.sockets) s.end();
     await Promise.all(this.servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
   }
