@@ -147,6 +147,8 @@ const SYSLOG_PRIORITY: Record<Level, string> = {
  */
 export function createSyslogLogger(opts: {
   ident: string; level?: Level; logger?: string; fallback?: (line: string) => void;
+  /** daemon (spamd's) unless given: the policy door logs to mail, as postgrey and Postfix do. */
+  facility?: 'daemon' | 'mail';
 }): Logger & { close(): void } {
   const max = ORDER[opts.level ?? 'info'];
   const tool = opts.logger ?? 'logger';
@@ -169,7 +171,7 @@ export function createSyslogLogger(opts: {
     if (!child || child.exitCode !== null || child.signalCode !== null || !child.stdin?.writable) {
       let spawned: ChildProcess;
       try {
-        spawned = spawn(tool, ['-t', opts.ident, '-p', `daemon.${SYSLOG_PRIORITY[level]}`], {
+        spawned = spawn(tool, ['-t', opts.ident, '-p', `${opts.facility ?? 'daemon'}.${SYSLOG_PRIORITY[level]}`], {
           stdio: ['pipe', 'ignore', 'ignore'],
         });
       } catch (err) {
@@ -211,11 +213,14 @@ export type LogTarget = 'auto' | 'stderr' | 'syslog';
  */
 export function commandLogger(opts: {
   target: LogTarget; debug: boolean; ident: string; stderr: NodeJS.WritableStream & { isTTY?: boolean };
+  facility?: 'daemon' | 'mail';
+  /** Where syslog's lines go when logger(1) cannot run (default: stderr). */
+  fallback?: (line: string) => void;
 }): Logger {
   const level: Level = opts.debug ? 'debug' : 'info';
   const toStderr = opts.target === 'stderr' || (opts.target === 'auto' && (opts.debug || opts.stderr.isTTY === true));
   if (toStderr) return createLogger({ level, ident: opts.ident, write: (l) => opts.stderr.write(l) });
-  return createSyslogLogger({ ident: opts.ident, level });
+  return createSyslogLogger({ ident: opts.ident, level, facility: opts.facility, fallback: opts.fallback });
 }
 
 export function parseLogTarget(v: string): LogTarget | undefined {

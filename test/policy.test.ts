@@ -99,3 +99,37 @@ test('a client that sends requests and never reads its answers is not read furth
   t.true(asked <= 2, `answered ${asked} while the peer did not read`);
   t.true(input.readableLength > 0, 'the rest is left unread in the stream');
 });
+
+test('pfgrey policy logs to syslog\'s mail facility; under spawn (--stdio) only answers are written, even when logger(1) cannot run', async (t) => {
+  const dir = await tempDir(t);
+  const { writeFile, readFile, mkdir } = await import('node:fs/promises');
+  const withLogger = path.join(dir, 'bin');
+  const without = path.join(dir, 'empty');
+  await mkdir(withLogger);
+  await mkdir(without);
+  // A logger(1) stand-in: its arguments and lines, one file per facility.priority.
+  await writeFile(path.join(withLogger, 'logger'), `#!/bin/sh\nf="${dir}/$(echo "$4" | /usr/bin/tr . _)"\necho "$*" > "$f.args"\n/bin/cat >> "$f.lines"\n`, { mode: 0o755 });
+  const stdio = async (pathDirs: string) => {
+    const child = spawn(process.execPath, [CLI, 'policy', '--stdio', '--db', path.join(dir, 'p.db')], {
+      stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, PATH: pathDirs },
+    });
+    t.teardown(() => child.kill('SIGKILL'));
+    let out = '';
+    let err = '';
+    child.stdout.setEncoding('latin1').on('data', (d: string) => (out += d));
+    child.stderr.setEncoding('latin1').on('data', (d: string) => (err += d));
+    child.stdin.end(request(`${path.basename(pathDirs)}@us.example`));
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    return { code, out, err };
+  };
+  const logged = await stdio(withLogger);
+  t.is(logged.code, 0);
+  t.is(logged.err, '');
+  t.regex(logged.out, /^action=DEFER_IF_PERMIT [^\n]*\n\n$/);
+  await eventually(async () => (await readFile(path.join(dir, 'mail_info.lines'), 'utf8').catch(() => '')).includes('action=greylist'), 'a line at logger');
+  t.is((await readFile(path.join(dir, 'mail_info.args'), 'utf8')).trim(), '-t pfgrey-policy -p mail.info');
+
+  const silent = await stdio(without);
+  t.deepEqual(silent, { code: 0, out: silent.out, err: '' });
+  t.regex(silent.out, /^action=DEFER_IF_PERMIT [^\n]*\n\n$/);
+});

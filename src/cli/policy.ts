@@ -68,8 +68,12 @@ export async function policyCommand(argv: string[], io: CliIO): Promise<number> 
     ...(values.unix ?? []).map((path) => ({ path })),
   ];
   if (!values.stdio && listeners.length === 0) listeners.push({ host: DEFAULTS.policyHost, port: DEFAULTS.policyPort });
-  // Under spawn(8) stdout is the answer channel: nothing else may be written there.
-  const log = commandLogger({ target, debug: values.d ?? false, ident: 'pfgrey-policy', stderr: io.stderr });
+  // Under spawn(8) stdout is the answer channel, and stderr goes to the same socket: nothing
+  // else may be written there, so with --stdio the log is syslog's (the default) or nothing.
+  const log = commandLogger({
+    target, debug: values.d ?? false, ident: 'pfgrey-policy', stderr: io.stderr, facility: 'mail',
+    fallback: values.stdio ? () => undefined : undefined,
+  });
   const dbPath = databasePath(values.db, io.env);
   assertSupported(dbPath);
   let store: Store | undefined;
