@@ -225,3 +225,12 @@ test('a database SQLite cannot read is moved aside and the policy service answer
   t.regex((await ask(p.port, [policyRequest()])).answers[0]!, DEFER);
   t.true((await fs.readdir(dir)).some((f) => f.startsWith('p.db.corrupt-')));
 });
+
+test('--ipv4cidr 0 and --ipv6cidr 0 mean the defaults, as postgrey reads them; other values are bounded', async (t) => {
+  const { policySettings } = await import('../src/policy/door.js');
+  t.like(policySettings({ ipv4cidr: '0', ipv6cidr: '0' }), { ipv4cidr: 24, ipv6cidr: 64 });
+  t.like(policySettings({ ipv4cidr: '16', ipv6cidr: '48' }), { ipv4cidr: 16, ipv6cidr: 48 });
+  t.like(policySettings({}), { ipv4cidr: 24, ipv6cidr: 64 });
+  t.is(t.throws(() => policySettings({ ipv4cidr: '33' }))?.message, '--ipv4cidr 33: too large (maximum 32)');
+  t.is(t.throws(() => policySettings({ ipv6cidr: '/64' }))?.message, '--ipv6cidr /64: not a whole number');
+});

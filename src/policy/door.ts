@@ -151,8 +151,10 @@ export function policySettings(v: PolicyOptionValues): PolicySettings {
   return {
     times: postgreyTimes({ delay: v.delay, maxAge: v['max-age'], retryWindow: v['retry-window'], awlClients: v['auto-whitelist-clients'] }),
     byHost: v['lookup-by-host'] ?? false,
-    ipv4cidr: v.ipv4cidr === undefined ? DEFAULTS.policyIpv4Cidr : parseIntegerOption(v.ipv4cidr, '--ipv4cidr', 0, 32),
-    ipv6cidr: v.ipv6cidr === undefined ? DEFAULTS.policyIpv6Cidr : parseIntegerOption(v.ipv6cidr, '--ipv6cidr', 0, 128),
+    // postgrey reads 0 as "not given" (`$opt{ipv4cidr} || 24`): a command line carried over
+    // must mean what it meant there, not one network for the whole Internet.
+    ipv4cidr: parseIntegerOption(v.ipv4cidr ?? '0', '--ipv4cidr', 0, 32) || DEFAULTS.policyIpv4Cidr,
+    ipv6cidr: parseIntegerOption(v.ipv6cidr ?? '0', '--ipv6cidr', 0, 128) || DEFAULTS.policyIpv6Cidr,
     privacy: v.privacy ?? false,
     clients: v['whitelist-clients'] ?? [],
     recipients: v['whitelist-recipients'] ?? [],
