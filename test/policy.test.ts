@@ -133,3 +133,34 @@ test('pfgrey policy logs to syslog\'s mail facility; under spawn (--stdio) only 
   t.deepEqual(silent, { code: 0, out: silent.out, err: '' });
   t.regex(silent.out, /^action=DEFER_IF_PERMIT [^\n]*\n\n$/);
 });
+
+test('several spawn processes (--stdio) at once share one database: every answer is right and every triplet is kept', async (t) => {
+  const dir = await tempDir(t);
+  const db = path.join(dir, 'shared.db');
+  const PROCESSES = 4;
+  const EACH = 25;
+  const run = (n: number) => new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+    const child = spawn(process.execPath, [CLI, 'policy', '--stdio', '--log', 'stderr', '--db', db], { stdio: ['pipe', 'pipe', 'pipe'] });
+    t.teardown(() => child.kill('SIGKILL'));
+    let out = '';
+    let err = '';
+    child.stdout.setEncoding('latin1').on('data', (d: string) => (out += d));
+    child.stderr.setEncoding('latin1').on('data', (d: string) => (err += d));
+    // Its own recipients, and one triplet every process asks about.
+    child.stdin.end(Array.from({ length: EACH }, (_, i) => request(`p${n}-${i}@us.example`)).join('') + request('all@us.example'));
+    child.on('exit', (code) => resolve({ code, out, err }));
+  });
+  const results = await Promise.all(Array.from({ length: PROCESSES }, (_, n) => run(n)));
+  for (const r of results) {
+    t.is(r.code, 0, r.err);
+    t.false(/error/i.test(r.err), r.err);
+    const actions = r.out.split('\n\n').filter((a) => a !== '').map((a) => a.split(' ')[0]);
+    t.deepEqual(actions, Array(EACH + 1).fill('action=DEFER_IF_PERMIT'));
+  }
+  const listed = await runCli(['db', '--db', db]);
+  const policy = listed.stdout.split('\n').filter((l) => l.startsWith('POLICY|'));
+  t.is(policy.length, PROCESSES * EACH + 1);
+  // The shared triplet was asked once by each process: one entry, every request counted.
+  const shared = policy.find((l) => l.includes('/all@us.example|'))!.split('|');
+  t.is(shared[5], String(PROCESSES));
+});
