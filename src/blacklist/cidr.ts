@@ -106,23 +106,38 @@ export function formatCidr(c: Cidr): string {
 }
 
 /** Sorted, non-overlapping ranges; overlapping and adjacent ranges become one. */
-export function mergeRanges(ranges: readonly Range[]): Range[] {
+export function mergeRanges<R extends Range | Range6>(ranges: readonly R[]): R[] {
   // Lists usually arrive sorted (spamd-setup sends them so); sorting those again is wasted.
   let inOrder = true;
   for (let i = 1; i < ranges.length && inOrder; i++) inOrder = ranges[i - 1]!.start <= ranges[i]!.start;
-  const sorted = inOrder ? ranges : ranges.slice().sort((a, b) => a.start - b.start);
-  const out: Range[] = [];
-  let cur: Range | undefined;
+  const sorted = inOrder ? ranges : ranges.slice().sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+  const out: R[] = [];
+  let cur: R | undefined;
   for (const r of sorted) {
     if (r.end < r.start) continue;
-    if (cur !== undefined && r.start <= cur.end + 1) {
+    // The address after cur's end, in cur's own type (number or bigint).
+    if (cur !== undefined && r.start <= (typeof cur.end === 'bigint' ? cur.end + 1n : cur.end + 1)) {
       if (r.end > cur.end) cur.end = r.end;
     } else {
-      cur = { start: r.start, end: r.end };
+      cur = { start: r.start, end: r.end } as R;
       out.push(cur);
     }
   }
   return out;
+}
+
+/** Whether `ip` lies in one of `ranges` (sorted and merged, as mergeRanges leaves them): a bisection. */
+export function inRanges<R extends Range | Range6>(ranges: readonly R[], ip: R['start']): boolean {
+  let lo = 0;
+  let hi = ranges.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const r = ranges[mid]!;
+    if (ip < r.start) hi = mid - 1;
+    else if (ip > r.end) lo = mid + 1;
+    else return true;
+  }
+  return false;
 }
 
 /** The addresses in `black` and not in `white`, merged. */

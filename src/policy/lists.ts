@@ -49,7 +49,7 @@
 import { open } from 'node:fs/promises';
 import { PfgreyError, systemErrorText } from '../errors.js';
 import {
-  cidrToRange, mergeRanges, parseCidr, parseCidr6, parseIPv6, parseNetV4, type Range, type Range6,
+  cidrToRange, inRanges, mergeRanges, parseCidr, parseCidr6, parseIPv6, parseNetV4, type Range, type Range6,
 } from '../blacklist/cidr.js';
 import { asciiLower, parseClientAddress } from './postgrey-key.js';
 
@@ -266,47 +266,6 @@ const NUMERIC_LIKE = /^[\d./]+$/;
 
 const hasLeadingZero = (s: string) => /(?:^|[./])0\d/.test(s.replace(/\/.*/, ''));
 
-function insideV4(ranges: readonly Range[], ip: number): boolean {
-  let lo = 0;
-  let hi = ranges.length - 1;
-  while (lo <= hi) {
-    const mid = (lo + hi) >> 1;
-    const r = ranges[mid]!;
-    if (ip < r.start) hi = mid - 1;
-    else if (ip > r.end) lo = mid + 1;
-    else return true;
-  }
-  return false;
-}
-
-function insideV6(ranges: readonly Range6[], ip: bigint): boolean {
-  let lo = 0;
-  let hi = ranges.length - 1;
-  while (lo <= hi) {
-    const mid = (lo + hi) >> 1;
-    const r = ranges[mid]!;
-    if (ip < r.start) hi = mid - 1;
-    else if (ip > r.end) lo = mid + 1;
-    else return true;
-  }
-  return false;
-}
-
-function mergeRanges6(ranges: Range6[]): Range6[] {
-  const sorted = ranges.slice().sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
-  const out: Range6[] = [];
-  let cur: Range6 | undefined;
-  for (const r of sorted) {
-    if (cur !== undefined && r.start <= cur.end + 1n) {
-      if (r.end > cur.end) cur.end = r.end;
-    } else {
-      cur = { start: r.start, end: r.end };
-      out.push(cur);
-    }
-  }
-  return out;
-}
-
 /** The local parts a recipient's local part `l` stands for: itself, and l up to each `+` that has something after it. */
 function* userForms(l: string): Generator<string> {
   yield l;
@@ -375,7 +334,7 @@ export class PolicyLists {
     for (const { file, text } of texts.exempt ?? []) lists.parseExempt(file, text, problems);
     lists.clientNetworks = v4.length + v6.length;
     lists.v4 = mergeRanges(v4);
-    lists.v6 = mergeRanges6(v6);
+    lists.v6 = mergeRanges(v6);
     return { lists, problems: problems.result() };
   }
 
@@ -511,8 +470,8 @@ export class PolicyLists {
     if (this.v4.length === 0 && this.v6.length === 0) return false;
     const a = parseClientAddress(ip);
     if (a === undefined) return false;
-    if (a.family === 4) return insideV4(this.v4, a.v4) || (a.mapped !== undefined && insideV6(this.v6, a.mapped));
-    return insideV6(this.v6, a.v6);
+    if (a.family === 4) return inRanges(this.v4, a.v4) || (a.mapped !== undefined && inRanges(this.v6, a.mapped));
+    return inRanges(this.v6, a.v6);
   }
 
   private recipientListed(recipient: string): boolean {

@@ -2,43 +2,18 @@
 // acknowledged tuples still queued until its deadline. A lock released in time loses nothing; a
 // lock held past it costs exactly the queued writes, said in one line, and the stop fails.
 
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import path from 'node:path';
-import sqlite3 from 'sqlite3';
 import type { Daemon } from '../../src/daemon.js';
 import type { PfgreyError } from '../../src/errors.js';
 import { openStore } from '../../src/store/sqlite.js';
 import { spawnDaemon } from '../helpers/cli.js';
 import { tempDir, testDaemon } from '../helpers/daemon.js';
+import { holdWriteLock } from '../helpers/raw-sql.js';
 import { attemptToData, eventually } from '../helpers/smtp.js';
 
 const TUPLES = 25;
 const RETRYING = 'retrying until the stop deadline';
-
-function exec(db: sqlite3.Database, sql: string): Promise<void> {
-  return new Promise((resolve, reject) => db.exec(sql, (err) => (err ? reject(err) : resolve())));
-}
-
-/**
- * Takes the write lock from a connection of its own, as `pfgrey db -a` or an sqlite3 shell in
- * another process would, and keeps it until `release` (or the end of the test).
- */
-async function holdWriteLock(t: ExecutionContext, file: string): Promise<{ release(): Promise<void> }> {
-  const db = await new Promise<sqlite3.Database>((resolve, reject) => {
-    const d: sqlite3.Database = new sqlite3.Database(file, sqlite3.OPEN_READWRITE, (err) => (err ? reject(err) : resolve(d)));
-  });
-  // The daemon may be committing right now: wait for it rather than fail.
-  await exec(db, 'PRAGMA busy_timeout = 30000; BEGIN IMMEDIATE');
-  let held = true;
-  const release = async () => {
-    if (!held) return;
-    held = false;
-    await exec(db, 'ROLLBACK').catch(() => undefined);
-    await new Promise<void>((resolve) => db.close(() => resolve()));
-  };
-  t.teardown(release);
-  return { release };
-}
 
 async function feed(port: number, n: number, daemon?: Daemon): Promise<string[]> {
   // The first scan, at start, commits what is queued: the tuples must come after it to stay queued.

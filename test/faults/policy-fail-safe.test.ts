@@ -5,12 +5,12 @@
 
 import test from 'ava';
 import path from 'node:path';
-import sqlite3 from 'sqlite3';
 import { PolicyServer, type PolicyServerOptions } from '../../src/policy/server.js';
 import { PolicyReader } from '../../src/policy/protocol.js';
 import { memoryLogger } from '../../src/log.js';
 import { runCli } from '../helpers/cli.js';
 import { tempDir } from '../helpers/daemon.js';
+import { holdWriteLock } from '../helpers/raw-sql.js';
 import { ask, policyRequest, startPolicy } from '../helpers/policy.js';
 import { eventually } from '../helpers/wait.js';
 
@@ -61,32 +61,17 @@ test('a bug in the core, or a write the store refuses, is answered DUNNO and log
   t.deepEqual(dropped.errors(), ['error: policy: cannot record 192.0.2.1 a@example.org r2@us.example: disk full; answering DUNNO']);
 });
 
-function exec(db: sqlite3.Database, sql: string): Promise<void> {
-  return new Promise((resolve, reject) => db.exec(sql, (err) => (err ? reject(err) : resolve())));
-}
-
 test('pfgrey policy on a database another process holds locked answers DUNNO in time, and records the tuple once the lock goes', async (t) => {
   const dbPath = path.join(await tempDir(t), 'pfgrey.db');
   const p = await startPolicy(t, ['--db', dbPath]);
   t.deepEqual((await ask(p.port, [policyRequest({ recipient: 'first@us.example' })])).answers.map((a) => a.split(' ')[0]), ['action=DEFER_IF_PERMIT']);
 
   // Another process's write transaction, as an sqlite3 shell or `pfgrey db -a` would hold it.
-  const db = await new Promise<sqlite3.Database>((resolve, reject) => {
-    const d: sqlite3.Database = new sqlite3.Database(dbPath, sqlite3.OPEN_READWRITE, (err) => (err ? reject(err) : resolve(d)));
-  });
-  let held = true;
-  const release = async () => {
-    if (!held) return;
-    held = false;
-    await exec(db, 'ROLLBACK').catch(() => undefined);
-    await new Promise<void>((resolve) => db.close(() => resolve()));
-  };
-  t.teardown(release);
-  await exec(db, 'PRAGMA busy_timeout = 30000; BEGIN IMMEDIATE');
+  const lock = await holdWriteLock(t, dbPath);
 
   t.deepEqual((await ask(p.port, [policyRequest({ recipient: 'locked@us.example' })])).answers, ['action=DUNNO']);
   t.regex(p.stderr(), /no verdict for 192\.0\.2\.1 a@example\.org locked@us\.example within 4 s \(the database is slow or locked\); answering DUNNO/);
-  await release();
+  await lock.release();
 
   // The request answered DUNNO was still recorded: its triplet is known once the lock is gone.
   await eventually(async () => {
