@@ -1,6 +1,8 @@
 // man/pfgrey.8: mandoc finds nothing to warn about, and every option the subcommands' parsers
 // accept has an entry in the subcommand's section, so the page cannot silently fall behind the
-// code. The options are read from each CLI module's OPTIONS table in src/cli/.
+// code. The options are read from each CLI module's OPTIONS table in src/cli/, and from the
+// tables it spreads into it (`...POLICY_OPTIONS`, src/policy/door.ts) where the section is the
+// one that documents them.
 
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
@@ -29,15 +31,25 @@ interface Option {
   short?: string;
 }
 
-/** The keys (and short letters) of `const OPTIONS = { … } as const` in a CLI module. */
-function optionsOf(module: string): Option[] {
-  const source = fs.readFileSync(path.join(ROOT, 'src/cli', module), 'utf8');
-  const table = /^const OPTIONS = \{\n([\s\S]*?)\n\} as const;$/m.exec(source);
-  if (!table) throw new Error(`no OPTIONS table in src/cli/${module}`);
-  return [...table[1]!.matchAll(/^\s*(?:'([^']+)'|(\w+)):\s*\{([^}]*)\}/gm)].map((m) => ({
+/** The body of `[export] const NAME = { … } as const;` in a source file under src/. */
+function tableOf(file: string, name: string): string {
+  const source = fs.readFileSync(path.join(ROOT, 'src', file), 'utf8');
+  const table = new RegExp(`^(?:export )?const ${name} = \\{\\n([\\s\\S]*?)\\n\\} as const;$`, 'm').exec(source);
+  if (!table) throw new Error(`no ${name} table in src/${file}`);
+  return table[1]!;
+}
+
+/** The keys (and short letters) of the table `name` (a CLI module's OPTIONS by default). */
+function optionsOf(file: string, name = 'OPTIONS'): Option[] {
+  return [...tableOf(file, name).matchAll(/^\s*(?:'([^']+)'|(\w+)):\s*\{([^}]*)\}/gm)].map((m) => ({
     name: (m[1] ?? m[2])!,
     short: /short:\s*'(.)'/.exec(m[3]!)?.[1],
   }));
+}
+
+/** The tables a table spreads into itself (`...POLICY_OPTIONS,`), which optionsOf does not read. */
+function spreadsOf(file: string, name = 'OPTIONS'): string[] {
+  return [...tableOf(file, name).matchAll(/^\s*\.\.\.(\w+),?$/gm)].map((m) => m[1]!);
 }
 
 /** The text of `.Ss pfgrey COMMAND`, up to the next section or subsection. */
@@ -55,14 +67,46 @@ function documents(text: string, flag: string): boolean {
   return new RegExp(`^\\.It\\b.*\\bFl ${mdoc}(\\s|$)`, 'm').test(text);
 }
 
-const COMMANDS: Array<[string, string]> = [['run', 'run.ts'], ['db', 'db.ts'], ['setup', 'setup.ts'], ['logd', 'logd.ts']];
+/** Where the options a CLI module spreads into its OPTIONS table come from. */
+const SPREAD_TABLES: Record<string, string> = { POLICY_OPTIONS: 'policy/door.ts' };
 
-for (const [command, module] of COMMANDS) {
-  test(`every option of pfgrey ${command} (src/cli/${module}) has an entry in the man page`, (t) => {
+/**
+ * Each subcommand's module, and the tables it spreads that its own section documents; a table
+ * spread but documented in another section is named with that section, which must say so.
+ */
+const COMMANDS: Array<{ command: string; module: string; spreads: string[]; documentedIn?: Record<string, string> }> = [
+  { command: 'run', module: 'run.ts', spreads: [], documentedIn: { POLICY_OPTIONS: 'policy' } },
+  { command: 'db', module: 'db.ts', spreads: [] },
+  { command: 'setup', module: 'setup.ts', spreads: [] },
+  { command: 'logd', module: 'logd.ts', spreads: [] },
+  { command: 'policy', module: 'policy.ts', spreads: ['POLICY_OPTIONS'] },
+];
+
+for (const { command, module, spreads, documentedIn = {} } of COMMANDS) {
+  test(`every option of pfgrey ${command} (src/cli/${module}${spreads.map((s) => `, ${s}`).join('')}) has an entry in the man page`, (t) => {
     const text = section(command);
     t.not(text, '', `a subsection .Ss pfgrey ${command}`);
-    const options = optionsOf(module);
-    t.true(options.length > 3, 'the OPTIONS table was read');
+    const own = optionsOf(`cli/${module}`);
+    t.true(own.length > 3, 'the OPTIONS table was read');
+    const options = [...own];
+    for (const table of spreadsOf(`cli/${module}`)) {
+      const where = documentedIn[table];
+      if (where !== undefined) {
+        // Documented once, in its own section; this one must point there.
+        t.true(text.includes(`.Nm Cm ${where}`), `${table} is documented under pfgrey ${where}, and the ${command} section says so`);
+        continue;
+      }
+      t.true(spreads.includes(table), `${table} is spread into src/cli/${module}'s OPTIONS: document it here or name its section`);
+      const file = SPREAD_TABLES[table];
+      if (file === undefined) {
+        t.fail(`${table}: add the file it is in to SPREAD_TABLES`);
+        continue;
+      }
+      const spread = optionsOf(file, table);
+      t.true(spread.length > 3, `the ${table} table was read`);
+      options.push(...spread);
+    }
+    for (const s of spreads) t.true(spreadsOf(`cli/${module}`).includes(s), `src/cli/${module} spreads ${s}`);
     for (const o of options) {
       for (const flag of [o.name, ...(o.short !== undefined && o.short !== o.name ? [o.short] : [])]) {
         t.true(documents(text, flag), `${flag.length === 1 ? '-' : '--'}${flag}`);
@@ -72,12 +116,15 @@ for (const [command, module] of COMMANDS) {
 }
 
 test('the man page has a section for every subcommand, and the sections a manual needs', (t) => {
-  for (const command of ['run', 'db', 'setup', 'logd', 'check']) t.not(section(command), '', command);
+  for (const command of ['run', 'db', 'setup', 'logd', 'check', 'policy']) t.not(section(command), '', command);
   for (const sh of ['NAME', 'SYNOPSIS', 'DESCRIPTION', 'ENVIRONMENT', 'FILES', 'EXIT STATUS', 'EXAMPLES', 'SEE ALSO']) {
     t.regex(page, new RegExp(`^\\.Sh ${sh}$`, 'm'), sh);
   }
   t.regex(page, /^\.It Ev PFGREY_DB$/m);
-  for (const file of ['/var/db/pfgrey/pfgrey.db', '/etc/mail/spamd.conf', '/etc/mail/spamd.alloweddomains', '/etc/mail/nospamd']) {
+  for (const file of [
+    '/var/db/pfgrey/pfgrey.db', '/etc/mail/spamd.conf', '/etc/mail/spamd.alloweddomains', '/etc/mail/nospamd',
+    '/etc/rc.d/pfgrey_policy', '/usr/local/etc/rc.d/pfgrey_policy',
+  ]) {
     t.regex(page, new RegExp(`^\\.It Pa ${file.replaceAll('.', '\\.')}$`, 'm'), file);
   }
   for (const xr of ['spamd 8', 'pf.conf 5', 'pfctl 8']) t.true(page.includes(`.Xr ${xr}`), xr);
@@ -88,4 +135,12 @@ test('a flag the parser gains without a man page entry is noticed', (t) => {
   t.false(documents(section('run'), 'e'));
   t.true(documents(section('run'), 'b'));
   t.true(documents(section('run'), 'db'));
+  // The policy section is checked against both its tables: one of each is there, a stranger is not.
+  t.false(documents(section('policy'), 'no-such-option'));
+  t.false(documents(section('policy'), 'dbdir'), 'a postgrey option pfgrey refuses has no entry of its own');
+  t.true(documents(section('policy'), 'stdio'));
+  t.true(documents(section('policy'), 'exim'));
+  t.true(optionsOf('policy/door.ts', 'POLICY_OPTIONS').some((o) => o.name === 'x-greylist-header'));
+  t.deepEqual(spreadsOf('cli/policy.ts'), ['POLICY_OPTIONS']);
+  t.throws(() => optionsOf('policy/door.ts', 'NO_SUCH_TABLE'));
 });
