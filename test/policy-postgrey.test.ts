@@ -197,6 +197,17 @@ test('postgrey options pfgrey does not take say what to do instead', async (t) =
   t.regex(r.stderr, /--dbdir is postgrey's: pfgrey keeps one database file: use --db FILE/);
   const bad = await runCli(['policy', '--lookup-by-host', '--lookup-by-subnet']);
   t.regex(bad.stderr, /--lookup-by-host and --lookup-by-subnet contradict each other/);
+  const short = await runCli(['policy', '-v']);
+  t.is(short.stderr, 'pfgrey policy: --verbose is postgrey\'s: pfgrey policy logs every decision, as postgrey --verbose does; -d adds debug lines\n');
+  t.regex((await runCli(['policy', '--syslogfacility=local0'])).stderr, /--syslogfacility is postgrey's: pfgrey policy logs to the mail facility/);
+});
+
+test('postgrey\'s -i and -u are --inet and --unix', async (t) => {
+  const dir = await tempDir(t);
+  const sock = path.join(dir, 'policy.sock');
+  const p = await startPolicy(t, ['--db', path.join(dir, 'p.db'), '-i', '127.0.0.1:0', '-u', sock]);
+  t.regex(p.stderr(), new RegExp(`listening for policy requests on ${sock.replaceAll('.', '\\.')}\\.`));
+  t.regex((await ask(p.port, [policyRequest()])).answers[0]!, DEFER);
 });
 
 test('pfgrey run refuses postgrey options without --policy', async (t) => {
@@ -233,4 +244,44 @@ test('--ipv4cidr 0 and --ipv6cidr 0 mean the defaults, as postgrey reads them; o
   t.like(policySettings({}), { ipv4cidr: 24, ipv6cidr: 64 });
   t.is(t.throws(() => policySettings({ ipv4cidr: '33' }))?.message, '--ipv4cidr 33: too large (maximum 32)');
   t.is(t.throws(() => policySettings({ ipv6cidr: '/64' }))?.message, '--ipv6cidr /64: not a whole number');
+});
+
+test('without --whitelist-clients/--whitelist-recipients postgrey\'s own files are read if there; a named file must exist, a .local one may not', async (t) => {
+  const { policySettings } = await import('../src/policy/door.js');
+  const { POSTGREY_CLIENT_FILES, POSTGREY_RECIPIENT_FILES } = await import('../src/policy/lists.js');
+  t.like(policySettings({}), {
+    clients: [...POSTGREY_CLIENT_FILES], recipients: [...POSTGREY_RECIPIENT_FILES],
+    optionalLists: [...POSTGREY_CLIENT_FILES, ...POSTGREY_RECIPIENT_FILES],
+  });
+  t.deepEqual(policySettings({ 'whitelist-clients': ['/x'] }).optionalLists, [...POSTGREY_RECIPIENT_FILES]);
+
+  const dir = await tempDir(t);
+  const missing = path.join(dir, 'whitelist_clients');
+  const r = await runCli(['policy', '--inet', '127.0.0.1:0', '--log', 'stderr', '--db', path.join(dir, 'p.db'), '--whitelist-clients', missing]);
+  t.is(r.code, 1);
+  t.regex(r.stderr, new RegExp(`cannot read client whitelist ${missing.replaceAll('.', '\\.')}: `));
+  t.notRegex(r.stderr, /\n\s+at /);
+  const local = await startPolicy(t, ['--db', path.join(dir, 'p.db'), '--whitelist-clients', `${missing}.local`]);
+  t.regex((await ask(local.port, [policyRequest()])).answers[0]!, DEFER);
+
+  // The files Debian's postgrey installs, when it is installed: its lists work unchanged.
+  let listed: string | undefined;
+  try {
+    listed = (await fs.readFile(POSTGREY_CLIENT_FILES[0]!, 'utf8')).split('\n').map((l) => l.replace(/#.*/, '').trim())
+      .find((l) => /^[a-z0-9-]+(\.[a-z0-9-]+)+$/i.test(l) && !/^[\d.]+$/.test(l));
+  } catch {
+    // no postgrey here
+  }
+  if (listed === undefined) {
+    t.log(`${POSTGREY_CLIENT_FILES[0]} has no host name entry (postgrey not installed): its part is not run`);
+    return;
+  }
+  const p = await startPolicy(t, ['--db', path.join(dir, 'q.db')]);
+  const { answers } = await ask(p.port, [
+    policyRequest({ client_name: `mx1.${listed}` }),
+    policyRequest({ recipient: 'postmaster@us.example' }),
+    policyRequest({ client_name: 'stranger.example' }),
+  ]);
+  t.deepEqual(answers.slice(0, 2), ['action=DUNNO', 'action=DUNNO']);
+  t.regex(answers[2]!, DEFER);
 });

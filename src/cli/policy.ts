@@ -22,7 +22,7 @@ import { databasePath, type CliIO } from './io.js';
 import { runService } from './service.js';
 
 export const POLICY_USAGE =
-  'usage: pfgrey policy [--inet [host:]port] [--unix path] [--socketmode mode] [--socket-owner user[:gid]]\n' +
+  'usage: pfgrey policy [-i|--inet [host:]port] [-u|--unix path] [--socketmode mode] [--socket-owner user[:gid]]\n' +
   '           [--stdio] [--db path] [--delay d] [--max-age days] [--retry-window days|Nh]\n' +
   '           [--lookup-by-subnet | --lookup-by-host] [--ipv4cidr n] [--ipv6cidr n]\n' +
   '           [--auto-whitelist-clients[=n]] [--whitelist-clients file] [--whitelist-recipients file]\n' +
@@ -32,8 +32,9 @@ export const POLICY_USAGE =
 
 const OPTIONS = {
   ...POLICY_OPTIONS,
-  inet: { type: 'string', multiple: true },
-  unix: { type: 'string', multiple: true },
+  // -i and -u are postgrey's short forms of these two.
+  inet: { type: 'string', multiple: true, short: 'i' },
+  unix: { type: 'string', multiple: true, short: 'u' },
   stdio: { type: 'boolean' },
   db: { type: 'string' },
   log: { type: 'string' },
@@ -41,10 +42,14 @@ const OPTIONS = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
+/** postgrey's short options that pfgrey policy does not take (its -d is pfgrey's debug). */
+const POSTGREY_SHORT: Record<string, string> = { v: 'verbose', q: 'quiet', n: 'noaction' };
+
 /** A usage error; a postgrey option pfgrey does not take says what to do instead. */
 function usageError(err: unknown): PfgreyError {
   const first = describe(err).split('\n')[0]!;
-  const name = /option '--([a-z-]+)/.exec(first)?.[1];
+  const m = /option '(?:--([a-z-]+)|-([a-z]))/.exec(first);
+  const name = m?.[1] ?? (m?.[2] !== undefined ? POSTGREY_SHORT[m[2]] : undefined);
   const hint = name !== undefined ? POSTGREY_ONLY[name] : undefined;
   return new PfgreyError('E_USAGE', hint ? `--${name} is postgrey's: ${hint}` : `${first}\n${POLICY_USAGE}`);
 }

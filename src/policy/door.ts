@@ -11,7 +11,7 @@ import type { Greylister } from '../grey/greylister.js';
 import type { PolicyTimes } from '../grey/rules.js';
 import type { Logger } from '../log.js';
 import { lookupUser } from '../privileges.js';
-import { PolicyLists } from './lists.js';
+import { POSTGREY_CLIENT_FILES, POSTGREY_RECIPIENT_FILES, PolicyLists, postgreyIgnoresMissing } from './lists.js';
 import { awlClientKey, tripletKey, xGreylistHeader } from './postgrey-key.js';
 import type { PolicyQuery } from './protocol.js';
 import { PolicyServer, type UnixListener } from './server.js';
@@ -108,7 +108,14 @@ export const POSTGREY_ONLY: Record<string, string> = {
   daemonize: 'pfgrey policy runs in the foreground under its rc.d script or systemd unit',
   user: 'run pfgrey policy as the user you want (its rc.d script and systemd unit do)',
   group: 'run pfgrey policy as the user you want (its rc.d script and systemd unit do)',
-  'syslog-facility': 'pfgrey logs to the mail facility',
+  'syslog-facility': 'pfgrey policy logs to the mail facility',
+  syslogfacility: 'pfgrey policy logs to the mail facility',
+  facility: 'pfgrey policy logs to the mail facility',
+  verbose: 'pfgrey policy logs every decision, as postgrey --verbose does; -d adds debug lines',
+  quiet: 'pfgrey policy logs one line a decision; keep them out of a log file with syslog.conf',
+  noaction: 'pfgrey policy has no dry run: --greylist-action DUNNO answers everything with DUNNO while it learns',
+  'no-action': 'pfgrey policy has no dry run: --greylist-action DUNNO answers everything with DUNNO while it learns',
+  man: 'see pfgrey(8)',
   'listen-queue-size': 'pfgrey uses the system\'s backlog',
 };
 
@@ -121,6 +128,13 @@ export interface PolicySettings {
   privacy: boolean;
   clients: string[];
   recipients: string[];
+  /**
+   * The lists were not named, so postgrey's own files are read where postgrey keeps them
+   * (/etc/postgrey/whitelist_clients, …_recipients and their .local twins), each only if it is
+   * there: a site moving from postgrey keeps its lists, and a host without them has none.
+   * These are the default files in use, which may be missing.
+   */
+  optionalLists: string[];
   exempt: string[];
   greylistAction: string;
   greylistText: string;
@@ -156,8 +170,12 @@ export function policySettings(v: PolicyOptionValues): PolicySettings {
     ipv4cidr: parseIntegerOption(v.ipv4cidr ?? '0', '--ipv4cidr', 0, 32) || DEFAULTS.policyIpv4Cidr,
     ipv6cidr: parseIntegerOption(v.ipv6cidr ?? '0', '--ipv6cidr', 0, 128) || DEFAULTS.policyIpv6Cidr,
     privacy: v.privacy ?? false,
-    clients: v['whitelist-clients'] ?? [],
-    recipients: v['whitelist-recipients'] ?? [],
+    clients: v['whitelist-clients'] ?? [...POSTGREY_CLIENT_FILES],
+    recipients: v['whitelist-recipients'] ?? [...POSTGREY_RECIPIENT_FILES],
+    optionalLists: [
+      ...(v['whitelist-clients'] === undefined ? POSTGREY_CLIENT_FILES : []),
+      ...(v['whitelist-recipients'] === undefined ? POSTGREY_RECIPIENT_FILES : []),
+    ],
     exempt: v.exempt ?? [],
     greylistAction: v['greylist-action'] ?? DEFAULTS.policyGreylistAction,
     greylistText: v['greylist-text'] ?? DEFAULTS.policyGreylistText,
@@ -207,7 +225,13 @@ export interface PolicyDoor {
 
 /** Loads the lists, logging what is wrong in them (postgrey warns and goes on). */
 async function loadLists(s: PolicySettings, log: Logger): Promise<PolicyLists> {
-  const { lists, problems } = await PolicyLists.load({ clients: s.clients, recipients: s.recipients, exempt: s.exempt });
+  // postgrey skips a missing .local file without a word; a missing default file is no error
+  // either (no postgrey was ever installed). A file named on the command line must be there.
+  const defaults = new Set(s.optionalLists);
+  const { lists, problems } = await PolicyLists.load({
+    clients: s.clients, recipients: s.recipients, exempt: s.exempt,
+    ignoreMissing: (file) => postgreyIgnoresMissing(file) || defaults.has(file),
+  });
   for (const p of problems) log.warning(p);
   return lists;
 }
