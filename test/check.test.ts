@@ -7,12 +7,12 @@ import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import { PassThrough, Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { checkSystem, exitStatus, formatFinding, type CheckOptions } from '../src/check/checks.js';
 import type { SystemFacts } from '../src/check/facts.js';
-import { CHECK_USAGE, checkCommand, type CheckHooks } from '../src/cli/check.js';
+import { CHECK_USAGE } from '../src/cli/check.js';
 import { cannedPfctl, type CannedAnswer } from './helpers/canned-pfctl.js';
+import { check } from './helpers/check.js';
 import { runCli } from './helpers/cli.js';
 import { tempDir, testDaemon } from './helpers/daemon.js';
 
@@ -108,24 +108,6 @@ async function sandbox(t: ExecutionContext): Promise<Sandbox> {
   };
 }
 
-interface Run {
-  lines: string[];
-  stderr: string;
-  status: number;
-}
-
-/** Runs `pfgrey check` in this process, as root unless `hooks` say otherwise. */
-async function check(argv: string[], hooks: CheckHooks = {}): Promise<Run> {
-  const out = new PassThrough();
-  const err = new PassThrough();
-  let stdout = '';
-  let stderr = '';
-  out.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  err.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const io = { stdout: out, stderr: err, stdin: Readable.from([]), env: {} };
-  const status = await checkCommand(argv, io, { euid: 0, bannerWait: 300, ...hooks });
-  return { lines: stdout.split('\n').filter((l) => l !== ''), stderr, status };
-}
 
 const SEED = '<spamd-mywhite> is never filled: pfgrey fills <spamd-white> (and <spamd> with pfgrey setup -b), and';
 const NO_EXEMPTION = 'no rule exempts <spamd-white> from this redirect, so whitelisted hosts are tarpitted again and their mail never reaches the MTA';
@@ -443,7 +425,7 @@ test('usage errors exit 1 with the usage line; -h prints it and exits 0', async 
     [['--config-port', 'x'], '--config-port x: not a whole number'],
     [['--os', 'solaris'], '--os solaris: expected openbsd, freebsd or linux'],
     [['-l', 'localhost'], '-l localhost: not an IP address'],
-    [['--table', 'a b'], '--table a b: not a pf table name (" " cannot be in it; use letters, digits, and punctuation other than , ( ) < > { } ! = / #)'],
+    [['--os', 'openbsd', '--table', 'a b'], '--table a b: not a pf table name (" " cannot be in it; use letters, digits, and punctuation other than , ( ) < > { } ! = / #)'],
     [['--user', 'a:b'], '--user a:b: not a user name'],
     [['extra'], 'unexpected argument "extra"'],
   ];

@@ -43,6 +43,11 @@ export interface CheckOptions {
   os: CheckOs;
   pfctl: string;
   pfDevice: string;
+  /** The firewall pfgrey run fills: pf (pfctl, the pf device; the default) or nftables. */
+  firewall?: 'pf' | 'nft';
+  /** nft and the `FAMILY NAME` of the table holding the sets (--nft, --nft-table). */
+  nft?: string;
+  nftTable?: string;
 }
 
 export function formatFinding(f: Finding): string {
@@ -510,11 +515,11 @@ export function editDistance(a: string, b: string): number {
 // ---------------------------------------------------------------------------------------------
 // The system
 
-/** pfctl, the pf device, fdescfs (FreeBSD), the user, the database directory, the ports. */
+/** pfctl and the pf device (for pf), fdescfs (FreeBSD), the user, the database directory, the ports. */
 export function checkSystem(facts: SystemFacts, opts: CheckOptions): Finding[] {
   return [
-    pfctlFinding(facts, opts),
-    deviceFinding(facts, opts),
+    // nft's own trouble (missing, no CAP_NET_ADMIN) is the one finding in place of the rules'.
+    ...(opts.firewall !== 'nft' ? [pfctlFinding(facts, opts), deviceFinding(facts, opts)] : []),
     ...fdescfsFindings(facts, opts),
     ...userFindings(facts, opts),
     ...portFindings(facts, opts),

@@ -1,9 +1,18 @@
-// `pfgrey check`: reads the pf rules (the loaded ones through pfctl, or a pf.conf with
-// --pf-conf) and the system, and prints one line per finding: `ok:`, `warning:` or `error:`,
-// where, what, and how to fix it. Exit status 1 when any finding is an error, 0 otherwise;
-// a usage error prints the usage line and exits 1.
+// `pfgrey check`: reads the firewall's rules and the system, and prints one line per finding:
+// `ok:`, `warning:` or `error:`, where, what, and how to fix it. Exit status 1 when any finding
+// is an error, 0 otherwise; a usage error prints the usage line and exits 1. The firewall is pf
+// (the loaded rules through pfctl, or a pf.conf with --pf-conf) on the BSDs and nftables (the
+// loaded ruleset through nft, or a file with --nft-conf) on Linux; --firewall, or an option
+// only one of them has, chooses otherwise.
 //
 // Choices:
+// - nft is run with argument vectors, only to read: `-t -j list ruleset` (JSON, the sets'
+//   elements left out) and `-t -s -a list ruleset` (to quote rules by handle). A file given with
+//   --nft-conf is loaded by nft itself in a network namespace of its own (nft-scratch.ts, under
+//   unshare(1); with --map-root-user when not root), which disappears when that process ends,
+//   and judged from what it lists there. The file a reload loads (--nft-conf, or
+//   /etc/nftables.conf for the loaded ruleset) is also read as text for the order of its
+//   `flush ruleset`, includes and tables (nftconf.ts), which the loaded ruleset no longer shows.
 // - pfctl is run with argument vectors (`-si`, `-sr`, `-sn`, `-vsT`, `-t NAME -T show`), never
 //   through a shell, and only to read. `-sn` may fail (OpenBSD since 4.7 has no separate
 //   translation rules); its failure counts as no translation rules.
@@ -17,17 +26,23 @@
 //   error, and the config port being taken as well is then taken to be theirs too.
 // - Hidden options, for tests and unusual systems: --passwd FILE, --services FILE and
 //   --mounts FILE (output of `mount -p` or `mount`) replace /etc/passwd, /etc/services and
-//   running `mount -p`.
+//   running `mount -p`; --nftables-conf FILE replaces /etc/nftables.conf.
 
+import { existsSync, readdirSync } from 'node:fs';
 import { open, readFile, stat } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { checkRules, checkSystem, exitStatus, formatFinding, tablesToShow, type CheckOptions, type CheckOs, type Finding } from '../check/checks.js';
 import { fdescfsMounted, parseServices, type FileMode, type PortState, type SystemFacts } from '../check/facts.js';
+import { analyseNftConf, checkNftConf, checkNftRules, type NftConfAnalysis } from '../check/nftchecks.js';
+import { scanNftConf } from '../check/nftconf.js';
+import { parseNftRuleset } from '../check/nftrules.js';
 import { parsePfConf, parsePfctlRules, parsePfctlTables } from '../check/pfconf.js';
 import { DEFAULTS } from '../config/defaults.js';
 import { parseIntegerOption } from '../config/duration.js';
+import { nftNameProblem, nftTableProblem } from '../firewall/nft.js';
 import { pfTableNameProblem } from '../firewall/pf.js';
 import { describe, isPfgreyError, PfgreyError, systemErrorText } from '../errors.js';
 import { executableProblem, runProgram } from '../exec.js';
@@ -35,14 +50,20 @@ import { lookupUser } from '../privileges.js';
 import { databasePath, failure, type CliIO } from './io.js';
 
 export const CHECK_USAGE =
-  'usage: pfgrey check [--pf-conf file] [--pfctl path] [--pf-device path] [--table name]\n' +
+  'usage: pfgrey check [--firewall pf|nft] [--pf-conf file] [--pfctl path] [--pf-device path]\n' +
+  '           [--nft-conf file] [--nft path] [--nft-table \'family name\'] [--table name]\n' +
   '           [-l address] [-p port] [--config-port port] [--user name] [--db path]\n' +
   '           [--os openbsd|freebsd|linux]';
 
 const OPTIONS = {
+  firewall: { type: 'string' },
   'pf-conf': { type: 'string' },
   pfctl: { type: 'string' },
   'pf-device': { type: 'string' },
+  'nft-conf': { type: 'string' },
+  nft: { type: 'string' },
+  'nft-table': { type: 'string' },
+  'nftables-conf': { type: 'string' },
   table: { type: 'string' },
   l: { type: 'string', short: 'l' },
   p: { type: 'string', short: 'p' },
@@ -69,6 +90,9 @@ export interface CheckHooks {
 interface Settings {
   opts: CheckOptions;
   pfConf?: string;
+  nftConf?: string;
+  /** The file a reload of nftables loads. */
+  nftablesConf: string;
   passwd: string;
   services: string;
   mounts?: string;
@@ -106,16 +130,28 @@ export function parseCheckArgs(argv: string[], env: NodeJS.ProcessEnv): Settings
   }
   const v = parsed.values;
   if (parsed.positionals.length > 0) throw usage(`unexpected argument "${parsed.positionals[0]}"`);
-  for (const name of ['pf-conf', 'pfctl', 'pf-device', 'db', 'user', 'passwd', 'services', 'mounts'] as const) {
+  for (const name of ['pf-conf', 'pfctl', 'pf-device', 'nft-conf', 'nft', 'nftables-conf', 'db', 'user', 'passwd', 'services', 'mounts'] as const) {
     if (v[name] === '') throw usage(`--${name} needs a value`);
   }
   if (v.l !== undefined && net.isIP(v.l) === 0) throw usage(`-l ${v.l}: not an IP address`);
   if (v.user !== undefined && !/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$/.test(v.user)) throw usage(`--user ${v.user}: not a user name`);
-  const tableProblem = v.table === undefined ? undefined : pfTableNameProblem(v.table);
-  if (tableProblem !== undefined) throw usage(`--table ${v.table}: ${tableProblem}`);
   if (v.os !== undefined && v.os !== 'openbsd' && v.os !== 'freebsd' && v.os !== 'linux') {
     throw usage(`--os ${v.os}: expected openbsd, freebsd or linux`);
   }
+  if (v.firewall !== undefined && v.firewall !== 'pf' && v.firewall !== 'nft') throw usage(`--firewall ${v.firewall}: expected pf or nft`);
+  const os = (v.os as CheckOs | undefined) ?? defaultOs();
+  // An option only one firewall has chooses it; otherwise the system's own: nftables on Linux.
+  const pfOnly = (['pf-conf', 'pfctl', 'pf-device'] as const).find((n) => v[n] !== undefined);
+  const nftOnly = (['nft-conf', 'nft', 'nft-table', 'nftables-conf'] as const).find((n) => v[n] !== undefined);
+  if (pfOnly !== undefined && nftOnly !== undefined) throw usage(`--${pfOnly} and --${nftOnly}: one is for pf, the other for nftables`);
+  const firewall = (v.firewall as 'pf' | 'nft' | undefined) ?? (pfOnly ? 'pf' : nftOnly ? 'nft' : os === 'linux' ? 'nft' : 'pf');
+  const clash = firewall === 'pf' ? nftOnly : pfOnly;
+  if (clash !== undefined) throw usage(`--${clash} is not for --firewall ${firewall}`);
+  const tableProblem = v.table === undefined ? undefined : firewall === 'nft' ? nftNameProblem(v.table) : pfTableNameProblem(v.table);
+  if (tableProblem !== undefined) throw usage(`--table ${v.table}: ${tableProblem}`);
+  const nftTable = v['nft-table'];
+  const nftTableBad = nftTable === undefined ? undefined : nftTableProblem(nftTable);
+  if (nftTableBad !== undefined) throw usage(`--nft-table ${nftTable}: ${nftTableBad}`);
   const port = (text: string | undefined, flag: string, dflt: number) => {
     if (text === undefined) return dflt;
     try {
@@ -133,11 +169,16 @@ export function parseCheckArgs(argv: string[], env: NodeJS.ProcessEnv): Settings
       configPort: port(v['config-port'], '--config-port', DEFAULTS.configPort),
       user: v.user ?? DEFAULTS.user,
       dbPath: databasePath(v.db, env),
-      os: (v.os as CheckOs | undefined) ?? defaultOs(),
+      os,
       pfctl: v.pfctl ?? DEFAULTS.pfctl,
       pfDevice: v['pf-device'] ?? DEFAULTS.pfDevice,
+      firewall,
+      nft: v.nft ?? DEFAULTS.nft,
+      nftTable: nftTable ?? DEFAULTS.nftTable,
     },
     ...(v['pf-conf'] !== undefined ? { pfConf: v['pf-conf'] } : {}),
+    ...(v['nft-conf'] !== undefined ? { nftConf: v['nft-conf'] } : {}),
+    nftablesConf: v['nftables-conf'] ?? '/etc/nftables.conf',
     passwd: v.passwd ?? '/etc/passwd',
     services: v.services ?? '/etc/services',
     ...(v.mounts !== undefined ? { mounts: v.mounts } : {}),
@@ -152,6 +193,7 @@ async function runChecks(s: Settings, hooks: CheckHooks): Promise<Finding[]> {
 
 async function ruleFindings(s: Settings, facts: SystemFacts, hooks: CheckHooks): Promise<Finding[]> {
   const { opts } = s;
+  if (opts.firewall === 'nft') return nftFindings(s, facts, hooks);
   const services = parseServices(await readFile(s.services, 'utf8').catch(() => ''));
   if (s.pfConf !== undefined) {
     let text: string;
@@ -189,8 +231,9 @@ async function ruleFindings(s: Settings, facts: SystemFacts, hooks: CheckHooks):
 async function gatherFacts(s: Settings, hooks: CheckHooks): Promise<SystemFacts> {
   const { opts } = s;
   const euid = hooks.euid ?? process.geteuid?.() ?? -1;
-  const pfctlProblem = await executableProblem(opts.pfctl);
-  const pfDevice = euid !== 0 ? 'not-root' as const : await openReadWrite(opts.pfDevice);
+  const pf = opts.firewall !== 'nft';
+  const pfctlProblem = pf ? await executableProblem(opts.pfctl) : undefined;
+  const pfDevice = euid !== 0 || !pf ? 'not-root' as const : await openReadWrite(opts.pfDevice);
   const fdescfs = opts.os === 'freebsd' ? await mountTable(s, hooks) : undefined;
 
   const user = lookupUser(opts.user, s.passwd);
@@ -291,4 +334,88 @@ function greets220(host: string, port: number, wait: number): Promise<boolean> {
     socket.on('error', done);
     socket.on('close', done);
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// nftables
+
+const UNSHARE = ['/usr/bin/unshare', '/bin/unshare'];
+/** Interfaces copied into the scratch namespace as dummies; a host with more is unusual. */
+const MAX_INTERFACES = 256;
+
+/** The loaded ruleset, or --nft-conf's file, judged; nft's own trouble is one finding. */
+async function nftFindings(s: Settings, facts: SystemFacts, hooks: CheckHooks): Promise<Finding[]> {
+  const { opts } = s;
+  const nft = opts.nft ?? DEFAULTS.nft;
+  const problem = await executableProblem(nft);
+  if (problem !== undefined) {
+    return [{ severity: 'error', text: `${problem}, so pfgrey can neither read the ruleset nor fill its sets; install nftables (apt-get install nftables), or give its path with --nft` }];
+  }
+  const timeout = hooks.commandTimeout ?? DEFAULTS.firewallTimeout;
+  if (s.nftConf !== undefined) return nftFileFindings(s.nftConf, s, facts, timeout);
+
+  const list = (args: string[]) => runProgram({ file: nft, args, timeout, code: 'E_FIREWALL' });
+  let ruleset;
+  try {
+    ruleset = parseNftRuleset(await list(['-t', '-j', 'list', 'ruleset']), await list(['-t', '-s', '-a', 'list', 'ruleset']));
+  } catch (err) {
+    const msg = describe(err);
+    const denied = /Operation not permitted|Permission denied/.test(msg);
+    const why = denied ? `; nft needs CAP_NET_ADMIN to read it: ${facts.euid === 0 ? 'give check that capability' : 'run check as root'}, or` : ';';
+    return [{ severity: 'error', text: `cannot read the loaded ruleset: ${msg}${why} check a file instead: --nft-conf /etc/nftables.conf` }];
+  }
+  const out = checkNftRules({ kind: 'loaded', ruleset }, opts);
+  let analysis: NftConfAnalysis | undefined;
+  try {
+    analysis = analyseNftConf(scanNftConf(s.nftablesConf), opts);
+  } catch (err) {
+    // No file: nftables is then set up some other way, which check cannot follow.
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+      out.push({ severity: 'warning', where: s.nftablesConf, text: `cannot read it (${systemErrorText(err)}), so what a reload does to table ${opts.nftTable} is unknown` });
+    }
+  }
+  if (analysis) out.push(...checkNftConf(s.nftablesConf, analysis, opts, 'boot'));
+  return out;
+}
+
+async function nftFileFindings(file: string, s: Settings, facts: SystemFacts, timeout: number): Promise<Finding[]> {
+  const { opts } = s;
+  let analysis: NftConfAnalysis;
+  try {
+    analysis = analyseNftConf(scanNftConf(file), opts);
+  } catch (err) {
+    return [{ severity: 'error', where: file, text: `cannot read it (${systemErrorText(err)})` }];
+  }
+  const unshare = UNSHARE.find((p) => existsSync(p));
+  if (unshare === undefined) {
+    return [{ severity: 'error', where: file, text: 'cannot load it where it changes nothing: unshare(1) is missing (apt-get install util-linux)' }];
+  }
+  let interfaces: string[] = [];
+  try {
+    interfaces = readdirSync('/sys/class/net').filter((n) => n !== 'lo').slice(0, MAX_INTERFACES);
+  } catch {
+    // No sysfs: rules naming interfaces with iif may then fail to load in the namespace.
+  }
+  const helper = fileURLToPath(new URL('../check/nft-scratch.js', import.meta.url));
+  const args = ['--net', ...(facts.euid === 0 ? [] : ['--map-root-user']), '--', process.execPath, helper, opts.nft ?? DEFAULTS.nft, path.resolve(file), ...interfaces];
+  let result: { json?: string; text?: string; load?: string; error?: string };
+  try {
+    result = JSON.parse(await runProgram({ file: unshare, args, timeout, what: `${unshare} --net … nft -f ${file}` })) as typeof result;
+  } catch (err) {
+    result = { error: describe(err) };
+  }
+  if (result.load !== undefined) {
+    return [{ severity: 'error', where: file, text: `nft does not load it: ${result.load}; a reload would fail the same way` }];
+  }
+  if (result.error !== undefined || result.json === undefined) {
+    const asRoot = facts.euid === 0 ? '' : '; run check as root';
+    return [{ severity: 'error', where: file, text: `cannot load it in a network namespace of its own to check it: ${result.error ?? 'no output'}${asRoot}` }];
+  }
+  let ruleset;
+  try {
+    ruleset = parseNftRuleset(result.json, result.text);
+  } catch (err) {
+    return [{ severity: 'error', where: file, text: describe(err) }];
+  }
+  return [...checkNftRules({ kind: 'file', file, ruleset }, opts, analysis), ...checkNftConf(file, analysis, opts, 'file')];
 }
