@@ -3,6 +3,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { defaultCaptureInterface } from '../src/logd/nflog.js';
 import { parsePflogLine, whitelistTarget } from '../src/logd/pflog.js';
 import { openStore } from '../src/store/sqlite.js';
 import { CLI, runCli } from './helpers/cli.js';
@@ -70,7 +71,8 @@ test('logd waits for the database pfgrey run creates, and never creates one itse
   await sleep(300);
   await t.throwsAsync(fs.access(db), undefined, 'nothing created');
   t.is((await runCli(['db', '--db', db, '-a', '192.0.2.1'])).code, 0);
-  await eventually(() => /Listening on pflog0/.test(err), 'started once the database is there', 30_000);
+  // pflog0 on the BSDs, pfgrey.nft's nflog groups on Linux.
+  await eventually(() => err.includes(`Listening on ${defaultCaptureInterface()} `), 'started once the database is there', 30_000);
   child.kill('SIGTERM');
 });
 
@@ -148,7 +150,8 @@ echo " 00:00:00.000000 rule 3/0(match): pass in on em0: 192.0.2.44.1234 > 198.51
 exec sleep 60
 `, { mode: 0o755 });
   await openStore(db, { create: true }).then((st) => st.close());
-  const child = spawn(process.execPath, [CLI, 'logd', '-D', '--db', db, '--tcpdump', fake], { stdio: ['ignore', 'ignore', 'pipe'] });
+  // -l pflog0: the stand-in prints pflog lines, and Linux's default is nflog.
+  const child = spawn(process.execPath, [CLI, 'logd', '-D', '-l', 'pflog0', '--db', db, '--tcpdump', fake], { stdio: ['ignore', 'ignore', 'pipe'] });
   t.teardown(() => child.kill('SIGKILL'));
   let err = '';
   child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));

@@ -96,3 +96,24 @@ test(`freebsd: SMTP is redirected with rdr to the tarpit (${TARPIT}), after no r
   t.true(alternatives.includes(`rdr pass on $ext_if inet proto tcp from ${BLACK} to any port smtp -> ${TARPIT}`), 'blacklist-only variant');
   t.regex(text, /-M .*cannot work/s);
 });
+
+test('linux: whitelisted SMTP in and SMTP out are logged to the nflog groups pfgrey logd reads by default', (t) => {
+  const text = fs.readFileSync(path.join(ROOT, 'pf', 'linux', 'pfgrey.nft'), 'utf8');
+  const rules = text.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+  const logged = rules.filter((r) => /\blog\b/.test(r));
+  const { in: inbound, out: outbound } = DEFAULTS.nflogGroups;
+  // Only the first packet of a connection, as spamlogd's filter takes SYNs only.
+  const first = 'tcp dport 25 ct state new tcp flags & (syn | ack) == syn';
+  t.deepEqual(logged, [
+    `${first} ip saddr @${DEFAULTS.table} log group ${inbound}`,
+    `${first} ip6 saddr @${DEFAULTS.table}6 log group ${inbound}`,
+    `oif != "lo" ${first} log group ${outbound}`,
+  ]);
+  // The inbound rules sit in the input chain, the outbound one in the output chain, which a
+  // reload flushes too.
+  const chainOf = (rule: string) => /chain (\w+) \{[^}]*$/.exec(text.slice(0, text.indexOf(rule)))?.[1];
+  t.deepEqual(logged.map(chainOf), ['input', 'input', 'output']);
+  t.regex(text, /^flush chain inet pfgrey output$/m);
+  t.regex(text, /^#\s+pfgrey logd\s+reads nflog groups 25 and 26 \(-l nflog:25,26\)/m);
+  t.is(`nflog:${inbound},${outbound}`, 'nflog:25,26', 'the header names the defaults');
+});

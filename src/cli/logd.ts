@@ -1,5 +1,7 @@
 // `pfgrey logd`: spamlogd(8)'s flags with spamlogd's meanings. Keeps the WHITE entries of
-// hosts that really exchange mail with us fresh, from pf's log of passed SMTP connections.
+// hosts that really exchange mail with us fresh, from pf's log of passed SMTP connections, or
+// on Linux from the nflog groups pf/linux/pfgrey.nft logs them to. -l keeps spamlogd's meaning,
+// the interface tcpdump reads, and so also takes libpcap's name for nflog groups: nflog:IN,OUT.
 
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -8,6 +10,7 @@ import { DEFAULTS } from '../config/defaults.js';
 import { parseIntegerOption } from '../config/duration.js';
 import { describe, isPfgreyError, PfgreyError } from '../errors.js';
 import { commandLogger, parseLogTarget, type Logger } from '../log.js';
+import { type Capture, captureFileKind, defaultCaptureInterface, parseCaptureInterface } from '../logd/nflog.js';
 import { PflogWatcher } from '../logd/watcher.js';
 import { openDatabase } from '../store/open.js';
 import type { Store } from '../store/types.js';
@@ -15,7 +18,7 @@ import { databasePath, type CliIO } from './io.js';
 import { runService } from './service.js';
 
 export const LOGD_USAGE =
-  'usage: pfgrey logd [-DI] [-i interface] [-l pflog_interface] [-W whiteexp]\n' +
+  'usage: pfgrey logd [-DI] [-i interface] [-l pflog_interface | nflog:IN[,OUT]] [-W whiteexp]\n' +
   '           [--db path] [--tcpdump path] [-r capture-file] [--log auto|stderr|syslog]';
 
 const OPTIONS = {
@@ -53,10 +56,15 @@ export async function logdCommand(argv: string[], io: CliIO): Promise<number> {
   if (values.Y !== undefined) throw new PfgreyError('E_UNSUPPORTED', 'sync (-Y) is not supported yet');
   const whiteExpiry = values.W === undefined ? DEFAULTS.whiteExpiry
     : parseIntegerOption(values.W, '-W', 1, MAX_W_HOURS) * 3_600_000;
-  const pflog = values.l ?? DEFAULTS.pflog;
-  if (!/^[\w.]{1,15}$/.test(pflog)) throw new PfgreyError('E_BAD_OPTION', `-l ${pflog}: not an interface name`);
+  let capture = parseCaptureInterface(values.l ?? defaultCaptureInterface());
   if (values.i !== undefined && !/^[\w.]{1,15}$/.test(values.i)) {
     throw new PfgreyError('E_BAD_OPTION', `-i ${values.i}: not an interface name`);
+  }
+  // A capture file says itself what it holds, whatever -l's default on this system.
+  if (values.r !== undefined) capture = asFileHolds(capture, await captureFileKind(values.r));
+  if (values.i !== undefined && capture.kind === 'nflog') {
+    throw new PfgreyError('E_UNSUPPORTED', `-i ${values.i}: nflog packets, as tcpdump prints them, do not name their ` +
+      `interface; limit pfgrey.nft's log rules to it instead (iifname "${values.i}" on the inbound one)`);
   }
   const target = parseLogTarget(values.log ?? 'auto');
   if (!target) throw new PfgreyError('E_BAD_OPTION', `--log ${values.log}: expected auto, stderr or syslog`);
@@ -70,7 +78,7 @@ export async function logdCommand(argv: string[], io: CliIO): Promise<number> {
       watcher = new PflogWatcher({
         store, log,
         tcpdump: values.tcpdump ?? findTcpdump(),
-        pflog,
+        capture,
         file: values.r,
         onInterface: values.i,
         inboundOnly: values.I ?? false,
@@ -78,7 +86,7 @@ export async function logdCommand(argv: string[], io: CliIO): Promise<number> {
         retryMin: DEFAULTS.logdRetryMin,
         retryMax: DEFAULTS.logdRetryMax,
       });
-      log.info(`Listening on ${values.r ?? pflog} for ${values.i ?? 'all interfaces.'}${values.I ? ' Inbound direction only.' : ''}`);
+      log.info(`Listening on ${values.r ?? capture.ifname} for ${values.i ?? 'all interfaces.'}${values.I ? ' Inbound direction only.' : ''}`);
       watcher.start();
     },
     // The queued whitelist updates are committed before the database closes.
@@ -92,6 +100,12 @@ export async function logdCommand(argv: string[], io: CliIO): Promise<number> {
   }, { log, stopSignals: ['SIGTERM', 'SIGINT', 'SIGQUIT'] });
   if (code === 0 && values.r) log.info(`${watcher!.seen} connections read from ${values.r}`);
   return code;
+}
+
+/** The capture as a file of `kind` holds it: -l's groups for nflog if -l named some. */
+function asFileHolds(capture: Capture, kind: Capture['kind'] | undefined): Capture {
+  if (kind === undefined || kind === capture.kind) return capture;
+  return kind === 'nflog' ? parseCaptureInterface('nflog') : { kind: 'pflog', ifname: DEFAULTS.pflog };
 }
 
 /**

@@ -151,6 +151,13 @@ export const DEFAULTS = Object.freeze({
 
   /** pfgrey logd (spamlogd): the pf log interface and the tool that decodes it. */
   pflog: 'pflog0',
+  /**
+   * pfgrey logd on Linux: the nflog groups pf/linux/pfgrey.nft logs passed SMTP to, inbound
+   * (whitelisted clients reaching the MTA) and outbound (servers this host sends to). nflog
+   * packets as tcpdump prints them carry no direction, so each direction has a group of its own;
+   * 25 for SMTP's port. The default -l on Linux is `nflog:25,26`.
+   */
+  nflogGroups: { in: 25, out: 26 } as const,
   /** Where the BSDs keep tcpdump; Linux distributions use /usr/bin (tried next). */
   tcpdump: ['/usr/sbin/tcpdump', '/usr/bin/tcpdump'] as readonly string[],
 

@@ -10,7 +10,8 @@ import net from 'node:net';
 export interface PflogEvent {
   action: string;
   dir: 'in' | 'out';
-  ifname: string;
+  /** The interface pf names; nflog's lines (nflog.ts) name none. */
+  ifname?: string;
   src: string;
   sport: number;
   dst: string;

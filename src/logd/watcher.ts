@@ -1,5 +1,5 @@
-// pfgrey logd's engine: runs tcpdump on the pflog interface and turns every passed SMTP
-// connection into a WHITE entry update. A tcpdump that dies is restarted with backoff; the
+// pfgrey logd's engine: runs tcpdump on the pflog interface (or the nflog groups, on Linux) and
+// turns every passed SMTP connection into a WHITE entry update. A tcpdump that dies is restarted with backoff; the
 // store's group commit means a restart loses nothing already seen.
 
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -10,18 +10,19 @@ import { describe, systemErrorText } from '../errors.js';
 import { Greylister } from '../grey/greylister.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/types.js';
-import { captureFilter, parsePflogLine, whitelistTarget } from './pflog.js';
+import { type Capture, parseNflogLine } from './nflog.js';
+import { captureFilter, parsePflogLine, type PflogEvent, whitelistTarget } from './pflog.js';
 
 export interface WatcherOptions {
   store: Store;
   log: Logger;
   clock?: Clock;
   tcpdump: string;
-  /** pflog interface to capture on (-l), unless `file` is given. */
-  pflog: string;
+  /** What to capture (-l), or with `file`, what the file holds. */
+  capture: Capture;
   /** Read this capture file instead (tcpdump -r), then stop. */
   file?: string;
-  /** Only connections that arrived on this interface (-i). */
+  /** Only connections that arrived on this interface (-i); pflog only. */
   onInterface?: string;
   inboundOnly: boolean;
   whiteExpiry: number;
@@ -54,8 +55,11 @@ export class PflogWatcher {
   }
 
   argv(): string[] {
-    const source = this.opts.file ? ['-r', this.opts.file] : ['-i', this.opts.pflog];
-    return ['-l', '-n', '-e', '-ttt', ...source, captureFilter(this.opts.onInterface)];
+    const { capture, file } = this.opts;
+    const source = file ? ['-r', file] : ['-i', capture.ifname];
+    // libpcap cannot filter nflog captures; the ruleset logs only what logd wants.
+    const filter = capture.kind === 'pflog' ? [captureFilter(this.opts.onInterface)] : [];
+    return ['-l', '-n', '-e', '-ttt', ...source, ...filter];
   }
 
   start(): void {
@@ -116,7 +120,8 @@ export class PflogWatcher {
   }
 
   private line(line: string): void {
-    const event = parsePflogLine(line);
+    const { capture } = this.opts;
+    const event: PflogEvent | undefined = capture.kind === 'pflog' ? parsePflogLine(line) : parseNflogLine(line, capture.groups);
     if (!event) return;
     // A line that decoded means tcpdump is healthy again: the next failure starts at the minimum.
     this.backoff.reset();
