@@ -7,6 +7,7 @@ import { DB_USAGE, dbCommand } from '../src/cli/db.js';
 import type { CliIO } from '../src/cli/io.js';
 import { ManualClock } from '../src/clock.js';
 import { greyKey, type Entry } from '../src/grey/entry.js';
+import { ScanAccumulator } from '../src/grey/rules.js';
 import { openStore } from '../src/store/sqlite.js';
 import { rawSql } from './helpers/raw-sql.js';
 
@@ -363,6 +364,83 @@ test('-G -d deletes the first GREY tuple of the ip, one per argument', async (t)
   t.true(left.includes('GREY|192.0.2.70|'));
 });
 
+// A host whitelisted a minute ago: its WHITE entry, the tuple that passed (and stays until
+// greyexp, 4 hours after it was first seen), one more that passed, one that has not passed yet,
+// and one that passed but has expired (the scan deletes it rather than promote it).
+const HOST = '192.0.2.7';
+const PROMOTED = [
+  { key: HOST, first: (NOW - 1800) * S, pass: (NOW - 60) * S, expire: (NOW + 36 * DAY) * S, bcount: 2, pcount: 0 },
+  { key: greyKey(HOST, 'mx.ex', '<a@ex>', '<b@us>'), first: (NOW - 1800) * S, pass: (NOW - 60) * S, expire: (NOW + 12600) * S, bcount: 2, pcount: 0 },
+  { key: greyKey(HOST, 'mx.ex', '<a@ex>', '<c@us>'), first: (NOW - 1700) * S, pass: (NOW - 30) * S, expire: (NOW + 12700) * S, bcount: 2, pcount: 0 },
+  { key: greyKey(HOST, 'mx.ex', '<a@ex>', '<d@us>'), first: (NOW - 60) * S, pass: (NOW + 14340) * S, expire: (NOW + 14340) * S, bcount: 1, pcount: 0 },
+  { key: greyKey(HOST, 'mx.ex', '<old@ex>', '<b@us>'), first: (NOW - 20000) * S, pass: (NOW - 18000) * S, expire: (NOW - 5600) * S, bcount: 2, pcount: 0 },
+];
+
+/** What the next scan would write and whitelist, from the database as it is now. */
+async function nextScan(file: string): Promise<{ puts: string[]; whitelist: string[] }> {
+  const scan = new ScanAccumulator(NOW * S, 36 * DAY * S);
+  scan.add(await entries(file));
+  const plan = scan.finish();
+  return { puts: plan.puts.map((e) => e.key), whitelist: plan.whitelist };
+}
+
+test('-d of a host whose passed GREY tuples remain says the next scan would whitelist it again, and how to delete them', async (t) => {
+  const file = await tempDb(t);
+  await seed(file, PROMOTED);
+  const r = await on(file, ['-d', HOST]);
+  t.is(r.code, 0, 'the entry was deleted: spamdb\'s status');
+  t.is(r.stdout, '');
+  t.is(r.stderr,
+    `pfgrey db: ${HOST} still has 2 passed GREY tuples, from which the next scan would whitelist it again\n` +
+    `pfgrey db: delete them too with: pfgrey db --db ${file} -d --passed ${HOST}\n`);
+  t.is(await read(file, HOST), undefined);
+  t.deepEqual(await nextScan(file), { puts: [HOST], whitelist: [HOST] }, 'what the message says is what the scan does');
+
+  // The command it printed deletes just those two, and the host then stays deleted.
+  const again = await on(file, ['--db', file, '-d', '--passed', HOST]);
+  t.is(again.code, 0);
+  t.is(again.stderr, `pfgrey db: deleted 2 passed GREY tuples of ${HOST}\n`);
+  t.deepEqual((await entries(file)).map((e) => e.key), [PROMOTED[3]!.key, PROMOTED[4]!.key]);
+  t.deepEqual(await nextScan(file), { puts: [], whitelist: [] });
+});
+
+test('-d --passed deletes the entry and its passed tuples at once; an address with neither is "no entry for"', async (t) => {
+  const file = await tempDb(t);
+  await seed(file, [...PROMOTED, W]);
+  const r = await on(file, ['-d', '--passed', HOST, W.key, '192.0.2.99']);
+  t.is(r.code, 1);
+  t.is(r.stderr, `pfgrey db: deleted 2 passed GREY tuples of ${HOST}\npfgrey db: no entry for 192.0.2.99\n`);
+  t.deepEqual((await entries(file)).map((e) => e.key), [PROMOTED[3]!.key, PROMOTED[4]!.key]);
+
+  // Passed tuples without a WHITE entry yet (the scan has not run): they are what is found.
+  await seed(file, [PROMOTED[1]!]);
+  const s = await on(file, ['-t', '-d', '--passed', HOST]);
+  t.deepEqual(s, { code: 0, stdout: '', stderr: `pfgrey db: deleted 1 passed GREY tuple of ${HOST}\n` });
+});
+
+test('-d says nothing more when no passed tuple remains, and names the passed tuples of an address it did not find', async (t) => {
+  const file = await tempDb(t);
+  await seed(file, [PROMOTED[0]!, PROMOTED[3]!, PROMOTED[4]!, { ...PROMOTED[1]!, key: greyKey('192.0.2.8', 'h', '<a@ex>', '<b@us>') }]);
+  t.deepEqual(await on(file, ['-d', HOST]), { code: 0, stdout: '', stderr: '' });
+  const r = await on(file, ['-t', '-d', '192.0.2.8'], { env: { PFGREY_DB: file } });
+  t.is(r.code, 1);
+  t.is(r.stderr, 'pfgrey db: no entry for 192.0.2.8\n' +
+    'pfgrey db: 192.0.2.8 still has 1 passed GREY tuple, from which the next scan would whitelist it again\n' +
+    'pfgrey db: delete them too with: pfgrey db --db ' + file + ' -d -t --passed 192.0.2.8\n');
+  // With the database from PFGREY_DB, the command names none.
+  const e = await db(['-d', '192.0.2.8'], { env: { PFGREY_DB: file } });
+  t.is(e.stderr.split('\n')[2], 'pfgrey db: delete them too with: pfgrey db -d --passed 192.0.2.8');
+});
+
+test('--passed goes with -d or -d -t only', async (t) => {
+  const file = await tempDb(t);
+  for (const args of [['--passed', HOST], ['-a', '--passed', HOST], ['-G', '-d', '--passed', HOST], ['-T', '-d', '--passed', 'a@b']]) {
+    const r = await on(file, args);
+    t.deepEqual(r, { code: 1, stdout: '', stderr: `pfgrey db: --passed goes with -d (or -d -t) of addresses\n${USAGE}` }, args.join(' '));
+  }
+  t.false(await exists(file));
+});
+
 test('-d on a missing database cannot open it for writing', async (t) => {
   const file = await tempDb(t);
   const r = await on(file, ['-d', '192.0.2.1']);
@@ -382,7 +460,7 @@ test('--import reads back what the listing printed', async (t) => {
   const dumpFile = path.join(dir, 'dump.txt');
   await writeFile(dumpFile, Buffer.from(dump, 'latin1'));
   const r = await on(dst, ['--import', dumpFile]);
-  t.deepEqual(r, { code: 0, stdout: '', stderr: 'pfgrey db: imported 6 entries\n' });
+  t.deepEqual(r, { code: 0, stdout: '', stderr: 'pfgrey db: imported 6 entries (3 GREY, 1 WHITE, 1 TRAPPED, 1 SPAMTRAP)\n' });
   t.is((await on(dst, [])).stdout, dump);
 });
 
@@ -390,7 +468,7 @@ test('--import - reads stdin, skipping blank lines and CRs', async (t) => {
   const file = await tempDb(t);
   const r = await on(file, ['--import', '-'], { stdin: `\n${LINES.W}\r\n  \n${LINES.TR}\n\n` });
   t.is(r.code, 0);
-  t.is(r.stderr, 'pfgrey db: imported 2 entries\n');
+  t.is(r.stderr, 'pfgrey db: imported 2 entries (1 WHITE, 1 TRAPPED)\n');
   t.is((await on(file, [])).stdout, `${LINES.W}\n${LINES.TR}\n`);
 });
 
@@ -410,12 +488,12 @@ test('--import with a bad line names file and line, exits 1 and imports nothing'
   await writeFile(dumpFile, `${LINES.W}\n\n${LINES.G1.replace('|1700014400|1700014400|', '|soon|1700014400|')}\n${LINES.TR}\n`);
   const r = await on(file, ['--import', dumpFile]);
   t.is(r.code, 1);
-  t.is(r.stderr, `pfgrey db: ${dumpFile}: line 3: pass time "soon" is not a number\n`);
+  t.is(r.stderr, `pfgrey db: ${dumpFile}: line 3: pass time "soon" is not a number; nothing imported\n`);
   t.is((await on(file, [])).stdout, `${LINES.ST}\n`);
 
   const s = await on(path.join(dir, 'new.db'), ['--import', '-'], { stdin: 'WHITE|not-an-ip|||1|2|3|4|5\n' });
   t.is(s.code, 1);
-  t.is(s.stderr, 'pfgrey db: stdin: line 1: invalid ip address "not-an-ip"\n');
+  t.is(s.stderr, 'pfgrey db: stdin: line 1: invalid ip address "not-an-ip"; nothing imported\n');
   t.false(await exists(path.join(dir, 'new.db')));
 });
 
@@ -511,7 +589,7 @@ test('a dump listed by pfgrey db imports back to identical entries', async (t) =
   const dump = (await on(src, [])).stdout;
   await writeFile(path.join(dir, 'dump'), Buffer.from(dump, 'latin1'));
   const r = await on(dst, ['--import', path.join(dir, 'dump')]);
-  t.is(r.stderr, 'pfgrey db: imported 6 entries\n');
+  t.is(r.stderr, 'pfgrey db: imported 6 entries (3 GREY, 1 WHITE, 1 TRAPPED, 1 SPAMTRAP)\n');
   t.is(r.code, 0);
   t.deepEqual(await entries(dst), await entries(src));
 });
@@ -523,7 +601,7 @@ test('a row stored raw by an older version lists, but --import names its line an
   const dump = (await on(src, [])).stdout;
   const r = await on(path.join(dir, 'dst.db'), ['--import', '-'], { stdin: Buffer.from(dump, 'latin1') });
   t.is(r.code, 1);
-  t.is(r.stderr, 'pfgrey db: stdin: line 1: key "192.0.2.7\\x0aa\\x1bb\\x0a<a@ex>\\x0a<b@us>" contains the control character \\x1b\n');
+  t.is(r.stderr, 'pfgrey db: stdin: line 1: key "192.0.2.7\\x0aa\\x1bb\\x0a<a@ex>\\x0a<b@us>" contains the control character \\x1b; nothing imported\n');
   t.false(await exists(path.join(dir, 'dst.db')));
 });
 
@@ -587,7 +665,7 @@ test('--import refuses a key with an escaped line break or control character and
   await seed(file, [W]);
   const r = await on(file, ['--import', '-'], { stdin: `${LINES.ST}\nSPAMTRAP|a@us\\x0ab@us\n` });
   t.is(r.code, 1);
-  t.is(r.stderr, 'pfgrey db: stdin: line 2: address "a@us\\x0ab@us" contains a line break (\\x0a): one key per argument or line\n');
+  t.is(r.stderr, 'pfgrey db: stdin: line 2: address "a@us\\x0ab@us" contains a line break (\\x0a): one key per argument or line; nothing imported\n');
   t.is((await on(file, [])).stdout, `${LINES.W}\n`);
 });
 
