@@ -497,6 +497,61 @@ test('--import with a bad line names file and line, exits 1 and imports nothing'
   t.false(await exists(path.join(dir, 'new.db')));
 });
 
+// What `spamdb > dump` gives on a spamd host (spamdb(8): one line per entry, in the hash's
+// order), with every shape it prints: GREY tuples (IPv4 and IPv6, a bounce's <>, 8-bit bytes
+// in helo and addresses, punctuation clients send), a legacy GREY key without helo (spamd
+// before 2007: `GREY|ip||from|to|…`), WHITE (promoted, and added by spamdb -a), TRAPPED and
+// SPAMTRAP.
+const SPAMDB_DUMP = [
+  'WHITE|198.51.100.4|||1699990000|1699991500|1703101500|3|2',
+  'GREY|203.0.113.50|[203.0.113.50]|<>|<postmaster@us.example>|1699999000|1700000500|1700013400|1|0',
+  'TRAPPED|192.0.2.66|1700050000',
+  'GREY|192.0.2.7|mx.ex.example|<a@ex.example>|<b@us.example>|1699998000|1699999500|1700012400|2|0',
+  'SPAMTRAP|trap@us.example',
+  'GREY|2001:db8::25|mail.ex.example|<bounce+srs=x@ex.example>|<Carol.O\'Neil@us.example>|1699998500|1700000000|1700012900|1|0',
+  'GREY|192.0.2.9|h\xc3\xa9l\xc3\xb4.example|<j\xc3\xb6rg@ex.example>|<\xe9t\xe9@us.example>|1699999100|1700000600|1700013500|1|0',
+  'GREY|192.0.2.10||<old@ex.example>|<b@us.example>|1699999200|1700000700|1700013600|1|0',
+  'WHITE|2001:db8::1|||1699000000|1699000000|1702110400|1|0',
+  'TRAPPED|2001:db8::666|1700060000',
+  'SPAMTRAP|x-y.z+tag@us.example',
+  'GREY|192.0.2.11|EHLO-junk!#$%&*=?^_`{}~|<"quoted local"@ex.example>|<b@us.example>|1699999300|1700000800|1700013700|4|0',
+].map((l) => l.replace(/\\x([0-9a-f]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16))));
+
+test('a spamdb dump with every line shape imports and lists back identically (in key order, not spamdb\'s hash order)', async (t) => {
+  const dir = await tempDir(t);
+  const file = path.join(dir, 'pfgrey.db');
+  const dumpFile = path.join(dir, 'dump');
+  await writeFile(dumpFile, Buffer.from(`${SPAMDB_DUMP.join('\n')}\n`, 'latin1'));
+  const r = await on(file, ['--import', dumpFile]);
+  t.deepEqual(r, { code: 0, stdout: '', stderr: 'pfgrey db: imported 12 entries (6 GREY, 2 WHITE, 2 TRAPPED, 2 SPAMTRAP)\n' });
+  const listed = (await on(file, [])).stdout;
+  t.true(listed.endsWith('\n'));
+  t.deepEqual(listed.slice(0, -1).split('\n').sort(), [...SPAMDB_DUMP].sort(), 'byte for byte, as spamdb printed them');
+  // The keys are the bytes spamd stored, so the tarpit finds the same tuples when clients retry.
+  t.truthy(await read(file, greyKey('192.0.2.10', '', '<old@ex.example>', '<b@us.example>')));
+  t.truthy(await read(file, greyKey('192.0.2.9', 'h\xc3\xa9l\xc3\xb4.example', '<j\xc3\xb6rg@ex.example>', '<\xe9t\xe9@us.example>')));
+});
+
+test('a spamdb dump line holding | or \\ in a key imports as those bytes and lists escaped; one bad line imports nothing', async (t) => {
+  const dir = await tempDir(t);
+  const file = path.join(dir, 'pfgrey.db');
+  await seed(file, [ST]);
+  // spamdb prints keys raw: a '|' in helo, a backslash in an address.
+  const raw = 'GREY|192.0.2.12|a|b|<x\\y@ex>|<b@us>|1699999000|1700000500|1700013400|1|0';
+  const r = await on(file, ['--import', '-'], { stdin: `${raw}\n` });
+  t.is(r.code, 0, r.stderr);
+  t.truthy(await read(file, greyKey('192.0.2.12', 'a|b', '<x\\y@ex>', '<b@us>')));
+  t.true((await on(file, [])).stdout.includes('GREY|192.0.2.12|a\\x7cb|<x\\\\y@ex>|<b@us>|'));
+
+  // A bad line anywhere, the last one here, and nothing of the dump is written.
+  const fresh = path.join(dir, 'other.db');
+  await seed(fresh, [ST]);
+  const bad = [...SPAMDB_DUMP, 'WHITE|198.51.100.5|||1699990000|1699991500|yesterday|3|2'];
+  const s = await on(fresh, ['--import', '-'], { stdin: Buffer.from(`${bad.join('\n')}\n`, 'latin1') });
+  t.deepEqual(s, { code: 1, stdout: '', stderr: 'pfgrey db: stdin: line 13: expire time "yesterday" is not a number; nothing imported\n' });
+  t.is((await on(fresh, [])).stdout, `${LINES.ST}\n`);
+});
+
 test('--import of a file that cannot be read is one line, exit 1', async (t) => {
   const dir = await tempDir(t);
   const missing = path.join(dir, 'missing.txt');
