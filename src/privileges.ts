@@ -4,6 +4,7 @@
 // never needed again.
 
 import fs from 'node:fs';
+import { addUserCommand, thisSystem } from './config/accounts.js';
 import { PfgreyError, systemErrorText } from './errors.js';
 import type { Logger } from './log.js';
 
@@ -46,8 +47,7 @@ export function accountToBecome(user: string, log: Logger, explicit = true): Acc
     // The default user is missing: a first run on a machine pfgrey was never installed on (the
     // README's `npm start`). Run, but say loudly how to fix it; a --user that is named must exist.
     log.warning(`user ${user} does not exist: running as root WITHOUT privilege separation; ` +
-      `create it (OpenBSD: useradd -s /sbin/nologin -d /var/empty ${user}; ` +
-      `FreeBSD: pw useradd ${user} -s /usr/sbin/nologin -d /nonexistent; Linux: useradd -r -s /usr/sbin/nologin ${user})`);
+      `create it: ${addUserCommand(thisSystem(), user)}`);
     return undefined;
   }
   if (!account) {

@@ -219,9 +219,9 @@ test('a missing user is an error with the command that creates it on each OS', a
   const conf = await s.conf('openbsd-divert.conf');
   const passwd = path.join(s.dir, 'passwd');
   const expected: Record<string, string> = {
-    openbsd: 'useradd -g =uid -d /var/empty -s /sbin/nologin -c pfgrey _spamgrey',
-    freebsd: 'pw useradd _spamgrey -d /var/empty -s /usr/sbin/nologin -c pfgrey',
-    linux: 'useradd --system --user-group --home-dir /var/empty --shell /usr/sbin/nologin _spamgrey',
+    openbsd: 'useradd -g =uid -L daemon -c pfgrey -d /var/empty -s /sbin/nologin _spamgrey',
+    freebsd: 'pw useradd _spamgrey -c pfgrey -d /nonexistent -s /usr/sbin/nologin',
+    linux: 'useradd --system --user-group --home-dir /nonexistent --shell /usr/sbin/nologin _spamgrey',
   };
   for (const os of ['openbsd', 'freebsd', 'linux']) {
     const r = await check([...s.args, '--pf-conf', conf, '--user', '_spamgrey', '--os', os, '--mounts', fixture('mount-p-fdescfs.txt')]);

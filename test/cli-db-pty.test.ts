@@ -14,7 +14,8 @@ import { openStore } from '../src/store/sqlite.js';
 /** .build/test → .build/src/cli/main.js */
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../src/cli/main.js');
 
-function runInTerminal(args: string[]): Promise<{ exitCode: number; output: string }> {
+/** Runs the CLI under a terminal; with `reply`, types its answer once the prompt is printed, as a user would. */
+function runInTerminal(args: string[], reply?: { prompt: string; answer: string }): Promise<{ exitCode: number; output: string }> {
   return new Promise((resolve) => {
     const term = pty.spawn(process.execPath, [CLI, ...args], {
       name: 'xterm',
@@ -24,7 +25,14 @@ function runInTerminal(args: string[]): Promise<{ exitCode: number; output: stri
       env: { ...process.env, PFGREY_DB: '' } as Record<string, string>,
     });
     let output = '';
-    term.onData((d) => (output += d));
+    let answered = false;
+    term.onData((d) => {
+      output += d;
+      if (reply && !answered && output.includes(reply.prompt)) {
+        answered = true;
+        term.write(reply.answer);
+      }
+    });
     term.onExit(({ exitCode }) => resolve({ exitCode, output }));
   });
 }
@@ -55,4 +63,52 @@ test('pfgrey db lists, adds and deletes under a real terminal', async (t) => {
   t.is(usage.exitCode, 1);
   // The terminal turns each line end of the usage into CR LF.
   t.is(usage.output, `${DB_USAGE.replace(/\n/g, '\r\n')}\r\n`);
+});
+
+const PROMPT = 'pfgrey db: remove them too? [y/N] ';
+
+/** A host whitelisted a minute ago, with the tuple that passed, which stays until greyexp. */
+async function promotedHost(file: string): Promise<string> {
+  const now = Date.now();
+  const tuple = greyKey('192.0.2.7', 'mx.ex', '<a@ex>', '<b@us>');
+  const s = await openStore(file, { create: true });
+  s.put({ key: '192.0.2.7', first: now - 1800_000, pass: now - 60_000, expire: now + 36 * 86400_000, bcount: 2, pcount: 0 });
+  s.put({ key: tuple, first: now - 1800_000, pass: now - 60_000, expire: now + 12600_000, bcount: 2, pcount: 0 });
+  await s.close();
+  return tuple;
+}
+
+test('pfgrey db -d at a terminal asks whether to remove the passed GREY tuples too, and does on y', async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'pfgrey-pty-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'grey.db');
+  await promotedHost(file);
+
+  const r = await runInTerminal(['db', '--db', file, '-d', '192.0.2.7'], { prompt: PROMPT, answer: 'y\r' });
+  t.is(r.exitCode, 0, r.output);
+  // The terminal echoes the answer; its line end comes back as CR LF.
+  t.is(r.output,
+    'pfgrey db: 192.0.2.7 still has 1 passed GREY tuple, from which the next scan would whitelist it again\r\n' +
+    `${PROMPT}y\r\n` +
+    'pfgrey db: deleted 1 passed GREY tuple of 192.0.2.7\r\n');
+  const list = await runInTerminal(['db', '--db', file]);
+  t.is(list.output, '');
+});
+
+test('pfgrey db -d at a terminal keeps the passed GREY tuples on N, or on a bare Enter', async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'pfgrey-pty-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'grey.db');
+  for (const answer of ['N\r', '\r']) {
+    const tuple = await promotedHost(file);
+    const r = await runInTerminal(['db', '--db', file, '-d', '192.0.2.7'], { prompt: PROMPT, answer });
+    t.is(r.exitCode, 0, r.output);
+    t.is(r.output,
+      'pfgrey db: 192.0.2.7 still has 1 passed GREY tuple, from which the next scan would whitelist it again\r\n' +
+      `${PROMPT}${answer.trim()}\r\n`);
+    const list = await runInTerminal(['db', '--db', file]);
+    const lines = list.output.split('\r\n').filter((l) => l !== '');
+    t.is(lines.length, 1, list.output);
+    t.true(lines[0]!.startsWith(`GREY|${tuple.split('\n').join('|')}|`), list.output);
+  }
 });

@@ -7,6 +7,7 @@ import { DB_USAGE, dbCommand } from '../src/cli/db.js';
 import type { CliIO } from '../src/cli/io.js';
 import { ManualClock } from '../src/clock.js';
 import { greyKey, type Entry } from '../src/grey/entry.js';
+import { ScanAccumulator } from '../src/grey/rules.js';
 import { openStore } from '../src/store/sqlite.js';
 import { rawSql } from './helpers/raw-sql.js';
 
@@ -363,6 +364,83 @@ test('-G -d deletes the first GREY tuple of the ip, one per argument', async (t)
   t.true(left.includes('GREY|192.0.2.70|'));
 });
 
+// A host whitelisted a minute ago: its WHITE entry, the tuple that passed (and stays until
+// greyexp, 4 hours after it was first seen), one more that passed, one that has not passed yet,
+// and one that passed but has expired (the scan deletes it rather than promote it).
+const HOST = '192.0.2.7';
+const PROMOTED = [
+  { key: HOST, first: (NOW - 1800) * S, pass: (NOW - 60) * S, expire: (NOW + 36 * DAY) * S, bcount: 2, pcount: 0 },
+  { key: greyKey(HOST, 'mx.ex', '<a@ex>', '<b@us>'), first: (NOW - 1800) * S, pass: (NOW - 60) * S, expire: (NOW + 12600) * S, bcount: 2, pcount: 0 },
+  { key: greyKey(HOST, 'mx.ex', '<a@ex>', '<c@us>'), first: (NOW - 1700) * S, pass: (NOW - 30) * S, expire: (NOW + 12700) * S, bcount: 2, pcount: 0 },
+  { key: greyKey(HOST, 'mx.ex', '<a@ex>', '<d@us>'), first: (NOW - 60) * S, pass: (NOW + 14340) * S, expire: (NOW + 14340) * S, bcount: 1, pcount: 0 },
+  { key: greyKey(HOST, 'mx.ex', '<old@ex>', '<b@us>'), first: (NOW - 20000) * S, pass: (NOW - 18000) * S, expire: (NOW - 5600) * S, bcount: 2, pcount: 0 },
+];
+
+/** What the next scan would write and whitelist, from the database as it is now. */
+async function nextScan(file: string): Promise<{ puts: string[]; whitelist: string[] }> {
+  const scan = new ScanAccumulator(NOW * S, 36 * DAY * S);
+  scan.add(await entries(file));
+  const plan = scan.finish();
+  return { puts: plan.puts.map((e) => e.key), whitelist: plan.whitelist };
+}
+
+test('-d of a host whose passed GREY tuples remain says the next scan would whitelist it again, and how to delete them', async (t) => {
+  const file = await tempDb(t);
+  await seed(file, PROMOTED);
+  const r = await on(file, ['-d', HOST]);
+  t.is(r.code, 0, 'the entry was deleted: spamdb\'s status');
+  t.is(r.stdout, '');
+  t.is(r.stderr,
+    `pfgrey db: ${HOST} still has 2 passed GREY tuples, from which the next scan would whitelist it again\n` +
+    `pfgrey db: delete them too with: pfgrey db --db ${file} -d --passed ${HOST}\n`);
+  t.is(await read(file, HOST), undefined);
+  t.deepEqual(await nextScan(file), { puts: [HOST], whitelist: [HOST] }, 'what the message says is what the scan does');
+
+  // The command it printed deletes just those two, and the host then stays deleted.
+  const again = await on(file, ['--db', file, '-d', '--passed', HOST]);
+  t.is(again.code, 0);
+  t.is(again.stderr, `pfgrey db: deleted 2 passed GREY tuples of ${HOST}\n`);
+  t.deepEqual((await entries(file)).map((e) => e.key), [PROMOTED[3]!.key, PROMOTED[4]!.key]);
+  t.deepEqual(await nextScan(file), { puts: [], whitelist: [] });
+});
+
+test('-d --passed deletes the entry and its passed tuples at once; an address with neither is "no entry for"', async (t) => {
+  const file = await tempDb(t);
+  await seed(file, [...PROMOTED, W]);
+  const r = await on(file, ['-d', '--passed', HOST, W.key, '192.0.2.99']);
+  t.is(r.code, 1);
+  t.is(r.stderr, `pfgrey db: deleted 2 passed GREY tuples of ${HOST}\npfgrey db: no entry for 192.0.2.99\n`);
+  t.deepEqual((await entries(file)).map((e) => e.key), [PROMOTED[3]!.key, PROMOTED[4]!.key]);
+
+  // Passed tuples without a WHITE entry yet (the scan has not run): they are what is found.
+  await seed(file, [PROMOTED[1]!]);
+  const s = await on(file, ['-t', '-d', '--passed', HOST]);
+  t.deepEqual(s, { code: 0, stdout: '', stderr: `pfgrey db: deleted 1 passed GREY tuple of ${HOST}\n` });
+});
+
+test('-d says nothing more when no passed tuple remains, and names the passed tuples of an address it did not find', async (t) => {
+  const file = await tempDb(t);
+  await seed(file, [PROMOTED[0]!, PROMOTED[3]!, PROMOTED[4]!, { ...PROMOTED[1]!, key: greyKey('192.0.2.8', 'h', '<a@ex>', '<b@us>') }]);
+  t.deepEqual(await on(file, ['-d', HOST]), { code: 0, stdout: '', stderr: '' });
+  const r = await on(file, ['-t', '-d', '192.0.2.8'], { env: { PFGREY_DB: file } });
+  t.is(r.code, 1);
+  t.is(r.stderr, 'pfgrey db: no entry for 192.0.2.8\n' +
+    'pfgrey db: 192.0.2.8 still has 1 passed GREY tuple, from which the next scan would whitelist it again\n' +
+    'pfgrey db: delete them too with: pfgrey db --db ' + file + ' -d -t --passed 192.0.2.8\n');
+  // With the database from PFGREY_DB, the command names none.
+  const e = await db(['-d', '192.0.2.8'], { env: { PFGREY_DB: file } });
+  t.is(e.stderr.split('\n')[2], 'pfgrey db: delete them too with: pfgrey db -d --passed 192.0.2.8');
+});
+
+test('--passed goes with -d or -d -t only', async (t) => {
+  const file = await tempDb(t);
+  for (const args of [['--passed', HOST], ['-a', '--passed', HOST], ['-G', '-d', '--passed', HOST], ['-T', '-d', '--passed', 'a@b']]) {
+    const r = await on(file, args);
+    t.deepEqual(r, { code: 1, stdout: '', stderr: `pfgrey db: --passed goes with -d (or -d -t) of addresses\n${USAGE}` }, args.join(' '));
+  }
+  t.false(await exists(file));
+});
+
 test('-d on a missing database cannot open it for writing', async (t) => {
   const file = await tempDb(t);
   const r = await on(file, ['-d', '192.0.2.1']);
@@ -382,7 +460,7 @@ test('--import reads back what the listing printed', async (t) => {
   const dumpFile = path.join(dir, 'dump.txt');
   await writeFile(dumpFile, Buffer.from(dump, 'latin1'));
   const r = await on(dst, ['--import', dumpFile]);
-  t.deepEqual(r, { code: 0, stdout: '', stderr: 'pfgrey db: imported 6 entries\n' });
+  t.deepEqual(r, { code: 0, stdout: '', stderr: 'pfgrey db: imported 6 entries (3 GREY, 1 WHITE, 1 TRAPPED, 1 SPAMTRAP)\n' });
   t.is((await on(dst, [])).stdout, dump);
 });
 
@@ -390,7 +468,7 @@ test('--import - reads stdin, skipping blank lines and CRs', async (t) => {
   const file = await tempDb(t);
   const r = await on(file, ['--import', '-'], { stdin: `\n${LINES.W}\r\n  \n${LINES.TR}\n\n` });
   t.is(r.code, 0);
-  t.is(r.stderr, 'pfgrey db: imported 2 entries\n');
+  t.is(r.stderr, 'pfgrey db: imported 2 entries (1 WHITE, 1 TRAPPED)\n');
   t.is((await on(file, [])).stdout, `${LINES.W}\n${LINES.TR}\n`);
 });
 
@@ -410,13 +488,68 @@ test('--import with a bad line names file and line, exits 1 and imports nothing'
   await writeFile(dumpFile, `${LINES.W}\n\n${LINES.G1.replace('|1700014400|1700014400|', '|soon|1700014400|')}\n${LINES.TR}\n`);
   const r = await on(file, ['--import', dumpFile]);
   t.is(r.code, 1);
-  t.is(r.stderr, `pfgrey db: ${dumpFile}: line 3: pass time "soon" is not a number\n`);
+  t.is(r.stderr, `pfgrey db: ${dumpFile}: line 3: pass time "soon" is not a number; nothing imported\n`);
   t.is((await on(file, [])).stdout, `${LINES.ST}\n`);
 
   const s = await on(path.join(dir, 'new.db'), ['--import', '-'], { stdin: 'WHITE|not-an-ip|||1|2|3|4|5\n' });
   t.is(s.code, 1);
-  t.is(s.stderr, 'pfgrey db: stdin: line 1: invalid ip address "not-an-ip"\n');
+  t.is(s.stderr, 'pfgrey db: stdin: line 1: invalid ip address "not-an-ip"; nothing imported\n');
   t.false(await exists(path.join(dir, 'new.db')));
+});
+
+// What `spamdb > dump` gives on a spamd host (spamdb(8): one line per entry, in the hash's
+// order), with every shape it prints: GREY tuples (IPv4 and IPv6, a bounce's <>, 8-bit bytes
+// in helo and addresses, punctuation clients send), a legacy GREY key without helo (spamd
+// before 2007: `GREY|ip||from|to|…`), WHITE (promoted, and added by spamdb -a), TRAPPED and
+// SPAMTRAP.
+const SPAMDB_DUMP = [
+  'WHITE|198.51.100.4|||1699990000|1699991500|1703101500|3|2',
+  'GREY|203.0.113.50|[203.0.113.50]|<>|<postmaster@us.example>|1699999000|1700000500|1700013400|1|0',
+  'TRAPPED|192.0.2.66|1700050000',
+  'GREY|192.0.2.7|mx.ex.example|<a@ex.example>|<b@us.example>|1699998000|1699999500|1700012400|2|0',
+  'SPAMTRAP|trap@us.example',
+  'GREY|2001:db8::25|mail.ex.example|<bounce+srs=x@ex.example>|<Carol.O\'Neil@us.example>|1699998500|1700000000|1700012900|1|0',
+  'GREY|192.0.2.9|h\xc3\xa9l\xc3\xb4.example|<j\xc3\xb6rg@ex.example>|<\xe9t\xe9@us.example>|1699999100|1700000600|1700013500|1|0',
+  'GREY|192.0.2.10||<old@ex.example>|<b@us.example>|1699999200|1700000700|1700013600|1|0',
+  'WHITE|2001:db8::1|||1699000000|1699000000|1702110400|1|0',
+  'TRAPPED|2001:db8::666|1700060000',
+  'SPAMTRAP|x-y.z+tag@us.example',
+  'GREY|192.0.2.11|EHLO-junk!#$%&*=?^_`{}~|<"quoted local"@ex.example>|<b@us.example>|1699999300|1700000800|1700013700|4|0',
+].map((l) => l.replace(/\\x([0-9a-f]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16))));
+
+test('a spamdb dump with every line shape imports and lists back identically (in key order, not spamdb\'s hash order)', async (t) => {
+  const dir = await tempDir(t);
+  const file = path.join(dir, 'pfgrey.db');
+  const dumpFile = path.join(dir, 'dump');
+  await writeFile(dumpFile, Buffer.from(`${SPAMDB_DUMP.join('\n')}\n`, 'latin1'));
+  const r = await on(file, ['--import', dumpFile]);
+  t.deepEqual(r, { code: 0, stdout: '', stderr: 'pfgrey db: imported 12 entries (6 GREY, 2 WHITE, 2 TRAPPED, 2 SPAMTRAP)\n' });
+  const listed = (await on(file, [])).stdout;
+  t.true(listed.endsWith('\n'));
+  t.deepEqual(listed.slice(0, -1).split('\n').sort(), [...SPAMDB_DUMP].sort(), 'byte for byte, as spamdb printed them');
+  // The keys are the bytes spamd stored, so the tarpit finds the same tuples when clients retry.
+  t.truthy(await read(file, greyKey('192.0.2.10', '', '<old@ex.example>', '<b@us.example>')));
+  t.truthy(await read(file, greyKey('192.0.2.9', 'h\xc3\xa9l\xc3\xb4.example', '<j\xc3\xb6rg@ex.example>', '<\xe9t\xe9@us.example>')));
+});
+
+test('a spamdb dump line holding | or \\ in a key imports as those bytes and lists escaped; one bad line imports nothing', async (t) => {
+  const dir = await tempDir(t);
+  const file = path.join(dir, 'pfgrey.db');
+  await seed(file, [ST]);
+  // spamdb prints keys raw: a '|' in helo, a backslash in an address.
+  const raw = 'GREY|192.0.2.12|a|b|<x\\y@ex>|<b@us>|1699999000|1700000500|1700013400|1|0';
+  const r = await on(file, ['--import', '-'], { stdin: `${raw}\n` });
+  t.is(r.code, 0, r.stderr);
+  t.truthy(await read(file, greyKey('192.0.2.12', 'a|b', '<x\\y@ex>', '<b@us>')));
+  t.true((await on(file, [])).stdout.includes('GREY|192.0.2.12|a\\x7cb|<x\\\\y@ex>|<b@us>|'));
+
+  // A bad line anywhere, the last one here, and nothing of the dump is written.
+  const fresh = path.join(dir, 'other.db');
+  await seed(fresh, [ST]);
+  const bad = [...SPAMDB_DUMP, 'WHITE|198.51.100.5|||1699990000|1699991500|yesterday|3|2'];
+  const s = await on(fresh, ['--import', '-'], { stdin: Buffer.from(`${bad.join('\n')}\n`, 'latin1') });
+  t.deepEqual(s, { code: 1, stdout: '', stderr: 'pfgrey db: stdin: line 13: expire time "yesterday" is not a number; nothing imported\n' });
+  t.is((await on(fresh, [])).stdout, `${LINES.ST}\n`);
 });
 
 test('--import of a file that cannot be read is one line, exit 1', async (t) => {
@@ -511,7 +644,7 @@ test('a dump listed by pfgrey db imports back to identical entries', async (t) =
   const dump = (await on(src, [])).stdout;
   await writeFile(path.join(dir, 'dump'), Buffer.from(dump, 'latin1'));
   const r = await on(dst, ['--import', path.join(dir, 'dump')]);
-  t.is(r.stderr, 'pfgrey db: imported 6 entries\n');
+  t.is(r.stderr, 'pfgrey db: imported 6 entries (3 GREY, 1 WHITE, 1 TRAPPED, 1 SPAMTRAP)\n');
   t.is(r.code, 0);
   t.deepEqual(await entries(dst), await entries(src));
 });
@@ -523,7 +656,7 @@ test('a row stored raw by an older version lists, but --import names its line an
   const dump = (await on(src, [])).stdout;
   const r = await on(path.join(dir, 'dst.db'), ['--import', '-'], { stdin: Buffer.from(dump, 'latin1') });
   t.is(r.code, 1);
-  t.is(r.stderr, 'pfgrey db: stdin: line 1: key "192.0.2.7\\x0aa\\x1bb\\x0a<a@ex>\\x0a<b@us>" contains the control character \\x1b\n');
+  t.is(r.stderr, 'pfgrey db: stdin: line 1: key "192.0.2.7\\x0aa\\x1bb\\x0a<a@ex>\\x0a<b@us>" contains the control character \\x1b; nothing imported\n');
   t.false(await exists(path.join(dir, 'dst.db')));
 });
 
@@ -587,7 +720,7 @@ test('--import refuses a key with an escaped line break or control character and
   await seed(file, [W]);
   const r = await on(file, ['--import', '-'], { stdin: `${LINES.ST}\nSPAMTRAP|a@us\\x0ab@us\n` });
   t.is(r.code, 1);
-  t.is(r.stderr, 'pfgrey db: stdin: line 2: address "a@us\\x0ab@us" contains a line break (\\x0a): one key per argument or line\n');
+  t.is(r.stderr, 'pfgrey db: stdin: line 2: address "a@us\\x0ab@us" contains a line break (\\x0a): one key per argument or line; nothing imported\n');
   t.is((await on(file, [])).stdout, `${LINES.W}\n`);
 });
 

@@ -13,6 +13,7 @@
 // the tarpit redirect (or on any, or egress) count, and never loopback ones.
 
 import path from 'node:path';
+import { addUserCommand } from '../config/accounts.js';
 import { DEFAULTS } from '../config/defaults.js';
 import { FIND_LISTENER } from '../listen-error.js';
 import type { FileMode, PortState, SystemFacts } from './facts.js';
@@ -563,18 +564,12 @@ function fdescfsFindings(facts: SystemFacts, opts: CheckOptions): Finding[] {
   }];
 }
 
-const ADD_USER: Record<CheckOs, (u: string) => string> = {
-  openbsd: (u) => `useradd -g =uid -d /var/empty -s /sbin/nologin -c pfgrey ${u}`,
-  freebsd: (u) => `pw useradd ${u} -d /var/empty -s /usr/sbin/nologin -c pfgrey`,
-  linux: (u) => `useradd --system --user-group --home-dir /var/empty --shell /usr/sbin/nologin ${u}`,
-};
-
 function userFindings(facts: SystemFacts, opts: CheckOptions): Finding[] {
   const u = facts.user;
   if (u === undefined) {
     return [{
       severity: 'error',
-      text: `user ${opts.user} does not exist (${facts.passwdFile}): pfgrey run, started as root, switches to it; create it: ${ADD_USER[opts.os](opts.user)}`,
+      text: `user ${opts.user} does not exist (${facts.passwdFile}): pfgrey run, started as root, switches to it; create it: ${addUserCommand(opts.os, opts.user)}`,
     }];
   }
   if (u.uid === 0) {

@@ -45,7 +45,7 @@ import { postgreyTimes } from '../config/postgrey-options.js';
 import { entryType, keyProblem, toByteString, type Entry } from '../grey/entry.js';
 import { Greylister } from '../grey/greylister.js';
 import { keepsExisting, parseDbDump, postgreyEntries, type PostgreyImport } from '../grey/postgrey-dump.js';
-import type { ManualType, PolicyTimes } from '../grey/rules.js';
+import { promotesAgain, type ManualType, type PolicyTimes } from '../grey/rules.js';
 import { silentLogger } from '../log.js';
 import { COMPANIONS, exists } from '../store/files.js';
 import { openDatabase } from '../store/open.js';
@@ -55,6 +55,7 @@ import { databasePath, failure, type CliIO } from './io.js';
 
 export const DB_USAGE =
   'usage: pfgrey db [--db PATH] [--json] [--import FILE|-] [-adGTt] [keys ...]\n' +
+  '       pfgrey db [--db PATH] -d [-t] --passed ip ...\n' +
   '       pfgrey db [--db PATH] --import-postgrey FILE|- [--delay D] [--max-age D]\n' +
   '                 [--retry-window D] [--auto-whitelist-clients N]';
 
@@ -69,6 +70,7 @@ const OPTIONS = {
   t: { type: 'boolean', short: 't' },
   db: { type: 'string' },
   json: { type: 'boolean' },
+  passed: { type: 'boolean' },
   import: { type: 'string' },
   'import-postgrey': { type: 'string' },
   delay: { type: 'string' },
@@ -89,7 +91,11 @@ interface Command {
   type: KeyType;
   keys: string[];
   dbPath: string;
+  /** --db as given, for a command line this one prints (undefined: PFGREY_DB or the default). */
+  dbFlag: string | undefined;
   json: boolean;
+  /** -d --passed: also delete the ips' GREY tuples from which the next scan would whitelist them. */
+  passed: boolean;
   importFrom: string | undefined;
   importPostgrey: string | undefined;
   /** postgrey's times and auto-whitelist for --import-postgrey (its defaults, or the options). */
@@ -113,7 +119,7 @@ export async function dbCommand(argv: string[], io: CliIO, opts: { clock?: Clock
       case 'add':
         return await add(cmd, opts.clock ?? systemClock, warn);
       case 'delete':
-        return await remove(cmd, warn);
+        return await remove(cmd, io, opts.clock ?? systemClock, warn);
     }
   } catch (err) {
     if (err instanceof Exit) return err.status;
@@ -165,12 +171,17 @@ function parseCommand(argv: string[], io: CliIO, warn: (m: string) => void): Com
     if (stray) return usage(`--${stray} goes with --import-postgrey`);
   }
   if (values.db === '') return usage('--db needs a path');
+  if (values.passed && (action !== 'delete' || (type !== 'WHITE' && type !== 'TRAPPED'))) {
+    return usage('--passed goes with -d (or -d -t) of addresses');
+  }
   return {
     action,
     type,
     keys: positionals,
     dbPath: databasePath(values.db, io.env),
+    dbFlag: values.db,
     json: values.json ?? false,
+    passed: values.passed ?? false,
     importFrom: values.import,
     importPostgrey: values['import-postgrey'],
     policy: postgreyTimes({
@@ -434,24 +445,112 @@ async function removeDatabase(file: string): Promise<void> {
 
 // --- -d -----------------------------------------------------------------------------------------
 
-async function remove(cmd: Command, warn: (m: string) => void): Promise<number> {
+/**
+ * spamdb -d, and what spamdb leaves unsaid: a GREY tuple stays until greyexp after its first
+ * sighting, promoted or not, so deleting the WHITE (or TRAPPED) entry of a host whose tuples
+ * have passed only lasts until the next scan, which whitelists it again. After the deletions,
+ * each address given that still has such tuples (rules.ts, promotesAgain) is named with their
+ * count. On a terminal (stdin and stderr both TTYs) the command asks whether to remove them
+ * too; elsewhere it prints the command that does, `-d --passed`, which deletes them with the
+ * entry. The exit status is spamdb's either way: the keys not found (with --passed, a key
+ * counts as found when its entry or any passed tuple was deleted).
+ */
+async function remove(cmd: Command, io: CliIO, clock: Clock, warn: (m: string) => void): Promise<number> {
   const keys = nonEmpty(cmd, warn);
   const store = await openDatabase(cmd.dbPath, {});
   return withStore(store, async () => {
-    const core = doorToCore(store);
+    const core = doorToCore(store, clock);
+    // Only an address's entry stands between its passed tuples and the whitelist.
+    const byAddress = cmd.type === 'WHITE' || cmd.type === 'TRAPPED';
     let failures = 0;
     for (const raw of keys) {
       const key = toByteString(raw);
       // -G: the argument is an ip and the first of its tuples goes, one tuple per argument.
       const verdict = await core.handle(cmd.type === 'GREY' ? { kind: 'delete-tuple', ip: key } : { kind: 'delete', key });
       if (verdict.kind === 'dropped') throw new PfgreyError('E_DB_WRITE', `${cmd.dbPath}: cannot delete ${keyText(key)}: ${verdict.why}`);
-      if (verdict.kind === 'absent') {
+      let found = verdict.kind !== 'absent';
+      if (cmd.passed && byAddress && isIP(key) !== 0) {
+        const tuples = await deletePassed(core, key, cmd.dbPath);
+        if (tuples > 0) warn(`deleted ${count(tuples, 'passed GREY tuple')} of ${key}`);
+        found ||= tuples > 0;
+      }
+      if (!found) {
         warn(`no entry for ${keyText(key)}`);
         failures++;
       }
     }
+    if (byAddress && !cmd.passed) await passedTuplesLeft(store, core, keys, cmd, io, clock, warn);
     return Math.min(failures, 255);
   });
+}
+
+const count = (n: number, what: string): string => `${n} ${what}${n === 1 ? '' : 's'}`;
+
+/** Deletes the passed tuples of `ip` through the core; how many there were. */
+async function deletePassed(core: Greylister, ip: string, dbPath: string): Promise<number> {
+  const verdict = await core.handle({ kind: 'delete-passed', ip });
+  if (verdict.kind === 'dropped') throw new PfgreyError('E_DB_WRITE', `${dbPath}: cannot delete the GREY tuples of ${ip}: ${verdict.why}`);
+  return verdict.kind === 'deleted' ? verdict.count ?? 1 : 0;
+}
+
+/** The addresses among `keys` whose passed tuples remain, said, and removed if the user says so. */
+async function passedTuplesLeft(
+  store: Store, core: Greylister, keys: string[], cmd: Command, io: CliIO, clock: Clock, warn: (m: string) => void,
+): Promise<void> {
+  const left: string[] = [];
+  const now = clock.now();
+  for (const ip of new Set(keys.map(toByteString).filter((k) => isIP(k) !== 0))) {
+    const n = (await store.tuplesOf(ip)).filter((e) => promotesAgain(e, now)).length;
+    if (n === 0) continue;
+    warn(`${ip} still has ${count(n, 'passed GREY tuple')}, from which the next scan would whitelist it again`);
+    left.push(ip);
+  }
+  if (left.length === 0) return;
+  if (!interactive(io)) {
+    const db = cmd.dbFlag === undefined ? '' : ` --db ${shellWord(cmd.dbFlag)}`;
+    const typeFlag = cmd.type === 'TRAPPED' ? ' -t' : '';
+    warn(`delete them too with: pfgrey db${db} -d${typeFlag} --passed ${left.join(' ')}`);
+    return;
+  }
+  const answer = await ask(io, 'pfgrey db: remove them too? [y/N] ');
+  if (!/^\s*y(es)?\s*$/i.test(answer)) return;
+  for (const ip of left) {
+    const n = await deletePassed(core, ip, cmd.dbPath);
+    warn(`deleted ${count(n, 'passed GREY tuple')} of ${ip}`);
+  }
+}
+
+/** A user at a terminal can answer: stdin and stderr are both TTYs. */
+function interactive(io: CliIO): boolean {
+  return (io.stdin as { isTTY?: boolean }).isTTY === true && (io.stderr as { isTTY?: boolean }).isTTY === true;
+}
+
+/** Asks on stderr and reads one line of stdin (at most 1 KiB, or until EOF); the line without its end. */
+function ask(io: CliIO, question: string): Promise<string> {
+  io.stderr.write(question);
+  return new Promise((resolve) => {
+    let got = '';
+    const done = () => {
+      io.stdin.off('data', onData);
+      io.stdin.off('end', done);
+      io.stdin.off('error', done);
+      // Stops reading, so a terminal's stdin no longer keeps the process alive.
+      io.stdin.pause();
+      resolve(got.split('\n')[0]!.replace(/\r$/, ''));
+    };
+    const onData = (chunk: Buffer | string) => {
+      got += chunk.toString();
+      if (got.includes('\n') || got.length > 1024) done();
+    };
+    io.stdin.on('data', onData);
+    io.stdin.once('end', done);
+    io.stdin.once('error', done);
+  });
+}
+
+/** `s` as one word a POSIX shell reads back unchanged. */
+function shellWord(s: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 // --- --import and --import-postgrey -------------------------------------------------------------
@@ -498,12 +597,17 @@ async function importDump(cmd: Command, io: CliIO, warn: (m: string) => void): P
     try {
       entries.push(parseLine(line, i + 1));
     } catch (err) {
-      warn(`${input.name}: ${describe(err)}`);
+      warn(`${input.name}: ${describe(err)}; nothing imported`);
       return 1;
     }
   }
   await writeDatabase(cmd.dbPath, (store) => restore(store, entries, cmd.dbPath, systemClock));
-  warn(`imported ${entries.length} entries`);
+  // Per type, in spamdb's order, so a move from spamd can be checked against `spamdb | grep -c`.
+  const types = (['GREY', 'WHITE', 'TRAPPED', 'SPAMTRAP', 'POLICY', 'AWL'] as const)
+    .map((type) => [type, entries.filter((e) => entryType(e) === type).length] as const)
+    .filter(([, n]) => n > 0)
+    .map(([type, n]) => `${n} ${type}`);
+  warn(`imported ${entries.length} entries${types.length ? ` (${types.join(', ')})` : ''}`);
   return 0;
 }
 

@@ -17,7 +17,7 @@ import { type CoreEvent, CoreEvents, type GreyRequest, type PolicyRequest, type 
 import type { Tuple } from './types.js';
 import {
   awlCount, greyHit, type GreyTimes, logdHit, manualAdd, outsideAllowedDomains, policyHit, type PolicyTimes,
-  spamtrapAddress, whiteSeen,
+  promotesAgain, spamtrapAddress, whiteSeen,
 } from './rules.js';
 
 /** postgrey's defaults, for a core whose door did not set its own (DEFAULTS.policy*). */
@@ -239,6 +239,7 @@ export class Greylister {
         case 'extend': keys.push(r.ip); break;
         case 'restore': keys.push(r.entry.key); break;
         case 'delete-tuple':
+        case 'delete-passed':
           if (!tuplesOf.has(r.ip)) tuplesOf.set(r.ip, (await this.opts.store.tuplesOf(r.ip)).map((e) => e.key));
           keys.push(...tuplesOf.get(r.ip)!);
           break;
@@ -255,6 +256,16 @@ export class Greylister {
       writes.length = 0;
       events.length = 0;
       verdicts = batch.map((r) => {
+        if (r.kind === 'delete-passed') {
+          // Judged on the entries read inside this update: a tuple that passed meanwhile goes too.
+          const now = this.clock.now();
+          const passed = tuplesOf.get(r.ip)!.filter((k) => {
+            const e = view.get(k);
+            return e ? promotesAgain(e, now) : false;
+          });
+          for (const k of passed) this.remove(k, out);
+          return passed.length > 0 ? { kind: 'deleted', key: r.ip, count: passed.length } : { kind: 'absent', key: r.ip };
+        }
         if (r.kind !== 'delete-tuple') return this.apply(r, out);
         const first = tuplesOf.get(r.ip)!.find((k) => view.get(k));
         return first ? this.remove(first, out) : { kind: 'absent', key: r.ip };
@@ -293,7 +304,7 @@ export class Greylister {
     return { kind: 'deleted', key };
   }
 
-  private apply(r: Exclude<GreyRequest, { kind: 'delete-tuple' }>, out: Decisions): Verdict {
+  private apply(r: Exclude<GreyRequest, { kind: 'delete-tuple' | 'delete-passed' }>, out: Decisions): Verdict {
     const { view } = out;
     const now = this.clock.now();
     switch (r.kind) {

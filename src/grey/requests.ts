@@ -41,6 +41,11 @@ export type GreyRequest =
   | { kind: 'delete'; key: string }
   /** `pfgrey db -d -G`: the first GREY tuple of `ip`. */
   | { kind: 'delete-tuple'; ip: string }
+  /**
+   * `pfgrey db -d --passed`: every GREY tuple of `ip` from which the next scan would whitelist
+   * it again (rules.ts, promotesAgain), so that a deleted host stays deleted.
+   */
+  | { kind: 'delete-passed'; ip: string }
   /** `pfgrey logd`: a whitelisted host was seen passing to the real MTA; its WHITE entry lives on. */
   | { kind: 'extend'; ip: string }
   /** `pfgrey db --import`: an entry restored as it was dumped. */
@@ -66,8 +71,9 @@ export type Verdict =
   | { kind: 'trapped'; ip: string; why: string; left?: number }
   /** add, extend, restore: the entry as written. */
   | { kind: 'written'; entry: Entry }
-  | { kind: 'deleted'; key: string }
-  /** delete or delete-tuple found nothing. */
+  /** `count`: how many tuples a delete-passed removed (at least one). */
+  | { kind: 'deleted'; key: string; count?: number }
+  /** delete, delete-tuple or delete-passed found nothing. */
   | { kind: 'absent'; key: string }
   /** The request is not acceptable (a new SPAMTRAP without '@'); nothing was written. */
   | { kind: 'refused'; why: string }

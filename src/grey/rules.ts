@@ -183,6 +183,25 @@ export function asciiLower(s: string): string {
   return s.replace(/[A-Z]/g, (c) => c.toLowerCase());
 }
 
+/**
+ * Whether the scan counts `e` as passed: a GREY tuple retried after its pass time, or a WHITE
+ * entry (whose pass is when it was whitelisted). A passed, unexpired entry puts its ip in the
+ * whitelist and, for a tuple whose ip has no entry, writes that ip's WHITE entry.
+ */
+function passed(e: Entry, now: number): boolean {
+  return e.pcount >= 0 && e.pass <= now;
+}
+
+/**
+ * A GREY tuple from which the next scan would whitelist its ip (again): passed and not yet
+ * expired. A tuple stays in the database until greyexp after its first sighting, promotion
+ * or not, so `pfgrey db -d ip` of a host just whitelisted leaves such tuples behind; pfgrey db
+ * says so, and `-d --passed` deletes them too (the delete-passed request).
+ */
+export function promotesAgain(e: Entry, now: number): boolean {
+  return e.key.includes('\n') && e.expire > now && passed(e, now);
+}
+
 /** What one scan decided: entries to delete and to write, and the lists to publish. */
 export interface ScanPlan {
   /** Entries to delete, as the scan read them: a row changed since is not deleted (Store.deleteIf). */
@@ -248,7 +267,7 @@ export class ScanAccumulator {
         continue;
       }
       if (type === 'WHITE' && !this.ipState.has(e.key)) this.ipState.set(e.key, 'white');
-      if (e.pcount >= 0 && e.pass <= this.now) this.passed.push(e);
+      if (passed(e, this.now)) this.passed.push(e);
     }
   }
 
