@@ -237,13 +237,17 @@ class NftContext {
       return `${head}: this rule is in table ${r.family} ${r.table}, where ${wset} is not pfgrey's set (sets belong to their table); move the redirect into table ${tableSpec(this.opts)}, after: tcp dport 25 ${ip} saddr ${wset} return`;
     }
     // A rule exempting a set pfgrey does not fill: a near name, or the name in another table.
+    // Only a rule that lets the packet by (return, accept) exempts anything: pfgrey.nft's log
+    // rules name the sets too. pfgrey's own sets (NAME and NAME6) are not "near names".
     let note = '';
     for (const c of this.rs.chains) {
       for (const x of c.rules) {
-        for (const m of JSON.stringify(x.expr).matchAll(/"@([^"]+)"/g)) {
+        const text = JSON.stringify(x.expr);
+        if (!/"(?:return|accept)":/.test(text)) continue;
+        for (const m of text.matchAll(/"@([^"]+)"/g)) {
           const name = m[1]!;
           const ours = x.table === this.t.name && x.family === this.t.family;
-          if (ours && name === this.whiteName) continue;
+          if (ours && (name === this.whiteName || name === `${this.whiteName}6`)) continue;
           if (name === this.whiteName || didYouMean(name, [this.whiteName]) !== undefined) {
             note ||= ` (${this.where(x)} exempts @${name}${ours ? '' : ` of table ${x.family} ${x.table}`} instead, which pfgrey does not fill)`;
           }
