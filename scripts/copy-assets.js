@@ -1,6 +1,7 @@
 // Copies the status page's static files (src/http/*.html, .js, .css, .svg) beside the compiled
-// modules, which tsc does not do: `node scripts/copy-assets.js dist` after the build, and
-// `.build/src` for the tests. src/http/server.ts reads them from its own directory.
+// modules in dist/, which tsc does not do (`npm run build` runs it after tsc), so they ship in
+// the package. src/http/server.ts reads them from its own directory; the tests' build in
+// .build/ reads them from src/http/ itself.
 
 import { copyFileSync, mkdirSync, readdirSync } from 'node:fs';
 import path from 'node:path';
@@ -9,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const out = process.argv[2];
 if (!out) {
-  process.stderr.write('usage: node scripts/copy-assets.js OUTDIR (dist or .build/src)\n');
+  process.stderr.write('usage: node scripts/copy-assets.js OUTDIR (dist)\n');
   process.exit(1);
 }
 const from = path.join(root, 'src/http');

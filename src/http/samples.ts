@@ -5,7 +5,7 @@ import type { Activity } from './activity.js';
 
 /** One point of the plots. Counts are those of the last scan at the time (absent before it). */
 export interface Sample {
-  /** Unix time, seconds (uPlot's x axis). */
+  /** Unix time in seconds, fractional (uPlot's x axis). */
   t: number;
   grey?: number;
   white?: number;
@@ -65,7 +65,7 @@ export class Samples {
   current(record = false): Sample {
     const st = this.activity.status();
     const policy = Object.values(st.policy).reduce((a, b) => a + b, 0);
-    const s: Sample = { t: Math.floor(st.now / 1000) };
+    const s: Sample = { t: st.now / 1000 };
     if (st.counts) {
       s.grey = st.counts.grey;
       s.white = st.counts.white;

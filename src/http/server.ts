@@ -4,7 +4,7 @@
 // it through a reverse proxy or an SSH tunnel. Every request is small and answered from memory:
 // bounded headers, no bodies, short timeouts, few connections.
 
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import { createRequire } from 'node:module';
 import net from 'node:net';
@@ -68,13 +68,11 @@ interface Asset {
 
 /** The page's files, read once at start: a missing one stops the start, not a request. */
 function loadAssets(): Map<string, Asset> {
-  // Beside this module: `npm run build` and `npm test` copy them there (scripts/copy-assets.js).
-  // A bare `tsc -p tsconfig.test.json` does not; the tests then read them from the source tree.
-  const here = (name: string) => {
-    const beside = new URL(`./${name}`, import.meta.url);
-    const source = new URL(`../../../src/http/${name}`, import.meta.url);
-    return existsSync(beside) || !existsSync(source) ? beside : source;
-  };
+  // Beside this module: `npm run build` copies them into dist/ (scripts/copy-assets.js). The
+  // tests' build (.build/src/, tsconfig.test.json) reads them from the source tree instead, so
+  // a test always sees them as they are now.
+  const dir = /\/\.build\/src\/http\/[^/]+$/.test(import.meta.url) ? '../../../src/http/' : './';
+  const here = (name: string) => new URL(`${dir}${name}`, import.meta.url);
   const require = createRequire(import.meta.url);
   const files: Array<[string, string | URL, string]> = [
     ['/', here('status.html'), 'text/html; charset=utf-8'],

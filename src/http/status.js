@@ -85,7 +85,7 @@
       const p = s.lastPush;
       const what = p.kind === 'diff' ? 'added ' + p.added + ', removed ' + p.removed : 'replaced the table';
       text(push, ago(s.now - p.at) + ' to <' + p.table + '> (' + s.firewall.name + '): ' +
-        (p.error ? 'failed: ' + p.error : what + '; ' + p.size + ' addresses') + ', ' + Math.round(p.seconds * 1000) + ' ms');
+        (p.error ? 'failed: ' + p.error : what + '; ' + p.size + (p.size === 1 ? ' address' : ' addresses')) + ', ' + Math.round(p.seconds * 1000) + ' ms');
       push.classList.toggle('failed', Boolean(p.error));
     }
 

@@ -2,6 +2,8 @@
 
 import { spawnSync } from 'node:child_process';
 import net from 'node:net';
+import type { Daemon } from '../../src/daemon.js';
+import { eventually } from './wait.js';
 
 /** GET over a real socket; resolves with the status, the headers and the body. */
 export async function get(port: number, path: string, headers: Record<string, string> = {}): Promise<{ status: number; type: string; body: string }> {
@@ -50,4 +52,18 @@ export async function attemptFrom(port: number, localAddress: string, to: string
   c.socket.write(`HELO mta.example\r\nMAIL FROM:<a@mta.example>\r\nRCPT TO:${to}\r\nDATA\r\n`);
   await c.closed;
   return c.received();
+}
+
+/**
+ * Retries the tuple (`localAddress`, mta.example, <a@mta.example>, `to`) until the core has let
+ * it pass (a daemon with --passtime 0); the next scan whitelists the address.
+ */
+export async function passTuple(daemon: Daemon, port: number, localAddress: string, to: string): Promise<void> {
+  const key = `${localAddress}\nmta.example\n<a@mta.example>\n${to}`;
+  await eventually(async () => {
+    await attemptFrom(port, localAddress, to);
+    await daemon.greylister!.settle();
+    const e = await daemon.store!.get(key);
+    return e !== undefined && e.pass < e.expire;
+  }, `the retry of ${localAddress} passed`);
 }
