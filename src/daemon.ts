@@ -26,6 +26,8 @@ import { SwitchableStore } from './store/switchable.js';
 import type { FileProblem, Store } from './store/types.js';
 import { Tarpit, type TarpitOptions } from './tarpit/server.js';
 import { type PolicyDoor, type PolicyListener, type PolicySettings, startPolicyDoor } from './policy/door.js';
+import { Activity, statusLine } from './http/activity.js';
+import { type HttpAddress, startStatusPage } from './http/server.js';
 
 export interface DaemonConfig {
   tarpit: TarpitOptions;
@@ -59,6 +61,8 @@ export interface DaemonConfig {
    * core and store as the tarpit, with postgrey's options.
    */
   policy?: { settings: PolicySettings; listeners: PolicyListener[] };
+  /** --http: the status page and /metrics, on a loopback address; `sampleEvery` is for tests (a minute). */
+  http?: HttpAddress & { sampleEvery?: number };
 }
 
 export interface Daemon {
@@ -75,6 +79,12 @@ export interface Daemon {
   policy?: PolicyDoor;
   /** The most recent scan's result. */
   lastScan?: ScanPlan;
+  /** What it is doing, in numbers (/metrics, the status page, SIGUSR1). */
+  activity: Activity;
+  /** Where --http listens. */
+  httpAddress?: AddressInfo;
+  /** SIGUSR1's one line: held connections, counts, the last push. */
+  status(): string;
   /** SIGHUP: re-reads the allowed domains. */
   reload(): Promise<void>;
   /**
@@ -132,9 +142,12 @@ interface Greylisting {
 /** A failed start undoes what it did, last first. */
 type Undo = Array<() => unknown>;
 
-async function startGreylisting(cfg: DaemonConfig, log: Logger, clock: Clock, lists: BlackLists, undo: Undo): Promise<Greylisting> {
+async function startGreylisting(
+  cfg: DaemonConfig, log: Logger, clock: Clock, lists: BlackLists, undo: Undo, activity: Activity,
+): Promise<Greylisting> {
+  const onCommit = (seconds: number, ok: boolean) => activity.commit(seconds, ok);
   // A corrupt database is moved aside and replaced, so a bad file never becomes a crash loop.
-  const db = await openDaemonStore(cfg.dbPath, { commitDelay: cfg.commitDelay, log }, log);
+  const db = await openDaemonStore(cfg.dbPath, { commitDelay: cfg.commitDelay, log, onCommit }, log);
   undo.push(() => db.abandon());
   // The greylister, the scan and the tarpit hold this handle: a database truncated or damaged
   // underneath the daemon is swapped for a recovered one behind it.
@@ -151,6 +164,7 @@ async function startGreylisting(cfg: DaemonConfig, log: Logger, clock: Clock, li
   const sync = new WhitelistSync({
     firewall, table: cfg.table, log, clock,
     retryMin: cfg.firewallRetryMin, retryMax: cfg.firewallRetryMax, refresh: cfg.scanInterval,
+    onPush: (push) => activity.push(cfg.table, push), verbose: cfg.tarpit.verbose,
   });
   let allowed = await loadAllowedDomains(cfg.allowedDomainsFile, log);
 
@@ -173,7 +187,7 @@ async function startGreylisting(cfg: DaemonConfig, log: Logger, clock: Clock, li
   // Recovered as at start: the file moved aside, what can be read of it copied into a fresh
   // one, the firewall table's hosts kept WHITE, and the writes still queued replayed.
   const recover = (problem: FileProblem) => store.swap(async (old, keep) => {
-    const fresh = await replaceUnderneath(store.path, old, problem, keep, { commitDelay: cfg.commitDelay, log }, log);
+    const fresh = await replaceUnderneath(store.path, old, problem, keep, { commitDelay: cfg.commitDelay, log, onCommit }, log);
     // A file put in its place is the database now, as at a start; otherwise entries may be
     // lost, and the table's hosts stay whitelisted as after a move at start.
     if (problem.kind !== 'replaced') {
@@ -194,6 +208,7 @@ async function startGreylisting(cfg: DaemonConfig, log: Logger, clock: Clock, li
     isBlacklisted: (ip) => lists.lookup(ip) !== undefined,
     onResult: (plan, changes) => {
       lastScan = plan;
+      activity.scanned(plan);
       if (changes) sync.change(changes.add, changes.del);
       else sync.update(plan.whitelist);
       traps = new Set(plan.traps);
@@ -207,6 +222,7 @@ async function startGreylisting(cfg: DaemonConfig, log: Logger, clock: Clock, li
     },
     onCorrupt: (err) => recover({ kind: 'damaged', reason: err.detail }),
   });
+  activity.follow(greylister.events);
   greylister.events.on((event) => {
     if (event.kind !== 'trap') return;
     scanner.noteTrap(event.ip);
@@ -252,22 +268,42 @@ export async function startDaemon(
 ): Promise<Daemon> {
   const lists = new BlackLists();
   const undo: Undo = [];
+  // Filled in as the rooms start; the activity reads them only when asked.
+  const rooms: { grey?: Greylisting; tarpit?: Tarpit } = {};
+  const activity = new Activity({
+    command: 'run',
+    held: () => rooms.tarpit?.held() ?? { grey: 0, black: 0, trapped: 0 },
+    backlog: cfg.blacklistOnly ? undefined : () => (rooms.grey ? rooms.grey.greylister.queued + rooms.grey.store.pendingWrites : 0),
+    lists: () => lists.tags().map((tag) => ({ tag, blocks: lists.count(tag) })),
+    firewall: () => rooms.grey && { name: rooms.grey.firewall.name, table: cfg.table },
+    policy: cfg.policy !== undefined,
+  }, clock);
   try {
     if (cfg.blacklistOnly && cfg.policy) throw new PfgreyError('E_USAGE', '--policy needs the greylisting database, which blacklist-only mode (-b) has not');
-    const grey = cfg.blacklistOnly ? undefined : await startGreylisting(cfg, log, clock, lists, undo);
+    const grey = cfg.blacklistOnly ? undefined : await startGreylisting(cfg, log, clock, lists, undo, activity);
+    rooms.grey = grey;
+    const core = grey?.greylister;
     const tarpit = new Tarpit(cfg.tarpit, {
       log, clock,
       lookup: (ip) => lists.lookup(ip),
-      onTuple: grey ? (t) => void grey.greylister.tuple(t) : () => {},
+      onTuple: core ? (t) => {
+        activity.tuple();
+        void core.tuple(t);
+      } : () => {},
       backlogged: grey ? () => grey.greylister.backlogged : undefined,
     });
+    rooms.tarpit = tarpit;
     undo.push(() => tarpit.close());
     const { configPort, configAddress } = await listenConfigPort(cfg, lists, log);
     undo.push(() => configPort.close());
     const address = await tarpit.listen();
     // Bound as root too: a Unix socket in Postfix's private/ directory needs it.
-    const policy = grey && cfg.policy ? await startPolicyDoor(cfg.policy.settings, grey.greylister, log, cfg.policy.listeners) : undefined;
+    const policy = grey && cfg.policy
+      ? await startPolicyDoor(cfg.policy.settings, grey.greylister, log, cfg.policy.listeners, (o) => activity.policyAnswer(o))
+      : undefined;
     if (policy) undo.push(() => policy.close());
+    const http = cfg.http && await startStatusPage(cfg.http, activity, log, cfg.http.sampleEvery);
+    if (http) undo.push(() => http.close());
     // Synchronously after the last bind, so no client is handled before it (privilege drop).
     // spamd keeps root in blacklist-only mode; pfgrey drops it there too.
     hooks.afterBind?.(grey?.firewall.name ?? 'none');
@@ -279,20 +315,24 @@ export async function startDaemon(
     } else {
       log.notice(`blacklist-only mode: no greylisting, no database; lists from the config port ${configAddress.port}`);
     }
+    if (http) log.warning(`listening for status requests on ${http.bound}.`);
     log.warning(`listening for incoming connections on ${address.address}:${address.port}.`);
     for (const b of policy?.bound ?? []) log.warning(`listening for policy requests on ${b}.`);
     grey?.scanner.start();
+    http?.samples.start();
 
     // One deadline for the whole stop: the greylister and the store retry what the database
     // refuses (another process holding its write lock, say) until it passes, then give it up.
     const giveUp = new AbortController();
     let stopping: Promise<void> | undefined;
     return {
-      address, configAddress, lists, tarpit, policy,
+      address, configAddress, lists, tarpit, policy, activity,
+      httpAddress: http?.address,
       store: grey?.store, greylister: grey?.greylister, scanner: grey?.scanner, firewall: grey?.firewall, sync: grey?.sync,
       get lastScan() {
         return grey?.lastScan();
       },
+      status: () => statusLine(activity.status()),
       reload: async () => {
         await grey?.reload();
         await policy?.reload();
@@ -301,6 +341,7 @@ export async function startDaemon(
       stop: () => (stopping ??= (async () => {
         const deadline = setTimeout(() => giveUp.abort(), cfg.stopTimeout);
         try {
+          await http?.close();
           await configPort.close();
           await tarpit.close();
           await policy?.close();

@@ -10,6 +10,7 @@ import { failure, processIO, type CliIO } from './io.js';
 import { policyCommand } from './policy.js';
 import { runCommand } from './run.js';
 import { setupCommand } from './setup.js';
+import { statsCommand } from './stats.js';
 
 const USAGE = `usage: pfgrey <command> [options]
 
@@ -20,6 +21,7 @@ commands:
   logd    keep WHITE entries fresh from pf's log of passed SMTP connections (spamlogd's flags)
   check   check pf's rules and this system for what would keep mail from flowing
   policy  a Postfix/Exim policy server greylisting from the same database (postgrey's port)
+  stats   what the daemon is doing: its status endpoint (--http), else the database's counts
 `;
 
 /**
@@ -54,6 +56,8 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
         return await checkCommand(rest, io);
       case 'policy':
         return await policyCommand(rest, io);
+      case 'stats':
+        return await statsCommand(rest, io);
       case '--version':
       case '-V': {
         io.stdout.write(`pfgrey ${VERSION}\n`);

@@ -18,6 +18,8 @@ import {
 import { assertSupported } from '../store/open.js';
 import { openStoreRecovering } from '../store/recover.js';
 import type { Store } from '../store/types.js';
+import { Activity, statusLine } from '../http/activity.js';
+import { parseHttpAddress, type StartedStatusPage, startStatusPage } from '../http/server.js';
 import { databasePath, type CliIO } from './io.js';
 import { runService } from './service.js';
 
@@ -28,7 +30,7 @@ export const POLICY_USAGE =
   '           [--auto-whitelist-clients[=n]] [--whitelist-clients file] [--whitelist-recipients file]\n' +
   '           [--exempt file] [--privacy] [--greylist-action action] [--greylist-text text]\n' +
   '           [--x-greylist-header[=text]] [--hostname name] [--no-reuse | --exim]\n' +
-  '           [--log auto|stderr|syslog] [-d]';
+  '           [--log auto|stderr|syslog] [--http host:port] [-d]';
 
 const OPTIONS = {
   ...POLICY_OPTIONS,
@@ -38,6 +40,7 @@ const OPTIONS = {
   stdio: { type: 'boolean' },
   db: { type: 'string' },
   log: { type: 'string' },
+  http: { type: 'string' },
   d: { type: 'boolean', short: 'd' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -79,26 +82,43 @@ export async function policyCommand(argv: string[], io: CliIO): Promise<number> 
     target, debug: values.d ?? false, ident: 'pfgrey-policy', stderr: io.stderr, facility: 'mail',
     fallback: values.stdio ? () => undefined : undefined,
   });
+  const http = values.http === undefined ? undefined : parseHttpAddress(values.http);
+  // Under spawn(8) every connection is a process of its own: they cannot all hold one port.
+  if (http && values.stdio) throw new PfgreyError('E_USAGE', '--http and --stdio: spawn(8) starts a process per connection, and only one could listen; serve --inet or --unix for the status page');
   const dbPath = databasePath(values.db, io.env);
   assertSupported(dbPath);
   let store: Store | undefined;
   let core: Greylister | undefined;
   let door: PolicyDoor | undefined;
   let scanner: Scanner | undefined;
+  let status: StartedStatusPage | undefined;
+  const activity = new Activity({
+    command: 'policy',
+    backlog: () => (core?.queued ?? 0) + (store?.pendingWrites ?? 0),
+    policy: true,
+  });
   let ended: () => void = () => {};
   const finished = new Promise<void>((resolve) => (ended = resolve));
   return runService({
     start: async () => {
       // A database SQLite cannot use is moved aside and a fresh one opened: the policy
       // service keeps answering (greylist.pl's way with its Berkeley DB).
-      const opened = await openStoreRecovering(dbPath, { log }, log);
+      const opened = await openStoreRecovering(dbPath, { log, onCommit: (seconds, ok) => activity.commit(seconds, ok) }, log);
       store = opened.store;
       core = new Greylister({ store, log, atomic: true, policy: settings.times });
-      door = await startPolicyDoor(settings, core, log, listeners);
+      activity.follow(core.events);
+      door = await startPolicyDoor(settings, core, log, listeners, (o) => activity.policyAnswer(o));
+      if (http) {
+        status = await startStatusPage(http, activity, log);
+        log.warning(`listening for status requests on ${status.bound}.`);
+        status.samples.start();
+      }
       for (const b of door.bound) log.warning(`listening for policy requests on ${b}.`);
       scanner = new Scanner({
         store, log, interval: DEFAULTS.policyMaintenance, whiteExpiry: DEFAULTS.whiteExpiry, chunk: DEFAULTS.scanChunk,
+        events: core.events,
         onResult: (plan) => {
+          activity.scanned(plan);
           if (plan.counts.expired > 0) log.info(`policy maintenance: ${plan.counts.expired} expired entries forgotten`);
         },
       });
@@ -107,12 +127,14 @@ export async function policyCommand(argv: string[], io: CliIO): Promise<number> 
       if (values.stdio) door.server.serve(io.stdin, io.stdout, () => ended());
     },
     stop: async () => {
+      await status?.close();
       await scanner?.stop();
       await door?.close();
       await core?.stop();
       await store?.close();
     },
     reload: async () => door?.reload(),
+    status: () => statusLine(activity.status()),
     finished: values.stdio ? () => finished : undefined,
   }, { log });
 }

@@ -13,6 +13,7 @@ import { PfgreyError } from '../errors.js';
 import { commandLogger, type Logger, type LogTarget, parseLogTarget } from '../log.js';
 import { accountToBecome, becomeUser, isRoot } from '../privileges.js';
 import { POLICY_OPTIONS, policyListener, policySettings, withOptionalValues } from '../policy/door.js';
+import { parseHttpAddress } from '../http/server.js';
 import { databasePath, type CliIO } from './io.js';
 import { runService } from './service.js';
 
@@ -24,7 +25,7 @@ export const RUN_USAGE =
   '           [--passtime d] [--greyexp d] [--whiteexp d] [--scan-interval d]\n' +
   '           [--stutter d] [--grey-stutter d] [--idle-timeout d] [--firewall-timeout d]\n' +
   '           [--trapexp d] [--config-port port] [--alloweddomains file] [--user name]\n' +
-  '           [--log auto|stderr|syslog]\n' +
+  '           [--log auto|stderr|syslog] [--http host:port]\n' +
   '           [--policy inet:[host:]port|unix:path ...] [pfgrey policy\'s postgrey options]';
 
 const INT_MAX = 2 ** 31 - 1;
@@ -74,6 +75,7 @@ const OPTIONS = {
   'firewall-timeout': { type: 'string' },
   user: { type: 'string' },
   log: { type: 'string' },
+  http: { type: 'string' },
   help: { type: 'boolean' },
   // The policy door on the tarpit's core (src/policy/door.ts), with postgrey's options.
   policy: { type: 'string', multiple: true },
@@ -232,6 +234,8 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
         log = target;
         break;
       }
+      // The status page and /metrics (src/http/server.ts): loopback addresses only.
+      case 'http': cfg.http = parseHttpAddress(v, flag); break;
       case 'help': help = true; break;
     }
   }
@@ -298,5 +302,6 @@ export async function runCommand(argv: string[], io: CliIO): Promise<number> {
     stopNow: () => daemon!.stopNow(),
     // spamd reads its allowed domains once; pfgrey re-reads them on SIGHUP.
     reload: () => daemon!.reload(),
+    status: () => daemon!.status(),
   }, { log });
 }

@@ -3,6 +3,7 @@
 // promises for both: 0 after a signal, 1 when the start fails or the stop lost writes, 70
 // (EX_SOFTWARE) after an internal error, once pending writes are committed.
 
+import os from 'node:os';
 import { bugReport, describe } from '../errors.js';
 import type { Logger } from '../log.js';
 
@@ -22,6 +23,8 @@ export interface Service {
   reload?(): Promise<void>;
   /** Resolves when the service has ended by itself (logd at the end of a capture file). */
   finished?(): Promise<void>;
+  /** SIGUSR1 (and SIGINFO, ^T, where the system has it): a one-line status for the log. */
+  status?(): string;
 }
 
 export interface LifecycleOptions {
@@ -87,6 +90,18 @@ export async function runService(service: Service, { log, stopSignals = ['SIGTER
   };
   process.on('SIGHUP', onHup);
 
+  // SIGINFO is the BSDs' (^T at a terminal); Linux has none, and Node only knows the signals
+  // of the system it runs on.
+  const infoSignals: NodeJS.Signals[] = service.status
+    ? ['SIGUSR1', ...(Object.hasOwn(os.constants.signals, 'SIGINFO') ? ['SIGINFO' as NodeJS.Signals] : [])]
+    : [];
+  const onInfo = () => {
+    if (!started) log.notice('status: starting');
+    else if (stopping || stopAsked.signal.aborted) log.notice('status: stopping');
+    else log.notice(service.status!());
+  };
+  for (const s of infoSignals) process.on(s, onInfo);
+
   // A bug must not take the pending writes with it: one line (with the place it happened, for
   // the report), the stop with its commits, and exit 70 for the supervisor to restart. One
   // during the stop is logged too, and the stop goes on.
@@ -125,6 +140,7 @@ export async function runService(service: Service, { log, stopSignals = ['SIGTER
   } finally {
     offStopSignals();
     process.off('SIGHUP', onHup);
+    for (const s of infoSignals) process.off(s, onInfo);
     process.off('uncaughtException', onBug);
   }
 }

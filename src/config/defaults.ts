@@ -13,6 +13,11 @@ export const DEFAULTS = Object.freeze({
   configPort: 8026,
   /** spamd ≥ 2016 binds the loopback address unless -l says otherwise. */
   listenAddress: '127.0.0.1',
+  /**
+   * Where `pfgrey stats` asks the daemon first: the address the manual suggests for --http
+   * (which is off unless given). 8027 follows spamd's 8025 and 8026.
+   */
+  httpAddress: '127.0.0.1:8027',
   /** Banner product text (-n). */
   bannerName: 'spamd IP-based SPAM blocker',
   /** Reply code for blacklisted hosts (-4/-5). */

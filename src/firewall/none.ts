@@ -30,22 +30,29 @@ export function noneFirewall(log: Logger): Firewall {
 
   return {
     name: 'none',
+    // Each says what it changed, once: the sync re-asserts an unchanged table at every scan,
+    // and a line per scan saying nothing new would bury the lines that do.
     async replace(table, addrs) {
       check(table, addrs);
-      tables.set(table, new Set(addrs));
+      const old = tables.get(table);
+      const next = new Set(addrs);
+      if (old !== undefined && old.size === next.size && [...next].every((a) => old.has(a))) return;
+      tables.set(table, next);
       report(table, '');
     },
     async add(table, addrs) {
       check(table, addrs);
       const set = tableOf(table);
-      for (const a of addrs) set.add(a);
-      report(table, `added ${addrs.length}${named(addrs)}; `);
+      const fresh = [...new Set(addrs)].filter((a) => !set.has(a));
+      for (const a of fresh) set.add(a);
+      if (fresh.length > 0) report(table, `added ${fresh.length}${named(fresh)}; `);
     },
     async delete(table, addrs) {
       check(table, addrs);
       const set = tableOf(table);
-      for (const a of addrs) set.delete(a);
-      report(table, `deleted ${addrs.length}${named(addrs)}; `);
+      const gone = [...new Set(addrs)].filter((a) => set.has(a));
+      for (const a of gone) set.delete(a);
+      if (gone.length > 0) report(table, `deleted ${gone.length}${named(gone)}; `);
     },
     async show(table) {
       checkTableName(table);

@@ -35,6 +35,25 @@ export interface WhitelistSyncOptions {
    */
   replaceEvery?: number;
   clock?: Clock;
+  /** Each push, done or failed: for the status page and /metrics (src/http/activity.ts). */
+  onPush?: (push: PushReport) => void;
+  /** -v: every push is logged (how many added and removed, how long); otherwise at debug. */
+  verbose?: boolean;
+}
+
+/** One push to the firewall, as onPush reports it. */
+export interface PushReport {
+  /** `replace`: the whole table; `diff`: deletions and additions only. */
+  kind: 'replace' | 'diff';
+  /** Addresses that joined and left the list since the last push (none known after a failure). */
+  added: number;
+  removed: number;
+  /** Addresses in the table after it. */
+  size: number;
+  /** How long the firewall tool took (s). */
+  seconds: number;
+  /** The failure's one line, when it failed. */
+  error?: string;
 }
 
 export interface WhitelistSyncStatus {
@@ -72,6 +91,8 @@ export class WhitelistSync {
   private readonly diffRatio: number;
   private readonly replaceEvery: number;
   private readonly clock: Clock;
+  private readonly onPush: (push: PushReport) => void;
+  private readonly pushLog: 'info' | 'debug';
 
   /** What the table should hold; undefined until the first update. */
   private desired: Set<string> | undefined;
@@ -111,6 +132,8 @@ export class WhitelistSync {
     this.diffRatio = opts.diffRatio ?? DEFAULTS.firewallDiffRatio;
     this.replaceEvery = opts.replaceEvery ?? 10 * this.refresh;
     this.clock = opts.clock ?? systemClock;
+    this.onPush = opts.onPush ?? (() => undefined);
+    this.pushLog = opts.verbose ? 'info' : 'debug';
   }
 
   get lastError(): string | undefined {
@@ -247,6 +270,18 @@ export class WhitelistSync {
       this.pending = new Map();
       this.outstanding = sent === undefined || sent.size > 0;
       let size: number;
+      // What this push changes, as far as known: a replace after a failure knows nothing.
+      let added = diff?.add.length ?? 0;
+      let removed = diff?.del.length ?? 0;
+      if (diff === undefined && sent !== undefined) {
+        for (const isAdd of sent.values()) {
+          if (isAdd) added++;
+          else removed++;
+        }
+      }
+      const kind = diff === undefined ? 'replace' : 'diff';
+      const began = performance.now();
+      const seconds = () => (performance.now() - began) / 1000;
       try {
         if (diff === undefined) {
           const list = [...desired];
@@ -256,13 +291,18 @@ export class WhitelistSync {
           if (diff.del.length > 0) await this.firewall.delete(this.table, diff.del);
           if (diff.add.length > 0) await this.firewall.add(this.table, diff.add);
           size = this.pushedSize + diff.add.length - diff.del.length;
-          this.log.debug(`firewall: table <${this.table}>: added ${diff.add.length}, deleted ${diff.del.length}`);
         }
       } catch (err) {
         this.pending = undefined;
+        this.onPush({ kind, added, removed, size: this.pushedSize, seconds: seconds(), error: describe(err).replace(/\s*\n\s*/g, '; ') });
         this.failed(err);
         return;
       }
+      const took = seconds();
+      this.onPush({ kind, added, removed, size, seconds: took });
+      const changes = kind === 'diff' || sent !== undefined ? `added ${added}, removed ${removed}` : 'contents were unknown';
+      this.log[this.pushLog](`firewall: table <${this.table}> ${kind === 'diff' ? 'updated' : 'replaced'} (${changes}): ` +
+        `${size} address${size === 1 ? '' : 'es'}, ${took < 0.01 ? (took * 1000).toFixed(1) : Math.round(took * 1000)} ms`);
       const wasFailing = this.error !== undefined;
       this.outstanding = false;
       this.pushedSize = size;

@@ -211,7 +211,8 @@ export interface ScanPlan {
   whitelist: string[];
   /** Trapped addresses (spamd-greytrap), in key order. */
   traps: string[];
-  counts: { entries: number; expired: number; promoted: number };
+  /** Entries read, expired, promoted; and of those in force, the GREY tuples and the spamtraps. */
+  counts: { entries: number; expired: number; promoted: number; grey: number; spamtraps: number };
 }
 
 type IpState = 'white' | 'trapped';
@@ -229,6 +230,8 @@ export class ScanAccumulator {
   private readonly traps = new Set<string>();
   private entries = 0;
   private expired = 0;
+  private grey = 0;
+  private spamtraps = 0;
   private settled = 0;
   private readonly white = new Set<string>();
   private readonly puts: Entry[] = [];
@@ -248,7 +251,10 @@ export class ScanAccumulator {
         this.deletes.push(e);
         continue;
       }
-      if (e.pcount === PCOUNT_SPAMTRAP) continue;
+      if (e.pcount === PCOUNT_SPAMTRAP) {
+        this.spamtraps += 1;
+        continue;
+      }
       if (e.expire <= this.now) {
         this.expired += 1;
         this.deletes.push(e);
@@ -266,6 +272,7 @@ export class ScanAccumulator {
         }
         continue;
       }
+      if (type === 'GREY') this.grey += 1;
       if (type === 'WHITE' && !this.ipState.has(e.key)) this.ipState.set(e.key, 'white');
       if (passed(e, this.now)) this.passed.push(e);
     }
@@ -308,7 +315,7 @@ export class ScanAccumulator {
       // Not sorted: the firewall compares sets, and the scan's key order is already stable.
       whitelist: [...this.white],
       traps: [...this.traps],
-      counts: { entries: this.entries, expired: this.expired, promoted: this.puts.length },
+      counts: { entries: this.entries, expired: this.expired, promoted: this.puts.length, grey: this.grey, spamtraps: this.spamtraps },
     };
   }
 }

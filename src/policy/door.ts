@@ -14,7 +14,7 @@ import { lookupUser } from '../privileges.js';
 import { POSTGREY_CLIENT_FILES, POSTGREY_RECIPIENT_FILES, PolicyLists, postgreyIgnoresMissing } from './lists.js';
 import { awlClientKey, tripletKey, xGreylistHeader } from './postgrey-key.js';
 import type { PolicyQuery } from './protocol.js';
-import { PolicyServer, type UnixListener } from './server.js';
+import { type AnswerOutcome, PolicyServer, type UnixListener } from './server.js';
 import { VERSION } from '../version.js';
 
 
@@ -237,11 +237,13 @@ async function loadLists(s: PolicySettings, log: Logger): Promise<PolicyLists> {
 }
 
 /** Builds the door on `core` and listens where asked. A failure closes what was opened. */
-export async function startPolicyDoor(s: PolicySettings, core: Greylister, log: Logger, listeners: readonly PolicyListener[]): Promise<PolicyDoor> {
+export async function startPolicyDoor(
+  s: PolicySettings, core: Greylister, log: Logger, listeners: readonly PolicyListener[], onAnswer?: (outcome: AnswerOutcome) => void,
+): Promise<PolicyDoor> {
   let lists = await loadLists(s, log);
   const header = s.header;
   const server = new PolicyServer({
-    core, log,
+    core, log, onAnswer,
     greylistAction: s.greylistAction,
     greylistText: s.greylistText,
     noReuse: s.noReuse,

@@ -47,7 +47,12 @@ export interface PolicyServerOptions {
   answerTimeout?: number;
   failureLogEvery?: number;
   clock?: Clock;
+  /** How each request was answered, for /metrics: the verdict's kind, or why there was none. */
+  onAnswer?: (outcome: AnswerOutcome) => void;
 }
+
+/** What a request's answer came from (the verdict label of pfgrey_policy_requests_total). */
+export type AnswerOutcome = 'greylisted' | 'passed' | 'whitelisted' | 'trapped' | 'exempt' | 'ignored' | 'late' | 'failed';
 
 /**
  * The log of failed answers (a timeout, a database error, a bug): the first is logged whole,
@@ -202,35 +207,44 @@ export class PolicyServer {
 
   /** Answers one request; never rejects. */
   async answer(req: PolicyRequest): Promise<Buffer> {
+    const { bytes, outcome } = await this.decideAnswer(req);
+    this.opts.onAnswer?.(outcome);
+    return bytes;
+  }
+
+  private async decideAnswer(req: PolicyRequest): Promise<{ bytes: Buffer; outcome: AnswerOutcome }> {
+    const dunno = (outcome: AnswerOutcome) => ({ bytes: formatAnswer('DUNNO'), outcome });
     const parsed = policyQuery(req);
     if (!parsed.ok) {
       this.opts.log.info(`policy request not greylisted (${parsed.why}): DUNNO`);
-      return formatAnswer('DUNNO');
+      return dunno('ignored');
     }
     const q = parsed.query;
     try {
       const exempt = this.opts.exempt?.(q);
       if (exempt !== undefined) {
         this.opts.log.info(logLine(q, `action=pass, reason=${exempt}`));
-        return formatAnswer('DUNNO');
+        return dunno('exempt');
       }
       const { triplet, client } = this.opts.keys(q);
       // A verdict that comes too late is still recorded by the core; only the answer is DUNNO.
       const verdict = await this.within(this.opts.core.handle({ kind: 'policy', ip: q.ip, triplet, client, rcpt: q.recipient, privacy: this.opts.privacy }));
       if (verdict === LATE) {
         this.failures.report(`policy: no verdict for ${q.ip} ${q.sender} ${q.recipient} within ${this.answerTimeout / 1000} s (the database is slow or locked); answering DUNNO`);
-        return formatAnswer('DUNNO');
+        return dunno('late');
       }
       if (verdict.kind === 'dropped') {
         this.failures.report(`policy: cannot record ${q.ip} ${q.sender} ${q.recipient}: ${verdict.why}; answering DUNNO`);
-        return formatAnswer('DUNNO');
+        return dunno('failed');
       }
       const d = decide(verdict, q, this.opts, () => this.instances.isNew(q.instance));
       this.opts.log.info(logLine(q, d.log));
-      return formatAnswer(d.action);
+      const kind = verdict.kind;
+      const outcome = kind === 'greylisted' || kind === 'passed' || kind === 'whitelisted' || kind === 'trapped' ? kind : 'failed';
+      return { bytes: formatAnswer(d.action), outcome };
     } catch (err) {
       this.failures.report(`policy: ${describe(err)}; answering DUNNO`);
-      return formatAnswer('DUNNO');
+      return dunno('failed');
     }
   }
 

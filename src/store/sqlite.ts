@@ -28,6 +28,8 @@ export interface OpenStoreOptions {
   commitBatch?: number;
   /** Where failed background commits are reported. */
   log?: Logger;
+  /** Told how long each transaction (group commit or update) took, and whether it committed: /metrics. */
+  onCommit?: (seconds: number, ok: boolean) => void;
 }
 
 /**
@@ -527,6 +529,7 @@ export async function openStore(path: string, opts: OpenStoreOptions = {}): Prom
       commitDelay: opts.commitDelay ?? DEFAULTS.commitDelay,
       commitBatch: opts.commitBatch ?? DEFAULTS.commitBatch,
       log: opts.log ?? silentLogger,
+      onCommit: opts.onCommit,
     });
   } catch (err) {
     await closeDb(db).catch(() => undefined);
@@ -573,6 +576,7 @@ interface StoreSettings {
   commitDelay: number;
   commitBatch: number;
   log: Logger;
+  onCommit?: (seconds: number, ok: boolean) => void;
 }
 
 class SqliteStore implements FileStore {
@@ -702,7 +706,7 @@ class SqliteStore implements FileStore {
     const before = this.running ?? Promise.resolve();
     const p: Promise<void> = before.catch(() => undefined)
       .then(() => this.commitPending())
-      .then(() => this.transact(st, keys, decide))
+      .then(() => this.timed(() => this.transact(st, keys, decide)))
       .finally(() => {
         if (this.running === p) this.running = null;
       });
@@ -907,7 +911,7 @@ class SqliteStore implements FileStore {
     if (this.pending.size === 0 || !this.st) return;
     const batch = [...this.pending];
     try {
-      await this.commit(this.st, batch);
+      await this.timed(() => this.commit(this.st!, batch));
     } catch (err) {
       this.failing = true;
       const msg = sqliteMessage(err);
@@ -929,6 +933,17 @@ class SqliteStore implements FileStore {
       if (i % ENTRIES_PER_STEP === ENTRIES_PER_STEP - 1) await yieldToLoop();
     }
     if (this.pending.size > 0) this.schedule();
+  }
+
+  private async timed(transaction: () => Promise<void>): Promise<void> {
+    const began = performance.now();
+    let ok = false;
+    try {
+      await transaction();
+      ok = true;
+    } finally {
+      this.settings.onCommit?.((performance.now() - began) / 1000, ok);
+    }
   }
 
   /** The read and the writes of update() in one transaction that takes the write lock first. */

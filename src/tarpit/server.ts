@@ -79,6 +79,21 @@ export class Tarpit {
     return this.connections.size;
   }
 
+  /**
+   * The connections held now, by kind: on the greytrap list (trapped hosts), on another
+   * blacklist, or neither (greylisted). A walk over at most maxcon connections, for the status
+   * page and /metrics, which ask a few times a minute.
+   */
+  held(): { grey: number; black: number; trapped: number } {
+    const held = { grey: 0, black: 0, trapped: 0 };
+    for (const c of this.connections) {
+      if (c.lists.includes(DEFAULTS.greytrapTag)) held.trapped++;
+      else if (c.session.blacklisted) held.black++;
+      else held.grey++;
+    }
+    return held;
+  }
+
   listen(): Promise<net.AddressInfo> {
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException) => {
