@@ -79,6 +79,7 @@ const COMMANDS: Array<{ command: string; module: string; spreads: string[]; docu
   { command: 'db', module: 'db.ts', spreads: [] },
   { command: 'setup', module: 'setup.ts', spreads: [] },
   { command: 'logd', module: 'logd.ts', spreads: [] },
+  { command: 'stats', module: 'stats.ts', spreads: [] },
   { command: 'policy', module: 'policy.ts', spreads: ['POLICY_OPTIONS'] },
 ];
 
@@ -116,7 +117,7 @@ for (const { command, module, spreads, documentedIn = {} } of COMMANDS) {
 }
 
 test('the man page has a section for every subcommand, and the sections a manual needs', (t) => {
-  for (const command of ['run', 'db', 'setup', 'logd', 'check', 'policy']) t.not(section(command), '', command);
+  for (const command of ['run', 'db', 'setup', 'logd', 'check', 'policy', 'stats']) t.not(section(command), '', command);
   for (const sh of ['NAME', 'SYNOPSIS', 'DESCRIPTION', 'ENVIRONMENT', 'FILES', 'EXIT STATUS', 'EXAMPLES', 'SEE ALSO']) {
     t.regex(page, new RegExp(`^\\.Sh ${sh}$`, 'm'), sh);
   }
