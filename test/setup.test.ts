@@ -12,10 +12,11 @@ import { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import pty from 'node-pty';
-import { setupCommand } from '../src/cli/setup.js';
+import { SETUP_USAGE, setupCommand } from '../src/cli/setup.js';
 import { tableLines } from '../src/firewall/pf.js';
 import { CLI, runCli } from './helpers/cli.js';
 import { tempDir, testDaemon } from './helpers/daemon.js';
+import { configPortStandIn } from './helpers/config-port.js';
 import { pfctlStandIn } from './helpers/pfctl.js';
 import { eventually } from './helpers/smtp.js';
 import { lacking } from './helpers/require.js';
@@ -59,26 +60,6 @@ async function webServer(t: ExecutionContext): Promise<Web> {
   const port = (server.address() as net.AddressInfo).port;
   // spamd.conf splits capabilities at ':', so a port is written with getcap's \C escape.
   return { port, url: (p) => `127.0.0.1\\C${port}${p}` };
-}
-
-interface ConfigPortStandIn {
-  port: number;
-  /** What each connection sent, in the order they ended. */
-  received: Array<{ text: string; remotePort: number }>;
-}
-
-async function configPortStandIn(t: ExecutionContext): Promise<ConfigPortStandIn> {
-  const received: ConfigPortStandIn['received'] = [];
-  const server = net.createServer((s) => {
-    const chunks: Buffer[] = [];
-    const remotePort = s.remotePort ?? 0;
-    s.on('data', (c: Buffer) => chunks.push(c));
-    s.on('end', () => received.push({ text: Buffer.concat(chunks).toString('latin1'), remotePort }));
-    s.on('error', () => {});
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
-  return { port: (server.address() as net.AddressInfo).port, received };
 }
 
 function config(web: Web, lists = ['plain', 'override', 'gz'], extra = ''): string {
@@ -248,7 +229,7 @@ test('-b replaces pf\'s table <spamd> with the blocks of every blacklist', async
   const daemon = await configPortStandIn(t);
   const { dir, file } = await writeConfig(t, config(web));
   const pfctl = await pfctlStandIn(path.join(dir, 'pf'));
-  const r = await setup(['-b', '--config', file, '--config-port', String(daemon.port), '--pfctl', pfctl.path]);
+  const r = await setup(['-b', '--firewall', 'pf', '--config', file, '--config-port', String(daemon.port), '--pfctl', pfctl.path]);
   t.deepEqual(r, { code: 0, stdout: '', stderr: '' });
   t.is(daemon.received.length, 2);
   t.deepEqual(await pfctl.calls(), [{
@@ -263,7 +244,7 @@ test('-b leaves <spamd> alone when a blacklist failed, and reports a failing pfc
   const daemon = await configPortStandIn(t);
   const { dir, file } = await writeConfig(t, config(web, ['broken', 'gz']));
   const pfctl = await pfctlStandIn(path.join(dir, 'pf'));
-  const args = ['-b', '--config', file, '--config-port', String(daemon.port), '--pfctl', pfctl.path];
+  const args = ['-b', '--firewall', 'pf', '--config', file, '--config-port', String(daemon.port), '--pfctl', pfctl.path];
   const failed = await setup(args);
   t.is(failed.code, 1);
   t.true(failed.stderr.endsWith('pfgrey setup: pf table <spamd> left as it was: not every blacklist could be loaded\n'), failed.stderr);
@@ -438,14 +419,20 @@ test('a missing or broken spamd.conf is one clear line', async (t) => {
 
 test('bad arguments print the usage', async (t) => {
   const extra = await setup(['now']);
-  t.deepEqual(extra, { code: 1, stdout: '', stderr: 'pfgrey setup: unexpected argument "now"\nusage: pfgrey setup [-bDdn] [--config file] [--config-port port] [--pfctl path] [--wait-for-daemon secs]\n' });
+  t.deepEqual(extra, { code: 1, stdout: '', stderr: `pfgrey setup: unexpected argument "now"\n${SETUP_USAGE}\n` });
+  t.true(SETUP_USAGE.startsWith('usage: pfgrey setup [-bDdn] [--config file] [--config-port port] [--firewall auto|pf|nft|none]\n'));
   const unknown = await setup(['-x']);
   t.is(unknown.code, 1);
   t.regex(unknown.stderr, /^pfgrey setup: Unknown option '-x'.*\nusage: pfgrey setup/);
   const help = await setup(['-h']);
-  t.deepEqual(help, { code: 0, stdout: 'usage: pfgrey setup [-bDdn] [--config file] [--config-port port] [--pfctl path] [--wait-for-daemon secs]\n', stderr: '' });
+  t.deepEqual(help, { code: 0, stdout: `${SETUP_USAGE}\n`, stderr: '' });
   const port = await setup(['--config-port', '70000']);
   t.deepEqual([port.code, port.stderr], [1, 'pfgrey setup: --config-port 70000: too large (maximum 65535)\n']);
+  const firewall = await setup(['--firewall', 'ipfw']);
+  t.deepEqual([firewall.code, firewall.stderr], [1, `pfgrey setup: --firewall ipfw: expected auto, pf, nft or none\n${SETUP_USAGE}\n`]);
+  const table = await setup(['--nft-table', 'pfgrey']);
+  t.is(table.code, 1);
+  t.true(table.stderr.startsWith('pfgrey setup: --nft-table pfgrey: expected FAMILY NAME'), table.stderr);
 });
 
 test('-D returns at once and sends the lists from the background', async (t) => {
