@@ -492,11 +492,8 @@ test('on a terminal each list shows its progress; through a pipe nothing but the
   t.deepEqual([piped.code, piped.stdout, piped.stderr], [0, PLAIN_LINE + GZ_LINE, '']);
 });
 
-test('run as another user against a daemon running as root, pfgrey setup is refused and says why', async (t) => {
-  if (process.getuid?.() !== 0) {
-    lacking(t, 'not root: the reserved-port rule applies only to a daemon that can bind reserved ports');
-    return;
-  }
+/** Runs `pfgrey setup` as nobody through setpriv (with `caps` as its capabilities) against a root daemon in this process. */
+async function setupAsNobody(t: ExecutionContext, caps: string[]) {
   const dir = await tempDir(t);
   await fs.writeFile(path.join(dir, 'black.txt'), '192.0.2.0/24\n');
   const file = path.join(dir, 'spamd.conf');
@@ -504,17 +501,41 @@ test('run as another user against a daemon running as root, pfgrey setup is refu
   const { daemon, log } = await testDaemon(t);
   // Asynchronously: the daemon answering it runs in this process.
   const r = await new Promise<{ status: number | null; stderr: string; error?: Error }>((resolve) => {
-    execFile('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI,
+    execFile('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', ...caps, process.execPath, CLI,
       'setup', '--config', file, '--config-port', String(daemon.configAddress.port)], { encoding: 'utf8' },
     (error, _stdout, stderr) => resolve({ status: error ? (typeof error.code === 'number' ? error.code : null) : 0, stderr,
       ...(error && typeof error.code !== 'number' ? { error } : {}) }));
   });
+  return { r, daemon, log };
+}
+
+test('run as another user against a daemon running as root, pfgrey setup is refused and says why', async (t) => {
+  if (process.getuid?.() !== 0) {
+    lacking(t, 'not root: the reserved-port rule applies only to a daemon that can bind reserved ports');
+    return;
+  }
+  const { r, daemon, log } = await setupAsNobody(t, []);
   if (r.error) {
     lacking(t, `setpriv is not available (${r.error.message})`);
     return;
   }
   t.is(r.status, 1, r.stderr);
-  t.regex(r.stderr, /Can't connect to spamd on port \d+: .*reserved source port.*run pfgrey setup as root/);
+  t.regex(r.stderr, /Can't connect to spamd on port \d+: .*reserved source port.*run pfgrey setup as root or with CAP_NET_BIND_SERVICE/);
   t.true(log.lines.some((l) => l.includes('refused: source port is not reserved')));
   t.is(daemon.lists.lookup('192.0.2.1'), undefined, 'nothing was taken');
+});
+
+test('run as another user with CAP_NET_BIND_SERVICE, as pfgrey-setup.service runs it, pfgrey setup sends from a reserved port and is heard', async (t) => {
+  if (process.getuid?.() !== 0) {
+    lacking(t, 'not root: cannot hand another user a capability');
+    return;
+  }
+  const { r, daemon } = await setupAsNobody(t, ['--inh-caps=+net_bind_service', '--ambient-caps=+net_bind_service']);
+  if (r.error) {
+    lacking(t, `setpriv is not available (${r.error.message})`);
+    return;
+  }
+  t.is(r.status, 0, r.stderr);
+  t.is(r.stderr, '');
+  await eventually(() => daemon.lists.lookup('192.0.2.1') !== undefined, 'the daemon took the list');
 });

@@ -382,7 +382,8 @@ async function sendLine(port: number, line: string, wait: number): Promise<void>
       }
       // A daemon that may bind reserved ports resets a sender that did not use one.
       const hint = local === undefined && (code === 'ECONNRESET' || code === 'EPIPE')
-        ? ' (pfgrey run takes lists only from a reserved source port when it runs as root or with CAP_NET_BIND_SERVICE: run pfgrey setup as root)'
+        ? ' (pfgrey run takes lists only from a reserved source port when it runs as root or with CAP_NET_BIND_SERVICE: ' +
+          'run pfgrey setup as root or with CAP_NET_BIND_SERVICE)'
         : '';
       throw new PfgreyError('E_CONFIG_PORT', `Can't connect to spamd on port ${port}: ${systemErrorText(err)}${hint}`, { cause: err });
     }
