@@ -12,6 +12,7 @@ import { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import pty from 'node-pty';
+import { readSpamdConf } from '../src/blacklist/spamd-conf.js';
 import { SETUP_USAGE, setupCommand } from '../src/cli/setup.js';
 import { tableLines } from '../src/firewall/pf.js';
 import { CLI, runCli } from './helpers/cli.js';
@@ -322,6 +323,51 @@ test('the stock spamd.conf\'s nixspam message reaches the wire as spamd-setup se
     stdout: 'nixspam;"Your address %A is in the nixspam list\\n\tSee http://www.heise.de/ix/nixspam/dnsbl_en/ for details"' +
       ';inet;2;198.51.100.0/24;203.0.113.9/32\n',
   });
+});
+
+/** The spamd.conf this package ships for /etc/mail. */
+const SAMPLE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../etc/mail/spamd.conf');
+
+/** `conf` with every list read from a file of its own name in spamd.conf's directory: nothing is fetched. */
+function localLists(conf: string): string {
+  return conf.replace(/:method=(?:https?|ftp):/g, ':method=file:').replace(/:file=[^:\n]*\/([^/:\n]+):/g, ':file=$1:');
+}
+
+/** A DROP list as Spamhaus publishes it (`;` comments, `; SBL…` after each block), with documentation addresses. */
+const DROP = '; Spamhaus DROP List 2024/06/01 - (c) 2024 The Spamhaus Project SLU\n; Last-Modified: Sat, 01 Jun 2024 00:00:00 GMT\n' +
+  '198.51.100.0/24 ; SBL000001\n203.0.113.0/25 ; SBL000002\n';
+
+test('the shipped spamd.conf parses, and its list reaches the wire as pfgrey setup sends it', async (t) => {
+  const lists = await readSpamdConf(SAMPLE);
+  t.deepEqual(lists.map((l) => [l.name, l.kind, l.method, l.file]), [['spamhaus-drop', 'black', 'https', 'www.spamhaus.org/drop/drop.txt']]);
+  const r = await dryRun(t, localLists(await fs.readFile(SAMPLE, 'latin1')), { 'drop.txt': DROP });
+  t.deepEqual(r, {
+    code: 0, stderr: '',
+    stdout: 'spamhaus-drop;"Your address %A is in the Spamhaus DROP list\\n\tSee https://www.spamhaus.org/drop/ for details"' +
+      ';inet;2;198.51.100.0/24;203.0.113.0/25\n',
+  });
+});
+
+test('the commented lists of the shipped spamd.conf work once uncommented and named in "all"', async (t) => {
+  let conf = (await fs.readFile(SAMPLE, 'latin1')).replace(/^#(?=\S)/gm, '');
+  const names = [...conf.matchAll(/^([A-Za-z][\w-]*):\\$/gm)].map((m) => m[1]!).filter((n) => n !== 'all');
+  t.deepEqual(names, ['spamhaus-drop', 'blocklist-de-mail', 'local', 'override']);
+  conf = conf.replace(/^all:\\\n\t:spamhaus-drop:$/m, `all:${names.join(':')}:`);
+  const r = await dryRun(t, localLists(conf), {
+    'drop.txt': DROP,
+    'mail.txt': '192.0.2.1\n2001:db8::1\n',
+    'spamd.local': '192.0.2.128/25\n',
+    'spamd.override': '192.0.2.129\n',
+  });
+  t.is(r.code, 0, r.stderr);
+  // As the file says: blocklist.de's IPv6 addresses are reported as malformed lines.
+  t.regex(r.stderr, /^pfgrey setup: list blocklist-de-mail line 2: skipped "2001:db8::1": /);
+  t.deepEqual(r.stdout.split('\n').map((l) => l.replace(/;".*";/, ';')), [
+    'spamhaus-drop;inet;2;198.51.100.0/24;203.0.113.0/25',
+    'blocklist-de-mail;inet;1;192.0.2.1/32',
+    'local;inet;7;192.0.2.128/32;192.0.2.130/31;192.0.2.132/30;192.0.2.136/29;192.0.2.144/28;192.0.2.160/27;192.0.2.192/26',
+    '',
+  ]);
 });
 
 const DRY_RUNS: Array<[string, string, Record<string, string | Buffer>, { code: number; stdout: string; stderr: string }]> = [
