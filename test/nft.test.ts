@@ -3,7 +3,8 @@ import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_proces
 import { closeSync, existsSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { isPfgreyError } from '../src/errors.js';
 import {
@@ -21,6 +22,8 @@ import { eventually } from './helpers/wait.js';
 
 const NFT = '/usr/sbin/nft';
 const execFileP = promisify(execFile);
+/** .build/test → test/fixtures */
+const FIXTURES = resolve(dirname(fileURLToPath(import.meta.url)), '../../test/fixtures');
 const RULESET = shippedRuleset();
 
 function e2eUnavailable(): string | undefined {
@@ -623,4 +626,58 @@ e2e('loading pfgrey-blacklist.nft again keeps the set spamd, and it and pfgrey.n
   const header = await readFile(BLACKLIST_RULESET, 'utf8');
   t.regex(header, /^#\s+pfgrey run -b -l 0\.0\.0\.0$/m);
   t.regex(header, /^#\s+pfgrey setup -b$/m);
+});
+
+// ---- Debian 12's nftables layout -----------------------------------------------------------
+
+/**
+ * Debian 12's /etc/nftables.conf as the nftables package (1.0.6-2+deb12u2) installs it: `flush
+ * ruleset`, one table, no include and no /etc/nftables.d. nftables.service loads it at boot (once
+ * enabled) and on `systemctl reload nftables`.
+ */
+const DEBIAN_CONF = join(FIXTURES, 'debian-12-nftables.conf');
+
+/** The install lines for that layout (README, rc.d/linux/pfgrey.service), run with /etc/ moved into a temporary directory. */
+const DEBIAN_INSTALL = [
+  'install -D -m 0644 pf/linux/pfgrey.nft /etc/nftables.d/pfgrey.nft',
+  'grep -qsF \'include "/etc/nftables.d/*.nft"\' /etc/nftables.conf || echo \'include "/etc/nftables.d/*.nft"\' >> /etc/nftables.conf',
+];
+
+e2e('on Debian 12\'s nftables.conf the install lines load pfgrey.nft after its flush; reloading nftables.conf empties the sets until pfgrey refills them', async (t) => {
+  const dir = await tempDir(t);
+  const conf = join(dir, 'etc/nftables.conf');
+  await must('install', ['-D', '-m', '0644', DEBIAN_CONF, conf]);
+  const debian = await readFile(conf, 'utf8');
+  t.regex(debian, /^flush ruleset$/m);
+  t.notRegex(debian, /include/);
+  for (let i = 0; i < 2; i++) {
+    for (const line of DEBIAN_INSTALL) {
+      await must('sh', ['-c', line.replaceAll('/etc/', `${dir}/etc/`).replace('pf/linux/pfgrey.nft', RULESET)]);
+    }
+  }
+  const installed = await readFile(conf, 'utf8');
+  t.is(installed, `${debian}include "${dir}/etc/nftables.d/*.nft"\n`, 'the include once, after the flush, however often the lines run');
+
+  const ns = await nftNs(t, { ruleset: conf });
+  t.deepEqual((await ns.nft$(['list', 'tables'])).trim().split('\n'), ['table inet filter', 'table inet pfgrey']);
+  const fw = nftFirewall({ nft: ns.nft });
+  await fw.replace('spamd-white', ['192.0.2.1']);
+  // Loading pfgrey's file alone (as after editing it) keeps the whitelist.
+  await ns.nft$(['-f', join(dir, 'etc/nftables.d/pfgrey.nft')]);
+  t.deepEqual(await ns.elements('spamd-white'), ['192.0.2.1']);
+  // What `systemctl reload nftables` runs: the flush takes pfgrey's table with it, the include
+  // declares it again, empty. The rules are back at once; the addresses come with pfgrey's next push.
+  await ns.nft$(['-f', conf]);
+  t.deepEqual(await ns.elements('spamd-white'), []);
+  t.regex(await ns.nft$(['list', 'chain', 'inet', 'pfgrey', 'prerouting']), /ip saddr @spamd-white return/);
+  await fw.replace('spamd-white', ['192.0.2.1']);
+  t.deepEqual(await ns.elements('spamd-white'), ['192.0.2.1']);
+});
+
+e2e('an include glob that matches nothing is no error, so nftables.conf still loads once pfgrey\'s file is removed', async (t) => {
+  const dir = await tempDir(t);
+  const conf = join(dir, 'nftables.conf');
+  await writeFile(conf, `${await readFile(DEBIAN_CONF, 'utf8')}include "${dir}/nftables.d/*.nft"\n`);
+  const ns = await nftNs(t, { ruleset: conf });
+  t.deepEqual((await ns.nft$(['list', 'tables'])).trim().split('\n'), ['table inet filter']);
 });
