@@ -681,3 +681,34 @@ e2e('an include glob that matches nothing is no error, so nftables.conf still lo
   const ns = await nftNs(t, { ruleset: conf });
   t.deepEqual((await ns.nft$(['list', 'tables'])).trim().split('\n'), ['table inet filter']);
 });
+
+e2e('pfgrey-blacklist.nft sends SMTP clients in @spamd to 8025 and everybody else to 25, nospamd ones never to 8025', async (t) => {
+  const mx = await netns(t);
+  const client = await netns(t);
+  await must('ip', ['-n', mx, 'link', 'add', 'mx0', 'type', 'veth', 'peer', 'name', 'cl0', 'netns', client]);
+  for (const [ns, dev, addr] of [[mx, 'mx0', '192.0.2.1/24'], [client, 'cl0', '192.0.2.2/24']] as const) {
+    await must('ip', ['-n', ns, 'addr', 'add', addr, 'dev', dev]);
+    for (const link of [dev, 'lo']) await must('ip', ['-n', ns, 'link', 'set', link, 'up']);
+  }
+  await must('ip', ['netns', 'exec', mx, NFT, '-f', BLACKLIST_RULESET]);
+  const server = spawn('ip', ['netns', 'exec', mx, process.execPath, '-e', SERVER], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.teardown(() => {
+    server.kill('SIGKILL');
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.stdout.on('data', (c: Buffer) => {
+      if (c.toString().includes('ready')) resolve();
+    });
+    server.on('exit', (code) => reject(new Error(`the server exited with ${code}`)));
+  });
+  const connect = async () => (await must('ip', ['netns', 'exec', client, process.execPath, '-e', CLIENT, '192.0.2.1', '25'])).trim();
+  const mxNft = join(await tempDir(t), 'nft');
+  script(mxNft, `#!/bin/sh\nexec ip netns exec ${mx} ${NFT} "$@"\n`);
+  const fw = nftFirewall({ nft: mxNft, cidr: true });
+
+  t.is(await connect(), '25 192.0.2.1', 'on no blacklist: the real MTA, not greylisted');
+  await fw.replace('spamd', ['192.0.2.0/30', '198.51.100.0/24']);
+  t.is(await connect(), '8025 192.0.2.1', 'blacklisted: the tarpit');
+  await must('ip', ['netns', 'exec', mx, NFT, 'add', 'element', 'inet', 'pfgrey', 'nospamd', '{ 192.0.2.2 }']);
+  t.is(await connect(), '25 192.0.2.1', 'nospamd wins over a blacklist');
+});
