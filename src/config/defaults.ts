@@ -145,7 +145,7 @@ export const DEFAULTS = Object.freeze({
   ftp: '/usr/bin/ftp',
   blackTable: 'spamd',
   /**
-   * How long `pfgrey setup -b` lets pfctl or nft load the blacklists. nft took some 3 s of CPU
+   * How long `pfgrey setup -b` lets pfctl or nft load the blacklists. nft took some 4 s of CPU
    * for 300,000 blocks, and 15–20 s on a 2-core machine busy with other work; setup is a batch
    * job, so this only stops one that is stuck.
    */
