@@ -3,7 +3,9 @@ import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_proces
 import { closeSync, existsSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { isPfgreyError } from '../src/errors.js';
 import {
   nftFirewall, nftNameProblem, nftTableProblem, parseNftSetJson, shippedRuleset, splitAddresses,
@@ -11,12 +13,17 @@ import {
 import { chooseFirewall } from '../src/firewall/select.js';
 import { WhitelistSync } from '../src/firewall/sync.js';
 import { memoryLogger } from '../src/log.js';
+import { runCli } from './helpers/cli.js';
+import { configPortStandIn } from './helpers/config-port.js';
 import { eventually } from './helpers/wait.js';
 
 // These tests drive the real nft, always inside a network namespace of their own, never the
 // host's ruleset: `nft` below is a wrapper that enters the namespace.
 
 const NFT = '/usr/sbin/nft';
+const execFileP = promisify(execFile);
+/** .build/test → test/fixtures */
+const FIXTURES = resolve(dirname(fileURLToPath(import.meta.url)), '../../test/fixtures');
 const RULESET = shippedRuleset();
 
 function e2eUnavailable(): string | undefined {
@@ -497,4 +504,211 @@ e2e('the shipped ruleset sends unknown SMTP clients to 8025, whitelisted and nos
   t.is(await connect('192.0.2.1', 25), '8025 192.0.2.1');
   await must('ip', ['netns', 'exec', mx, NFT, 'add', 'element', 'inet', 'pfgrey', 'nospamd', '{ 192.0.2.0/28 }']);
   t.is(await connect('192.0.2.1', 25), '25 192.0.2.1', 'nospamd: never tarpitted');
+});
+
+// ---- blacklists: pfgrey setup -b and pfgrey-blacklist.nft -----------------------------------
+
+const BLACKLIST_RULESET = shippedRuleset('pfgrey-blacklist.nft');
+
+/** A spamd.conf of file lists in a new directory: `lists` maps a list's name to its kind and text. */
+async function spamdConf(t: ExecutionContext, lists: Array<[name: string, kind: 'black' | 'white', text: string]>): Promise<string> {
+  const dir = await tempDir(t);
+  const records = [`all:${lists.map(([name]) => name).join(':')}:`];
+  for (const [name, kind, text] of lists) {
+    await writeFile(join(dir, `${name}.txt`), text);
+    records.push(`${name}:${kind}:${kind === 'black' ? `msg="Listed in ${name}":` : ''}file=${name}.txt:`);
+  }
+  const file = join(dir, 'spamd.conf');
+  await writeFile(file, `${records.join('\n')}\n`);
+  return file;
+}
+
+e2e('pfgrey setup -b fills the set spamd with every blacklist, overlaps merged, in one transaction', async (t) => {
+  const ns = await nftNs(t, { ruleset: BLACKLIST_RULESET });
+  await ns.nft$(['add', 'element', 'inet', 'pfgrey', 'spamd', '{ 10.0.0.0/8 }']);
+  const daemon = await configPortStandIn(t);
+  const conf = await spamdConf(t, [
+    ['a', 'black', '192.0.2.0/25\n192.0.2.200\n198.51.100.0/24\n'],
+    ['spare', 'white', '198.51.100.128/25\n'],
+    // Overlaps a's blocks, which pf's table would take as they are and an interval set refuses.
+    ['b', 'black', '192.0.2.64/26\n192.0.2.128/25\n203.0.113.9\n'],
+  ]);
+  const args = ['setup', '-b', '--config', conf, '--config-port', String(daemon.port), '--nft', ns.nft];
+  const r = await runCli([...args, '--firewall', 'nft']);
+  t.deepEqual([r.code, r.stderr], [0, '']);
+  t.is(daemon.received.length, 2, 'both lists still go to the daemon');
+  t.deepEqual(await ns.elements('spamd'), ['192.0.2.0/24', '198.51.100.0/25', '203.0.113.9']);
+  const scripts = await ns.scripts();
+  t.is(scripts.length, 1);
+  t.true(scripts[0]!.startsWith('flush set inet pfgrey spamd\nadd element inet pfgrey spamd { '), scripts[0]);
+
+  // --firewall auto (the default) finds the table where there is no pf, as pfgrey run does.
+  await writeFile(join(conf, '../b.txt'), '203.0.113.0/24\n');
+  const auto = await runCli([...args, '--pfctl', join(ns.dir, 'no-pfctl'), '-d']);
+  t.is(auto.code, 0, auto.stderr);
+  t.regex(auto.stderr, new RegExp(`^firewall nft \\(${ns.nft}, table inet pfgrey\\)$`, 'm'));
+  t.regex(auto.stderr, /^nftables set spamd in table inet pfgrey: 4 blocks$/m);
+  t.deepEqual(await ns.elements('spamd'), ['192.0.2.0/25', '192.0.2.200', '198.51.100.0/25', '203.0.113.0/24']);
+});
+
+e2e('pfgrey setup -b with no pf and pfgrey\'s table not loaded says so, and still sends the lists', async (t) => {
+  const ns = await nftNs(t, { ruleset: false });
+  const daemon = await configPortStandIn(t);
+  const conf = await spamdConf(t, [['a', 'black', '192.0.2.0/24\n']]);
+  const pfctl = join(ns.dir, 'no-pfctl');
+  const r = await runCli(['setup', '-b', '--config', conf, '--config-port', String(daemon.port), '--nft', ns.nft, '--pfctl', pfctl]);
+  t.is(r.code, 1);
+  t.is(r.stderr, `pfgrey setup: -b: no packet filter to load spamd into: none (${pfctl} does not exist; nftables table inet pfgrey is not loaded)\n`);
+  t.is(daemon.received.length, 1);
+  // --firewall none asks for no table at all.
+  t.deepEqual((await runCli(['setup', '-b', '--firewall', 'none', '--config', conf, '--config-port', String(daemon.port)])).code, 0);
+  t.is((await ns.scripts()).length, 0);
+});
+
+e2e('nft refuses CIDR blocks for a set that is not an interval set, naming the set and what to declare', async (t) => {
+  const dir = await tempDir(t);
+  const plain = join(dir, 'plain.nft');
+  await writeFile(plain, 'table inet pfgrey {\n  set spamd { type ipv4_addr; }\n}\n');
+  const ns = await nftNs(t, { ruleset: plain });
+  const err = await t.throwsAsync(nftFirewall({ nft: ns.nft, cidr: true }).replace('spamd', ['192.0.2.0/24']));
+  t.is(err?.message, `set spamd in table inet pfgrey takes no CIDR blocks: declare it as \`set spamd { type ipv4_addr; flags interval; }\` (see ${BLACKLIST_RULESET})`);
+  t.is((await ns.scripts()).length, 0);
+  // Without cidr a block is no address at all.
+  await t.throwsAsync(nftFirewall({ nft: ns.nft }).replace('spamd', ['192.0.2.0/24']), { message: /bad address for an nftables set: "192\.0\.2\.0\/24"/ });
+});
+
+test('nft CIDR blocks are checked before nft runs, and a host\'s own prefix is dropped', (t) => {
+  t.deepEqual(splitAddresses(['192.0.2.0/24', '192.0.2.7/32', '2001:db8::/32', '2001:db8::1/128', '192.0.2.7'], { cidr: true }),
+    { v4: ['192.0.2.0/24', '192.0.2.7'], v6: ['2001:db8::/32', '2001:db8::1'] });
+  for (const bad of ['192.0.2.0/33', '2001:db8::/129', '192.0.2.0/', '192.0.2.0/8/8', 'x/8', '192.0.2.0/ 8', '192.0.2.0/8 }']) {
+    t.throws(() => splitAddresses([bad], { cidr: true }), { message: /bad address or block for an nftables set/ }, bad);
+  }
+});
+
+e2e('a blacklist of 300,000 blocks replaces the set in one transaction, into an empty set and into a full one', async (t) => {
+  const ns = await nftNs(t, { ruleset: BLACKLIST_RULESET });
+  // Disjoint blocks, as pfgrey setup hands them over: /32s and /24s 512 addresses apart.
+  const blocks = (offset: number) => Array.from({ length: 300_000 }, (_, i) => {
+    const n = 0x01000000 + i * 512 + offset;
+    const quad = `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}`;
+    return i % 2 === 0 ? `${quad}.7` : `${quad}.0/24`;
+  });
+  // nft, not pfgrey, sets the pace here; this bounds a stuck nft, it measures nothing.
+  const fw = nftFirewall({ nft: ns.nft, cidr: true, timeout: 300_000 });
+  await fw.replace('spamd', blocks(0));
+  await fw.replace('spamd', blocks(256));
+  // Listing (or looking up in) 300,000 elements costs the kernel seconds: done once, at the end.
+  const { stdout } = await execFileP('ip', ['netns', 'exec', ns.name, NFT, '-j', 'list', 'set', 'inet', 'pfgrey', 'spamd'], { maxBuffer: 256 * 1024 * 1024 });
+  const listed = parseNftSetJson(stdout);
+  t.is(listed.length, 300_000);
+  t.true(listed.includes('1.0.1.7') && listed.includes('1.0.3.0/24') && listed.includes('10.39.191.0/24'));
+  t.false(listed.includes('1.0.0.7') || listed.includes('1.0.2.0/24'), 'nothing of the first list is left');
+  t.is((await ns.scripts()).length, 2, 'one nft -f - each');
+});
+
+e2e('loading pfgrey-blacklist.nft again keeps the set spamd, and it and pfgrey.nft replace each other\'s rules', async (t) => {
+  const ns = await nftNs(t, { ruleset: false });
+  await ns.nft$(['-c', '-f', BLACKLIST_RULESET]);
+  await ns.nft$(['-f', BLACKLIST_RULESET]);
+  await nftFirewall({ nft: ns.nft, cidr: true }).replace('spamd', ['192.0.2.0/24']);
+  await ns.nft$(['-f', BLACKLIST_RULESET]);
+  t.deepEqual(await ns.elements('spamd'), ['192.0.2.0/24']);
+  const prerouting = () => ns.nft$(['list', 'chain', 'inet', 'pfgrey', 'prerouting']);
+  const only = await prerouting();
+  t.regex(only, /tcp dport 25 ip saddr @spamd fib daddr type local counter packets \d+ bytes \d+ dnat ip to ip daddr:8025/);
+  t.notRegex(only, /spamd-white/);
+  await ns.nft$(['-f', RULESET]);
+  t.notRegex(await prerouting(), /@spamd /);
+  await ns.nft$(['-f', BLACKLIST_RULESET]);
+  t.notRegex(await prerouting(), /spamd-white/);
+  t.is((await prerouting()).match(/dnat/g)?.length, 1);
+  // The header names the flags that go with it.
+  const header = await readFile(BLACKLIST_RULESET, 'utf8');
+  t.regex(header, /^#\s+pfgrey run -b -l 0\.0\.0\.0$/m);
+  t.regex(header, /^#\s+pfgrey setup -b$/m);
+});
+
+// ---- Debian 12's nftables layout -----------------------------------------------------------
+
+/**
+ * Debian 12's /etc/nftables.conf as the nftables package (1.0.6-2+deb12u2) installs it: `flush
+ * ruleset`, one table, no include and no /etc/nftables.d. nftables.service loads it at boot (once
+ * enabled) and on `systemctl reload nftables`.
+ */
+const DEBIAN_CONF = join(FIXTURES, 'debian-12-nftables.conf');
+
+/** The install lines for that layout (README, rc.d/linux/pfgrey.service), run with /etc/ moved into a temporary directory. */
+const DEBIAN_INSTALL = [
+  'install -D -m 0644 pf/linux/pfgrey.nft /etc/nftables.d/pfgrey.nft',
+  'grep -qsF \'include "/etc/nftables.d/*.nft"\' /etc/nftables.conf || echo \'include "/etc/nftables.d/*.nft"\' >> /etc/nftables.conf',
+];
+
+e2e('on Debian 12\'s nftables.conf the install lines load pfgrey.nft after its flush; reloading nftables.conf empties the sets until pfgrey refills them', async (t) => {
+  const dir = await tempDir(t);
+  const conf = join(dir, 'etc/nftables.conf');
+  await must('install', ['-D', '-m', '0644', DEBIAN_CONF, conf]);
+  const debian = await readFile(conf, 'utf8');
+  t.regex(debian, /^flush ruleset$/m);
+  t.notRegex(debian, /include/);
+  for (let i = 0; i < 2; i++) {
+    for (const line of DEBIAN_INSTALL) {
+      await must('sh', ['-c', line.replaceAll('/etc/', `${dir}/etc/`).replace('pf/linux/pfgrey.nft', RULESET)]);
+    }
+  }
+  const installed = await readFile(conf, 'utf8');
+  t.is(installed, `${debian}include "${dir}/etc/nftables.d/*.nft"\n`, 'the include once, after the flush, however often the lines run');
+
+  const ns = await nftNs(t, { ruleset: conf });
+  t.deepEqual((await ns.nft$(['list', 'tables'])).trim().split('\n'), ['table inet filter', 'table inet pfgrey']);
+  const fw = nftFirewall({ nft: ns.nft });
+  await fw.replace('spamd-white', ['192.0.2.1']);
+  // Loading pfgrey's file alone (as after editing it) keeps the whitelist.
+  await ns.nft$(['-f', join(dir, 'etc/nftables.d/pfgrey.nft')]);
+  t.deepEqual(await ns.elements('spamd-white'), ['192.0.2.1']);
+  // What `systemctl reload nftables` runs: the flush takes pfgrey's table with it, the include
+  // declares it again, empty. The rules are back at once; the addresses come with pfgrey's next push.
+  await ns.nft$(['-f', conf]);
+  t.deepEqual(await ns.elements('spamd-white'), []);
+  t.regex(await ns.nft$(['list', 'chain', 'inet', 'pfgrey', 'prerouting']), /ip saddr @spamd-white return/);
+  await fw.replace('spamd-white', ['192.0.2.1']);
+  t.deepEqual(await ns.elements('spamd-white'), ['192.0.2.1']);
+});
+
+e2e('an include glob that matches nothing is no error, so nftables.conf still loads once pfgrey\'s file is removed', async (t) => {
+  const dir = await tempDir(t);
+  const conf = join(dir, 'nftables.conf');
+  await writeFile(conf, `${await readFile(DEBIAN_CONF, 'utf8')}include "${dir}/nftables.d/*.nft"\n`);
+  const ns = await nftNs(t, { ruleset: conf });
+  t.deepEqual((await ns.nft$(['list', 'tables'])).trim().split('\n'), ['table inet filter']);
+});
+
+e2e('pfgrey-blacklist.nft sends SMTP clients in @spamd to 8025 and everybody else to 25, nospamd ones never to 8025', async (t) => {
+  const mx = await netns(t);
+  const client = await netns(t);
+  await must('ip', ['-n', mx, 'link', 'add', 'mx0', 'type', 'veth', 'peer', 'name', 'cl0', 'netns', client]);
+  for (const [ns, dev, addr] of [[mx, 'mx0', '192.0.2.1/24'], [client, 'cl0', '192.0.2.2/24']] as const) {
+    await must('ip', ['-n', ns, 'addr', 'add', addr, 'dev', dev]);
+    for (const link of [dev, 'lo']) await must('ip', ['-n', ns, 'link', 'set', link, 'up']);
+  }
+  await must('ip', ['netns', 'exec', mx, NFT, '-f', BLACKLIST_RULESET]);
+  const server = spawn('ip', ['netns', 'exec', mx, process.execPath, '-e', SERVER], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.teardown(() => {
+    server.kill('SIGKILL');
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.stdout.on('data', (c: Buffer) => {
+      if (c.toString().includes('ready')) resolve();
+    });
+    server.on('exit', (code) => reject(new Error(`the server exited with ${code}`)));
+  });
+  const connect = async () => (await must('ip', ['netns', 'exec', client, process.execPath, '-e', CLIENT, '192.0.2.1', '25'])).trim();
+  const mxNft = join(await tempDir(t), 'nft');
+  script(mxNft, `#!/bin/sh\nexec ip netns exec ${mx} ${NFT} "$@"\n`);
+  const fw = nftFirewall({ nft: mxNft, cidr: true });
+
+  t.is(await connect(), '25 192.0.2.1', 'on no blacklist: the real MTA, not greylisted');
+  await fw.replace('spamd', ['192.0.2.0/30', '198.51.100.0/24']);
+  t.is(await connect(), '8025 192.0.2.1', 'blacklisted: the tarpit');
+  await must('ip', ['netns', 'exec', mx, NFT, 'add', 'element', 'inet', 'pfgrey', 'nospamd', '{ 192.0.2.2 }']);
+  t.is(await connect(), '25 192.0.2.1', 'nospamd wins over a blacklist');
 });

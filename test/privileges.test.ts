@@ -66,6 +66,14 @@ asRoot('a --user that does not exist stops pfgrey run before it opens anything',
   await t.throwsAsync(fs.access(path.join(dir, 'db')));
 });
 
+asRoot('blacklist-only mode drops root even with --firewall nft: pfgrey setup -b, not the daemon, fills the set', async (t) => {
+  const d = await spawnDaemon(t, ['-b', '--firewall', 'nft', '--nft', path.join(await tempDir(t), 'no-nft'), '--user', 'nobody']);
+  t.regex(d.stderr(), /dropped privileges to nobody/);
+  t.notRegex(d.stderr(), /staying root/);
+  t.regex(await fs.readFile(`/proc/${d.child.pid}/status`, 'utf8'), /^Uid:\s+65534\s+65534\s+65534\s+65534$/m);
+  t.is(await d.stop(), 0);
+});
+
 asRoot('not started as root, pfgrey run says what it cannot do and runs as the current user', async (t) => {
   const dir = path.join(await tempDir(t), 'own');
   await fs.mkdir(dir);

@@ -12,10 +12,12 @@ import { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import pty from 'node-pty';
-import { setupCommand } from '../src/cli/setup.js';
+import { readSpamdConf } from '../src/blacklist/spamd-conf.js';
+import { SETUP_USAGE, setupCommand } from '../src/cli/setup.js';
 import { tableLines } from '../src/firewall/pf.js';
 import { CLI, runCli } from './helpers/cli.js';
 import { tempDir, testDaemon } from './helpers/daemon.js';
+import { configPortStandIn } from './helpers/config-port.js';
 import { pfctlStandIn } from './helpers/pfctl.js';
 import { eventually } from './helpers/smtp.js';
 import { lacking } from './helpers/require.js';
@@ -59,26 +61,6 @@ async function webServer(t: ExecutionContext): Promise<Web> {
   const port = (server.address() as net.AddressInfo).port;
   // spamd.conf splits capabilities at ':', so a port is written with getcap's \C escape.
   return { port, url: (p) => `127.0.0.1\\C${port}${p}` };
-}
-
-interface ConfigPortStandIn {
-  port: number;
-  /** What each connection sent, in the order they ended. */
-  received: Array<{ text: string; remotePort: number }>;
-}
-
-async function configPortStandIn(t: ExecutionContext): Promise<ConfigPortStandIn> {
-  const received: ConfigPortStandIn['received'] = [];
-  const server = net.createServer((s) => {
-    const chunks: Buffer[] = [];
-    const remotePort = s.remotePort ?? 0;
-    s.on('data', (c: Buffer) => chunks.push(c));
-    s.on('end', () => received.push({ text: Buffer.concat(chunks).toString('latin1'), remotePort }));
-    s.on('error', () => {});
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
-  return { port: (server.address() as net.AddressInfo).port, received };
 }
 
 function config(web: Web, lists = ['plain', 'override', 'gz'], extra = ''): string {
@@ -248,7 +230,7 @@ test('-b replaces pf\'s table <spamd> with the blocks of every blacklist', async
   const daemon = await configPortStandIn(t);
   const { dir, file } = await writeConfig(t, config(web));
   const pfctl = await pfctlStandIn(path.join(dir, 'pf'));
-  const r = await setup(['-b', '--config', file, '--config-port', String(daemon.port), '--pfctl', pfctl.path]);
+  const r = await setup(['-b', '--firewall', 'pf', '--config', file, '--config-port', String(daemon.port), '--pfctl', pfctl.path]);
   t.deepEqual(r, { code: 0, stdout: '', stderr: '' });
   t.is(daemon.received.length, 2);
   t.deepEqual(await pfctl.calls(), [{
@@ -263,7 +245,7 @@ test('-b leaves <spamd> alone when a blacklist failed, and reports a failing pfc
   const daemon = await configPortStandIn(t);
   const { dir, file } = await writeConfig(t, config(web, ['broken', 'gz']));
   const pfctl = await pfctlStandIn(path.join(dir, 'pf'));
-  const args = ['-b', '--config', file, '--config-port', String(daemon.port), '--pfctl', pfctl.path];
+  const args = ['-b', '--firewall', 'pf', '--config', file, '--config-port', String(daemon.port), '--pfctl', pfctl.path];
   const failed = await setup(args);
   t.is(failed.code, 1);
   t.true(failed.stderr.endsWith('pfgrey setup: pf table <spamd> left as it was: not every blacklist could be loaded\n'), failed.stderr);
@@ -341,6 +323,51 @@ test('the stock spamd.conf\'s nixspam message reaches the wire as spamd-setup se
     stdout: 'nixspam;"Your address %A is in the nixspam list\\n\tSee http://www.heise.de/ix/nixspam/dnsbl_en/ for details"' +
       ';inet;2;198.51.100.0/24;203.0.113.9/32\n',
   });
+});
+
+/** The spamd.conf this package ships for /etc/mail. */
+const SAMPLE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../etc/mail/spamd.conf');
+
+/** `conf` with every list read from a file of its own name in spamd.conf's directory: nothing is fetched. */
+function localLists(conf: string): string {
+  return conf.replace(/:method=(?:https?|ftp):/g, ':method=file:').replace(/:file=[^:\n]*\/([^/:\n]+):/g, ':file=$1:');
+}
+
+/** A DROP list as Spamhaus publishes it (`;` comments, `; SBL…` after each block), with documentation addresses. */
+const DROP = '; Spamhaus DROP List 2024/06/01 - (c) 2024 The Spamhaus Project SLU\n; Last-Modified: Sat, 01 Jun 2024 00:00:00 GMT\n' +
+  '198.51.100.0/24 ; SBL000001\n203.0.113.0/25 ; SBL000002\n';
+
+test('the shipped spamd.conf parses, and its list reaches the wire as pfgrey setup sends it', async (t) => {
+  const lists = await readSpamdConf(SAMPLE);
+  t.deepEqual(lists.map((l) => [l.name, l.kind, l.method, l.file]), [['spamhaus-drop', 'black', 'https', 'www.spamhaus.org/drop/drop.txt']]);
+  const r = await dryRun(t, localLists(await fs.readFile(SAMPLE, 'latin1')), { 'drop.txt': DROP });
+  t.deepEqual(r, {
+    code: 0, stderr: '',
+    stdout: 'spamhaus-drop;"Your address %A is in the Spamhaus DROP list\\n\tSee https://www.spamhaus.org/drop/ for details"' +
+      ';inet;2;198.51.100.0/24;203.0.113.0/25\n',
+  });
+});
+
+test('the commented lists of the shipped spamd.conf work once uncommented and named in "all"', async (t) => {
+  let conf = (await fs.readFile(SAMPLE, 'latin1')).replace(/^#(?=\S)/gm, '');
+  const names = [...conf.matchAll(/^([A-Za-z][\w-]*):\\$/gm)].map((m) => m[1]!).filter((n) => n !== 'all');
+  t.deepEqual(names, ['spamhaus-drop', 'blocklist-de-mail', 'local', 'override']);
+  conf = conf.replace(/^all:\\\n\t:spamhaus-drop:$/m, `all:${names.join(':')}:`);
+  const r = await dryRun(t, localLists(conf), {
+    'drop.txt': DROP,
+    'mail.txt': '192.0.2.1\n2001:db8::1\n',
+    'spamd.local': '192.0.2.128/25\n',
+    'spamd.override': '192.0.2.129\n',
+  });
+  t.is(r.code, 0, r.stderr);
+  // As the file says: blocklist.de's IPv6 addresses are reported as malformed lines.
+  t.regex(r.stderr, /^pfgrey setup: list blocklist-de-mail line 2: skipped "2001:db8::1": /);
+  t.deepEqual(r.stdout.split('\n').map((l) => l.replace(/;".*";/, ';')), [
+    'spamhaus-drop;inet;2;198.51.100.0/24;203.0.113.0/25',
+    'blocklist-de-mail;inet;1;192.0.2.1/32',
+    'local;inet;7;192.0.2.128/32;192.0.2.130/31;192.0.2.132/30;192.0.2.136/29;192.0.2.144/28;192.0.2.160/27;192.0.2.192/26',
+    '',
+  ]);
 });
 
 const DRY_RUNS: Array<[string, string, Record<string, string | Buffer>, { code: number; stdout: string; stderr: string }]> = [
@@ -438,14 +465,20 @@ test('a missing or broken spamd.conf is one clear line', async (t) => {
 
 test('bad arguments print the usage', async (t) => {
   const extra = await setup(['now']);
-  t.deepEqual(extra, { code: 1, stdout: '', stderr: 'pfgrey setup: unexpected argument "now"\nusage: pfgrey setup [-bDdn] [--config file] [--config-port port] [--pfctl path] [--wait-for-daemon secs]\n' });
+  t.deepEqual(extra, { code: 1, stdout: '', stderr: `pfgrey setup: unexpected argument "now"\n${SETUP_USAGE}\n` });
+  t.true(SETUP_USAGE.startsWith('usage: pfgrey setup [-bDdn] [--config file] [--config-port port] [--firewall auto|pf|nft|none]\n'));
   const unknown = await setup(['-x']);
   t.is(unknown.code, 1);
   t.regex(unknown.stderr, /^pfgrey setup: Unknown option '-x'.*\nusage: pfgrey setup/);
   const help = await setup(['-h']);
-  t.deepEqual(help, { code: 0, stdout: 'usage: pfgrey setup [-bDdn] [--config file] [--config-port port] [--pfctl path] [--wait-for-daemon secs]\n', stderr: '' });
+  t.deepEqual(help, { code: 0, stdout: `${SETUP_USAGE}\n`, stderr: '' });
   const port = await setup(['--config-port', '70000']);
   t.deepEqual([port.code, port.stderr], [1, 'pfgrey setup: --config-port 70000: too large (maximum 65535)\n']);
+  const firewall = await setup(['--firewall', 'ipfw']);
+  t.deepEqual([firewall.code, firewall.stderr], [1, `pfgrey setup: --firewall ipfw: expected auto, pf, nft or none\n${SETUP_USAGE}\n`]);
+  const table = await setup(['--nft-table', 'pfgrey']);
+  t.is(table.code, 1);
+  t.true(table.stderr.startsWith('pfgrey setup: --nft-table pfgrey: expected FAMILY NAME'), table.stderr);
 });
 
 test('-D returns at once and sends the lists from the background', async (t) => {
@@ -505,11 +538,8 @@ test('on a terminal each list shows its progress; through a pipe nothing but the
   t.deepEqual([piped.code, piped.stdout, piped.stderr], [0, PLAIN_LINE + GZ_LINE, '']);
 });
 
-test('run as another user against a daemon running as root, pfgrey setup is refused and says why', async (t) => {
-  if (process.getuid?.() !== 0) {
-    lacking(t, 'not root: the reserved-port rule applies only to a daemon that can bind reserved ports');
-    return;
-  }
+/** Runs `pfgrey setup` as nobody through setpriv (with `caps` as its capabilities) against a root daemon in this process. */
+async function setupAsNobody(t: ExecutionContext, caps: string[]) {
   const dir = await tempDir(t);
   await fs.writeFile(path.join(dir, 'black.txt'), '192.0.2.0/24\n');
   const file = path.join(dir, 'spamd.conf');
@@ -517,17 +547,41 @@ test('run as another user against a daemon running as root, pfgrey setup is refu
   const { daemon, log } = await testDaemon(t);
   // Asynchronously: the daemon answering it runs in this process.
   const r = await new Promise<{ status: number | null; stderr: string; error?: Error }>((resolve) => {
-    execFile('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI,
+    execFile('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', ...caps, process.execPath, CLI,
       'setup', '--config', file, '--config-port', String(daemon.configAddress.port)], { encoding: 'utf8' },
     (error, _stdout, stderr) => resolve({ status: error ? (typeof error.code === 'number' ? error.code : null) : 0, stderr,
       ...(error && typeof error.code !== 'number' ? { error } : {}) }));
   });
+  return { r, daemon, log };
+}
+
+test('run as another user against a daemon running as root, pfgrey setup is refused and says why', async (t) => {
+  if (process.getuid?.() !== 0) {
+    lacking(t, 'not root: the reserved-port rule applies only to a daemon that can bind reserved ports');
+    return;
+  }
+  const { r, daemon, log } = await setupAsNobody(t, []);
   if (r.error) {
     lacking(t, `setpriv is not available (${r.error.message})`);
     return;
   }
   t.is(r.status, 1, r.stderr);
-  t.regex(r.stderr, /Can't connect to spamd on port \d+: .*reserved source port.*run pfgrey setup as root/);
+  t.regex(r.stderr, /Can't connect to spamd on port \d+: .*reserved source port.*run pfgrey setup as root or with CAP_NET_BIND_SERVICE/);
   t.true(log.lines.some((l) => l.includes('refused: source port is not reserved')));
   t.is(daemon.lists.lookup('192.0.2.1'), undefined, 'nothing was taken');
+});
+
+test('run as another user with CAP_NET_BIND_SERVICE, as pfgrey-setup.service runs it, pfgrey setup sends from a reserved port and is heard', async (t) => {
+  if (process.getuid?.() !== 0) {
+    lacking(t, 'not root: cannot hand another user a capability');
+    return;
+  }
+  const { r, daemon } = await setupAsNobody(t, ['--inh-caps=+net_bind_service', '--ambient-caps=+net_bind_service']);
+  if (r.error) {
+    lacking(t, `setpriv is not available (${r.error.message})`);
+    return;
+  }
+  t.is(r.status, 0, r.stderr);
+  t.is(r.stderr, '');
+  await eventually(() => daemon.lists.lookup('192.0.2.1') !== undefined, 'the daemon took the list');
 });

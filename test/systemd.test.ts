@@ -6,12 +6,15 @@ import { PassThrough } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { policyCommand } from '../src/cli/policy.js';
 import { parseRunArgs } from '../src/cli/run.js';
+import { setupCommand } from '../src/cli/setup.js';
 import { DEFAULTS } from '../src/config/defaults.js';
 import { lacking } from './helpers/require.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const unit = path.join(root, 'rc.d/linux/pfgrey.service');
 const policyUnit = path.join(root, 'rc.d/linux/pfgrey-policy.service');
+const setupUnit = path.join(root, 'rc.d/linux/pfgrey-setup.service');
+const setupTimer = path.join(root, 'rc.d/linux/pfgrey-setup.timer');
 
 test('the systemd unit runs pfgrey with the flags the nftables ruleset names', async (t) => {
   const text = await fs.readFile(unit, 'utf8');
@@ -28,7 +31,7 @@ test('the systemd unit runs pfgrey with the flags the nftables ruleset names', a
   t.regex(text, /^AmbientCapabilities=.*CAP_NET_ADMIN/m);
 });
 
-for (const file of [unit, policyUnit]) {
+for (const file of [unit, policyUnit, setupUnit, setupTimer]) {
   test(`systemd-analyze finds nothing wrong with ${path.basename(file)} but the uninstalled binary`, (t) => {
     const r = spawnSync('systemd-analyze', ['verify', file], { encoding: 'utf8' });
     if (r.error) {
@@ -44,11 +47,11 @@ for (const file of [unit, policyUnit]) {
 
 // --- pfgrey-policy.service ---------------------------------------------------------------------
 
-/** A unit's [Service] settings, in order, with systemd's own quoting of Environment= undone. */
-async function serviceSettings(file: string): Promise<Array<[string, string]>> {
+/** A unit's settings in `section` ([Service] unless named), in order, with systemd's own quoting of Environment= undone. */
+async function serviceSettings(file: string, section = 'Service'): Promise<Array<[string, string]>> {
   const text = await fs.readFile(file, 'utf8');
-  const section = /^\[Service\]\n([\s\S]*?)(?=^\[|(?![\s\S]))/m.exec(text)?.[1] ?? '';
-  return section.split('\n').filter((l) => /^[A-Za-z]+=/.test(l)).map((l) => {
+  const body = new RegExp(`^\\[${section}\\]\n([\\s\\S]*?)(?=^\\[|(?![\\s\\S]))`, 'm').exec(text)?.[1] ?? '';
+  return body.split('\n').filter((l) => /^[A-Za-z]+=/.test(l)).map((l) => {
     const at = l.indexOf('=');
     return [l.slice(0, at), l.slice(at + 1).replace(/^"(.*)"$/, '$1')];
   });
@@ -132,4 +135,58 @@ test('the policy unit is ordered before the MTA units, and before the one that r
     }
   }
   if (installed.length === 0) lacking(t, 'Postfix\'s systemd units are not installed');
+});
+
+// --- pfgrey-setup.service and pfgrey-setup.timer -----------------------------------------------
+
+test('the setup unit runs pfgrey setup with arguments it takes, -b too, waiting for a daemon that is still starting', async (t) => {
+  const settings = await serviceSettings(setupUnit);
+  t.is(setting(settings, 'Type'), 'oneshot');
+  const exec = /^pfgrey (setup .*?) \$PFGREY_SETUP_FLAGS$/.exec(setting(settings, 'ExecStart') ?? '');
+  t.truthy(exec, 'an ExecStart line that ends with the flags');
+  t.is(setting(settings, 'Environment'), 'PFGREY_SETUP_FLAGS=');
+  const args = exec![1]!.split(/\s+/).slice(1);
+  t.deepEqual(args.slice(0, 2), ['--wait-for-daemon', '30']);
+  const io = { stdout: new PassThrough(), stderr: new PassThrough(), stdin: new PassThrough(), env: {} };
+  // --help stops it once the arguments parse, as they will when systemd runs it.
+  for (const flags of [[], ['-b']]) t.is(await setupCommand([...args, ...flags, '--help'], io), 0, flags.join(' '));
+});
+
+test('the setup unit follows the daemon: ordered after it and started with it, and after the ruleset is loaded', async (t) => {
+  const after = (await serviceSettings(setupUnit, 'Unit')).filter(([k]) => k === 'After').flatMap(([, v]) => v.split(/\s+/));
+  for (const u of ['pfgrey.service', 'nftables.service']) t.true(after.includes(u), u);
+  t.deepEqual((await serviceSettings(setupUnit, 'Install')), [['WantedBy', 'pfgrey.service']]);
+  t.false(/^(Requires|Wants|BindsTo)=.*pfgrey\.service/m.test(await fs.readFile(setupUnit, 'utf8')), 'a timer run never starts the daemon');
+});
+
+test('the setup timer runs it hourly at a random minute that stays the same, as ~ in OpenBSD\'s crontab', async (t) => {
+  const timer = await serviceSettings(setupTimer, 'Timer');
+  t.deepEqual(timer, [['OnCalendar', 'hourly'], ['RandomizedDelaySec', '1h'], ['FixedRandomDelay', 'yes']]);
+  t.deepEqual(await serviceSettings(setupTimer, 'Install'), [['WantedBy', 'timers.target']]);
+  t.is(path.basename(setupTimer, '.timer'), path.basename(setupUnit, '.service'), 'the timer starts the unit of its name');
+});
+
+test('the setup unit is confined as pfgrey.service is, with the two capabilities it uses and no state', async (t) => {
+  const tarpit = await serviceSettings(unit);
+  const setup = await serviceSettings(setupUnit);
+  const hardening = tarpit.filter(([k]) => !NOT_HARDENING.has(k) && !k.startsWith('StateDirectory'));
+  t.true(hardening.length >= 10, hardening.map(([k]) => k).join(' '));
+  for (const [key, value] of hardening) t.is(setting(setup, key), value, key);
+  // CAP_NET_BIND_SERVICE: the reserved source port pfgrey run wants lists from; CAP_NET_ADMIN: nft under -b.
+  for (const key of ['AmbientCapabilities', 'CapabilityBoundingSet']) {
+    t.deepEqual(setting(setup, key)!.split(' ').sort(), ['CAP_NET_ADMIN', 'CAP_NET_BIND_SERVICE'], key);
+  }
+  t.is(setting(setup, 'RestrictAddressFamilies'), setting(tarpit, 'RestrictAddressFamilies'), 'inet for lists and the config port, netlink for nft');
+  t.is(setting(setup, 'StateDirectory'), undefined);
+});
+
+test('pfgrey.service with PFGREY_FLAGS=-b runs blacklist-only with the flags pfgrey-blacklist.nft names', async (t) => {
+  const exec = /^ExecStart=pfgrey (run .*?) \$PFGREY_FLAGS$/m.exec(await fs.readFile(unit, 'utf8'))![1]!.split(/\s+/);
+  const ruleset = await fs.readFile(path.join(root, 'pf/linux/pfgrey-blacklist.nft'), 'utf8');
+  const named = /pfgrey (run [^\n]*)/.exec(ruleset)![1]!.trim().split(/\s+/);
+  const { config } = parseRunArgs([...exec.slice(1), '-b'], {});
+  t.true(config.blacklistOnly);
+  const { config: wanted } = parseRunArgs(named.slice(1), {});
+  t.is(config.tarpit.host, wanted.tarpit.host);
+  t.is(config.tarpit.port, wanted.tarpit.port);
 });

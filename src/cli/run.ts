@@ -280,9 +280,11 @@ export async function runCommand(argv: string[], io: CliIO): Promise<number> {
   }
   const log: Logger = commandLogger({ target: settings.log, debug: settings.debug, ident: 'pfgrey', stderr: io.stderr });
   const cfg = settings.config;
-  // An explicit nft backend keeps root (see below), so it needs no user to become.
-  const account = cfg.firewall === 'nft' && isRoot() ? undefined : accountToBecome(settings.user ?? DEFAULTS.user, log, settings.user !== undefined);
-  if (cfg.firewall === 'nft' && isRoot()) log.notice(STAY_ROOT_FOR_NFT);
+  // An explicit nft backend keeps root (see below), so it needs no user to become; blacklist-only
+  // mode drives no firewall (pfgrey setup -b fills the set spamd), so it drops root all the same.
+  const keepRootForNft = cfg.firewall === 'nft' && !cfg.blacklistOnly && isRoot();
+  const account = keepRootForNft ? undefined : accountToBecome(settings.user ?? DEFAULTS.user, log, settings.user !== undefined);
+  if (keepRootForNft) log.notice(STAY_ROOT_FOR_NFT);
   const dbFiles = cfg.blacklistOnly ? [] : [cfg.dbPath, `${cfg.dbPath}-wal`, `${cfg.dbPath}-shm`];
   const afterBind = account ? (firewall: string) => {
     // pf is driven through the /dev/pf descriptor, which survives the drop; nft needs

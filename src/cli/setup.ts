@@ -1,7 +1,8 @@
 // `pfgrey setup`: spamd-setup(8). Reads spamd.conf(5), fetches the lists named by `all`
 // in order, subtracts each whitelist from the blacklist before it, and sends every blacklist
 // to the daemon's config port: one connection, one line, close. With -b the blocks of all
-// blacklists also replace pf's table <spamd>.
+// blacklists also replace pf's table <spamd>, or on Linux the nftables set spamd (the packet
+// filter chosen as `pfgrey run` chooses it: --firewall auto|pf|nft|none).
 //
 // Choices where spamd-setup gives no answer or ours differs:
 // - The whole of spamd.conf (and every msg file) is checked before anything is fetched.
@@ -19,9 +20,14 @@
 // - -n also prints the lines that would be sent, on stdout; -D checks spamd.conf first, so
 //   its errors are seen, then runs the rest detached, its messages to syslog, retrying a
 //   refused config port for 30 s (--wait-for-daemon), since rc.d starts it with the daemon.
-// - As root the source port is a reserved one (1023 down to 600), as rresvport gives
-//   spamd-setup, because spamd and a root pfgrey daemon refuse others. Not as root any port
-//   is used: a pfgrey daemon that is not root accepts that (it could not prove more).
+// - The source port is a reserved one (1023 down to 600), as rresvport gives spamd-setup,
+//   because spamd and a pfgrey daemon that may bind reserved ports refuse others. When this
+//   process may not bind one (neither root nor CAP_NET_BIND_SERVICE) any port is used: a
+//   pfgrey daemon that may not either accepts that (it could not prove more).
+// - Under -b the nftables set gets the union of all blacklists, overlaps merged: an interval
+//   set refuses overlapping blocks in one transaction, where pf's table takes them.
+// - With -b and --firewall auto, finding neither pf nor pfgrey's nftables table is an error
+//   (the lists are still sent); --firewall none sends the lists and loads no table.
 // - On a terminal each list shows one line with the bytes received so far; through a pipe
 //   only errors and -d lines are written.
 // - Relative paths in spamd.conf (file=, msg=, exec commands) are taken from the directory of
@@ -33,7 +39,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { formatCidr, rangesToCidrs, subtractRanges, type Range } from '../blacklist/cidr.js';
+import { closeSync } from 'node:fs';
+import { formatCidr, mergeRanges, rangesToCidrs, subtractRanges, type Range } from '../blacklist/cidr.js';
 import { formatClearLine, formatConfigLine } from '../blacklist/config-line.js';
 import { fetchList, parseList, sourceUrl, type ParsedList } from '../blacklist/fetch.js';
 import { readSpamdConf, type ListConfig } from '../blacklist/spamd-conf.js';
@@ -41,10 +48,13 @@ import { Backoff } from '../backoff.js';
 import { DEFAULTS } from '../config/defaults.js';
 import { parseIntegerOption } from '../config/duration.js';
 import { describe, PfgreyError, systemErrorText } from '../errors.js';
-import { pfFirewall } from '../firewall/pf.js';
+import { nftTableProblem } from '../firewall/nft.js';
+import { chooseFirewall, type FirewallKind } from '../firewall/select.js';
+import type { Logger } from '../log.js';
 import { failure, type CliIO } from './io.js';
 
-export const SETUP_USAGE = 'usage: pfgrey setup [-bDdn] [--config file] [--config-port port] [--pfctl path] [--wait-for-daemon secs]';
+export const SETUP_USAGE = 'usage: pfgrey setup [-bDdn] [--config file] [--config-port port] [--firewall auto|pf|nft|none]\n' +
+  '           [--pfctl path] [--nft path] [--nft-table \'family name\'] [--wait-for-daemon secs]';
 
 /** rresvport's search: the first free port from 1023 down. */
 const RESERVED_FIRST = 1023;
@@ -63,7 +73,10 @@ const OPTIONS = {
   n: { type: 'boolean', short: 'n' },
   config: { type: 'string' },
   'config-port': { type: 'string' },
+  firewall: { type: 'string' },
   pfctl: { type: 'string' },
+  nft: { type: 'string' },
+  'nft-table': { type: 'string' },
   'wait-for-daemon': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -77,7 +90,11 @@ interface Settings {
   dryRun: boolean;
   config: string;
   port: number;
+  /** Where -b loads the blocks: pf's <spamd> or the nftables set spamd. */
+  firewall: FirewallKind;
   pfctl: string;
+  nft: string;
+  nftTable: string;
 }
 
 /** A blacklist whose whitelists are still being gathered. */
@@ -125,6 +142,13 @@ function parseSettings(argv: string[], io: CliIO, out: Output): Settings | numbe
   if (positionals.length > 0) return usage(`unexpected argument "${positionals[0]}"`);
   if (values.config === '') return usage('--config needs a path');
   if (values.pfctl === '') return usage('--pfctl needs a path');
+  if (values.nft === '') return usage('--nft needs a path');
+  const firewall = values.firewall ?? 'auto';
+  if (firewall !== 'auto' && firewall !== 'pf' && firewall !== 'nft' && firewall !== 'none') {
+    return usage(`--firewall ${firewall}: expected auto, pf, nft or none`);
+  }
+  const tableProblem = values['nft-table'] === undefined ? undefined : nftTableProblem(values['nft-table']);
+  if (tableProblem !== undefined) return usage(`--nft-table ${values['nft-table']}: ${tableProblem}`);
   const port = values['config-port'] === undefined ? DEFAULTS.configPort
     : parseIntegerOption(values['config-port'], '--config-port', 1, 65535);
   const wait = values['wait-for-daemon'] === undefined ? (values.D === true ? DEFAULTS.setupWaitForDaemon : 0)
@@ -136,7 +160,10 @@ function parseSettings(argv: string[], io: CliIO, out: Output): Settings | numbe
     dryRun: values.n === true,
     config: values.config ?? DEFAULTS.spamdConf,
     port,
+    firewall,
     pfctl: values.pfctl ?? DEFAULTS.pfctl,
+    nft: values.nft ?? DEFAULTS.nft,
+    nftTable: values['nft-table'] ?? DEFAULTS.nftTable,
     waitForDaemon: wait,
   };
 }
@@ -164,8 +191,8 @@ async function readMessages(lists: ListConfig[], baseDir: string, confName: stri
 
 /** Runs the same command again, detached and without -D, and returns at once. */
 async function daemonize(s: Settings, io: CliIO): Promise<number> {
-  const args = ['setup', '--config', path.resolve(s.config), '--config-port', String(s.port), '--pfctl', s.pfctl,
-    '--wait-for-daemon', String(s.waitForDaemon / 1000)];
+  const args = ['setup', '--config', path.resolve(s.config), '--config-port', String(s.port), '--firewall', s.firewall,
+    '--pfctl', s.pfctl, '--nft', s.nft, '--nft-table', s.nftTable, '--wait-for-daemon', String(s.waitForDaemon / 1000)];
   if (s.pfTable) args.push('-b');
   if (s.debug) args.push('-d');
   if (s.dryRun) args.push('-n');
@@ -186,6 +213,8 @@ class Setup {
   private status = 0;
   /** Blocks for <spamd>, from every blacklist handled so far. */
   private readonly table: string[] = [];
+  /** The same addresses as ranges, for the nftables set, which takes no overlapping blocks. */
+  private readonly tableRanges: Range[] = [];
   /** False once a blacklist was not sent: <spamd> would then lose its addresses. */
   private tableComplete = true;
 
@@ -222,7 +251,7 @@ class Setup {
       }
     }
     if (current !== undefined && current !== 'failed') await this.finish(current);
-    if (this.s.pfTable && !this.s.dryRun) await this.loadPf();
+    if (this.s.pfTable && !this.s.dryRun) await this.loadTable();
     return this.status;
   }
 
@@ -267,7 +296,8 @@ class Setup {
 
   /** Sends (or with -n prints) a blacklist with its whitelists applied. */
   private async finish(p: Pending): Promise<void> {
-    const cidrs = rangesToCidrs(subtractRanges(p.black, p.white));
+    const ranges = subtractRanges(p.black, p.white);
+    const cidrs = rangesToCidrs(ranges);
     if (cidrs.some((c) => c.bits === 0)) {
       this.fail(`list ${p.name}: covers every IPv4 address (0.0.0.0/0), which spamd refuses; not sent`);
       return;
@@ -277,18 +307,43 @@ class Setup {
     if (this.s.dryRun) this.io.stdout.write(Buffer.from(line, 'latin1'));
     else await sendLine(this.s.port, line, this.s.waitForDaemon);
     for (const b of blocks) this.table.push(b);
+    for (const r of ranges) this.tableRanges.push(r);
   }
 
-  private async loadPf(): Promise<void> {
-    if (!this.tableComplete) {
-      this.out.error(`pf table <${DEFAULTS.blackTable}> left as it was: not every blacklist could be loaded`);
-      return;
-    }
+  /** -b: replaces <spamd> (pf) or the set spamd (nft) with the blocks of every blacklist. */
+  private async loadTable(): Promise<void> {
+    const debug = (msg: string) => this.debug(msg);
+    // pfgrey run's choice, its warnings (a pf device pfctl will open itself) as -d lines.
+    const log: Logger = { error: debug, warning: debug, notice: debug, info: debug, debug };
+    const chosen = await chooseFirewall(this.s.firewall, {
+      pfctl: this.s.pfctl, nft: this.s.nft, nftTable: this.s.nftTable, cidr: true, timeout: DEFAULTS.setupFirewallTimeout, log,
+    });
     try {
-      await pfFirewall({ pfctl: this.s.pfctl, cidr: true }).replace(DEFAULTS.blackTable, this.table);
-    } catch (err) {
-      this.out.error(`pfctl failed: ${describe(err)}`);
-      this.status = 1;
+      const { firewall, reason } = chosen;
+      this.debug(`firewall ${reason}`);
+      if (firewall.name === 'none') {
+        if (this.s.firewall === 'none') return;
+        this.out.error(`-b: no packet filter to load ${DEFAULTS.blackTable} into: ${reason}`);
+        this.status = 1;
+        return;
+      }
+      const what = firewall.name === 'pf' ? `pf table <${DEFAULTS.blackTable}>`
+        : `nftables set ${DEFAULTS.blackTable} in table ${this.s.nftTable}`;
+      if (!this.tableComplete) {
+        this.out.error(`${what} left as it was: not every blacklist could be loaded`);
+        return;
+      }
+      // pf takes spamd-setup's concatenation as it is; an interval set needs the union.
+      const blocks = firewall.name === 'pf' ? this.table : rangesToCidrs(mergeRanges(this.tableRanges)).map(formatCidr);
+      try {
+        await firewall.replace(DEFAULTS.blackTable, blocks);
+        this.debug(`${what}: ${blocks.length} blocks`);
+      } catch (err) {
+        this.out.error(`${firewall.name === 'pf' ? 'pfctl' : 'nft'} failed: ${describe(err)}`);
+        this.status = 1;
+      }
+    } finally {
+      if (chosen.deviceFd !== undefined) closeSync(chosen.deviceFd);
     }
   }
 }
@@ -299,8 +354,8 @@ class Setup {
  */
 async function sendLine(port: number, line: string, wait: number): Promise<void> {
   const data = Buffer.from(line, 'latin1');
-  const root = process.getuid?.() === 0;
-  let local = root ? RESERVED_FIRST : undefined;
+  // Undefined once binding a reserved port was refused: this process may not (see the top).
+  let local: number | undefined = RESERVED_FIRST;
   const deadline = Date.now() + wait;
   // A fixed poll, not a doubling one: the port opens moments after the daemon starts, and a
   // grown delay would only make setup late.
@@ -316,14 +371,19 @@ async function sendLine(port: number, line: string, wait: number): Promise<void>
         await refused.wait();
         continue;
       }
+      if (local !== undefined && code === 'EACCES') {
+        local = undefined;
+        continue;
+      }
       // Ports still in TIME_WAIT from the previous list are busy: take the next one down.
       if (local !== undefined && local > RESERVED_LAST && (code === 'EADDRINUSE' || code === 'EADDRNOTAVAIL')) {
         local--;
         continue;
       }
       // A daemon that may bind reserved ports resets a sender that did not use one.
-      const hint = !root && (code === 'ECONNRESET' || code === 'EPIPE')
-        ? ' (pfgrey run takes lists only from a reserved source port when it runs as root or with CAP_NET_BIND_SERVICE: run pfgrey setup as root)'
+      const hint = local === undefined && (code === 'ECONNRESET' || code === 'EPIPE')
+        ? ' (pfgrey run takes lists only from a reserved source port when it runs as root or with CAP_NET_BIND_SERVICE: ' +
+          'run pfgrey setup as root or with CAP_NET_BIND_SERVICE)'
         : '';
       throw new PfgreyError('E_CONFIG_PORT', `Can't connect to spamd on port ${port}: ${systemErrorText(err)}${hint}`, { cause: err });
     }

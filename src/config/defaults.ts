@@ -149,6 +149,12 @@ export const DEFAULTS = Object.freeze({
   spamdConf: '/etc/mail/spamd.conf',
   ftp: '/usr/bin/ftp',
   blackTable: 'spamd',
+  /**
+   * How long `pfgrey setup -b` lets pfctl or nft load the blacklists. nft took some 4 s of CPU
+   * for 300,000 blocks, and 15–20 s on a 2-core machine busy with other work; setup is a batch
+   * job, so this only stops one that is stuck.
+   */
+  setupFirewallTimeout: 5 * MINUTE,
   /** A list fetch that receives nothing for this long is abandoned. */
   fetchIdleTimeout: 60 * SECOND,
   /** Largest list accepted, before and after gunzip: the largest real lists are a few MB. */

@@ -14,6 +14,11 @@ export interface NftFirewallOptions {
   table?: string;
   /** An nft still running after this many ms is killed; DEFAULTS.firewallTimeout. */
   timeout?: number;
+  /**
+   * Accept CIDR blocks as well as addresses, as `pfgrey setup -b` hands over its blacklists:
+   * the sets must then be interval sets (`flags interval`), and the blocks must not overlap.
+   */
+  cidr?: boolean;
 }
 
 export interface NftTable {
@@ -30,6 +35,13 @@ const FAMILIES = ['ip', 'ip6', 'inet', 'arp', 'bridge', 'netdev'];
 const NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,253}$/;
 /** Addresses per `add element` line: nft echoes a failing line to stderr, so lines stay short. */
 const ELEMENTS_PER_LINE = 1000;
+/**
+ * Blocks per line for an interval set. nft (1.0.6) checks each `add element` command of an
+ * interval set against the whole set, so short lines make a large list slow: 300,000 blocks
+ * took 8–16 s at 1000 a line and about 3 s at 20,000 (nft's memory, some 440 MB, is the same
+ * either way). Echoed lines are cut from error messages (nftStderr), so long ones cost nothing there.
+ */
+const INTERVAL_ELEMENTS_PER_LINE = 20_000;
 
 /** Why `name` cannot name an nftables table or set, or undefined when it can. */
 export function nftNameProblem(name: string): string | undefined {
@@ -53,16 +65,25 @@ export function parseNftTable(spec: string): NftTable {
   return { family, name };
 }
 
-/** IPv4 and IPv6 addresses apart, each once; anything that is not a plain address throws. */
-export function splitAddresses(addrs: readonly string[]): { v4: string[]; v6: string[] } {
+/**
+ * IPv4 and IPv6 addresses apart, each once; anything that is not a plain address throws. With
+ * `cidr`, blocks (`192.0.2.0/24`, `2001:db8::/32`) pass too, a host's own prefix (/32, /128)
+ * dropped.
+ */
+export function splitAddresses(addrs: readonly string[], opts: { cidr?: boolean } = {}): { v4: string[]; v6: string[] } {
   const v4 = new Set<string>();
   const v6 = new Set<string>();
   for (const a of addrs) {
+    const slash = opts.cidr === true ? a.indexOf('/') : -1;
+    const host = slash < 0 ? a : a.slice(0, slash);
     // isIP takes IPv6 zone ids (`fe80::1%eth0`), which nft does not.
-    const family = /^[0-9A-Fa-f:.]+$/.test(a) ? isIP(a) : 0;
-    if (family === 4) v4.add(a);
-    else if (family === 6) v6.add(a);
-    else throw new PfgreyError('E_FIREWALL', `bad address for an nftables set: ${JSON.stringify(a)}`);
+    const family = /^[0-9A-Fa-f:.]+$/.test(host) ? isIP(host) : 0;
+    const max = family === 4 ? 32 : 128;
+    const bits = slash < 0 ? max : /^[0-9]{1,3}$/.test(a.slice(slash + 1)) ? Number(a.slice(slash + 1)) : -1;
+    const text = bits === max ? host : `${host}/${bits}`;
+    if (family === 4 && bits >= 0 && bits <= max) v4.add(text);
+    else if (family === 6 && bits >= 0 && bits <= max) v6.add(text);
+    else throw new PfgreyError('E_FIREWALL', `bad ${opts.cidr === true ? 'address or block' : 'address'} for an nftables set: ${JSON.stringify(a)}`);
   }
   return { v4: [...v4], v6: [...v6] };
 }
@@ -102,23 +123,28 @@ function elementText(e: unknown): string {
   return JSON.stringify(e);
 }
 
-let shipped: string | undefined;
+const shipped = new Map<string, string>();
 
-/** Where this package's example ruleset is, for hints; found from dist/ and from .build/src/. */
-export function shippedRuleset(): string {
-  if (shipped === undefined) {
-    shipped = 'pfgrey.nft';
+/**
+ * Where this package's example ruleset `name` is (pfgrey.nft, or pfgrey-blacklist.nft for
+ * blacklist-only mode), for hints; found from dist/ and from .build/src/.
+ */
+export function shippedRuleset(name = 'pfgrey.nft'): string {
+  let found = shipped.get(name);
+  if (found === undefined) {
+    found = name;
     let dir = path.dirname(fileURLToPath(import.meta.url));
     for (let up = 0; up < 5; up++) {
-      const candidate = path.join(dir, 'pf', 'linux', 'pfgrey.nft');
+      const candidate = path.join(dir, 'pf', 'linux', name);
       if (existsSync(candidate)) {
-        shipped = candidate;
+        found = candidate;
         break;
       }
       dir = path.dirname(dir);
     }
+    shipped.set(name, found);
   }
-  return shipped;
+  return found;
 }
 
 /** nft repeats the offending input line under its message, with a line of carets below it. */
@@ -132,13 +158,22 @@ function nftStderr(stderr: string): string {
   }).join('\n');
 }
 
-type Probe = { sets: Map<string, string> } | { error: PfgreyError; absent: boolean };
+interface SetInfo {
+  /** `ipv4_addr`, or the JSON of a type that is not one word. */
+  type: string;
+  /** Declared with `flags interval`: it takes CIDR blocks. */
+  interval: boolean;
+}
+
+type Probe = { sets: Map<string, SetInfo> } | { error: PfgreyError; absent: boolean };
 
 interface Nft {
   nft: string;
   table: NftTable;
   spec: string;
   timeout: number;
+  /** The shipped ruleset that declares the sets this firewall fills, for hints. */
+  ruleset: string;
 }
 
 /** A failed nft run's message with what to do about it; a failure to start nft is left as it is. */
@@ -149,13 +184,13 @@ function withHint(err: unknown, n: Nft): unknown {
       'sets: run it as root, or give it that capability (AmbientCapabilities=CAP_NET_ADMIN)');
   }
   if (/No such file or directory/.test(err.message)) {
-    return new PfgreyError('E_FIREWALL', `${err.message}; table ${n.spec} or a set in it is missing: ${loadFirst()}`);
+    return new PfgreyError('E_FIREWALL', `${err.message}; table ${n.spec} or a set in it is missing: ${loadFirst(n)}`);
   }
   return err;
 }
 
-function loadFirst(): string {
-  return `load the ruleset first: nft -f ${shippedRuleset()}`;
+function loadFirst(n: { ruleset: string }): string {
+  return `load the ruleset first: nft -f ${n.ruleset}`;
 }
 
 /** The table's sets (name → element type), or why they cannot be listed. */
@@ -169,17 +204,22 @@ async function probe(n: Nft): Promise<Probe> {
     // This command names nothing but the table, so "no such file" can only mean the table.
     if (e.cause === undefined && /No such file or directory/.test(e.message)) {
       return {
-        error: new PfgreyError('E_FIREWALL', `${e.message}; table ${n.spec} is not loaded: ${loadFirst()}`),
+        error: new PfgreyError('E_FIREWALL', `${e.message}; table ${n.spec} is not loaded: ${loadFirst(n)}`),
         absent: true,
       };
     }
     return { error: withHint(e, n) as PfgreyError, absent: false };
   }
-  const sets = new Map<string, string>();
+  const sets = new Map<string, SetInfo>();
   try {
     for (const item of nftObjects(JSON.parse(out))) {
-      const set = (item as { set?: { name?: unknown; type?: unknown } }).set;
-      if (set && typeof set.name === 'string') sets.set(set.name, typeof set.type === 'string' ? set.type : JSON.stringify(set.type));
+      const set = (item as { set?: { name?: unknown; type?: unknown; flags?: unknown } }).set;
+      if (set && typeof set.name === 'string') {
+        sets.set(set.name, {
+          type: typeof set.type === 'string' ? set.type : JSON.stringify(set.type),
+          interval: Array.isArray(set.flags) && set.flags.includes('interval'),
+        });
+      }
     }
   } catch (err) {
     return { error: err instanceof PfgreyError ? err : new PfgreyError('E_FIREWALL', `${n.nft}: cannot read its JSON`), absent: false };
@@ -193,7 +233,10 @@ async function probe(n: Nft): Promise<Probe> {
  */
 export async function nftTableLoadProblem(opts: NftFirewallOptions = {}): Promise<string | undefined> {
   const spec = opts.table ?? DEFAULTS.nftTable;
-  const p = await probe({ nft: opts.nft ?? DEFAULTS.nft, table: parseNftTable(spec), spec, timeout: opts.timeout ?? DEFAULTS.firewallTimeout });
+  const p = await probe({
+    nft: opts.nft ?? DEFAULTS.nft, table: parseNftTable(spec), spec, timeout: opts.timeout ?? DEFAULTS.firewallTimeout,
+    ruleset: shippedRuleset(opts.cidr === true ? 'pfgrey-blacklist.nft' : 'pfgrey.nft'),
+  });
   if (!('error' in p)) return undefined;
   return p.absent ? `nftables table ${spec} is not loaded` : p.error.message;
 }
@@ -202,17 +245,24 @@ export async function nftTableLoadProblem(opts: NftFirewallOptions = {}): Promis
  * pfgrey's whitelist in nftables sets: IPv4 addresses in the set named like the table pfgrey is
  * given (`spamd-white`), IPv6 addresses in the same name with a 6 (`spamd-white6`), both in one
  * nftables table (`inet pfgrey`) that the ruleset declares. Each change is one `nft -f -`
- * transaction, so the firewall never sees a half-written set.
+ * transaction, so the firewall never sees a half-written set. With `cidr` the same for
+ * blacklists' blocks (`pfgrey setup -b`: set `spamd`, an interval set).
  */
 export function nftFirewall(opts: NftFirewallOptions = {}): Firewall {
   const spec = opts.table ?? DEFAULTS.nftTable;
-  const n: Nft = { nft: opts.nft ?? DEFAULTS.nft, table: parseNftTable(spec), spec, timeout: opts.timeout ?? DEFAULTS.firewallTimeout };
+  const cidr = opts.cidr === true;
+  const n: Nft = {
+    nft: opts.nft ?? DEFAULTS.nft, table: parseNftTable(spec), spec, timeout: opts.timeout ?? DEFAULTS.firewallTimeout,
+    ruleset: shippedRuleset(cidr ? 'pfgrey-blacklist.nft' : 'pfgrey.nft'),
+  };
   if (!(n.timeout > 0)) throw new PfgreyError('E_FIREWALL', `bad nft timeout ${n.timeout}`);
   const where = `${n.table.family} ${n.table.name}`;
+  const perLine = cidr ? INTERVAL_ELEMENTS_PER_LINE : ELEMENTS_PER_LINE;
+  const split = (addrs: readonly string[]) => splitAddresses(addrs, { cidr });
   /** The table's sets as last listed; forgotten on any failure, since the ruleset may have been reloaded. */
-  let known: Map<string, string> | undefined;
+  let known: Map<string, SetInfo> | undefined;
 
-  const sets = async (): Promise<Map<string, string>> => {
+  const sets = async (): Promise<Map<string, SetInfo>> => {
     if (known === undefined) {
       const p = await probe(n);
       if ('error' in p) throw p.error;
@@ -226,27 +276,32 @@ export function nftFirewall(opts: NftFirewallOptions = {}): Firewall {
     const problem = nftNameProblem(set);
     if (problem !== undefined) throw new PfgreyError('E_FIREWALL', `bad nftables set name ${JSON.stringify(set)}: ${problem}`);
     const s = await sets();
-    const type = s.get(set);
-    if (type === undefined) {
+    const info = s.get(set);
+    if (info === undefined) {
       known = undefined;
-      throw new PfgreyError('E_FIREWALL', `table ${spec} has no set ${set}: ${loadFirst()}`);
+      throw new PfgreyError('E_FIREWALL', `table ${spec} has no set ${set}: ${loadFirst(n)}`);
     }
-    if (type !== 'ipv4_addr') {
-      known = undefined;
-      throw new PfgreyError('E_FIREWALL', `set ${set} in table ${spec} holds ${type}; pfgrey needs ipv4_addr`);
+    const info6 = s.get(`${set}6`);
+    for (const [name, got, want] of [[set, info, 'ipv4_addr'], [`${set}6`, info6, 'ipv6_addr']] as const) {
+      if (got === undefined) continue;
+      if (got.type !== want) {
+        known = undefined;
+        throw new PfgreyError('E_FIREWALL', `set ${name} in table ${spec} holds ${got.type}; pfgrey needs ${want}`);
+      }
+      // nft would refuse the first block with a message that does not name the set.
+      if (cidr && !got.interval) {
+        known = undefined;
+        throw new PfgreyError('E_FIREWALL', `set ${name} in table ${spec} takes no CIDR blocks: declare it as ` +
+          `\`set ${name} { type ${want}; flags interval; }\` (see ${n.ruleset})`);
+      }
     }
-    const type6 = s.get(`${set}6`);
-    if (type6 !== undefined && type6 !== 'ipv6_addr') {
-      known = undefined;
-      throw new PfgreyError('E_FIREWALL', `set ${set}6 in table ${spec} holds ${type6}; pfgrey needs ipv6_addr`);
-    }
-    return type6 !== undefined;
+    return info6 !== undefined;
   };
 
   const elements = (verb: 'add' | 'delete', set: string, addrs: readonly string[]): string[] => {
     const lines: string[] = [];
-    for (let i = 0; i < addrs.length; i += ELEMENTS_PER_LINE) {
-      lines.push(`${verb} element ${where} ${set} { ${addrs.slice(i, i + ELEMENTS_PER_LINE).join(', ')} }`);
+    for (let i = 0; i < addrs.length; i += perLine) {
+      lines.push(`${verb} element ${where} ${set} { ${addrs.slice(i, i + perLine).join(', ')} }`);
     }
     return lines;
   };
@@ -272,13 +327,13 @@ export function nftFirewall(opts: NftFirewallOptions = {}): Firewall {
     return new PfgreyError('E_FIREWALL',
       `table ${spec} has no set ${set}6 for IPv6: ${v6.length} address${v6.length === 1 ? '' : 'es'} left out ` +
       `(${v6.slice(0, 3).join(', ')}${v6.length > 3 ? ', …' : ''}); declare it as ` +
-      `\`set ${set}6 { type ipv6_addr; }\` (see ${shippedRuleset()})`);
+      `\`set ${set}6 { type ipv6_addr;${cidr ? ' flags interval;' : ''} }\` (see ${n.ruleset})`);
   };
 
   return {
     name: 'nft',
     async replace(set, addrs) {
-      const { v4, v6 } = splitAddresses(addrs);
+      const { v4, v6 } = split(addrs);
       const has6 = await checkSets(set);
       const lines = [`flush set ${where} ${set}`, ...elements('add', set, v4)];
       if (has6) lines.push(`flush set ${where} ${set}6`, ...elements('add', `${set}6`, v6));
@@ -286,13 +341,13 @@ export function nftFirewall(opts: NftFirewallOptions = {}): Firewall {
       if (!has6 && v6.length > 0) throw noSet6(set, v6);
     },
     async add(set, addrs) {
-      const { v4, v6 } = splitAddresses(addrs);
+      const { v4, v6 } = split(addrs);
       const has6 = await checkSets(set);
       await apply('add to', set, [...elements('add', set, v4), ...(has6 ? elements('add', `${set}6`, v6) : [])]);
       if (!has6 && v6.length > 0) throw noSet6(set, v6);
     },
     async delete(set, addrs) {
-      const { v4, v6 } = splitAddresses(addrs);
+      const { v4, v6 } = split(addrs);
       const has6 = await checkSets(set);
       // Adding first makes deleting an absent address a no-op, as it is for pfctl -T delete,
       // instead of failing the whole transaction.

@@ -20,6 +20,8 @@ export interface ChooseFirewallOptions {
   nftTable?: string;
   /** pfctl or nft timeout in ms; DEFAULTS.firewallTimeout. */
   timeout?: number;
+  /** The table takes CIDR blocks (pfgrey setup -b's blacklists), not only addresses. */
+  cidr?: boolean;
   log: Logger;
 }
 
@@ -59,12 +61,12 @@ export async function chooseFirewall(kind: FirewallKind, opts: ChooseFirewallOpt
     const problems = [pfctlProblem, `cannot open ${pfDevice}: ${device}; pfctl will open it itself`]
       .filter((p): p is string => p !== undefined);
     for (const p of problems) opts.log.warning(`firewall pf: ${p}`);
-    return { firewall: pfFirewall({ pfctl, timeout }), reason: `pf (${pfctl}; ${problems.join('; ')})` };
+    return { firewall: pfFirewall({ pfctl, timeout, cidr: opts.cidr }), reason: `pf (${pfctl}; ${problems.join('; ')})` };
   }
 
   if (pfctlProblem !== undefined) opts.log.warning(`firewall pf: ${pfctlProblem}`);
   return {
-    firewall: pfFirewall({ pfctl, timeout, deviceFd: device }),
+    firewall: pfFirewall({ pfctl, timeout, deviceFd: device, cidr: opts.cidr }),
     reason: pfctlProblem === undefined ? `pf (${pfctl}, ${pfDevice})` : `pf (${pfDevice}; ${pfctlProblem})`,
     deviceFd: device,
   };
@@ -79,8 +81,8 @@ async function chooseNft(opts: ChooseFirewallOptions, pfProblem: string | undefi
   const nft = opts.nft ?? DEFAULTS.nft;
   const table = opts.nftTable ?? DEFAULTS.nftTable;
   const timeout = opts.timeout ?? DEFAULTS.firewallTimeout;
-  const firewall = nftFirewall({ nft, table, timeout });
-  const problem = await executableProblem(nft) ?? await nftTableLoadProblem({ nft, table, timeout });
+  const firewall = nftFirewall({ nft, table, timeout, cidr: opts.cidr });
+  const problem = await executableProblem(nft) ?? await nftTableLoadProblem({ nft, table, timeout, cidr: opts.cidr });
   if (problem === undefined) return { firewall, reason: `nft (${nft}, table ${table})` };
   if (pfProblem !== undefined) return { firewall: noneFirewall(opts.log), reason: `none (${pfProblem}; ${problem})` };
   opts.log.warning(`firewall nft: ${problem}`);
