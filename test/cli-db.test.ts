@@ -10,6 +10,7 @@ import { greyKey, type Entry } from '../src/grey/entry.js';
 import { ScanAccumulator } from '../src/grey/rules.js';
 import { openStore } from '../src/store/sqlite.js';
 import { rawSql } from './helpers/raw-sql.js';
+import { helpText } from '../src/cli/args.js';
 
 const S = 1000;
 const DAY = 86400;
@@ -206,7 +207,7 @@ test('an unknown flag is a usage error: exit 1', async (t) => {
 });
 
 test('-h prints the usage on stdout and exits 0', async (t) => {
-  t.deepEqual(await db(['-h']), { code: 0, stdout: USAGE, stderr: '' });
+  t.deepEqual(await db(['-h']), { code: 0, stdout: helpText('db', DB_USAGE), stderr: '' });
 });
 
 test('--import cannot be combined with -a, -d or keys', async (t) => {

@@ -21,7 +21,7 @@ const bad: Array<[string[], RegExp]> = [
   [['-M', 'mx2'], /-M mx2: not an IP address/],
   [['--config-port', '70000'], /--config-port 70000: too large/],
   [['--trapexp', '1 day'], /--trapexp: "1 day" is not a duration/],
-  [['-x'], /Unknown option '-x'/],
+  [['-x'], /^pfgrey run: unknown option -x\n/],
   [['-h', 'h'.repeat(256)], /-h arg too long/],
 ];
 

@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { COMMANDS, optionsOf, SPREAD_TABLES, spreadsOf } from './helpers/options.js';
 import { required } from './helpers/require.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -26,32 +27,6 @@ withMandoc('mandoc -T lint -W warning finds nothing in man/pfgrey.8', (t) => {
   t.is(r.status, 0);
 });
 
-interface Option {
-  name: string;
-  short?: string;
-}
-
-/** The body of `[export] const NAME = { … } as const;` in a source file under src/. */
-function tableOf(file: string, name: string): string {
-  const source = fs.readFileSync(path.join(ROOT, 'src', file), 'utf8');
-  const table = new RegExp(`^(?:export )?const ${name} = \\{\\n([\\s\\S]*?)\\n\\} as const;$`, 'm').exec(source);
-  if (!table) throw new Error(`no ${name} table in src/${file}`);
-  return table[1]!;
-}
-
-/** The keys (and short letters) of the table `name` (a CLI module's OPTIONS by default). */
-function optionsOf(file: string, name = 'OPTIONS'): Option[] {
-  return [...tableOf(file, name).matchAll(/^\s*(?:'([^']+)'|(\w+)):\s*\{([^}]*)\}/gm)].map((m) => ({
-    name: (m[1] ?? m[2])!,
-    short: /short:\s*'(.)'/.exec(m[3]!)?.[1],
-  }));
-}
-
-/** The tables a table spreads into itself (`...POLICY_OPTIONS,`), which optionsOf does not read. */
-function spreadsOf(file: string, name = 'OPTIONS'): string[] {
-  return [...tableOf(file, name).matchAll(/^\s*\.\.\.(\w+),?$/gm)].map((m) => m[1]!);
-}
-
 /** The text of `.Ss pfgrey COMMAND`, up to the next section or subsection. */
 function section(command: string): string {
   const start = page.indexOf(`\n.Ss pfgrey ${command}\n`);
@@ -67,23 +42,7 @@ function documents(text: string, flag: string): boolean {
   return new RegExp(`^\\.It\\b.*\\bFl ${mdoc}(\\s|$)`, 'm').test(text);
 }
 
-/** Where the options a CLI module spreads into its OPTIONS table come from. */
-const SPREAD_TABLES: Record<string, string> = { POLICY_OPTIONS: 'policy/door.ts' };
-
-/**
- * Each subcommand's module, and the tables it spreads that its own section documents; a table
- * spread but documented in another section is named with that section, which must say so.
- */
-const COMMANDS: Array<{ command: string; module: string; spreads: string[]; documentedIn?: Record<string, string> }> = [
-  { command: 'run', module: 'run.ts', spreads: [], documentedIn: { POLICY_OPTIONS: 'policy' } },
-  { command: 'db', module: 'db.ts', spreads: [] },
-  { command: 'setup', module: 'setup.ts', spreads: [] },
-  { command: 'logd', module: 'logd.ts', spreads: [] },
-  { command: 'stats', module: 'stats.ts', spreads: [] },
-  { command: 'policy', module: 'policy.ts', spreads: ['POLICY_OPTIONS'] },
-];
-
-for (const { command, module, spreads, documentedIn = {} } of COMMANDS) {
+for (const { command, module, spreads, documentedIn = {}, hidden = [] } of COMMANDS) {
   test(`every option of pfgrey ${command} (src/cli/${module}${spreads.map((s) => `, ${s}`).join('')}) has an entry in the man page`, (t) => {
     const text = section(command);
     t.not(text, '', `a subsection .Ss pfgrey ${command}`);
@@ -108,7 +67,7 @@ for (const { command, module, spreads, documentedIn = {} } of COMMANDS) {
       options.push(...spread);
     }
     for (const s of spreads) t.true(spreadsOf(`cli/${module}`).includes(s), `src/cli/${module} spreads ${s}`);
-    for (const o of options) {
+    for (const o of options.filter((x) => !hidden.includes(x.name))) {
       for (const flag of [o.name, ...(o.short !== undefined && o.short !== o.name ? [o.short] : [])]) {
         t.true(documents(text, flag), `${flag.length === 1 ? '-' : '--'}${flag}`);
       }

@@ -21,6 +21,7 @@ import { configPortStandIn } from './helpers/config-port.js';
 import { pfctlStandIn } from './helpers/pfctl.js';
 import { eventually } from './helpers/smtp.js';
 import { lacking } from './helpers/require.js';
+import { helpText } from '../src/cli/args.js';
 
 /** .build/test → test/fixtures */
 const FIXTURES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../test/fixtures');
@@ -469,9 +470,9 @@ test('bad arguments print the usage', async (t) => {
   t.true(SETUP_USAGE.startsWith('usage: pfgrey setup [-bDdn] [--config file] [--config-port port] [--firewall auto|pf|nft|none]\n'));
   const unknown = await setup(['-x']);
   t.is(unknown.code, 1);
-  t.regex(unknown.stderr, /^pfgrey setup: Unknown option '-x'.*\nusage: pfgrey setup/);
+  t.regex(unknown.stderr, /^pfgrey setup: unknown option -x\nusage: pfgrey setup/);
   const help = await setup(['-h']);
-  t.deepEqual(help, { code: 0, stdout: `${SETUP_USAGE}\n`, stderr: '' });
+  t.deepEqual(help, { code: 0, stdout: helpText('setup', SETUP_USAGE), stderr: '' });
   const port = await setup(['--config-port', '70000']);
   t.deepEqual([port.code, port.stderr], [1, 'pfgrey setup: --config-port 70000: too large (maximum 65535)\n']);
   const firewall = await setup(['--firewall', 'ipfw']);

@@ -48,6 +48,7 @@ import { describe, isPfgreyError, PfgreyError, systemErrorText } from '../errors
 import { executableProblem, runProgram } from '../exec.js';
 import { lookupUser } from '../privileges.js';
 import { databasePath, failure, type CliIO } from './io.js';
+import { argumentProblem, helpText } from './args.js';
 
 export const CHECK_USAGE =
   'usage: pfgrey check [--firewall pf|nft] [--pf-conf file] [--pfctl path] [--pf-device path]\n' +
@@ -103,7 +104,7 @@ export async function checkCommand(argv: string[], io: CliIO, hooks: CheckHooks 
   try {
     const s = parseCheckArgs(argv, io.env);
     if (s.help) {
-      io.stdout.write(`${CHECK_USAGE}\n`);
+      io.stdout.write(helpText('check', CHECK_USAGE));
       return 0;
     }
     const findings = await runChecks(s, hooks);
@@ -126,7 +127,7 @@ export function parseCheckArgs(argv: string[], env: NodeJS.ProcessEnv): Settings
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: true });
   } catch (err) {
-    throw usage((err as Error).message.split('\n')[0]!);
+    throw usage(argumentProblem('check', err));
   }
   const v = parsed.values;
   if (parsed.positionals.length > 0) throw usage(`unexpected argument "${parsed.positionals[0]}"`);

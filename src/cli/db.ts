@@ -52,6 +52,7 @@ import { openDatabase } from '../store/open.js';
 import { entryToJson, formatEntry, keyText, parseLine, showKey } from '../grey/spamdb-format.js';
 import type { Store } from '../store/types.js';
 import { databasePath, failure, type CliIO } from './io.js';
+import { argumentProblem, helpText } from './args.js';
 
 export const DB_USAGE =
   'usage: pfgrey db [--db PATH] [--json] [--import FILE|-] [-adGTt] [keys ...]\n' +
@@ -141,11 +142,11 @@ function parseCommand(argv: string[], io: CliIO, warn: (m: string) => void): Com
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true, tokens: true });
   } catch (err) {
-    return usage(optionError(err));
+    return usage(argumentProblem('db', err));
   }
   const { values, positionals, tokens } = parsed;
   if (values.help) {
-    io.stdout.write(`${DB_USAGE}\n`);
+    io.stdout.write(helpText('db', DB_USAGE));
     return new Exit(0);
   }
   // spamdb keeps one action and one type, each set by the last flag that names one (getopt order).
@@ -191,18 +192,6 @@ function parseCommand(argv: string[], io: CliIO, warn: (m: string) => void): Com
       awlClients: values['auto-whitelist-clients'],
     }),
   };
-}
-
-/** parseArgs explains at length; one short clause is enough above a usage line. */
-function optionError(err: unknown): string {
-  const code = (err as { code?: unknown }).code;
-  const msg = describe(err);
-  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
-    const m = /'([^']+)'/.exec(msg);
-    return `unknown option ${m ? m[1] : ''}`.trim();
-  }
-  const first = msg.split(/\.\s/)[0]!.replace(/\.$/, '');
-  return first.charAt(0).toLowerCase() + first.slice(1);
 }
 
 // --- output ---------------------------------------------------------------------------------

@@ -8,13 +8,14 @@ import { parseArgs } from 'node:util';
 import { Backoff } from '../backoff.js';
 import { DEFAULTS } from '../config/defaults.js';
 import { parseIntegerOption } from '../config/duration.js';
-import { describe, isPfgreyError, PfgreyError } from '../errors.js';
+import { isPfgreyError, PfgreyError } from '../errors.js';
 import { commandLogger, parseLogTarget, type Logger } from '../log.js';
 import { type Capture, captureFileKind, defaultCaptureInterface, parseCaptureInterface } from '../logd/nflog.js';
 import { PflogWatcher } from '../logd/watcher.js';
 import { openDatabase } from '../store/open.js';
 import type { Store } from '../store/types.js';
 import { databasePath, type CliIO } from './io.js';
+import { helpText, usageError } from './args.js';
 import { runService } from './service.js';
 
 export const LOGD_USAGE =
@@ -47,10 +48,10 @@ export async function logdCommand(argv: string[], io: CliIO): Promise<number> {
   try {
     ({ values } = parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: false }));
   } catch (err) {
-    throw new PfgreyError('E_USAGE', `${describe(err).split('\n')[0]}\n${LOGD_USAGE}`);
+    throw usageError('logd', err, LOGD_USAGE);
   }
   if (values.help) {
-    io.stdout.write(`${LOGD_USAGE}\n`);
+    io.stdout.write(helpText('logd', LOGD_USAGE));
     return 0;
   }
   if (values.Y !== undefined) throw new PfgreyError('E_UNSUPPORTED', 'sync (-Y) is not supported yet');

@@ -22,6 +22,10 @@ commands:
   check   check pf's rules and this system for what would keep mail from flowing
   policy  a Postfix/Exim policy server greylisting from the same database (postgrey's port)
   stats   what the daemon is doing: its status endpoint (--http), else the database's counts
+
+options:
+  -V, --version   print the version
+  -h, --help      this text; pfgrey COMMAND --help lists the command's options, pfgrey(8) says more
 `;
 
 /**

@@ -21,6 +21,7 @@ import type { Store } from '../store/types.js';
 import { Activity, statusLine } from '../http/activity.js';
 import { parseHttpAddress, type StartedStatusPage, startStatusPage } from '../http/server.js';
 import { databasePath, type CliIO } from './io.js';
+import { argumentProblem, helpText } from './args.js';
 import { runService } from './service.js';
 
 export const POLICY_USAGE =
@@ -49,12 +50,12 @@ const OPTIONS = {
 const POSTGREY_SHORT: Record<string, string> = { v: 'verbose', q: 'quiet', n: 'noaction' };
 
 /** A usage error; a postgrey option pfgrey does not take says what to do instead. */
-function usageError(err: unknown): PfgreyError {
+function policyUsageError(err: unknown): PfgreyError {
   const first = describe(err).split('\n')[0]!;
-  const m = /option '(?:--([a-z-]+)|-([a-z]))/.exec(first);
+  const m = /ption '(?:--([a-z-]+)|-([a-z]))/.exec(first);
   const name = m?.[1] ?? (m?.[2] !== undefined ? POSTGREY_SHORT[m[2]] : undefined);
   const hint = name !== undefined ? POSTGREY_ONLY[name] : undefined;
-  return new PfgreyError('E_USAGE', hint ? `--${name} is postgrey's: ${hint}` : `${first}\n${POLICY_USAGE}`);
+  return new PfgreyError('E_USAGE', hint ? `--${name} is postgrey's: ${hint}` : `${argumentProblem('policy', err)}\n${POLICY_USAGE}`);
 }
 
 export async function policyCommand(argv: string[], io: CliIO): Promise<number> {
@@ -62,10 +63,10 @@ export async function policyCommand(argv: string[], io: CliIO): Promise<number> 
   try {
     ({ values } = parseArgs({ args: withOptionalValues(argv), options: OPTIONS, strict: true, allowPositionals: false }));
   } catch (err) {
-    throw usageError(err);
+    throw policyUsageError(err);
   }
   if (values.help) {
-    io.stdout.write(`${POLICY_USAGE}\n`);
+    io.stdout.write(helpText('policy', POLICY_USAGE));
     return 0;
   }
   const target = parseLogTarget(values.log ?? (values.stdio ? 'syslog' : 'auto'));

@@ -15,6 +15,7 @@ import { accountToBecome, becomeUser, isRoot } from '../privileges.js';
 import { POLICY_OPTIONS, policyListener, policySettings, withOptionalValues } from '../policy/door.js';
 import { parseHttpAddress } from '../http/server.js';
 import { databasePath, type CliIO } from './io.js';
+import { helpText, usageError } from './args.js';
 import { runService } from './service.js';
 
 export const RUN_USAGE =
@@ -101,7 +102,7 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
   try {
     parsed = parseArgs({ args: withOptionalValues(argv), options: OPTIONS, strict: true, allowPositionals: false, tokens: true });
   } catch (err) {
-    throw new PfgreyError('E_USAGE', `${(err as Error).message.split('\n')[0]}\n${RUN_USAGE}`);
+    throw usageError('run', err, RUN_USAGE);
   }
   const cfg: DaemonConfig = {
     tarpit: {
@@ -275,7 +276,7 @@ function positive(ms: number, flag: string, text: string): number {
 export async function runCommand(argv: string[], io: CliIO): Promise<number> {
   const settings = parseRunArgs(argv, io.env);
   if (settings.help) {
-    io.stdout.write(`${RUN_USAGE}\n`);
+    io.stdout.write(helpText('run', RUN_USAGE));
     return 0;
   }
   const log: Logger = commandLogger({ target: settings.log, debug: settings.debug, ident: 'pfgrey', stderr: io.stderr });

@@ -52,6 +52,7 @@ import { nftTableProblem } from '../firewall/nft.js';
 import { chooseFirewall, type FirewallKind } from '../firewall/select.js';
 import type { Logger } from '../log.js';
 import { failure, type CliIO } from './io.js';
+import { argumentProblem, helpText } from './args.js';
 
 export const SETUP_USAGE = 'usage: pfgrey setup [-bDdn] [--config file] [--config-port port] [--firewall auto|pf|nft|none]\n' +
   '           [--pfctl path] [--nft path] [--nft-table \'family name\'] [--wait-for-daemon secs]';
@@ -132,11 +133,11 @@ function parseSettings(argv: string[], io: CliIO, out: Output): Settings | numbe
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: true });
   } catch (err) {
-    return usage((err as Error).message.split('\n')[0]!);
+    return usage(argumentProblem('setup', err));
   }
   const { values, positionals } = parsed;
   if (values.help) {
-    io.stdout.write(`${SETUP_USAGE}\n`);
+    io.stdout.write(helpText('setup', SETUP_USAGE));
     return 0;
   }
   if (positionals.length > 0) return usage(`unexpected argument "${positionals[0]}"`);

@@ -13,6 +13,7 @@ import { ago, POLICY_OUTCOMES, pushText, type Status } from '../http/activity.js
 import { formatHttpAddress, type HttpAddress, parseHttpAddress } from '../http/server.js';
 import { openDatabase } from '../store/open.js';
 import { databasePath, type CliIO } from './io.js';
+import { helpText, usageError } from './args.js';
 
 export const STATS_USAGE = 'usage: pfgrey stats [--http host:port] [--db path] [--json]';
 
@@ -99,10 +100,10 @@ export async function statsCommand(argv: string[], io: CliIO): Promise<number> {
   try {
     ({ values } = parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: false }));
   } catch (err) {
-    throw new PfgreyError('E_USAGE', `${describe(err).split('\n')[0]}\n${STATS_USAGE}`);
+    throw usageError('stats', err, STATS_USAGE);
   }
   if (values.help) {
-    io.stdout.write(`${STATS_USAGE}\n`);
+    io.stdout.write(helpText('stats', STATS_USAGE));
     return 0;
   }
   const flag = values.http !== undefined ? '--http' : io.env.PFGREY_HTTP ? 'PFGREY_HTTP' : 'the default';
