@@ -1,7 +1,7 @@
 import test from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { commandLogger, createLogger, createSyslogLogger, logSafe } from '../src/log.js';
+import { coalesced, commandLogger, createLogger, createSyslogLogger, logSafe } from '../src/log.js';
 import { tempDir } from './helpers/daemon.js';
 import { eventually } from './helpers/smtp.js';
 
@@ -60,15 +60,29 @@ test('background lines go to syslog, facility daemon, through logger(1), one pro
   await t.throwsAsync(fs.access(path.join(dir, 'daemon_debug.lines')));
 });
 
-test('commands log to stderr with -d or on a terminal, and to syslog in the background', (t) => {
+test('commands log to stderr with -d or on a terminal, and to syslog in the background', async (t) => {
   const lines: string[] = [];
   const pipe = { write: (l: string) => lines.push(l), isTTY: false } as unknown as NodeJS.WritableStream;
   const tty = { write: (l: string) => lines.push(l), isTTY: true } as unknown as NodeJS.WritableStream;
   commandLogger({ target: 'auto', debug: true, ident: 'pfgrey', stderr: pipe }).info('a');
   commandLogger({ target: 'auto', debug: false, ident: 'pfgrey', stderr: tty }).info('b');
   commandLogger({ target: 'stderr', debug: false, ident: 'pfgrey', stderr: pipe }).info('c');
+  // Lines written in one turn of the event loop are written out together at its end.
+  await new Promise((resolve) => setImmediate(resolve));
   t.deepEqual(lines.map((l) => l.split(': ')[1]), ['a\n', 'b\n', 'c\n']);
   const background = commandLogger({ target: 'auto', debug: false, ident: 'pfgrey', stderr: pipe }) as ReturnType<typeof createSyslogLogger>;
   t.is(typeof background.close, 'function', 'a syslog logger');
   background.close();
+});
+
+test('a coalesced writer writes the lines of one turn of the event loop at once, in order, and each later turn\'s again', async (t) => {
+  const writes: string[] = [];
+  const write = coalesced((text) => writes.push(text));
+  write('a\n');
+  write('b\n');
+  t.deepEqual(writes, [], 'nothing before the turn ends');
+  await new Promise((resolve) => setImmediate(resolve));
+  write('c\n');
+  await new Promise((resolve) => setImmediate(resolve));
+  t.deepEqual(writes, ['a\nb\n', 'c\n']);
 });
