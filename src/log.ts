@@ -107,11 +107,14 @@ let exitHook = false;
 const COALESCE_MAX = 64 * 1024;
 
 /**
- * A writer that gathers the lines written in one turn of the event loop and writes them out
- * together at its end. A busy door logs a line per request (postgrey does too): one write, a
- * system call and a wake-up of whatever reads the pipe, per turn costs far less than one per
- * line (on Linux a write to a pipe on stderr is synchronous, and waits while the pipe is full).
- * Lines keep their order; what is still gathered when the process exits is written then.
+ * A writer that gathers the lines written by one piece of work (a task and the promise
+ * reactions it sets off) and writes them out together as it ends (a microtask). A busy door logs
+ * a line per request (postgrey does too): the policy door answers a batch of requests in one
+ * such piece of work, and one write, a system call and a wake-up of whatever reads the pipe, per
+ * batch costs far less than one per line (on Linux a write to a pipe on stderr is synchronous,
+ * and waits while the pipe is full). A request's line is still written before its answer, which
+ * is sent from a later reaction. Lines keep their order; what is still gathered when the process
+ * exits is written then.
  */
 export function coalesced(write: (text: string) => void): (line: string) => void {
   let gathered = '';
@@ -131,7 +134,7 @@ export function coalesced(write: (text: string) => void): (line: string) => void
   return (line) => {
     if (gathered === '') {
       unwritten.add(flush);
-      setImmediate(flush);
+      queueMicrotask(flush);
     }
     gathered += line;
     if (gathered.length > COALESCE_MAX) flush();

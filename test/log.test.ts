@@ -67,21 +67,22 @@ test('commands log to stderr with -d or on a terminal, and to syslog in the back
   commandLogger({ target: 'auto', debug: true, ident: 'pfgrey', stderr: pipe }).info('a');
   commandLogger({ target: 'auto', debug: false, ident: 'pfgrey', stderr: tty }).info('b');
   commandLogger({ target: 'stderr', debug: false, ident: 'pfgrey', stderr: pipe }).info('c');
-  // Lines written in one turn of the event loop are written out together at its end.
-  await new Promise((resolve) => setImmediate(resolve));
+  // Lines written by one piece of work are written out together as it ends.
+  await Promise.resolve();
   t.deepEqual(lines.map((l) => l.split(': ')[1]), ['a\n', 'b\n', 'c\n']);
   const background = commandLogger({ target: 'auto', debug: false, ident: 'pfgrey', stderr: pipe }) as ReturnType<typeof createSyslogLogger>;
   t.is(typeof background.close, 'function', 'a syslog logger');
   background.close();
 });
 
-test('a coalesced writer writes the lines of one turn of the event loop at once, in order, and each later turn\'s again', async (t) => {
+test('a coalesced writer writes the lines of one piece of work at once, in order, before the work it sets off', async (t) => {
   const writes: string[] = [];
   const write = coalesced((text) => writes.push(text));
   write('a\n');
   write('b\n');
-  t.deepEqual(writes, [], 'nothing before the turn ends');
-  await new Promise((resolve) => setImmediate(resolve));
+  t.deepEqual(writes, [], 'nothing before the work ends');
+  await Promise.resolve();
+  t.deepEqual(writes, ['a\nb\n'], 'written before a reaction queued after the lines');
   write('c\n');
   await new Promise((resolve) => setImmediate(resolve));
   t.deepEqual(writes, ['a\nb\n', 'c\n']);
