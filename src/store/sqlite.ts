@@ -62,14 +62,14 @@ const ENTRY_COLUMNS: ReadonlyArray<{ name: string; type: string; pk: number }> =
 ];
 
 /**
- * Rows per multi-row INSERT / DELETE. Each statement execution is a round trip through libuv's
- * thread pool; 128 rows per trip makes a 5,000-entry commit about 40 trips instead of 5,000, and
- * 128 × 6 parameters (a row to insert, or a row a conditional delete must still match) stays
- * under SQLite's oldest variable limit (999).
+ * Rows per multi-row conditional DELETE (deleteIf). Each statement execution is a round trip
+ * through libuv's thread pool, and 128 × 6 parameters (a row a conditional delete must still
+ * match) stays under SQLite's oldest variable limit (999). Rows written and keys deleted go as
+ * one JSON parameter per step instead (putAll, deleteAll).
  */
 const ROWS_PER_STATEMENT = 128;
 
-/** Entries bound per step of a commit (8 full statements): a few milliseconds of main-thread work. */
+/** Entries per step of a commit: a few milliseconds of main-thread work (binding, JSON). */
 const ENTRIES_PER_STEP = 8 * ROWS_PER_STATEMENT;
 
 const COLUMNS = 'key, first, pass, expire, bcount, pcount';
@@ -578,10 +578,6 @@ interface Statements {
   firstPage: sqlite3.Statement;
   nextPage: sqlite3.Statement;
   range: sqlite3.Statement;
-  insertOne: sqlite3.Statement;
-  insertMany: sqlite3.Statement;
-  deleteOne: sqlite3.Statement;
-  deleteMany: sqlite3.Statement;
   deleteIfOne: sqlite3.Statement;
   deleteIfMany: sqlite3.Statement;
 }
@@ -622,8 +618,6 @@ class SqliteStore implements FileStore {
 
   static async create(path: string, db: sqlite3.Database, settings: StoreSettings): Promise<SqliteStore> {
     if (settings.empty) return new SqliteStore(path, db, null, settings);
-    const values = (n: number) => Array(n).fill('(?, ?, ?, ?, ?, ?)').join(', ');
-    const marks = (n: number) => Array(n).fill('?').join(', ');
     // The primary key finds each row (one index search per term: SQLite's OR optimisation);
     // the other columns make it the row that was read.
     const unchanged = (n: number) =>
@@ -637,19 +631,16 @@ class SqliteStore implements FileStore {
         `FROM pragma_data_version UNION ALL ` +
         `SELECT ${COLUMNS} FROM entries WHERE key IN (SELECT value FROM json_each(?1))`,
       // A JSON list of rows written, and of keys deleted, only while data_version is still ?2:
-      // no other connection has committed since the read that decided them.
+      // no other connection has committed since the read that decided them. With ?2 null,
+      // whatever it is (a transaction that holds the write lock: the group commit).
       putAll: `INSERT OR REPLACE INTO entries (${COLUMNS}) ` +
         `SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5 FROM json_each(?1) ` +
-        `WHERE (SELECT data_version FROM pragma_data_version) = ?2`,
+        `WHERE ?2 IS NULL OR (SELECT data_version FROM pragma_data_version) = ?2`,
       deleteAll: `DELETE FROM entries WHERE key IN (SELECT value FROM json_each(?1)) ` +
-        `AND (SELECT data_version FROM pragma_data_version) = ?2`,
+        `AND (?2 IS NULL OR (SELECT data_version FROM pragma_data_version) = ?2)`,
       firstPage: `SELECT ${COLUMNS} FROM entries ORDER BY key LIMIT ?`,
       nextPage: `SELECT ${COLUMNS} FROM entries WHERE key > ? ORDER BY key LIMIT ?`,
       range: `SELECT ${COLUMNS} FROM entries WHERE key > ? AND key < ? ORDER BY key`,
-      insertOne: `INSERT OR REPLACE INTO entries (${COLUMNS}) VALUES ${values(1)}`,
-      insertMany: `INSERT OR REPLACE INTO entries (${COLUMNS}) VALUES ${values(ROWS_PER_STATEMENT)}`,
-      deleteOne: 'DELETE FROM entries WHERE key = ?',
-      deleteMany: `DELETE FROM entries WHERE key IN (${marks(ROWS_PER_STATEMENT)})`,
       deleteIfOne: `DELETE FROM entries WHERE ${unchanged(1)}`,
       deleteIfMany: `DELETE FROM entries WHERE ${unchanged(ROWS_PER_STATEMENT)}`,
     };
@@ -1046,15 +1037,18 @@ class SqliteStore implements FileStore {
   }
 
   private async commitStep(st: Statements, step: Array<[string, Write]>): Promise<void> {
-    const puts: unknown[][] = [];
-    const dels: unknown[][] = [];
+    const puts: Entry[] = [];
+    const dels: string[] = [];
     const checked: unknown[][] = [];
     for (const [key, w] of step) {
-      if (w === null) dels.push([key]);
+      if (w === null) dels.push(key);
       else if (isDeleteIf(w)) checked.push(rowParams(w.expected));
-      else puts.push(rowParams(w));
+      else puts.push(w);
     }
     const work: Array<Promise<void>> = [];
+    // The step's rows in one statement, its deletions in another.
+    if (puts.length > 0) work.push(stRun(st.putAll, [jsonParam(puts), null]));
+    if (dels.length > 0) work.push(stRun(st.deleteAll, [jsonParam(dels), null]));
     // Keys are unique within a batch, so the order of the statements does not matter.
     const send = (rows: unknown[][], many: sqlite3.Statement, one: sqlite3.Statement) => {
       for (let i = 0; i < rows.length; i += ROWS_PER_STATEMENT) {
@@ -1063,8 +1057,6 @@ class SqliteStore implements FileStore {
         else for (const row of slice) work.push(stRun(one, row));
       }
     };
-    send(puts, st.insertMany, st.insertOne);
-    send(dels, st.deleteMany, st.deleteOne);
     send(checked, st.deleteIfMany, st.deleteIfOne);
     // allSettled, not all: ROLLBACK must not run while statements of this transaction are still
     // queued, or they would run afterwards in autocommit mode and half the batch would stick.
