@@ -1,7 +1,7 @@
 import test from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { commandLogger, createLogger, createSyslogLogger, logSafe } from '../src/log.js';
+import { coalesced, commandLogger, createLogger, createSyslogLogger, logSafe } from '../src/log.js';
 import { tempDir } from './helpers/daemon.js';
 import { eventually } from './helpers/smtp.js';
 
@@ -60,15 +60,30 @@ test('background lines go to syslog, facility daemon, through logger(1), one pro
   await t.throwsAsync(fs.access(path.join(dir, 'daemon_debug.lines')));
 });
 
-test('commands log to stderr with -d or on a terminal, and to syslog in the background', (t) => {
+test('commands log to stderr with -d or on a terminal, and to syslog in the background', async (t) => {
   const lines: string[] = [];
   const pipe = { write: (l: string) => lines.push(l), isTTY: false } as unknown as NodeJS.WritableStream;
   const tty = { write: (l: string) => lines.push(l), isTTY: true } as unknown as NodeJS.WritableStream;
   commandLogger({ target: 'auto', debug: true, ident: 'pfgrey', stderr: pipe }).info('a');
   commandLogger({ target: 'auto', debug: false, ident: 'pfgrey', stderr: tty }).info('b');
   commandLogger({ target: 'stderr', debug: false, ident: 'pfgrey', stderr: pipe }).info('c');
+  // Lines written by one piece of work are written out together as it ends.
+  await Promise.resolve();
   t.deepEqual(lines.map((l) => l.split(': ')[1]), ['a\n', 'b\n', 'c\n']);
   const background = commandLogger({ target: 'auto', debug: false, ident: 'pfgrey', stderr: pipe }) as ReturnType<typeof createSyslogLogger>;
   t.is(typeof background.close, 'function', 'a syslog logger');
   background.close();
+});
+
+test('a coalesced writer writes the lines of one piece of work at once, in order, before the work it sets off', async (t) => {
+  const writes: string[] = [];
+  const write = coalesced((text) => writes.push(text));
+  write('a\n');
+  write('b\n');
+  t.deepEqual(writes, [], 'nothing before the work ends');
+  await Promise.resolve();
+  t.deepEqual(writes, ['a\nb\n'], 'written before a reaction queued after the lines');
+  write('c\n');
+  await new Promise((resolve) => setImmediate(resolve));
+  t.deepEqual(writes, ['a\nb\n', 'c\n']);
 });

@@ -5,6 +5,7 @@ import test from 'ava';
 import path from 'node:path';
 import { Greylister } from '../src/grey/greylister.js';
 import { memoryLogger } from '../src/log.js';
+import sqlite3 from 'sqlite3';
 import { openStore } from '../src/store/sqlite.js';
 import type { Entry } from '../src/store/types.js';
 import { backends } from './helpers/backends.js';
@@ -72,4 +73,31 @@ test('a trap the daemon writes is read and written in one step, so an address pf
   t.teardown(() => reader.close());
   // WHITE (pcount 0), made from the trap's entry (its first sighting, bcount 1).
   t.like(await reader.get('192.0.2.5'), { bcount: 1, pcount: 0 });
+});
+
+test('an update another connection commits ahead of, between its read and its write, is decided again on what that one wrote', async (t) => {
+  const file = path.join(await tempDir(t), 'pfgrey.db');
+  const a = await openStore(file, { create: true });
+  a.put(white('192.0.2.9', 1));
+  await a.flush();
+  // Another process, as raw SQLite: it holds the write lock from before the update starts, so
+  // the update's read comes first and its write waits for this one's commit.
+  const other = new sqlite3.Database(file);
+  const exec = (sql: string) => new Promise<void>((resolve, reject) => other.exec(sql, (err) => (err ? reject(err) : resolve())));
+  t.teardown(async () => {
+    await a.close();
+    await new Promise((resolve) => other.close(resolve));
+  });
+  await exec('BEGIN IMMEDIATE');
+  const seen: number[] = [];
+  let committed: Promise<void> | undefined;
+  await a.update(['192.0.2.9'], (current) => {
+    const e = current.get('192.0.2.9')!;
+    seen.push(e.pcount);
+    committed ??= exec("UPDATE entries SET pcount = 100 WHERE key = '192.0.2.9'; COMMIT");
+    return [{ put: { ...e, pcount: e.pcount + 1 } }];
+  });
+  await committed;
+  t.deepEqual(seen, [1, 100]);
+  t.is((await a.get('192.0.2.9'))?.pcount, 101);
 });

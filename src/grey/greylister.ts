@@ -74,10 +74,14 @@ interface Queued {
 /** The batch's view of the store: what it read, with each decision's write (null: deleted). */
 type View = Map<string, Entry | null>;
 
-/** What deciding a batch produces: the writes, the events to say once they are made, the view. */
+/**
+ * What deciding a batch produces: the writes, the events and log lines to say once they are
+ * made (a batch may be decided again, on a newer read, before they are), the view.
+ */
 interface Decisions {
   writes: StoreWrite[];
   events: CoreEvent[];
+  notes: Array<{ level: 'info' | 'debug'; line: string }>;
   view: View;
 }
 
@@ -248,13 +252,15 @@ export class Greylister {
     let verdicts: Verdict[] = [];
     const writes: StoreWrite[] = [];
     const events: CoreEvent[] = [];
+    const notes: Decisions['notes'] = [];
     // Decides the whole batch on one view of the store; each decision updates the view, so a
     // later request of the batch sees an earlier one's write.
     const decide = (current: Map<string, Entry>): StoreWrite[] => {
       const view: View = new Map(current);
-      const out = { writes, events, view };
+      const out = { writes, events, notes, view };
       writes.length = 0;
       events.length = 0;
+      notes.length = 0;
       verdicts = batch.map((r) => {
         if (r.kind === 'delete-passed') {
           // Judged on the entries read inside this update: a tuple that passed meanwhile goes too.
@@ -289,6 +295,7 @@ export class Greylister {
         }
       }
     }
+    for (const n of notes) this.opts.log[n.level](n.line);
     for (const e of events) this.events.emit(e);
     return verdicts;
   }
@@ -336,7 +343,6 @@ export class Greylister {
 
   private decideTuple(t: TupleRequest, out: Decisions, now: number): Verdict {
     const { view } = out;
-    const { log } = this.opts;
     const times = this.times;
     const tupleKey = greyKey(t.ip, t.helo, t.from, t.to);
     const rcpt = spamtrapAddress(t.to);
@@ -361,12 +367,12 @@ export class Greylister {
     if (why) {
       // spamd's words, so existing log greps keep matching; the reason follows in brackets.
       const tuple = `${t.ip} ${t.helo} ${t.from} ${t.to}`;
-      log.info(mxFirst ? `Trapping ${t.ip} for trying ${mx} first for tuple ${tuple} ${why}`
-        : `Trapping ${t.ip} for tuple ${tuple} ${why}`);
+      out.notes.push({ level: 'info', line: mxFirst ? `Trapping ${t.ip} for trying ${mx} first for tuple ${tuple} ${why}`
+        : `Trapping ${t.ip} for tuple ${tuple} ${why}` });
       out.events.push({ kind: 'trap', ip: t.ip });
       return { kind: 'trapped', ip: t.ip, why: why.slice(1, -1) };
     }
-    if (!existing) log.debug(`new entry ${t.ip} from ${t.from} to ${t.to}, helo ${t.helo}`);
+    if (!existing) out.notes.push({ level: 'debug', line: `new entry ${t.ip} from ${t.from} to ${t.to}, helo ${t.helo}` });
     out.events.push({ kind: 'grey', entry });
     const white = view.get(t.ip);
     if (white && entryType(white) === 'WHITE') return { kind: 'whitelisted', ip: t.ip };
@@ -410,7 +416,7 @@ export class Greylister {
         this.write(greyHit(known, r.ip, now, this.times, true), out);
         out.events.push({ kind: 'trap', ip: r.ip });
       }
-      this.opts.log.info(`Trapping ${r.ip} for policy request to ${r.rcpt} (${rcpt} is a spamtrap)`);
+      out.notes.push({ level: 'info', line: `Trapping ${r.ip} for policy request to ${r.rcpt} (${rcpt} is a spamtrap)` });
       return { kind: 'trapped', ip: r.ip, why: `${rcpt} is a spamtrap`, left: this.times.trapExpiry };
     }
 
@@ -425,7 +431,7 @@ export class Greylister {
         this.write({ key: r.ip, first: next.first, pass: now, expire: now + t.maxAge, bcount: next.bcount, pcount: 0 }, out);
         if (counted) this.remove(clientKey, out);
         out.events.push({ kind: 'white', ip: r.ip });
-        this.opts.log.info(`whitelisted: ${r.ip} after ${count(next.bcount, 'pass')} (auto-whitelist)`);
+        out.notes.push({ level: 'info', line: `whitelisted: ${r.ip} after ${count(next.bcount, 'pass')} (auto-whitelist)` });
       } else if (next !== live) {
         this.write(next, out);
       }

@@ -62,18 +62,15 @@ const ENTRY_COLUMNS: ReadonlyArray<{ name: string; type: string; pk: number }> =
 ];
 
 /**
- * Rows per multi-row INSERT / DELETE. Each statement execution is a round trip through libuv's
- * thread pool; 128 rows per trip makes a 5,000-entry commit about 40 trips instead of 5,000, and
- * 128 × 6 parameters (a row to insert, or a row a conditional delete must still match) stays
- * under SQLite's oldest variable limit (999).
+ * Rows per multi-row conditional DELETE (deleteIf). Each statement execution is a round trip
+ * through libuv's thread pool, and 128 × 6 parameters (a row a conditional delete must still
+ * match) stays under SQLite's oldest variable limit (999). Rows written and keys deleted go as
+ * one JSON parameter per step instead (putAll, deleteAll).
  */
 const ROWS_PER_STATEMENT = 128;
 
-/** Entries bound per step of a commit (8 full statements): a few milliseconds of main-thread work. */
+/** Entries per step of a commit: a few milliseconds of main-thread work (binding, JSON). */
 const ENTRIES_PER_STEP = 8 * ROWS_PER_STATEMENT;
-
-/** Keys per batched lookup (getMany): one thread-pool round trip answers this many. */
-const KEYS_PER_LOOKUP = 256;
 
 const COLUMNS = 'key, first, pass, expire, bcount, pcount';
 
@@ -123,6 +120,27 @@ function prepare(db: sqlite3.Database, sql: string): Promise<sqlite3.Statement> 
 function stRun(st: sqlite3.Statement, params: unknown[]): Promise<void> {
   return new Promise((resolve, reject) => st.run(params, (err: Error | null) => (err ? reject(err) : resolve())));
 }
+
+/** Runs a write statement; resolves with the number of rows it changed. */
+function stChanges(st: sqlite3.Statement, params: unknown[]): Promise<number> {
+  return new Promise((resolve, reject) =>
+    st.run(params, function (this: sqlite3.RunResult, err: Error | null) {
+      if (err) reject(err);
+      else resolve(this.changes);
+    }),
+  );
+}
+
+/**
+ * A list of strings or rows as one JSON parameter, for the statements that take a whole batch
+ * through json_each: one round trip whatever the batch's size. A lone surrogate is replaced as
+ * Node replaces it when it binds a string, so a key reaches SQLite as the same bytes both ways.
+ */
+const jsonParam = (items: ReadonlyArray<string | Entry>): string =>
+  JSON.stringify(items.map((i) => (typeof i === 'string' ? wellFormed(i)
+    : [wellFormed(i.key), i.first, i.pass, i.expire, i.bcount, i.pcount])));
+
+const wellFormed = (s: string): string => (s as string & { toWellFormed(): string }).toWellFormed();
 
 // `all` rather than `get`: a statement left mid-result keeps a read transaction open, which in
 // WAL mode pins an old snapshot and stops checkpoints. `all` always runs to the end and resets.
@@ -554,14 +572,12 @@ async function fileIdentity(path: string): Promise<FileIdentity> {
 
 interface Statements {
   get: sqlite3.Statement;
-  getMany: sqlite3.Statement;
+  lookup: sqlite3.Statement;
+  putAll: sqlite3.Statement;
+  deleteAll: sqlite3.Statement;
   firstPage: sqlite3.Statement;
   nextPage: sqlite3.Statement;
   range: sqlite3.Statement;
-  insertOne: sqlite3.Statement;
-  insertMany: sqlite3.Statement;
-  deleteOne: sqlite3.Statement;
-  deleteMany: sqlite3.Statement;
   deleteIfOne: sqlite3.Statement;
   deleteIfMany: sqlite3.Statement;
 }
@@ -602,8 +618,6 @@ class SqliteStore implements FileStore {
 
   static async create(path: string, db: sqlite3.Database, settings: StoreSettings): Promise<SqliteStore> {
     if (settings.empty) return new SqliteStore(path, db, null, settings);
-    const values = (n: number) => Array(n).fill('(?, ?, ?, ?, ?, ?)').join(', ');
-    const marks = (n: number) => Array(n).fill('?').join(', ');
     // The primary key finds each row (one index search per term: SQLite's OR optimisation);
     // the other columns make it the row that was read.
     const unchanged = (n: number) =>
@@ -611,14 +625,22 @@ class SqliteStore implements FileStore {
     const made: Partial<Statements> = {};
     const sql: Record<keyof Statements, string> = {
       get: `SELECT ${COLUMNS} FROM entries WHERE key = ?`,
-      getMany: `SELECT ${COLUMNS} FROM entries WHERE key IN (${marks(KEYS_PER_LOOKUP)})`,
+      // The rows of a JSON list of keys, after a first row (key NULL) that holds the connection's
+      // data_version as it was for this read: it changes when another connection commits.
+      lookup: `SELECT NULL AS key, data_version AS first, 0 AS pass, 0 AS expire, 0 AS bcount, 0 AS pcount ` +
+        `FROM pragma_data_version UNION ALL ` +
+        `SELECT ${COLUMNS} FROM entries WHERE key IN (SELECT value FROM json_each(?1))`,
+      // A JSON list of rows written, and of keys deleted, only while data_version is still ?2:
+      // no other connection has committed since the read that decided them. With ?2 null,
+      // whatever it is (a transaction that holds the write lock: the group commit).
+      putAll: `INSERT OR REPLACE INTO entries (${COLUMNS}) ` +
+        `SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5 FROM json_each(?1) ` +
+        `WHERE ?2 IS NULL OR (SELECT data_version FROM pragma_data_version) = ?2`,
+      deleteAll: `DELETE FROM entries WHERE key IN (SELECT value FROM json_each(?1)) ` +
+        `AND (?2 IS NULL OR (SELECT data_version FROM pragma_data_version) = ?2)`,
       firstPage: `SELECT ${COLUMNS} FROM entries ORDER BY key LIMIT ?`,
       nextPage: `SELECT ${COLUMNS} FROM entries WHERE key > ? ORDER BY key LIMIT ?`,
       range: `SELECT ${COLUMNS} FROM entries WHERE key > ? AND key < ? ORDER BY key`,
-      insertOne: `INSERT OR REPLACE INTO entries (${COLUMNS}) VALUES ${values(1)}`,
-      insertMany: `INSERT OR REPLACE INTO entries (${COLUMNS}) VALUES ${values(ROWS_PER_STATEMENT)}`,
-      deleteOne: 'DELETE FROM entries WHERE key = ?',
-      deleteMany: `DELETE FROM entries WHERE key IN (${marks(ROWS_PER_STATEMENT)})`,
       deleteIfOne: `DELETE FROM entries WHERE ${unchanged(1)}`,
       deleteIfMany: `DELETE FROM entries WHERE ${unchanged(ROWS_PER_STATEMENT)}`,
     };
@@ -650,18 +672,13 @@ class SqliteStore implements FileStore {
       }
     }
     const st = this.open();
-    if (!st) return found;
-    for (let i = 0; i < wanted.length; i += KEYS_PER_LOOKUP) {
-      const slice = wanted.slice(i, i + KEYS_PER_LOOKUP);
-      // The statement has a fixed number of slots; repeating a key fills the rest harmlessly.
-      while (slice.length < KEYS_PER_LOOKUP) slice.push(slice[0]!);
-      const rows = await this.read(() => stAll<Row>(st.getMany, slice));
-      // A write queued while the query ran is newer than the row it returned.
-      for (const r of rows) if (!this.pending.has(r.key)) found.set(r.key, r);
-      for (const k of slice) {
-        const e = queuedEntry(this.pending.get(k));
-        if (e) found.set(k, e);
-      }
+    if (!st || wanted.length === 0) return found;
+    const { rows } = await this.read(() => this.lookup(st, wanted));
+    // A write queued while the query ran is newer than the row it returned.
+    for (const r of rows) if (!this.pending.has(r.key)) found.set(r.key, r);
+    for (const k of wanted) {
+      const e = queuedEntry(this.pending.get(k));
+      if (e) found.set(k, e);
     }
     return found;
   }
@@ -946,34 +963,60 @@ class SqliteStore implements FileStore {
     }
   }
 
-  /** The read and the writes of update() in one transaction that takes the write lock first. */
+  /** The rows under `keys` and the connection's data_version as of that read, in one statement. */
+  private async lookup(st: Statements, keys: readonly string[]): Promise<{ rows: Row[]; version: number }> {
+    const rows = await stAll<Row>(st.lookup, [jsonParam(keys)]);
+    return { version: rows[0]!.first, rows: rows.slice(1) };
+  }
+
+  /**
+   * The read and the writes of update(), atomic in two round trips through the thread pool
+   * instead of a statement each: the read, then the writes as one statement that runs in a
+   * transaction of its own and writes only if no other connection has committed since the read
+   * (SQLite's data_version; this connection commits nothing in between, as its commits and
+   * updates run one at a time). A batch that deletes (two statements) or that another
+   * connection got ahead of is done again in one transaction that takes the write lock first,
+   * `decide` called again on what it reads when it changed.
+   */
   private async transact(st: Statements, keys: readonly string[], decide: (current: Map<string, Entry>) => StoreWrite[]): Promise<void> {
-    try {
-      await run(this.db, 'BEGIN IMMEDIATE');
-    } catch (err) {
-      throw new PfgreyError('E_DB_WRITE', `${this.path}: cannot write to database (${sqliteMessage(err)})`, { cause: err });
-    }
-    try {
-      const current = new Map<string, Entry>();
-      const wanted = [...new Set(keys)];
-      for (let i = 0; i < wanted.length; i += KEYS_PER_LOOKUP) {
-        const slice = wanted.slice(i, i + KEYS_PER_LOOKUP);
-        while (slice.length < KEYS_PER_LOOKUP) slice.push(slice[0]!);
-        for (const r of await stAll<Row>(st.getMany, slice)) current.set(r.key, r);
-      }
-      // The last write of a key wins, as the statements of one step need unique keys.
-      const writes = new Map<string, Write>();
-      for (const w of decide(current)) {
-        if ('put' in w) writes.set(w.put.key, { ...w.put });
+    const wanted = [...new Set(keys)];
+    const decided = (rows: Row[]) => {
+      // The last write of a key wins, as one statement may write a key once.
+      const writes = new Map<string, Entry | null>();
+      for (const w of decide(new Map(rows.map((r) => [r.key, r] as const)))) {
+        if ('put' in w) writes.set(w.put.key, w.put);
         else writes.set(w.delete, null);
       }
-      const batch = [...writes];
-      for (let i = 0; i < batch.length; i += ENTRIES_PER_STEP) await this.commitStep(st, batch.slice(i, i + ENTRIES_PER_STEP));
+      const puts: Entry[] = [];
+      const dels: string[] = [];
+      for (const [key, w] of writes) {
+        if (w) puts.push(w);
+        else dels.push(key);
+      }
+      return { puts, dels };
+    };
+    const failed = (err: unknown) =>
+      err instanceof PfgreyError ? err : new PfgreyError('E_DB_WRITE', `${this.path}: cannot write to database (${sqliteMessage(err)})`, { cause: err });
+    let read: { rows: Row[]; version: number };
+    let plan: { puts: Entry[]; dels: string[] };
+    try {
+      read = await this.lookup(st, wanted);
+      plan = decided(read.rows);
+      if (plan.puts.length + plan.dels.length === 0) return;
+      if (plan.dels.length === 0 && await stChanges(st.putAll, [jsonParam(plan.puts), read.version]) > 0) return;
+      await run(this.db, 'BEGIN IMMEDIATE');
+    } catch (err) {
+      throw failed(err);
+    }
+    try {
+      const locked = await this.lookup(st, wanted);
+      if (locked.version !== read.version) plan = decided(locked.rows);
+      if (plan.puts.length > 0) await stRun(st.putAll, [jsonParam(plan.puts), locked.version]);
+      if (plan.dels.length > 0) await stRun(st.deleteAll, [jsonParam(plan.dels), locked.version]);
       await run(this.db, 'COMMIT');
     } catch (err) {
       await run(this.db, 'ROLLBACK').catch(() => undefined);
-      if (err instanceof PfgreyError) throw err;
-      throw new PfgreyError('E_DB_WRITE', `${this.path}: cannot write to database (${sqliteMessage(err)})`, { cause: err });
+      throw failed(err);
     }
   }
 
@@ -994,15 +1037,18 @@ class SqliteStore implements FileStore {
   }
 
   private async commitStep(st: Statements, step: Array<[string, Write]>): Promise<void> {
-    const puts: unknown[][] = [];
-    const dels: unknown[][] = [];
+    const puts: Entry[] = [];
+    const dels: string[] = [];
     const checked: unknown[][] = [];
     for (const [key, w] of step) {
-      if (w === null) dels.push([key]);
+      if (w === null) dels.push(key);
       else if (isDeleteIf(w)) checked.push(rowParams(w.expected));
-      else puts.push(rowParams(w));
+      else puts.push(w);
     }
     const work: Array<Promise<void>> = [];
+    // The step's rows in one statement, its deletions in another.
+    if (puts.length > 0) work.push(stRun(st.putAll, [jsonParam(puts), null]));
+    if (dels.length > 0) work.push(stRun(st.deleteAll, [jsonParam(dels), null]));
     // Keys are unique within a batch, so the order of the statements does not matter.
     const send = (rows: unknown[][], many: sqlite3.Statement, one: sqlite3.Statement) => {
       for (let i = 0; i < rows.length; i += ROWS_PER_STATEMENT) {
@@ -1011,8 +1057,6 @@ class SqliteStore implements FileStore {
         else for (const row of slice) work.push(stRun(one, row));
       }
     };
-    send(puts, st.insertMany, st.insertOne);
-    send(dels, st.deleteMany, st.deleteOne);
     send(checked, st.deleteIfMany, st.deleteIfOne);
     // allSettled, not all: ROLLBACK must not run while statements of this transaction are still
     // queued, or they would run afterwards in autocommit mode and half the batch would stick.

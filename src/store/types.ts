@@ -35,8 +35,10 @@ export interface Store {
    * Reads the entries under `keys` (those that exist) and writes what `decide` returns, as one
    * atomic step: no other writer, in this process or another, writes between the read and the
    * write, so two writers of one key never lose an update. Writes queued before it are
-   * committed first. For doors that write seldom (pfgrey db, logd); the daemon's tuples go
-   * through the group commit.
+   * committed first. `decide` may be called more than once, each time on a newer read (another
+   * writer got in between): it must say what to write without acting on it, and the last call's
+   * writes are the ones made. For the doors that share the file with the daemon (pfgrey db,
+   * logd, pfgrey policy); the daemon's tuples go through the group commit.
    */
   update(keys: readonly string[], decide: (current: Map<string, Entry>) => StoreWrite[]): Promise<void>;
   /**
