@@ -15,6 +15,7 @@ const unit = path.join(root, 'rc.d/linux/pfgrey.service');
 const policyUnit = path.join(root, 'rc.d/linux/pfgrey-policy.service');
 const setupUnit = path.join(root, 'rc.d/linux/pfgrey-setup.service');
 const setupTimer = path.join(root, 'rc.d/linux/pfgrey-setup.timer');
+const logdUnit = path.join(root, 'rc.d/linux/pfgrey-logd.service');
 
 test('the systemd unit runs pfgrey with the flags the nftables ruleset names', async (t) => {
   const text = await fs.readFile(unit, 'utf8');
@@ -31,7 +32,7 @@ test('the systemd unit runs pfgrey with the flags the nftables ruleset names', a
   t.regex(text, /^AmbientCapabilities=.*CAP_NET_ADMIN/m);
 });
 
-for (const file of [unit, policyUnit, setupUnit, setupTimer]) {
+for (const file of [unit, policyUnit, setupUnit, setupTimer, logdUnit]) {
   test(`systemd-analyze finds nothing wrong with ${path.basename(file)} but the uninstalled binary`, (t) => {
     const r = spawnSync('systemd-analyze', ['verify', file], { encoding: 'utf8' });
     if (r.error) {
@@ -189,4 +190,45 @@ test('pfgrey.service with PFGREY_FLAGS=-b runs blacklist-only with the flags pfg
   const { config: wanted } = parseRunArgs(named.slice(1), {});
   t.is(config.tarpit.host, wanted.tarpit.host);
   t.is(config.tarpit.port, wanted.tarpit.port);
+});
+
+// --- pfgrey-logd.service -----------------------------------------------------------------------
+
+test('the logd unit runs pfgrey logd as pfgrey.service\'s user on its database, with flags logd takes', async (t) => {
+  const tarpit = await serviceSettings(unit);
+  const logd = await serviceSettings(logdUnit);
+  t.is(setting(logd, 'DynamicUser'), 'yes');
+  t.is(dynamicUser(logdUnit, logd), dynamicUser(unit, tarpit));
+  t.is(setting(logd, 'StateDirectory'), setting(tarpit, 'StateDirectory'));
+  const exec = /^pfgrey (logd .*?) \$PFGREY_LOGD_FLAGS$/.exec(setting(logd, 'ExecStart')!);
+  t.truthy(exec, 'ExecStart=pfgrey logd … $PFGREY_LOGD_FLAGS');
+  t.is(/--db (\S+)/.exec(exec![1]!)![1], /--db (\S+)/.exec(setting(tarpit, 'ExecStart')!)![1]);
+  // The flags parse: --help after them is honoured only once they are all known.
+  const { logdCommand } = await import('../src/cli/logd.js');
+  const out = new PassThrough();
+  const err = new PassThrough();
+  let errText = '';
+  err.on('data', (d: Buffer) => (errText += d.toString()));
+  const code = await logdCommand([...exec![1]!.split(/\s+/).slice(1), '--help'], { stdin: process.stdin, stdout: out, stderr: err, env: {} } as never);
+  t.is(code, 0, errText);
+  t.is(setting(logd, 'AmbientCapabilities'), 'CAP_NET_ADMIN');
+  t.is(setting(logd, 'CapabilityBoundingSet'), 'CAP_NET_ADMIN');
+  t.regex(setting(logd, 'RestrictAddressFamilies')!, /AF_NETLINK/);
+  t.regex(setting(await serviceSettings(logdUnit, 'Unit'), 'After')!, /pfgrey\.service/);
+});
+
+test('the one capability the logd unit grants is what tcpdump needs to read an nflog group as another user', (t) => {
+  const tcpdump = ['/usr/sbin/tcpdump', '/usr/bin/tcpdump'].find((p) => spawnSync('test', ['-x', p]).status === 0);
+  if (process.getuid?.() !== 0 || tcpdump === undefined || spawnSync('setpriv', ['--version']).error) {
+    lacking(t, 'needs root, tcpdump and setpriv');
+    return;
+  }
+  const as = (caps: string[]) => spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', ...caps,
+    tcpdump, '-n', '-c', '1', '-i', 'nflog:4093'], { encoding: 'utf8', timeout: 3000 });
+  const without = as([]);
+  t.regex(without.stderr, /Operation not permitted/);
+  const granted = as(['--inh-caps=+net_admin', '--ambient-caps=+net_admin']);
+  // It listens (and is stopped by the timeout, as no packet comes): no permission error.
+  t.regex(granted.stderr, /listening on nflog:4093/);
+  t.notRegex(granted.stderr, /not permitted/);
 });
