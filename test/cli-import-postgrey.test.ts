@@ -213,7 +213,8 @@ test('postgrey\'s options are checked, and only go with --import-postgrey', asyn
   t.false(await exists(file));
   const help = await db(file, ['-h']);
   t.is(help.code, 0);
-  t.regex(help.stdout, /--import-postgrey FILE\|- \[--delay D\] \[--max-age D\]\n\s+\[--retry-window D\] \[--auto-whitelist-clients N\]\n$/);
+  t.regex(help.stdout, /--import-postgrey FILE\|- \[--delay D\] \[--max-age D\]\n\s+\[--retry-window D\] \[--auto-whitelist-clients N\]\n/);
+  t.regex(help.stdout, /^  --import-postgrey file \| - +Read the output of `db_dump -p' /m);
 });
 
 // --- what is already in the database --------------------------------------------------------

@@ -51,7 +51,7 @@ async function verdicts(name: string, pfctl: string): Promise<{ run?: string; ch
     out.run = describe(err);
   }
   try {
-    parseCheckArgs([`--table=${name}`], {});
+    parseCheckArgs([`--table=${name}`, '--firewall', 'pf'], {});
   } catch (err) {
     out.check = describe(err);
   }
@@ -102,7 +102,7 @@ test('the refusals carry each place\'s own error code', async (t) => {
   const codes = [];
   for (const f of [
     () => parseRunArgs(['--table', 'a b'], {}),
-    () => parseCheckArgs(['--table', 'a b'], {}),
+    () => parseCheckArgs(['--table', 'a b', '--firewall', 'pf'], {}),
     () => noneFirewall(memoryLogger()).show('a b'),
   ]) {
     try {
