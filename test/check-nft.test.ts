@@ -389,3 +389,22 @@ e2e('pfgrey check --nft-conf loads the file in a namespace of its own: the shipp
   t.is(r.code, 1);
   t.is(await run(NFT, ['-j', 'list', 'ruleset']), before, 'the host\'s ruleset is left alone');
 });
+
+e2e('the blacklist-only ruleset (pfgrey-blacklist.nft) is recognised as such, and a spamd set without flags interval is an error', async (t) => {
+  const dir = await tempDir(t, 'pfgrey-check-nft-');
+  const shipped = await fs.readFile(path.join(path.dirname(SHIPPED_FILE), 'pfgrey-blacklist.nft'), 'utf8');
+  const judgeText = async (text: string) => {
+    const ns = await loadedNs(t, dir, text);
+    const now = await listed(ns.name);
+    return checkNftRules({ kind: 'loaded', ruleset: parseNftRuleset(now.json, now.text) }, OPTS).map(formatFinding);
+  };
+  const good = await judgeText(shipped);
+  t.deepEqual(good.filter((l) => !l.startsWith('ok:')), [], good.join('\n'));
+  t.true(good.some((l) => /only hosts in @spamd go to the tarpit, port 8025 of the address it was sent to \(dnat\): this is blacklist-only/.test(l)), good.join('\n'));
+  const noInterval = shipped.replace(/(set spamd \{[^}]*?)\s*flags interval;/, '$1');
+  t.not(noInterval, shipped, 'the shipped file declares spamd with flags interval');
+  const bad = await judgeText(noInterval);
+  t.deepEqual(bad.filter((l) => l.startsWith('error:')), [
+    'error: nft list ruleset: set spamd in table inet pfgrey has no flags interval, and the blacklists are address blocks; declare it as set spamd { type ipv4_addr; flags interval; } (see pf/linux/pfgrey-blacklist.nft)',
+  ]);
+});

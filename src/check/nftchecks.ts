@@ -42,6 +42,8 @@ export function checkNftRules(src: NftSource, opts: CheckOptions, conf?: NftConf
   const ctx = new NftContext(src, opts);
   const table = ctx.tableFinding(conf);
   if (table) return [table];
+  const blackOnly = ctx.blacklistOnlyFindings();
+  if (blackOnly) return [...blackOnly, ...ctx.exposureFindings()];
   return [...ctx.setFindings(), ...ctx.flowFindings(), ...ctx.exposureFindings()];
 }
 
@@ -164,6 +166,53 @@ class NftContext {
     return `port ${port} of ${'daddr' in a ? 'the address it was sent to' : 'the incoming interface\'s address'}`;
   }
 
+  /**
+   * A ruleset that sends only hosts in the blacklist set (`spamd`) to the tarpit, as
+   * pf/linux/pfgrey-blacklist.nft does for `pfgrey run -b`: its findings, or undefined when the
+   * ruleset greylists (hosts in no set reach the tarpit too) or sends nobody there.
+   */
+  blacklistOnlyFindings(): Finding[] | undefined {
+    const { blackTable } = this.opts;
+    const none = walkHook(this.rs, 'prerouting', this.packet([]));
+    if (none.nat || none.verdict.kind === 'drop') return undefined;
+    const listed = walkHook(this.rs, 'prerouting', this.packet([setKey(this.t.family, this.t.name, blackTable)]));
+    if (!listed.nat) return undefined;
+    const spec = tableSpec(this.opts);
+    const out: Finding[] = [];
+    const set = this.rs.sets.find((x) => x.family === this.t.family && x.table === this.t.name && x.name === blackTable);
+    const want = this.family === 4 ? 'ipv4_addr' : 'ipv6_addr';
+    if (set && set.type !== want) {
+      out.push({ severity: 'error', where: this.source, text: `set ${blackTable} in table ${spec} holds ${set.type}, and pfgrey setup -b puts ${want} in it; declare it as set ${blackTable} { type ${want}; flags interval; }` });
+    } else if (set && !set.flags.includes('interval')) {
+      out.push({ severity: 'error', where: this.source, text: `set ${blackTable} in table ${spec} has no flags interval, and the blacklists are address blocks; declare it as set ${blackTable} { type ${want}; flags interval; } (see pf/linux/pfgrey-blacklist.nft)` });
+    } else if (set && set.flags.includes('constant')) {
+      out.push({ severity: 'error', where: this.source, text: `set ${blackTable} in table ${spec} is constant, so pfgrey setup -b cannot fill it; remove flags constant` });
+    }
+    const problem = this.targetProblem(listed.nat.target);
+    if (problem !== undefined) {
+      out.push({ severity: 'error', where: this.where(listed.nat.rule), text: problem });
+      return out;
+    }
+    out.push({
+      severity: 'ok', where: this.where(listed.nat.rule),
+      text: `only hosts in @${blackTable} go to the tarpit, ${this.tarpitText(listed.nat.target)} (${listed.nat.target.kind}): this is blacklist-only, for pfgrey run -b with pfgrey setup -b (nothing is greylisted)`,
+    });
+    out.push(...this.redirectedInputFindings());
+    return out;
+  }
+
+  /** The redirected connection through the input hook: it must be accepted. */
+  redirectedInputFindings(): Finding[] {
+    const { port } = this.opts;
+    const redirected = walkHook(this.rs, 'input', this.packet([], { dport: port, dnatFrom: SMTP }));
+    if (redirected.verdict.kind !== 'drop') return [];
+    const v = redirected.verdict;
+    return [{
+      severity: 'error', where: v.rule ? this.where(v.rule) : this.whereChain(v.chain),
+      text: `smtp redirected to the tarpit (port ${port}) is dropped here, so connections never reach pfgrey; accept it ${v.rule ? 'before this rule' : 'in this chain'}: tcp dport ${port} ct status dnat ct original proto-dst 25 accept`,
+    }];
+  }
+
   flowFindings(): Finding[] {
     const { listen, port } = this.opts;
     const ip = this.family === 4 ? 'ip' : 'ip6';
@@ -188,14 +237,7 @@ class NftContext {
     if (problem !== undefined) return [{ severity: 'error', where: this.where(nat.rule), text: problem }];
     out.push({ severity: 'ok', where: this.where(nat.rule), text: `smtp goes to the tarpit, ${this.tarpitText(nat.target)} (${nat.target.kind})` });
 
-    const redirected = walkHook(this.rs, 'input', this.packet([], { dport: port, dnatFrom: SMTP }));
-    if (redirected.verdict.kind === 'drop') {
-      const v = redirected.verdict;
-      out.push({
-        severity: 'error', where: v.rule ? this.where(v.rule) : this.whereChain(v.chain),
-        text: `smtp redirected to the tarpit (port ${port}) is dropped here, so connections never reach pfgrey; accept it ${v.rule ? 'before this rule' : 'in this chain'}: tcp dport ${port} ct status dnat ct original proto-dst 25 accept`,
-      });
-    }
+    out.push(...this.redirectedInputFindings());
 
     if (this.whiteMissing) return out;
     const white = walkHook(this.rs, 'prerouting', this.packet([this.white]));
