@@ -317,3 +317,47 @@ test.serial('with a dead resolver first, the next resolver answers', async (t) =
   t.teardown(() => client.close());
   t.deepEqual(await client.aaaa('mail.example.test'), answer(['2001:db8::7'], 600));
 });
+
+test.serial('against nsd, answers expire by their TTL on the client\'s clock', async (t) => {
+  const missing = nsdMissing();
+  if (missing) return lacking(t, missing);
+  const nsd = await startNsd(ZONES);
+  t.teardown(() => nsd.stop());
+  const clock = new ManualClock(T0);
+  const client = new DnsClient({ servers: [nsd.server], clock });
+  t.teardown(() => client.close());
+  await client.a('mail.example.test');
+  clock.advance(119 * S);
+  t.like(await client.a('mail.example.test'), { kind: 'answer', ttl: 1 });
+  t.is(client.stats().queries, 1);
+  clock.advance(1 * S);
+  t.like(await client.a('mail.example.test'), { kind: 'answer', ttl: 120 });
+  t.is(client.stats().queries, 2, 'asked nsd again after 120 s');
+});
+
+test.serial('a dead resolver holds at most the in-flight bound of queries; the rest queue, then OVERLOAD', async (t) => {
+  const dead = await deadResolver();
+  t.teardown(() => dead.close());
+  const client = new DnsClient({ servers: [dead.server], timeout: 1000, maxInFlight: 2, maxQueued: 3 });
+  t.teardown(() => client.close());
+  const lookups = Array.from({ length: 8 }, (_, i) => client.a(`host${i}.example.test`));
+  const results = await Promise.all(lookups);
+  t.deepEqual(
+    results.slice(5),
+    [0, 0, 0].map(() => ({ kind: 'error', code: 'OVERLOAD' })),
+  );
+  for (const r of results.slice(0, 5)) t.deepEqual(r, { kind: 'timeout' });
+  t.true(dead.received() <= 5, `${dead.received()} queries reached the resolver`);
+  t.like(client.stats(), { queries: 5, overloads: 3, inFlight: 0, queued: 0 });
+});
+
+test.serial('a resolver port nobody listens on is an error result, not an exception', async (t) => {
+  const dead = await deadResolver();
+  const server = dead.server;
+  await dead.close(); // the port is now closed: the kernel answers port unreachable
+  const client = new DnsClient({ servers: [server], timeout: 1000 });
+  t.teardown(() => client.close());
+  const r = await client.a('mail.example.test');
+  t.true(r.kind === 'error' || r.kind === 'timeout', JSON.stringify(r));
+  t.log(JSON.stringify(r));
+});
