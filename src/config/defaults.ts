@@ -309,6 +309,39 @@ export const DEFAULTS = Object.freeze({
    * must not write 1,000 lines a second.
    */
   policyFailureLogEvery: MINUTE,
+
+  /**
+   * DNS for weighted greylisting (src/weighted/dns.ts). One query to one resolver is given this
+   * long (c-ares's timeout, one try); a lookup asks each resolver in turn, so a lookup costs at
+   * most this times the number of resolvers. glibc waits 5 s (resolv.conf(5), timeout:); 2 s
+   * lets a second resolver be asked within one decision's budget.
+   */
+  dnsTimeout: 2 * SECOND,
+  /**
+   * All the lookups of one decision together (DNSBLs, DNSWLs, rDNS, SPF) wait at most this; what
+   * has not answered by then counts as neutral, so a slow or dead resolver delays a decision by
+   * at most this much.
+   */
+  dnsBudget: 5 * SECOND,
+  /** Answers cached (one per type and name); the least recently used goes first past this. */
+  dnsCacheEntries: 10_000,
+  /** Queries sent and not yet answered at once; more wait in a queue. */
+  dnsMaxInFlight: 64,
+  /**
+   * Lookups waiting for a free query slot; past this a lookup is answered OVERLOAD at once
+   * (neutral) rather than queued behind minutes of work a dead resolver would never finish.
+   */
+  dnsMaxQueued: 1024,
+  /**
+   * How long a "no such name" or "no such record" answer is cached. RFC 2308 section 5 takes it
+   * from the SOA's minimum field, which node:dns does not expose; 300 s is a common SOA minimum,
+   * and RFC 2308 section 5 finds one to three hours a sensible limit.
+   */
+  dnsNegativeTtl: 300 * SECOND,
+  /** The TTL assumed for PTR and TXT answers, whose TTLs node:dns does not report. */
+  dnsDefaultTtl: 300 * SECOND,
+  /** No answer is cached longer than this, whatever its TTL (RFC 8767 suggests 7 days as the most). */
+  dnsMaxTtl: DAY,
 });
 
 export type Defaults = typeof DEFAULTS;
