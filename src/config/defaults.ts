@@ -342,6 +342,18 @@ export const DEFAULTS = Object.freeze({
   dnsDefaultTtl: 300 * SECOND,
   /** No answer is cached longer than this, whatever its TTL (RFC 8767 suggests 7 days as the most). */
   dnsMaxTtl: DAY,
+  /**
+   * What a DNSBL listing adds to a client's score when --dnsbl names no weight (src/weighted/
+   * dnslists.ts): bley, the Postfix policy server that greylists by such checks, counts one
+   * point for each DNSBL that lists the client, so one list alone is suspicion and two agree.
+   */
+  dnsblWeight: 1,
+  /**
+   * What a DNSWL listing adds when --dnswl names no weight: the same point taken away, so one
+   * allow list cancels one block list. bley lets a client a DNSWL lists pass without further
+   * checks; a larger weight (--dnswl list.dnswl.org=-5) comes closer to that.
+   */
+  dnswlWeight: -1,
 });
 
 export type Defaults = typeof DEFAULTS;
