@@ -354,6 +354,31 @@ export const DEFAULTS = Object.freeze({
    * checks; a larger weight (--dnswl list.dnswl.org=-5) comes closer to that.
    */
   dnswlWeight: -1,
+  /**
+   * What a HELO that does not conform adds to a client's score (src/weighted/helo-rdns.ts): no
+   * name, not a fully qualified domain name, a bare IP address, an address literal that is not
+   * the client's, one of our own names, or a name without an A or AAAA record (RFC 5321 section
+   * 4.1.1.1 asks for the client's FQDN, or an address literal when it has none). bley counts
+   * each such finding as one point, the same as one DNSBL listing.
+   */
+  heloWeight: 1,
+  /** What a client address without a PTR record adds (the rDNS check): a dial-up or dynamic host, as bley judges it. */
+  rdnsMissingWeight: 1,
+  /**
+   * What a PTR whose names do not resolve back to the client's address adds ("not forward-
+   * confirmed"): half a point, because misconfigured but legitimate servers have this more
+   * often than missing rDNS, and alone it should not tip a decision.
+   */
+  rdnsUnconfirmedWeight: 0.5,
+  /** What a confirmed PTR name that looks generic (dsl-192-0-2-1.pool.example) adds. */
+  rdnsGenericWeight: 1,
+  /**
+   * PTR names followed back to addresses, at most: RFC 7208 section 4.6.4 (SPF's ptr mechanism)
+   * uses no more than 10 PTR records, for the same reason — a client controls its PTR answers.
+   */
+  rdnsMaxNames: 10,
+  /** A generic-rDNS pattern file larger than this is refused (it is a few hundred lines in practice). */
+  genericPatternsMaxBytes: 1024 * 1024,
 });
 
 export type Defaults = typeof DEFAULTS;

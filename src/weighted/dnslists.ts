@@ -80,7 +80,7 @@ export function parseListSpec(text: string, kind: ListKind): ListSpec {
  * The IPv4 address an IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, `::ffff:c000:201`, RFC 4291
  * section 2.5.5.2) stands for; any other address as given.
  */
-function unmapped(ip: string): string {
+export function unmapped(ip: string): string {
   if (!net.isIPv6(ip)) return ip;
   const forward = ipv6Nibbles(ip);
   if (forward === undefined || !forward.startsWith('00000000000000000000ffff')) return ip;
