@@ -7,8 +7,7 @@ import { DEFAULTS } from '../src/config/defaults.js';
 import { isPfgreyError } from '../src/errors.js';
 import { DnsClient, type DnsLookups, type DnsResult } from '../src/weighted/dns.js';
 import { checkLists, listQueryName, parseListSpec } from '../src/weighted/dnslists.js';
-import { deadResolver, nsdMissing, startNsd } from './helpers/nsd.js';
-import { lacking } from './helpers/require.js';
+import { deadResolver, nsdClient } from './helpers/nsd.js';
 
 test('a list spec without weight takes the kind\'s default weight', (t) => {
   t.deepEqual(parseListSpec('zen.spamhaus.org', 'dnsbl'), { kind: 'dnsbl', zone: 'zen.spamhaus.org', weight: DEFAULTS.dnsblWeight });
@@ -170,12 +169,8 @@ ${V6_NAME} IN A 127.0.0.2
 };
 
 test.serial('real lists against nsd: listed, not listed, IPv6, IPv4-mapped, DNSWL, code selection, list errors', async (t) => {
-  const missing = nsdMissing();
-  if (missing) return lacking(t, missing);
-  const nsd = await startNsd(ZONES);
-  t.teardown(() => nsd.stop());
-  const client = new DnsClient({ servers: [nsd.server], timeout: 2000 });
-  t.teardown(() => client.close());
+  const client = await nsdClient(t, ZONES);
+  if (!client) return;
   const specs = [parseListSpec('bl.test', 'dnsbl'), parseListSpec('bl.test=5:127.0.0.4', 'dnsbl'), parseListSpec('wl.test=-3', 'dnswl')];
   const summary = async (ip: string) => (await checkLists(client.budget(5000), ip, specs)).map((r) => [r.listed, r.codes, r.weight]);
 

@@ -10,6 +10,9 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import type { ExecutionContext } from 'ava';
+import { DnsClient } from '../../src/weighted/dns.js';
+import { lacking } from './require.js';
 import { eventually } from './wait.js';
 
 export const NSD = '/usr/sbin/nsd';
@@ -152,4 +155,21 @@ export async function deadResolver(): Promise<DeadResolver> {
     received: () => n,
     close: () => new Promise<void>((resolve) => s.close(() => resolve())),
   };
+}
+
+/**
+ * nsd serving `zones` and a DnsClient that asks it, both stopped when the test ends; undefined,
+ * with the test ended as lacking nsd (a failure under PFGREY_REQUIRE_E2E=1), where nsd is missing.
+ */
+export async function nsdClient(t: ExecutionContext, zones: Record<string, string>): Promise<DnsClient | undefined> {
+  const missing = nsdMissing();
+  if (missing) {
+    lacking(t, missing);
+    return undefined;
+  }
+  const nsd = await startNsd(zones);
+  t.teardown(() => nsd.stop());
+  const client = new DnsClient({ servers: [nsd.server], timeout: 2000 });
+  t.teardown(() => client.close());
+  return client;
 }
