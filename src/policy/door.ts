@@ -102,19 +102,24 @@ export function withOptionalValues(argv: readonly string[]): string[] {
 }
 
 /** postgrey's options that pfgrey does not take, and what to do instead. */
+const AS_USER = 'run pfgrey policy as the user you want (its rc.d script and systemd unit do)';
+const FACILITY = 'pfgrey policy logs to the mail facility';
+const NO_DRY_RUN = 'pfgrey policy has no dry run: --greylist-action DUNNO answers everything with DUNNO while it learns';
+
 export const POSTGREY_ONLY: Record<string, string> = {
   dbdir: 'pfgrey keeps one database file: use --db FILE (and pfgrey db --import-postgrey to bring postgrey\'s entries)',
   pidfile: 'pfgrey policy runs in the foreground; its rc.d script or systemd unit keeps the pid',
   daemonize: 'pfgrey policy runs in the foreground under its rc.d script or systemd unit',
-  user: 'run pfgrey policy as the user you want (its rc.d script and systemd unit do)',
-  group: 'run pfgrey policy as the user you want (its rc.d script and systemd unit do)',
-  'syslog-facility': 'pfgrey policy logs to the mail facility',
-  syslogfacility: 'pfgrey policy logs to the mail facility',
-  facility: 'pfgrey policy logs to the mail facility',
+  user: AS_USER,
+  group: AS_USER,
+  // postgrey takes all three spellings (Getopt's syslogfacility|syslog-facility|facility).
+  'syslog-facility': FACILITY,
+  syslogfacility: FACILITY,
+  facility: FACILITY,
   verbose: 'pfgrey policy logs every decision, as postgrey --verbose does; -d adds debug lines',
   quiet: 'pfgrey policy logs one line a decision; keep them out of a log file with syslog.conf',
-  noaction: 'pfgrey policy has no dry run: --greylist-action DUNNO answers everything with DUNNO while it learns',
-  'no-action': 'pfgrey policy has no dry run: --greylist-action DUNNO answers everything with DUNNO while it learns',
+  noaction: NO_DRY_RUN,
+  'no-action': NO_DRY_RUN,
   man: 'see pfgrey(8)',
   'listen-queue-size': 'pfgrey uses the system\'s backlog',
 };
