@@ -28,6 +28,7 @@ import { Tarpit, type TarpitOptions } from './tarpit/server.js';
 import { type PolicyDoor, type PolicyListener, type PolicySettings, startPolicyDoor } from './policy/door.js';
 import { Activity, statusLine } from './http/activity.js';
 import { type HttpAddress, startStatusPage } from './http/server.js';
+import { startWeighting, type WeightedConfig } from './weighted/options.js';
 
 export interface DaemonConfig {
   tarpit: TarpitOptions;
@@ -61,6 +62,8 @@ export interface DaemonConfig {
    * core and store as the tarpit, with postgrey's options.
    */
   policy?: { settings: PolicySettings; listeners: PolicyListener[] };
+  /** --weighted: score first attempts and greylist only those that look bad (src/weighted/). */
+  weighted?: WeightedConfig;
   /** --http: the status page and /metrics, on a loopback address; `sampleEvery` is for tests (a minute). */
   http?: HttpAddress & { sampleEvery?: number };
 }
@@ -176,8 +179,11 @@ async function startGreylisting(
     else lists.replace(DEFAULTS.greytrapTag, DEFAULTS.greytrapMessage, [...traps].map(hostPrefix));
   };
 
+  const weighting = cfg.weighted ? await startWeighting(cfg.weighted) : undefined;
+  if (weighting) undo.push(() => weighting.close());
   const greylister = new Greylister({
     store, times: cfg.times, log, clock,
+    weighted: weighting?.core(cfg.tarpit.verbose),
     allowedDomains: () => allowed,
     lowPriorityMx: cfg.lowPriorityMx,
     mxGrace: cfg.mxGrace,
@@ -240,6 +246,7 @@ async function startGreylisting(
     stop: async (giveUp) => {
       try {
         const dropped = await greylister.stop(giveUp);
+        weighting?.close();
         await scanner.stop();
         await sync.flush();
         sync.stop();

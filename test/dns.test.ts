@@ -231,7 +231,7 @@ test('--resolver takes HOST[:PORT] with an IP address, IPv6 with a port in brack
 test('the DNS defaults are those documented', (t) => {
   t.like(DEFAULTS, {
     dnsTimeout: 2 * S,
-    dnsBudget: 5 * S,
+    dnsBudget: 3 * S,
     dnsCacheEntries: 10_000,
     dnsMaxInFlight: 64,
     dnsNegativeTtl: 300 * S,

@@ -121,7 +121,7 @@ test('a bad line is E_IMPORT naming the line and what is wrong', (t) => {
   importError(t, 'WHITE|192.0.2.7|||1|2|3|4', 8, 'line 8: WHITE needs 9 fields, found 8');
   importError(t, 'TRAPPED|192.0.2.7|1|2', 9, 'line 9: TRAPPED needs 3 fields, found 4');
   importError(t, 'SPAMTRAP', 10, 'line 10: SPAMTRAP needs 2 fields, found 1');
-  importError(t, 'BLACK|192.0.2.7|1', 11, 'line 11: unknown type "BLACK" (expected GREY, WHITE, TRAPPED, SPAMTRAP, POLICY or AWL)');
+  importError(t, 'BLACK|192.0.2.7|1', 11, 'line 11: unknown type "BLACK" (expected GREY, WHITE, TRAPPED, SPAMTRAP, POLICY, AWL or GOOD)');
   importError(t, 'WHITE|192.0.2.7|||1|soon|3|4|5', 12, 'line 12: pass time "soon" is not a number');
   importError(t, 'TRAPPED|192.0.2.7|1.5', 13, 'line 13: expire time "1.5" is not a number');
   importError(t, 'WHITE|192.0.2.7|||1|2|3|x|5', 14, 'line 14: bcount "x" is not a number');
@@ -131,7 +131,7 @@ test('a bad line is E_IMPORT naming the line and what is wrong', (t) => {
   importError(t, 'SPAMTRAP|nobody', 18, 'line 18: not an email address: "nobody"');
   importError(t, 'WHITE|192.0.2.7|x||1|2|3|4|5', 19, 'line 19: WHITE has text between the ip and the times; those fields must be empty');
   importError(t, 'WHITE|192.0.2.7|||1|2|3|4|-1', 20, 'line 20: pcount -1 makes this a TRAPPED entry, not WHITE');
-  importError(t, '', 21, 'line 21: unknown type "" (expected GREY, WHITE, TRAPPED, SPAMTRAP, POLICY or AWL)');
+  importError(t, '', 21, 'line 21: unknown type "" (expected GREY, WHITE, TRAPPED, SPAMTRAP, POLICY, AWL or GOOD)');
 });
 
 test('JSON carries the fields of the spamdb line, in seconds, and omits the rest', (t) => {

@@ -62,7 +62,7 @@ test('with no daemon answering, pfgrey stats reads the counts from the database 
   const json = await runCli(['stats', '--http', `127.0.0.1:${port}`, '--json'], { env: { PFGREY_DB: db } });
   t.like(JSON.parse(json.stdout), {
     source: 'database', database: db, daemon: { address: `127.0.0.1:${port}`, error: 'connection refused' },
-    counts: { grey: 0, white: 1, trapped: 1, spamtraps: 1, policy: 0, awl: 0 },
+    counts: { grey: 0, white: 1, trapped: 1, spamtraps: 1, policy: 0, awl: 0, good: 0 },
   });
 });
 

@@ -592,7 +592,7 @@ async function importDump(cmd: Command, io: CliIO, warn: (m: string) => void): P
   }
   await writeDatabase(cmd.dbPath, (store) => restore(store, entries, cmd.dbPath, systemClock));
   // Per type, in spamdb's order, so a move from spamd can be checked against `spamdb | grep -c`.
-  const types = (['GREY', 'WHITE', 'TRAPPED', 'SPAMTRAP', 'POLICY', 'AWL'] as const)
+  const types = (['GREY', 'WHITE', 'TRAPPED', 'SPAMTRAP', 'POLICY', 'AWL', 'GOOD'] as const)
     .map((type) => [type, entries.filter((e) => entryType(e) === type).length] as const)
     .filter(([, n]) => n > 0)
     .map(([type, n]) => `${n} ${type}`);

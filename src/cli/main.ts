@@ -5,6 +5,7 @@ import { VERSION } from '../version.js';
 import { PfgreyError, describe } from '../errors.js';
 import { checkCommand } from './check.js';
 import { dbCommand } from './db.js';
+import { explainCommand } from './explain.js';
 import { logdCommand } from './logd.js';
 import { failure, processIO, type CliIO } from './io.js';
 import { policyCommand } from './policy.js';
@@ -22,6 +23,7 @@ commands:
   check   check pf's rules and this system for what would keep mail from flowing
   policy  a Postfix/Exim policy server greylisting from the same database (postgrey's port)
   stats   what the daemon is doing: its status endpoint (--http), else the database's counts
+  explain what weighted greylisting would decide for a client, HELO, sender and recipient, and why
 
 options:
   -V, --version   print the version
@@ -62,6 +64,8 @@ export async function main(argv: string[], io: CliIO): Promise<number> {
         return await policyCommand(rest, io);
       case 'stats':
         return await statsCommand(rest, io);
+      case 'explain':
+        return await explainCommand(rest, io);
       case '--version':
       case '-V': {
         io.stdout.write(`pfgrey ${VERSION}\n`);

@@ -5,6 +5,7 @@
 // db and logd do. Without a `pfgrey run` on the same database nobody else forgets expired
 // entries, so it runs the same scan itself, hourly (postgrey's maintenance).
 
+import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { DEFAULTS } from '../config/defaults.js';
 import { describe, PfgreyError } from '../errors.js';
@@ -20,6 +21,7 @@ import { openStoreRecovering } from '../store/recover.js';
 import type { Store } from '../store/types.js';
 import { Activity, statusLine } from '../http/activity.js';
 import { parseHttpAddress, type StartedStatusPage, startStatusPage } from '../http/server.js';
+import { type StartedWeighting, startWeighting, WEIGHTED_OPTIONS, weightedConfig } from '../weighted/options.js';
 import { databasePath, type CliIO } from './io.js';
 import { argumentProblem, helpText } from './args.js';
 import { runService } from './service.js';
@@ -31,10 +33,13 @@ export const POLICY_USAGE =
   '           [--auto-whitelist-clients[=n]] [--whitelist-clients file] [--whitelist-recipients file]\n' +
   '           [--exempt file] [--privacy] [--greylist-action action] [--greylist-text text]\n' +
   '           [--x-greylist-header[=text]] [--hostname name] [--no-reuse | --exim]\n' +
-  '           [--log auto|stderr|syslog] [--http host:port] [-d]';
+  '           [--log auto|stderr|syslog] [--http host:port] [-d]\n' +
+  '           [--weighted [--greylist-threshold n] [--trap-threshold n] [--dnsbl zone[=w][:codes] ...]\n' +
+  '            [--dnswl zone[=w][:codes] ...] [--resolver host[:port] ...] [--generic-rdns file] [--no-spf]]';
 
 const OPTIONS = {
   ...POLICY_OPTIONS,
+  ...WEIGHTED_OPTIONS,
   // -i and -u are postgrey's short forms of these two.
   inet: { type: 'string', multiple: true, short: 'i' },
   unix: { type: 'string', multiple: true, short: 'u' },
@@ -72,6 +77,7 @@ export async function policyCommand(argv: string[], io: CliIO): Promise<number> 
   const target = parseLogTarget(values.log ?? (values.stdio ? 'syslog' : 'auto'));
   if (!target) throw new PfgreyError('E_BAD_OPTION', `--log ${values.log}: expected auto, stderr or syslog`);
   const settings = policySettings(values);
+  const weighted = weightedConfig(values, [os.hostname(), settings.hostname]);
   const listeners: PolicyListener[] = [
     ...(values.inet ?? []).map((v) => inetListener(v, '--inet')),
     ...(values.unix ?? []).map((path) => ({ path })),
@@ -93,6 +99,7 @@ export async function policyCommand(argv: string[], io: CliIO): Promise<number> 
   let door: PolicyDoor | undefined;
   let scanner: Scanner | undefined;
   let status: StartedStatusPage | undefined;
+  let weighting: StartedWeighting | undefined;
   const activity = new Activity({
     command: 'policy',
     backlog: () => (core?.queued ?? 0) + (store?.pendingWrites ?? 0),
@@ -106,7 +113,8 @@ export async function policyCommand(argv: string[], io: CliIO): Promise<number> 
       // service keeps answering (greylist.pl's way with its Berkeley DB).
       const opened = await openStoreRecovering(dbPath, { log, onCommit: (seconds, ok) => activity.commit(seconds, ok) }, log);
       store = opened.store;
-      core = new Greylister({ store, log, atomic: true, policy: settings.times });
+      if (weighted) weighting = await startWeighting(weighted);
+      core = new Greylister({ store, log, atomic: true, policy: settings.times, weighted: weighting?.core() });
       activity.follow(core.events);
       door = await startPolicyDoor(settings, core, log, listeners, (o) => activity.policyAnswer(o));
       if (http) {
@@ -132,6 +140,7 @@ export async function policyCommand(argv: string[], io: CliIO): Promise<number> 
       await scanner?.stop();
       await door?.close();
       await core?.stop();
+      weighting?.close();
       await store?.close();
     },
     reload: async () => door?.reload(),

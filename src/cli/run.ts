@@ -17,6 +17,7 @@ import { parseHttpAddress } from '../http/server.js';
 import { databasePath, type CliIO } from './io.js';
 import { helpText, usageError } from './args.js';
 import { runService } from './service.js';
+import { WEIGHTED_OPTIONS, weightedConfig } from '../weighted/options.js';
 
 export const RUN_USAGE =
   'usage: pfgrey run [-45bdv] [-B maxblack] [-c maxcon] [-G passtime:greyexp:whiteexp]\n' +
@@ -27,7 +28,9 @@ export const RUN_USAGE =
   '           [--stutter d] [--grey-stutter d] [--idle-timeout d] [--firewall-timeout d]\n' +
   '           [--trapexp d] [--config-port port] [--alloweddomains file] [--user name]\n' +
   '           [--log auto|stderr|syslog] [--http host:port]\n' +
-  '           [--policy inet:[host:]port|unix:path ...] [pfgrey policy\'s postgrey options]';
+  '           [--policy inet:[host:]port|unix:path ...] [pfgrey policy\'s postgrey options]\n' +
+  '           [--weighted [--greylist-threshold n] [--trap-threshold n] [--dnsbl zone[=w][:codes] ...]\n' +
+  '            [--dnswl zone[=w][:codes] ...] [--resolver host[:port] ...] [--generic-rdns file] [--no-spf]]';
 
 const INT_MAX = 2 ** 31 - 1;
 
@@ -81,6 +84,8 @@ const OPTIONS = {
   // The policy door on the tarpit's core (src/policy/door.ts), with postgrey's options.
   policy: { type: 'string', multiple: true },
   ...POLICY_OPTIONS,
+  // Weighted greylisting (src/weighted/options.ts), as pfgrey policy takes it.
+  ...WEIGHTED_OPTIONS,
 } as const;
 
 const UNSUPPORTED: Record<string, string> = {
@@ -264,6 +269,8 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
     const stray = Object.keys(POLICY_OPTIONS).find((name) => Object.hasOwn(parsed.values, name));
     if (stray) throw new PfgreyError('E_USAGE', `--${stray} is an option of the policy door: add --policy inet:[host:]port or --policy unix:path`);
   }
+  cfg.weighted = weightedConfig(parsed.values, [t.hostname, os.hostname()]);
+  if (cfg.weighted && cfg.blacklistOnly) throw new PfgreyError('E_USAGE', '--weighted and -b: blacklist-only mode does not greylist');
   return { config: cfg, user, log, debug, help };
 }
 

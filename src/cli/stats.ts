@@ -35,6 +35,8 @@ export interface DatabaseCounts {
   spamtraps: number;
   policy: number;
   awl: number;
+  /** Known-good senders of weighted greylisting. */
+  good: number;
 }
 
 async function askDaemon(at: HttpAddress): Promise<Status> {
@@ -53,14 +55,14 @@ function whyNot(err: unknown): string {
 
 async function countDatabase(path: string, now: number): Promise<DatabaseCounts> {
   const store = await openDatabase(path, { readonly: true });
-  const counts: DatabaseCounts = { grey: 0, white: 0, trapped: 0, spamtraps: 0, policy: 0, awl: 0 };
+  const counts: DatabaseCounts = { grey: 0, white: 0, trapped: 0, spamtraps: 0, policy: 0, awl: 0, good: 0 };
   try {
     for await (const chunk of store.chunks(DEFAULTS.scanChunk)) {
       for (const e of chunk) {
         const type = entryType(e);
         // A spamtrap does not expire; anything else past its expiry waits for the scan to go.
         if (type !== 'SPAMTRAP' && e.expire <= now) continue;
-        const key = ({ GREY: 'grey', WHITE: 'white', TRAPPED: 'trapped', SPAMTRAP: 'spamtraps', POLICY: 'policy', AWL: 'awl' } as const)[type];
+        const key = ({ GREY: 'grey', WHITE: 'white', TRAPPED: 'trapped', SPAMTRAP: 'spamtraps', POLICY: 'policy', AWL: 'awl', GOOD: 'good' } as const)[type];
         counts[key]++;
       }
     }
@@ -135,6 +137,6 @@ export async function statsCommand(argv: string[], io: CliIO): Promise<number> {
   }
   io.stdout.write(`from the database ${db} (no daemon answered at ${where}: ${why}); held connections, pushes and rates need the daemon's --http\n` +
     `entries: grey ${counts.grey}, white ${counts.white}, trapped ${counts.trapped}, spamtraps ${counts.spamtraps}` +
-    `${counts.policy + counts.awl > 0 ? `, policy triplets ${counts.policy}, auto-whitelist counts ${counts.awl}` : ''}\n`);
+    `${counts.policy + counts.awl > 0 ? `, policy triplets ${counts.policy}, auto-whitelist counts ${counts.awl}` : ''}${counts.good > 0 ? `, known-good senders ${counts.good}` : ''}\n`);
   return 0;
 }

@@ -320,9 +320,10 @@ export const DEFAULTS = Object.freeze({
   /**
    * All the lookups of one decision together (DNSBLs, DNSWLs, rDNS, SPF) wait at most this; what
    * has not answered by then counts as neutral, so a slow or dead resolver delays a decision by
-   * at most this much.
+   * at most this much. It is kept under policyAnswerTimeout, so that a dead resolver still
+   * leaves the core time to decide before the policy door gives its fail-safe DUNNO.
    */
-  dnsBudget: 5 * SECOND,
+  dnsBudget: 3 * SECOND,
   /** Answers cached (one per type and name); the least recently used goes first past this. */
   dnsCacheEntries: 10_000,
   /** Queries sent and not yet answered at once; more wait in a queue. */
@@ -344,16 +345,16 @@ export const DEFAULTS = Object.freeze({
   dnsMaxTtl: DAY,
   /**
    * What a DNSBL listing adds to a client's score when --dnsbl names no weight (src/weighted/
-   * dnslists.ts): bley, the Postfix policy server that greylists by such checks, counts one
-   * point for each DNSBL that lists the client, so one list alone is suspicion and two agree.
+   * dnslists.ts): as much as greylistThreshold, so that one listing alone greylists, as bley
+   * greylists a client one DNSBL lists (its dnsbl_threshold of 1).
    */
-  dnsblWeight: 1,
+  dnsblWeight: 2,
   /**
-   * What a DNSWL listing adds when --dnswl names no weight: the same point taken away, so one
-   * allow list cancels one block list. bley lets a client a DNSWL lists pass without further
-   * checks; a larger weight (--dnswl list.dnswl.org=-5) comes closer to that.
+   * What a DNSWL listing adds when --dnswl names no weight: as much taken away, so one allow
+   * list cancels one block list, or a bad HELO and a generic rDNS. bley lets a client a DNSWL
+   * lists pass without further checks; a larger weight (--dnswl list.dnswl.org=-5) comes closer.
    */
-  dnswlWeight: -1,
+  dnswlWeight: -2,
   /**
    * What a HELO that does not conform adds to a client's score (src/weighted/helo-rdns.ts): no
    * name, not a fully qualified domain name, a bare IP address, an address literal that is not
@@ -379,6 +380,42 @@ export const DEFAULTS = Object.freeze({
   rdnsMaxNames: 10,
   /** A generic-rDNS pattern file larger than this is refused (it is a few hundred lines in practice). */
   genericPatternsMaxBytes: 1024 * 1024,
+  /**
+   * Weighted greylisting (src/weighted/score.ts): a first attempt whose score is below this is
+   * not greylisted. bley greylists at two points of HELO, rDNS, SPF and sender = recipient
+   * findings (its rfc_threshold of 2), and at one DNSBL listing, which weighs 2 here.
+   */
+  greylistThreshold: 2,
+  /** What an SPF `fail` of the sender domain adds: enough alone to greylist (RFC 7208 section 2.6.4: not authorised). */
+  spfFailWeight: 2,
+  /** What an SPF `softfail` adds (RFC 7208 section 2.6.5: probably not authorised): one point, as bley counts fail and softfail. */
+  spfSoftfailWeight: 1,
+  /** What a sender address equal to the recipient adds: spamware forges it, bley counts it one point. */
+  senderIsRecipientWeight: 1,
+  /**
+   * What the known-good-sender memory adds: a sender domain and client network that passed
+   * greylisting before. It outweighs any listing, so that such a sender is accepted at once, as
+   * bley accepts what its database knows as clean; a trap threshold still applies to the rest.
+   */
+  knownGoodWeight: -100,
+  /** How long the known-good-sender memory keeps a sender domain and client network after its last pass. */
+  knownGoodExpiry: 35 * DAY,
+  /**
+   * The network of the known-good-sender memory: a sender's mail servers sit in one /24 (IPv4)
+   * or /64 (IPv6) often enough, as postgrey's --lookup-by-subnet assumes.
+   */
+  knownGoodIpv4Cidr: 24,
+  /** A known-good sender's entry is renewed by a pass at most this often (its expiry is 35 days). */
+  knownGoodRenewEvery: HOUR,
+  knownGoodIpv6Cidr: 64,
+  /**
+   * A score, once computed, is used again for the same client address, HELO, sender and
+   * recipient class for this long (bley caches its decisions for 60 s): a message to 50
+   * recipients asks the checks once. Scores with a lookup that timed out are not kept.
+   */
+  scoreCacheTtl: MINUTE,
+  /** Scores kept, at most; the least recently used goes first. */
+  scoreCacheEntries: 10_000,
 });
 
 export type Defaults = typeof DEFAULTS;

@@ -15,17 +15,21 @@ export const PCOUNT_TRAPPED = -1;
 export const PCOUNT_SPAMTRAP = -2;
 
 /**
- * spamd's four types, and the policy door's two, which spamd has no line for: POLICY, a
- * postgrey triplet (client network, sender, recipient), and AWL, a client counting its way to
- * postgrey's auto-whitelist. Their keys start with a word and a space (POLICY_PREFIX,
- * AWL_PREFIX), which neither an address (WHITE, TRAPPED) nor a GREY key (ip first) can.
+ * spamd's four types, and three of pfgrey's, which spamd has no line for: POLICY, a postgrey
+ * triplet (client network, sender, recipient); AWL, a client counting its way to postgrey's
+ * auto-whitelist; GOOD, weighted greylisting's known-good-sender memory (a sender domain and a
+ * client network that passed greylisting). Their keys start with a word and a space
+ * (POLICY_PREFIX, AWL_PREFIX, GOOD_PREFIX), which neither an address (WHITE, TRAPPED) nor a
+ * GREY key (ip first) can.
  */
-export type EntryType = 'GREY' | 'WHITE' | 'TRAPPED' | 'SPAMTRAP' | 'POLICY' | 'AWL';
+export type EntryType = 'GREY' | 'WHITE' | 'TRAPPED' | 'SPAMTRAP' | 'POLICY' | 'AWL' | 'GOOD';
 
 /** A POLICY key is this and postgrey's own key: `net/sender/recipient`, or its SHA-1 with --privacy. */
 export const POLICY_PREFIX = 'policy ';
 /** An AWL key is this and the client's address, or its SHA-1 with --privacy. */
 export const AWL_PREFIX = 'awl ';
+/** A GOOD key is this, the sender domain, a space and the client network: `good example.org 192.0.2.0/24`. */
+export const GOOD_PREFIX = 'good ';
 
 export function entryType(e: Pick<Entry, 'key' | 'pcount'>): EntryType {
   if (e.key.includes('\n')) return 'GREY';
@@ -33,6 +37,7 @@ export function entryType(e: Pick<Entry, 'key' | 'pcount'>): EntryType {
   if (e.pcount === PCOUNT_SPAMTRAP) return 'SPAMTRAP';
   if (e.key.startsWith(POLICY_PREFIX)) return 'POLICY';
   if (e.key.startsWith(AWL_PREFIX)) return 'AWL';
+  if (e.key.startsWith(GOOD_PREFIX)) return 'GOOD';
   return 'WHITE';
 }
 
@@ -44,6 +49,18 @@ export function policyKey(triplet: string): string {
 /** The store key of a client's auto-whitelist count. */
 export function awlKey(client: string): string {
   return AWL_PREFIX + client;
+}
+
+/** The store key of a known-good sender domain (lower case) and client network (`192.0.2.0/24`). */
+export function goodKey(domain: string, network: string): string {
+  return `${GOOD_PREFIX}${domain} ${network}`;
+}
+
+/** The sender domain and network of a GOOD key. */
+export function splitGoodKey(key: string): { domain: string; network: string } {
+  const rest = key.slice(GOOD_PREFIX.length);
+  const sp = rest.lastIndexOf(' ');
+  return sp < 0 ? { domain: rest, network: '' } : { domain: rest.slice(0, sp), network: rest.slice(sp + 1) };
 }
 
 /** spamd's GREY key: `ip\nhelo\nfrom\nto`, each part exactly as the client sent it. */

@@ -12,12 +12,13 @@ import { formatDelay } from '../config/duration.js';
 import { describe } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store, StoreWrite } from '../store/types.js';
-import { awlKey, type Entry, entryType, greyKey, policyKey } from './entry.js';
-import { type CoreEvent, CoreEvents, type GreyRequest, type PolicyRequest, type TupleRequest, type Verdict } from './requests.js';
+import { explain, formatWeight, judge, type Judgement, reasons, type Score, type WeightedStage, withKnownGood } from '../weighted/score.js';
+import { awlKey, type Entry, entryType, GOOD_PREFIX, greyKey, policyKey } from './entry.js';
+import { type CoreEvent, CoreEvents, type GreyRequest, type PolicyRequest, type TupleRequest, type Verdict, type WeightedPass } from './requests.js';
 import type { Tuple } from './types.js';
 import {
-  awlCount, greyHit, type GreyTimes, logdHit, manualAdd, outsideAllowedDomains, policyHit, type PolicyTimes,
-  promotesAgain, spamtrapAddress, whiteSeen,
+  awlCount, goodHit, goodKnown, greyHit, knownGoodKey, type GreyTimes, logdHit, manualAdd, outsideAllowedDomains, policyHit, type PolicyTimes,
+  promotesAgain, spamtrapAddress, weightedWhite, whiteSeen,
 } from './rules.js';
 
 /** postgrey's defaults, for a core whose door did not set its own (DEFAULTS.policy*). */
@@ -29,6 +30,24 @@ export const DEFAULT_POLICY_TIMES: PolicyTimes = {
   awlEvery: DEFAULTS.policyAwlEvery,
 };
 
+/**
+ * Weighted greylisting in the core: the stage that scores an attempt before it is decided, and
+ * the thresholds its score is judged by (README, "Weighted greylisting").
+ */
+export interface WeightedCore {
+  stage: Pick<WeightedStage, 'score'>;
+  /** A first attempt scoring under this is let by (--greylist-threshold). */
+  threshold: number;
+  /** A first attempt scoring this or more traps its client (--trap-threshold); undefined: never. */
+  trapThreshold?: number;
+  /** Each decision's explanation is logged at info (run -v) rather than debug. */
+  verbose?: boolean;
+}
+
+/** An envelope path without its angle brackets: `<a@example.org>` → `a@example.org`, `<>` → ''. */
+function unangled(path: string): string {
+  return path.startsWith('<') && path.endsWith('>') ? path.slice(1, -1) : path;
+}
 
 export interface GreylisterOptions {
   store: Store;
@@ -61,6 +80,8 @@ export interface GreylisterOptions {
    * connections pf had already sent on their way before a restart do not trap anyone.
    */
   mxGrace?: number;
+  /** Weighted greylisting (--weighted): each tuple and policy request is scored before it is decided. */
+  weighted?: WeightedCore;
 }
 
 /** `1 tuple`, `2 tuples`. */
@@ -94,6 +115,8 @@ export interface StopLoss {
 
 export class Greylister {
   private queue: Queued[] = [];
+  /** Requests in the weighted stage: scored, not yet queued (bounded by the DNS budget). */
+  private readonly scoring = new Set<Promise<GreyRequest>>();
   private draining: Promise<void> | undefined;
   /** Delays between attempts at a batch the store refuses; its attempts count the failures. */
   private readonly retry = new Backoff({ min: DEFAULTS.greyRetryMin, max: DEFAULTS.greyRetryMax });
@@ -127,6 +150,30 @@ export class Greylister {
    * thousands of clients.
    */
   handle(req: GreyRequest): Promise<Verdict> {
+    const w = this.opts.weighted;
+    if (w && (req.kind === 'tuple' || req.kind === 'policy') && req.score === undefined) {
+      // The stage before the decision: the score travels in the request, so the decision
+      // itself stays synchronous over one view of the store.
+      const attempt = req.kind === 'tuple'
+        ? { ip: req.ip, helo: req.helo, sender: unangled(req.from), rcpt: unangled(req.to) }
+        : { ip: req.ip, helo: req.helo ?? '', sender: req.sender ?? '', rcpt: req.rcpt };
+      const scored = w.stage.score(attempt).then(
+        (score): GreyRequest => ({ ...req, score }),
+        (err: unknown) => {
+          // The stage never rejects; if a bug makes it, the attempt is greylisted as without it.
+          this.opts.log.error(`weighted greylisting: cannot score ${req.ip}: ${describe(err)}; greylisting as usual`);
+          return req;
+        },
+      );
+      // settle() and stop() wait for these too: a tuple being scored has had its reply.
+      this.scoring.add(scored);
+      void scored.finally(() => this.scoring.delete(scored));
+      return scored.then((r) => this.enqueue(r));
+    }
+    return this.enqueue(req);
+  }
+
+  private enqueue(req: GreyRequest): Promise<Verdict> {
     return new Promise((done) => {
       this.queue.push({ req, done });
       this.draining ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.drain());
@@ -138,9 +185,9 @@ export class Greylister {
     return this.handle({ kind: 'tuple', ...t });
   }
 
-  /** Requests handed in and not yet decided. */
+  /** Requests handed in and not yet decided (being scored, or waiting for a batch). */
   get queued(): number {
-    return this.queue.length;
+    return this.queue.length + this.scoring.size;
   }
 
   /**
@@ -149,12 +196,15 @@ export class Greylister {
    * bounded and a crash loses at most one commit window.
    */
   get backlogged(): boolean {
-    return this.queue.length + this.opts.store.pendingWrites > DEFAULTS.maxBacklog;
+    return this.queued + this.opts.store.pendingWrites > DEFAULTS.maxBacklog;
   }
 
   /** Resolves when every tuple handed in so far has been queued. */
   async settle(): Promise<void> {
-    while (this.draining) await this.draining;
+    while (this.draining || this.scoring.size > 0) {
+      if (this.scoring.size > 0) await Promise.allSettled([...this.scoring]);
+      if (this.draining) await this.draining;
+    }
   }
 
   /**
@@ -236,8 +286,18 @@ export class Greylister {
     const tuplesOf = new Map<string, string[]>();
     for (const r of batch) {
       switch (r.kind) {
-        case 'tuple': keys.push(greyKey(r.ip, r.helo, r.from, r.to), spamtrapAddress(r.to), r.ip); break;
-        case 'policy': keys.push(policyKey(r.triplet), awlKey(r.client), spamtrapAddress(r.rcpt), r.ip); break;
+        case 'tuple': {
+          keys.push(greyKey(r.ip, r.helo, r.from, r.to), spamtrapAddress(r.to), r.ip);
+          const good = r.score ? knownGoodKey(unangled(r.from), r.ip) : undefined;
+          if (good) keys.push(good);
+          break;
+        }
+        case 'policy': {
+          keys.push(policyKey(r.triplet), awlKey(r.client), spamtrapAddress(r.rcpt), r.ip);
+          const good = r.score && !r.privacy ? knownGoodKey(r.sender ?? '', r.ip) : undefined;
+          if (good) keys.push(good);
+          break;
+        }
         case 'add': keys.push(r.key); break;
         case 'delete': keys.push(r.key); break;
         case 'extend': keys.push(r.ip); break;
@@ -362,6 +422,25 @@ export class Greylister {
       key = t.ip;
       existing = undefined;
     }
+    if (!why && !existing && t.score && this.opts.weighted) {
+      // Weighted greylisting looks at the first attempt only: a tuple already greylisted
+      // goes its usual way.
+      const w = this.weigh(t.score, knownGoodKey(unangled(t.from), t.ip), out, now, `${t.ip} ${t.from} -> ${t.to}`);
+      const ipEntry = view.get(t.ip) ?? undefined;
+      const white = ipEntry !== undefined && ipEntry.expire > now && entryType(ipEntry) === 'WHITE';
+      if (w.judgement === 'trap' && !white) {
+        why = `(score ${formatWeight(w.pass.score)} >= trap threshold ${formatWeight(this.opts.weighted.trapThreshold!)}: ${w.pass.reasons})`;
+        key = t.ip;
+        existing = ipEntry;
+      } else if (w.judgement === 'accept' && !white) {
+        // Whitelisted on its first contact: the next scan puts it in the firewall's whitelist,
+        // so its retry reaches the real MTA minutes later instead of after the pass time.
+        this.write(weightedWhite(t.ip, now, times.whiteExpiry), out);
+        out.events.push({ kind: 'white', ip: t.ip });
+        out.notes.push({ level: 'info', line: `whitelisted: ${t.ip} on first contact, score ${formatWeight(w.pass.score)} (${w.pass.reasons})` });
+        return { kind: 'whitelisted', ip: t.ip, by: 'weighted', weighted: w.pass };
+      }
+    }
     const entry = greyHit(existing, key, now, times, why !== undefined);
     this.write(entry, out);
     if (why) {
@@ -377,7 +456,28 @@ export class Greylister {
     const white = view.get(t.ip);
     if (white && entryType(white) === 'WHITE') return { kind: 'whitelisted', ip: t.ip };
     const passAt = entry.first + times.passTime;
-    return passAt < now ? { kind: 'passed', key } : { kind: 'greylisted', key, left: passAt - now };
+    if (passAt >= now) return { kind: 'greylisted', key, left: passAt - now };
+    if (t.score) this.rememberGood(knownGoodKey(unangled(t.from), t.ip), out, now);
+    return { kind: 'passed', key };
+  }
+
+  /**
+   * Weighted greylisting's judgement of a first attempt: the stage's score, with the known-good
+   * memory's weight when `good` names a sender domain and network that passed before. The
+   * explanation is logged in one line (info with -v, debug otherwise).
+   */
+  private weigh(score: Score, good: string | undefined, out: Decisions, now: number, what: string): { judgement: Judgement; pass: WeightedPass } {
+    const w = this.opts.weighted!;
+    const full = good !== undefined && goodKnown(out.view.get(good), now) ? withKnownGood(score, good.slice(GOOD_PREFIX.length)) : score;
+    out.notes.push({ level: w.verbose ? 'info' : 'debug', line: `weighted: ${what}: ${explain(full, w).map((l) => l.trim()).join('; ')}` });
+    return { judgement: judge(full.total, w), pass: { score: full.total, reasons: reasons(full) } };
+  }
+
+  /** A pass of a weighed sender: its domain and network go into (or renew) the known-good memory. */
+  private rememberGood(key: string | undefined, out: Decisions, now: number): void {
+    if (key === undefined) return;
+    const next = goodHit(out.view.get(key) ?? undefined, key, now, DEFAULTS.knownGoodExpiry);
+    if (next) this.write(next, out);
   }
 
   /**
@@ -410,19 +510,22 @@ export class Greylister {
 
     const rcpt = spamtrapAddress(r.rcpt);
     const trap = view.get(rcpt);
-    if (trap && entryType(trap) === 'SPAMTRAP') {
-      // With --privacy no entry may name the client: it is deferred, and not remembered.
-      if (!r.privacy) {
-        this.write(greyHit(known, r.ip, now, this.times, true), out);
-        out.events.push({ kind: 'trap', ip: r.ip });
-      }
-      out.notes.push({ level: 'info', line: `Trapping ${r.ip} for policy request to ${r.rcpt} (${rcpt} is a spamtrap)` });
-      return { kind: 'trapped', ip: r.ip, why: `${rcpt} is a spamtrap`, left: this.times.trapExpiry };
-    }
+    if (trap && entryType(trap) === 'SPAMTRAP') return this.trapClient(r, known, out, now, `${rcpt} is a spamtrap`);
 
     const key = policyKey(r.triplet);
-    const hit = policyHit(view.get(key) ?? undefined, key, now, t);
+    const prior = view.get(key) ?? undefined;
+    const good = r.score && !r.privacy ? knownGoodKey(r.sender ?? '', r.ip) : undefined;
+    if (r.score && this.opts.weighted && !(prior && prior.expire > now)) {
+      // A first attempt (no triplet in force) is weighed; a triplet already greylisted goes its usual way.
+      const w = this.weigh(r.score, good, out, now, `${r.ip} <${r.sender ?? ''}> -> <${r.rcpt}>`);
+      if (w.judgement === 'accept') return { kind: 'passed', key, weighted: w.pass };
+      if (w.judgement === 'trap') {
+        return this.trapClient(r, known, out, now, `score ${formatWeight(w.pass.score)} >= trap threshold ${formatWeight(this.opts.weighted.trapThreshold!)}: ${w.pass.reasons}`);
+      }
+    }
+    const hit = policyHit(prior, key, now, t);
     this.write(hit.entry, out);
+    if (hit.firstPass) this.rememberGood(good, out, now);
     if (hit.firstPass && t.awlClients > 0) {
       const live = counted && counted.expire > now ? counted : undefined;
       const next = awlCount(live, clientKey, now, t);
@@ -438,5 +541,16 @@ export class Greylister {
     }
     if (hit.left > 0) return { kind: 'greylisted', key, left: hit.left, fresh: hit.fresh };
     return hit.firstPass ? { kind: 'passed', key, waited: hit.waited } : { kind: 'passed', key };
+  }
+
+  /** The policy door traps a client (a spamtrap recipient, a score over the trap threshold), as the tarpit does. */
+  private trapClient(r: PolicyRequest, known: Entry | undefined, out: Decisions, now: number, why: string): Verdict {
+    // With --privacy no entry may name the client: it is deferred, and not remembered.
+    if (!r.privacy) {
+      this.write(greyHit(known, r.ip, now, this.times, true), out);
+      out.events.push({ kind: 'trap', ip: r.ip });
+    }
+    out.notes.push({ level: 'info', line: `Trapping ${r.ip} for policy request to ${r.rcpt} (${why})` });
+    return { kind: 'trapped', ip: r.ip, why, left: this.times.trapExpiry };
   }
 }

@@ -5,11 +5,17 @@
 // rules. No door reads, decides and writes the store by itself.
 
 import type { Entry } from '../store/types.js';
+import type { Score } from '../weighted/score.js';
 import type { Tuple } from './types.js';
 
 /** The tarpit's (ip, helo, from, to), and the address the client connected to (for -M). */
 export interface TupleRequest extends Tuple {
   kind: 'tuple';
+  /**
+   * Weighted greylisting's score of the attempt (src/weighted/score.ts), put here by the core's
+   * weighted stage before the request is decided; a door never sets it.
+   */
+  score?: Score;
 }
 
 /**
@@ -28,8 +34,13 @@ export interface PolicyRequest {
   client: string;
   /** The recipient as sent, for the spamtrap check. */
   rcpt: string;
-  /** --privacy: write no entry that names an address (WHITE, TRAPPED); hashes only. */
+  /** --privacy: write no entry that names an address (WHITE, TRAPPED, GOOD); hashes only. */
   privacy: boolean;
+  /** The HELO name and the sender as sent (weighted greylisting's checks, its known-good memory). */
+  helo?: string;
+  sender?: string;
+  /** As TupleRequest's. */
+  score?: Score;
 }
 
 export type GreyRequest =
@@ -51,6 +62,13 @@ export type GreyRequest =
   /** `pfgrey db --import`: an entry restored as it was dumped. */
   | { kind: 'restore'; entry: Entry };
 
+/** Why weighted greylisting let a first attempt by: its score and the findings that made it. */
+export interface WeightedPass {
+  score: number;
+  /** The findings that weigh, in a few words (src/weighted/score.ts, reasons). */
+  reasons: string;
+}
+
 export type Verdict =
   /**
    * A tuple seen before its pass time; `left` is how long until it may pass (ms). `fresh`
@@ -61,9 +79,12 @@ export type Verdict =
    * A tuple retried after its pass time: the next scan makes its ip WHITE. At the policy door
    * `waited` is set on a triplet's first pass: how long it was delayed (the X-Greylist header).
    */
-  | { kind: 'passed'; key: string; waited?: number }
-  /** The tuple's ip is already WHITE (`by: 'awl'`: a client auto-whitelisted under --privacy). */
-  | { kind: 'whitelisted'; ip: string; by?: 'awl' }
+  | { kind: 'passed'; key: string; waited?: number; weighted?: WeightedPass }
+  /**
+   * The tuple's ip is already WHITE (`by: 'awl'`: a client auto-whitelisted under --privacy),
+   * or weighted greylisting made it WHITE on its first contact (`by: 'weighted'`, at the tarpit).
+   */
+  | { kind: 'whitelisted'; ip: string; by?: 'awl' | 'weighted'; weighted?: WeightedPass }
   /**
    * The tuple trapped its sender (a spamtrap, a domain outside the allowed ones, -M), or its
    * ip was trapped already (policy door); `left` is how long the trap lasts (ms).

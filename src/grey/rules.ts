@@ -4,7 +4,8 @@
 
 import net from 'node:net';
 import { DEFAULTS } from '../config/defaults.js';
-import { type Entry, entryType, keyIp, PCOUNT_SPAMTRAP, PCOUNT_TRAPPED } from './entry.js';
+import { clientNet } from '../policy/postgrey-key.js';
+import { type Entry, entryType, goodKey, keyIp, PCOUNT_SPAMTRAP, PCOUNT_TRAPPED } from './entry.js';
 
 export interface GreyTimes {
   passTime: number;
@@ -178,6 +179,56 @@ export function manualAdd(existing: Entry | undefined, key: string, type: Manual
   return e;
 }
 
+/**
+ * The domain of an envelope address (`<user@Example.ORG>` or `user@example.org`), ASCII lower
+ * case; undefined for a bounce (empty sender) or an address without a domain, which the known-
+ * good-sender memory cannot remember.
+ */
+export function senderDomain(address: string): string | undefined {
+  const plain = address.startsWith('<') && address.endsWith('>') ? address.slice(1, -1) : address;
+  const at = plain.lastIndexOf('@');
+  const domain = at < 0 ? '' : asciiLower(plain.slice(at + 1));
+  return /^[a-z0-9_-]+(?:\.[a-z0-9_-]+)+$/.test(domain) ? domain : undefined;
+}
+
+/** The known-good memory's key of a sender and client, or undefined for a bounce or a sender without a domain. */
+export function knownGoodKey(sender: string, ip: string): string | undefined {
+  const domain = senderDomain(sender);
+  if (domain === undefined) return undefined;
+  try {
+    const net = clientNet(ip, { ipv4cidr: DEFAULTS.knownGoodIpv4Cidr, ipv6cidr: DEFAULTS.knownGoodIpv6Cidr }).toLowerCase();
+    return goodKey(domain, `${net}/${net.includes(':') ? DEFAULTS.knownGoodIpv6Cidr : DEFAULTS.knownGoodIpv4Cidr}`);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A known-good sender (weighted greylisting's memory) after a pass: a new entry (first = pass =
+ * now, one pass), or the known one with its last pass, count and expiry renewed. Undefined when
+ * the known one was renewed less than DEFAULTS.knownGoodRenewEvery ago: a busy sender's every
+ * retry need not write.
+ */
+export function goodHit(existing: Entry | undefined, key: string, now: number, expiry: number): Entry | undefined {
+  const live = existing && existing.expire > now ? existing : undefined;
+  if (!live) return { key, first: now, pass: now, expire: now + expiry, bcount: 1, pcount: 0 };
+  if (now - live.pass < DEFAULTS.knownGoodRenewEvery) return undefined;
+  return { ...live, pass: now, expire: now + expiry, bcount: live.bcount + 1 };
+}
+
+/** Whether a known-good entry is in force. */
+export function goodKnown(e: Entry | null | undefined, now: number): boolean {
+  return !!e && e.expire > now && entryType(e) === 'GOOD';
+}
+
+/**
+ * The WHITE entry weighted greylisting writes for a client it lets by on its first contact:
+ * whitelisted now, for the white expiry, as the scan would write it for a passed tuple.
+ */
+export function weightedWhite(ip: string, now: number, whiteExpiry: number): Entry {
+  return { key: ip, first: now, pass: now, expire: now + whiteExpiry, bcount: 1, pcount: 0 };
+}
+
 /** ASCII-only lower-casing, as spamd's tolower() loop: other bytes are left alone. */
 export function asciiLower(s: string): string {
   return s.replace(/[A-Z]/g, (c) => c.toLowerCase());
@@ -262,8 +313,8 @@ export class ScanAccumulator {
         continue;
       }
       const type = entryType(e);
-      // The policy door's triplets and counts only expire: they make no address WHITE.
-      if (type === 'POLICY' || type === 'AWL') continue;
+      // The policy door's triplets and counts, and the known-good senders, only expire: they make no address WHITE.
+      if (type === 'POLICY' || type === 'AWL' || type === 'GOOD') continue;
       if (type === 'TRAPPED') {
         if (net.isIP(e.key) === 0) this.deletes.push(e);
         else {

@@ -10,11 +10,13 @@
 //   SPAMTRAP|address
 //   POLICY|triplet|first|last|expire|requests|passes   (the policy door's; spamdb has no such line)
 //   AWL|client|first|last|expire|count                 (ditto: a client's auto-whitelist count)
+//   GOOD|domain|network|first|last|expire|passes       (weighted greylisting's known-good senders)
 //
 // POLICY's triplet is postgrey's key, `net/sender/recipient` (or its SHA-1 with --privacy), and
 // its times are the first attempt and the last request; AWL's client is an address (or its
-// SHA-1), with the first and last counted pass. Scripts that grep for spamdb's four types are
-// not disturbed by these two.
+// SHA-1), with the first and last counted pass. GOOD is a sender domain and the client's /24
+// (or /64) that passed greylisting, with its first and last pass and how many passes. Scripts
+// that grep for spamdb's four types are not disturbed by these three.
 //
 // Times are whole seconds in the text and milliseconds in an Entry.
 //
@@ -36,6 +38,8 @@ import { controlEscaper, unescapeBytes } from '../log.js';
 import {
   awlKey,
   AWL_PREFIX,
+  goodKey,
+  splitGoodKey,
   policyKey,
   POLICY_PREFIX,
   PCOUNT_SPAMTRAP,
@@ -99,6 +103,10 @@ export function formatEntry(e: Entry): string {
       return `POLICY|${keyField(e.key.slice(POLICY_PREFIX.length))}|${sec(e.first)}|${sec(e.pass)}|${sec(e.expire)}|${e.bcount}|${e.pcount}`;
     case 'AWL':
       return `AWL|${keyField(e.key.slice(AWL_PREFIX.length))}|${sec(e.first)}|${sec(e.pass)}|${sec(e.expire)}|${e.bcount}`;
+    case 'GOOD': {
+      const g = splitGoodKey(e.key);
+      return `GOOD|${keyField(g.domain)}|${keyField(g.network)}|${sec(e.first)}|${sec(e.pass)}|${sec(e.expire)}|${e.bcount}`;
+    }
     case 'GREY': {
       const g = splitGreyKey(e.key);
       if (!g) throw noFromPart(e.key);
@@ -114,7 +122,8 @@ export type EntryJson =
   | { type: 'TRAPPED'; ip: string; expire: number }
   | { type: 'SPAMTRAP'; address: string }
   | { type: 'POLICY'; triplet: string; first: number; last: number; expire: number; requests: number; passes: number }
-  | { type: 'AWL'; client: string; first: number; last: number; expire: number; count: number };
+  | { type: 'AWL'; client: string; first: number; last: number; expire: number; count: number }
+  | { type: 'GOOD'; domain: string; network: string; first: number; last: number; expire: number; passes: number };
 
 /**
  * One entry as JSON. Each type carries exactly the fields its spamdb line shows, under their
@@ -134,6 +143,10 @@ export function entryToJson(e: Entry): EntryJson {
       };
     case 'AWL':
       return { type: 'AWL', client: text(e.key.slice(AWL_PREFIX.length)), first: sec(e.first), last: sec(e.pass), expire: sec(e.expire), count: e.bcount };
+    case 'GOOD': {
+      const g = splitGoodKey(e.key);
+      return { type: 'GOOD', domain: text(g.domain), network: g.network, first: sec(e.first), last: sec(e.pass), expire: sec(e.expire), passes: e.bcount };
+    }
     case 'WHITE':
       return {
         type: 'WHITE',
@@ -165,7 +178,7 @@ export function entryToJson(e: Entry): EntryJson {
 
 // --- parsing --------------------------------------------------------------------------------
 
-const FIELDS: Record<EntryType, number> = { GREY: 10, WHITE: 9, TRAPPED: 3, SPAMTRAP: 2, POLICY: 7, AWL: 6 };
+const FIELDS: Record<EntryType, number> = { GREY: 10, WHITE: 9, TRAPPED: 3, SPAMTRAP: 2, POLICY: 7, AWL: 6, GOOD: 7 };
 const INT32_MIN = -(2 ** 31);
 const INT32_MAX = 2 ** 31 - 1;
 
@@ -187,6 +200,14 @@ function count(lineNo: number, name: string, field: string): number {
   const n = Number(field);
   if (n < INT32_MIN || n > INT32_MAX) throw bad(lineNo, `${name} ${showKey(field)} is out of range`);
   return n;
+}
+
+/** `192.0.2.0/24`, `2001:db8::/64`: an address and a prefix length that fits it. */
+function isNetwork(f: string): boolean {
+  const m = /^([^/]+)\/(\d{1,3})$/.exec(f);
+  if (!m) return false;
+  const family = isIP(m[1]!);
+  return family !== 0 && Number(m[2]) <= (family === 4 ? 32 : 128);
 }
 
 function ip(lineNo: number, f: string): string {
@@ -224,7 +245,7 @@ function splitMiddle(lineNo: number, mid: string[]): [string, string, string] {
 export function parseLine(line: string, lineNo: number): Entry {
   const f = line.split('|');
   const type = f[0]!;
-  if (!Object.hasOwn(FIELDS, type)) throw bad(lineNo, `unknown type ${showKey(type)} (expected GREY, WHITE, TRAPPED, SPAMTRAP, POLICY or AWL)`);
+  if (!Object.hasOwn(FIELDS, type)) throw bad(lineNo, `unknown type ${showKey(type)} (expected GREY, WHITE, TRAPPED, SPAMTRAP, POLICY, AWL or GOOD)`);
   const t = type as EntryType;
   const want = FIELDS[t];
   // GREY's middle fields, a SPAMTRAP address and a POLICY triplet may hold a raw '|'.
@@ -259,6 +280,13 @@ export function parseLine(line: string, lineNo: number): Entry {
       const client = unescapeBytes(f[1]!);
       if (client === '') throw bad(lineNo, 'AWL has an empty client');
       entry = numbers(lineNo, awlKey(client), [...f.slice(2), '0']);
+      break;
+    }
+    case 'GOOD': {
+      const domain = unescapeBytes(f[1]!);
+      if (!/^[^\s@]+\.[^\s@]+$/.test(domain)) throw bad(lineNo, `GOOD has a bad sender domain ${showKey(domain)}`);
+      if (!isNetwork(f[2]!)) throw bad(lineNo, `GOOD has a bad network ${showKey(f[2]!)} (expected an address/prefix such as 192.0.2.0/24)`);
+      entry = numbers(lineNo, goodKey(domain, f[2]!), [...f.slice(3), '0']);
       break;
     }
     case 'GREY': {

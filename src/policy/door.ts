@@ -12,7 +12,7 @@ import type { PolicyTimes } from '../grey/rules.js';
 import type { Logger } from '../log.js';
 import { lookupUser } from '../privileges.js';
 import { POSTGREY_CLIENT_FILES, POSTGREY_RECIPIENT_FILES, PolicyLists, postgreyIgnoresMissing } from './lists.js';
-import { awlClientKey, tripletKey, xGreylistHeader } from './postgrey-key.js';
+import { awlClientKey, tripletKey, weightedHeader, xGreylistHeader } from './postgrey-key.js';
 import type { PolicyQuery } from './protocol.js';
 import { type AnswerOutcome, PolicyServer, type UnixListener } from './server.js';
 import { VERSION } from '../version.js';
@@ -257,6 +257,8 @@ export async function startPolicyDoor(
     exempt: (q) => lists.match({ clientName: q.name, clientAddress: q.ip, sender: q.sender, recipient: q.recipient }),
     header: header === undefined ? undefined
       : (waited) => xGreylistHeader(header, { delaySeconds: waited, version: VERSION, hostname: s.hostname, date: new Date() }),
+    weightedHeader: header === undefined ? undefined
+      : (pass) => weightedHeader(header, pass, { version: VERSION, hostname: s.hostname, date: new Date() }),
   });
   const bound: string[] = [];
   try {

@@ -302,6 +302,21 @@ export function xGreylistHeader(template: string, v: HeaderValues): string {
     .replace('%h', () => v.hostname);
 }
 
+/**
+ * The header for a first attempt that weighted greylisting let by without a delay (README,
+ * "Weighted greylisting"): the --x-greylist-header template's field name (X-Greylist by
+ * default), then why: `X-Greylist: not delayed by pfgrey-0.1.0 at mx.example.org, weighted
+ * score 0 (nothing suspicious); Thu, 03 Dec 2026 01:52:38 +0000`. The reasons are check names,
+ * list zones and verdict words: printable ASCII, cut to keep the header on one short line.
+ */
+export function weightedHeader(template: string, pass: { score: number; reasons: string }, v: Omit<HeaderValues, 'delaySeconds'>): string {
+  const name = /^([!-9;-~]+):/.exec(template)?.[1] ?? 'X-Greylist';
+  // eslint-disable-next-line no-control-regex
+  const why = pass.reasons.replace(/[^\x20-\x7e]/g, '?');
+  const cut = why.length > 200 ? `${why.slice(0, 200)}...` : why;
+  return `${name}: not delayed by pfgrey-${v.version} at ${v.hostname}, weighted score ${pass.score} (${cut}); ${rfc5322Date(v.date, v.zoneOffsetMinutes)}`;
+}
+
 // --- one header per message ----------------------------------------------------------------
 
 /**

@@ -9,7 +9,8 @@ import net from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { DEFAULTS } from '../config/defaults.js';
 import type { Greylister } from '../grey/greylister.js';
-import type { Verdict } from '../grey/requests.js';
+import type { Verdict, WeightedPass } from '../grey/requests.js';
+import { formatWeight } from '../weighted/score.js';
 import { listenError } from '../listen-error.js';
 import type { Logger } from '../log.js';
 import { describe, PfgreyError, systemErrorText } from '../errors.js';
@@ -38,6 +39,8 @@ export interface PolicyServerOptions {
   exempt?: (q: PolicyQuery) => string | undefined;
   /** The X-Greylist header for a triplet's first pass, given the seconds it waited (--x-greylist-header). */
   header?: (waited: number) => string;
+  /** The header for a first attempt weighted greylisting let by (with --x-greylist-header). */
+  weightedHeader?: (pass: WeightedPass) => string;
   /**
    * DEFAULTS.policyIdleTimeout, DEFAULTS.policyMaxConnections, DEFAULTS.policyAnswerTimeout and
    * DEFAULTS.policyFailureLogEvery, unless a test says otherwise.
@@ -106,7 +109,9 @@ interface Decision {
  * deferred triplet (or a trapped client), PREPEND with the X-Greylist header on a triplet's
  * first pass when a header is set and the message has not had one, DUNNO otherwise.
  */
-export function decide(verdict: Verdict, q: PolicyQuery, opts: Pick<PolicyServerOptions, 'greylistAction' | 'greylistText' | 'header'>, newInstance: () => boolean): Decision {
+export function decide(
+  verdict: Verdict, q: PolicyQuery, opts: Pick<PolicyServerOptions, 'greylistAction' | 'greylistText' | 'header' | 'weightedHeader'>, newInstance: () => boolean,
+): Decision {
   switch (verdict.kind) {
     case 'greylisted':
     case 'trapped': {
@@ -120,6 +125,11 @@ export function decide(verdict: Verdict, q: PolicyQuery, opts: Pick<PolicyServer
       return { action: `${opts.greylistAction} ${text}`, log: `action=greylist, reason=${reason}` };
     }
     case 'passed':
+      if (verdict.weighted) {
+        const w = verdict.weighted;
+        const log = `action=pass, reason=weighted (score ${formatWeight(w.score)}: ${w.reasons})`;
+        return opts.weightedHeader && newInstance() ? { action: `PREPEND ${opts.weightedHeader(w)}`, log } : { action: 'DUNNO', log };
+      }
       if (verdict.waited !== undefined) {
         const waited = Math.floor(verdict.waited / 1000);
         const log = `action=pass, reason=triplet found, delay=${waited}`;
@@ -228,7 +238,9 @@ export class PolicyServer {
       }
       const { triplet, client } = this.opts.keys(q);
       // A verdict that comes too late is still recorded by the core; only the answer is DUNNO.
-      const verdict = await this.within(this.opts.core.handle({ kind: 'policy', ip: q.ip, triplet, client, rcpt: q.recipient, privacy: this.opts.privacy }));
+      const verdict = await this.within(this.opts.core.handle({
+        kind: 'policy', ip: q.ip, triplet, client, rcpt: q.recipient, privacy: this.opts.privacy, helo: q.helo, sender: q.sender,
+      }));
       if (verdict === LATE) {
         this.failures.report(`policy: no verdict for ${q.ip} ${q.sender} ${q.recipient} within ${this.answerTimeout / 1000} s (the database is slow or locked); answering DUNNO`);
         return dunno('late');
