@@ -338,7 +338,7 @@ export const DEFAULTS = Object.freeze({
    * and RFC 2308 section 5 finds one to three hours a sensible limit.
    */
   dnsNegativeTtl: 300 * SECOND,
-  /** The TTL assumed for PTR and TXT answers, whose TTLs node:dns does not report. */
+  /** The TTL assumed for PTR, TXT and MX answers, whose TTLs node:dns does not report. */
   dnsDefaultTtl: 300 * SECOND,
   /** No answer is cached longer than this, whatever its TTL (RFC 8767 suggests 7 days as the most). */
   dnsMaxTtl: DAY,
