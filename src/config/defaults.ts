@@ -379,6 +379,15 @@ export const DEFAULTS = Object.freeze({
   rdnsMaxNames: 10,
   /** A generic-rDNS pattern file larger than this is refused (it is a few hundred lines in practice). */
   genericPatternsMaxBytes: 1024 * 1024,
+  /**
+   * SPF (src/weighted/spf.ts): the mechanisms and modifiers that query DNS (include, a, mx, ptr,
+   * exists, redirect) one check may use, and the lookups that may find nothing ("void lookups");
+   * past either, the check is permerror. RFC 7208 section 4.6.4 sets 10 and suggests 2, so that
+   * one sender's record cannot make a receiver flood DNS. The same 10 bounds the addresses one
+   * mx or ptr mechanism looks up.
+   */
+  spfMaxLookups: 10,
+  spfMaxVoidLookups: 2,
 });
 
 export type Defaults = typeof DEFAULTS;
