@@ -36,6 +36,8 @@ const ZONES = {
     '10 IN PTR mail.good.test.\n20 IN PTR dsl-192-0-2-20.pool.isp.test.\n40 IN PTR mail2.good.test.\n50 IN PTR mail3.good.test.\n'),
   'bl.test': zone('bl.test', '40.2.0.192 IN A 127.0.0.2\n2.0.0.127 IN A 127.0.0.2\n'),
   'wl.test': zone('wl.test', '50.2.0.192 IN A 127.0.15.1\n'),
+  // The sender domains: one whose SPF record lists the mail server, one that ends in ~all.
+  'sender.test': zone('sender.test', '@ IN TXT "v=spf1 ip4:192.0.2.10 -all"\nsoft IN TXT "v=spf1 ip4:192.0.2.10 ~all"\n'),
 };
 
 const LISTS = ['--dnsbl', 'bl.test', '--dnswl', 'wl.test'];
@@ -82,6 +84,24 @@ test.serial('scores from real DNS: a mail server passes, a listed client, a dial
   t.deepEqual(await scored('192.0.2.30', '[192.0.2.99]'), { total: 2, judgement: 'greylist', weighing: ['helo:foreign-literal', 'rdns:missing'] });
   const same = await stage.score({ ip: '192.0.2.30', helo: 'mail.good.test', sender: 'b@us.test', rcpt: 'B@us.test' });
   t.is(same.total, 2, 'sender = recipient adds its point');
+});
+
+test.serial('SPF of the sender domain: a listed mail server passes, another client fails (and is greylisted by that alone), softfail adds one point', async (t) => {
+  const running = await nsd(t);
+  if (!running) return;
+  const { stage, settings } = stageOn(t, running.server, { spf: true });
+  const pass = await stage.score(attempt('192.0.2.10', 'mail.good.test'));
+  t.like(pass.findings.find((f) => f.check === 'spf'), { result: 'pass', weight: 0 });
+  t.is(pass.total, 0);
+  // 192.0.2.50: a confirmed, allow-listed mail server, but not in sender.test's record.
+  const fail = await stage.score(attempt('192.0.2.50', 'mail3.good.test'));
+  t.like(fail.findings.find((f) => f.check === 'spf'), { result: 'fail', weight: DEFAULTS.spfFailWeight });
+  t.regex(fail.findings.find((f) => f.check === 'spf')!.why, /^SPF of sender\.test: fail \(matched -all\), weight 2$/);
+  t.is(fail.total, DEFAULTS.dnswlWeight + DEFAULTS.spfFailWeight);
+  const failing = await stage.score({ ...attempt('192.0.2.30', 'mail.good.test'), sender: 'x@sender.test' });
+  t.is(judge(failing.total, settings), 'greylist', 'SPF fail and no rDNS');
+  const soft = await stage.score({ ...attempt('192.0.2.40', 'mail2.good.test'), sender: 'x@soft.sender.test' });
+  t.like(soft.findings.find((f) => f.check === 'spf'), { result: 'softfail', weight: DEFAULTS.spfSoftfailWeight });
 });
 
 test.serial('the score of an attempt is asked of DNS once: the RCPTs of one message and its retries hit the score cache', async (t) => {
