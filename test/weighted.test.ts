@@ -203,6 +203,17 @@ test.serial('pfgrey explain prints the decision and every finding, and says it i
   t.regex(bad.stdout, /^score 2 >= threshold 2: greylist$/m);
   const trap = await runCli(['explain', ...dns, '--greylist-threshold', '1', '--trap-threshold', '1.5', '192.0.2.20', 'localhost', 'a@sender.test', 'b@us.test']);
   t.is(trap.code, 3, 'trap');
+  // With --db, the known-good memory is read: a sender domain and /24 that passed before.
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pfgrey-explain-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const db = path.join(dir, 'pfgrey.db');
+  const now = Math.floor(Date.now() / 1000);
+  const imported = await runCli(['db', '--db', db, '--import', '-'], { input: `GOOD|sender.test|192.0.2.0/24|${now}|${now}|${now + 86400}|1\n` });
+  t.is(imported.code, 0, imported.stderr);
+  const known = await runCli(['explain', ...dns, '--db', db, '192.0.2.20', 'localhost', 'a@sender.test', 'b@us.test']);
+  t.is(known.code, 0, known.stdout);
+  t.regex(known.stdout, /^score -98 < threshold 2: accept$/m);
+  t.regex(known.stdout, /^ {2}known: sender\.test 192\.0\.2\.0\/24 passed greylisting before, weight -100$/m);
 });
 
 test('the weighted options are refused without --weighted, and bad values name the option', async (t) => {
