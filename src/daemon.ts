@@ -284,6 +284,7 @@ export async function startDaemon(
     lists: () => lists.tags().map((tag) => ({ tag, blocks: lists.count(tag) })),
     firewall: () => rooms.grey && { name: rooms.grey.firewall.name, table: cfg.table },
     policy: cfg.policy !== undefined,
+    weighted: cfg.weighted !== undefined,
   }, clock);
   try {
     if (cfg.blacklistOnly && cfg.policy) throw new PfgreyError('E_USAGE', '--policy needs the greylisting database, which blacklist-only mode (-b) has not');

@@ -14,6 +14,7 @@ import type { PolicyRequest } from '../src/grey/requests.js';
 import { goodHit, knownGoodKey, senderDomain } from '../src/grey/rules.js';
 import { entryToJson, formatEntry, parseLine } from '../src/grey/spamdb-format.js';
 import { memoryLogger } from '../src/log.js';
+import { Activity } from '../src/http/activity.js';
 import { MemoryStore } from '../src/store/memory.js';
 import {
   type Attempt, explain, type Finding, judge, reasons, type Score, senderIsRecipient, spfFinding, sumScore, withKnownGood,
@@ -52,9 +53,10 @@ function core(t: ExecutionContext, scores: Record<string, number>, trapThreshold
   const stage = fakeStage(scores);
   const g = new Greylister({ store, times, log, clock, atomic: true, weighted: { stage, threshold: 2, trapThreshold, verbose: true } });
   const events: string[] = [];
-  g.events.on((e) => events.push(`${e.kind} ${'ip' in e ? e.ip : ''}`));
+  const judged: string[] = [];
+  g.events.on((e) => (e.kind === 'weighed' ? judged.push(e.judgement) : events.push(`${e.kind} ${'ip' in e ? e.ip : ''}`)));
   t.teardown(() => g.stop());
-  return { g, store, clock, log, stage, events };
+  return { g, store, clock, log, stage, events, judged };
 }
 
 const tuple = (ip: string, from = '<a@sender.example>', to = '<b@us.example>') => ({ ip, helo: 'mx.sender.example', from, to });
@@ -155,6 +157,19 @@ test('a first attempt scoring under the threshold whitelists its client at once,
   t.deepEqual(stage.asked, [{ ip: '192.0.2.1', helo: 'mx.sender.example', sender: 'a@sender.example', rcpt: 'b@us.example' }], 'asked without angle brackets');
   t.true(log.lines.some((l) => /weighted: 192\.0\.2\.1 <a@sender\.example> -> <b@us\.example>: score 0 < threshold 2: accept/.test(l)), log.lines.join('\n'));
   t.true(log.lines.some((l) => /whitelisted: 192\.0\.2\.1 on first contact, score 0 \(nothing suspicious\)/.test(l)));
+});
+
+test('each judgement is an event, which /metrics counts by decision', async (t) => {
+  const { g, judged } = core(t, { '192.0.2.1': 0, '192.0.2.2': 2, '192.0.2.3': 9 }, 6);
+  const activity = new Activity({ command: 'run', weighted: true });
+  activity.follow(g.events);
+  const before = await activity.registry.metrics();
+  t.regex(before, /^pfgrey_weighted_decisions_total\{decision="trap"\} 0$/m, 'every decision from zero');
+  for (const ip of ['192.0.2.1', '192.0.2.2', '192.0.2.3']) await g.tuple(tuple(ip));
+  await g.tuple(tuple('192.0.2.2'));
+  t.deepEqual(judged, ['accept', 'greylist', 'trap'], 'a retry of a greylisted tuple is not judged again');
+  const after = await activity.registry.metrics();
+  for (const d of ['accept', 'greylist', 'trap']) t.regex(after, new RegExp(`^pfgrey_weighted_decisions_total\\{decision="${d}"\\} 1$`, 'm'));
 });
 
 test('a first attempt at or over the threshold is greylisted as without weighting, and its retry after the pass time passes', async (t) => {

@@ -104,6 +104,7 @@ export async function policyCommand(argv: string[], io: CliIO): Promise<number> 
     command: 'policy',
     backlog: () => (core?.queued ?? 0) + (store?.pendingWrites ?? 0),
     policy: true,
+    weighted: weighted !== undefined,
   });
   let ended: () => void = () => {};
   const finished = new Promise<void>((resolve) => (ended = resolve));

@@ -470,7 +470,9 @@ export class Greylister {
     const w = this.opts.weighted!;
     const full = good !== undefined && goodKnown(out.view.get(good), now) ? withKnownGood(score, good.slice(GOOD_PREFIX.length)) : score;
     out.notes.push({ level: w.verbose ? 'info' : 'debug', line: `weighted: ${what}: ${explain(full, w).map((l) => l.trim()).join('; ')}` });
-    return { judgement: judge(full.total, w), pass: { score: full.total, reasons: reasons(full) } };
+    const judgement = judge(full.total, w);
+    out.events.push({ kind: 'weighed', judgement });
+    return { judgement, pass: { score: full.total, reasons: reasons(full) } };
   }
 
   /** A pass of a weighed sender: its domain and network go into (or renew) the known-good memory. */

@@ -109,7 +109,9 @@ export type CoreEvent =
   | { kind: 'grey'; entry: Entry }
   | { kind: 'white'; ip: string }
   | { kind: 'trap'; ip: string }
-  | { kind: 'expire'; key: string };
+  | { kind: 'expire'; key: string }
+  /** Weighted greylisting judged a first attempt (src/weighted/score.ts). */
+  | { kind: 'weighed'; judgement: 'accept' | 'greylist' | 'trap' };
 
 export type CoreListener = (event: CoreEvent) => void;
 

@@ -56,6 +56,8 @@ export interface ActivitySources {
   firewall?: () => { name: string; table: string } | undefined;
   /** A policy door answers here (pfgrey policy, pfgrey run --policy). */
   policy?: boolean;
+  /** Weighted greylisting judges first attempts (--weighted). */
+  weighted?: boolean;
 }
 
 export interface Totals {
@@ -118,6 +120,7 @@ export class Activity {
     commits: Counter<'result'>;
     commitSeconds: Histogram;
     policy: Counter<'verdict'>;
+    weighed: Counter<'decision'>;
   };
 
   constructor(private readonly sources: ActivitySources, private readonly clock: Clock = systemClock) {
@@ -193,7 +196,7 @@ export class Activity {
     }
     this.m = {
       tuples: new Counter({ name: 'pfgrey_tuples_total', help: 'Tuples (ip, helo, from, to) the tarpit handed to the greylist core.', registers }),
-      promotions: new Counter({ name: 'pfgrey_promotions_total', help: 'Addresses whitelisted (a passed tuple, the auto-whitelist).', registers }),
+      promotions: new Counter({ name: 'pfgrey_promotions_total', help: 'Addresses whitelisted (a passed tuple, the auto-whitelist, a first contact weighted greylisting lets by).', registers }),
       traps: new Counter({ name: 'pfgrey_traps_total', help: 'Addresses trapped (spamtrap, outside the allowed domains, low-priority MX, pfgrey db -T).', registers }),
       expiries: new Counter({ name: 'pfgrey_expiries_total', help: 'Entries the scan expired.', registers }),
       pushes: new Counter({ name: 'pfgrey_firewall_pushes_total', help: 'Pushes of the whitelist to the firewall, by result.', labelNames: ['result'], registers }),
@@ -207,6 +210,10 @@ export class Activity {
         buckets: DURATION_BUCKETS, registers,
       }),
       policy: new Counter({ name: 'pfgrey_policy_requests_total', help: 'Policy requests answered, by verdict.', labelNames: ['verdict'], registers }),
+      weighed: new Counter({
+        name: 'pfgrey_weighted_decisions_total', help: 'First attempts judged by weighted greylisting, by decision (accept, greylist, trap).',
+        labelNames: ['decision'], registers,
+      }),
     };
     // Every label value there is, from zero: a rate over a series that appears late is wrong.
     for (const result of ['ok', 'failed']) {
@@ -215,6 +222,9 @@ export class Activity {
     }
     if (sources.policy) {
       for (const verdict of POLICY_OUTCOMES) this.m.policy.inc({ verdict }, 0);
+    }
+    if (sources.weighted) {
+      for (const decision of ['accept', 'greylist', 'trap']) this.m.weighed.inc({ decision }, 0);
     }
   }
 
@@ -249,6 +259,9 @@ export class Activity {
         case 'expire':
           this.totals.expiries++;
           this.m.expiries.inc();
+          break;
+        case 'weighed':
+          this.m.weighed.inc({ decision: e.judgement });
           break;
         case 'grey':
           break;
