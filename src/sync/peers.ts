@@ -165,6 +165,12 @@ export class SyncPeers {
   private closed = false;
   /** Where the receivers listen, for the start-up line. */
   readonly bound: string[] = [];
+  /** Where packets go, for the start-up line. */
+  get destinations(): string[] {
+    const { unicast, multicast } = this.opts.targets;
+    return [...multicast.map((m) => `${DEFAULTS.syncGroup}:${this.opts.port} on ${m.name} (ttl ${m.ttl})`), ...unicast.map((u) => u.shown)];
+  }
+
   /** The ports the -y addresses were bound to (tests bind port 0). */
   readonly ports: number[] = [];
 
