@@ -4,15 +4,15 @@
 // line per reason; -y and -Y arguments are checked with clear messages.
 
 import test, { type ExecutionContext } from 'ava';
-import { createHmac } from 'node:crypto';
 import dgram from 'node:dgram';
 import { isPfgreyError } from '../src/errors.js';
 import { CoreEvents, type GreyRequest, type SyncRequest, type Verdict } from '../src/grey/requests.js';
 import { memoryLogger } from '../src/log.js';
 import { parseSyncListen, parseSyncTarget, resolveSyncTargets, SyncPeers } from '../src/sync/peers.js';
+import { addrTlv, END, packet, TEST_KEY } from './helpers/sync-packets.js';
 import { eventually } from './helpers/wait.js';
 
-const KEY = Buffer.from('a7952e94b117d2bd876ef0778fa6068a5c5e7e3b', 'ascii');
+const KEY = TEST_KEY;
 const IFACES = {
   lo: [{ address: '127.0.0.1', netmask: '255.0.0.0', family: 'IPv4', mac: '00:00:00:00:00:00', internal: true, cidr: '127.0.0.1/8' }],
   eth9: [{ address: 'fe80::1', netmask: 'ffff:ffff:ffff:ffff::', family: 'IPv6', mac: '02:00:00:00:00:01', internal: false, cidr: 'fe80::1/64', scopeid: 2 }],
@@ -70,16 +70,8 @@ test('a local tuple, trap and whitelisting reach the peer as GREY, TRAPPED and W
   t.is(b.requests[3]!.record.ip, '192.0.2.99');
 });
 
-const u16 = (n: number) => Buffer.from([n >> 8 & 0xff, n & 0xff]);
-const u32 = (n: number) => Buffer.from([n >>> 24 & 0xff, n >>> 16 & 0xff, n >>> 8 & 0xff, n & 0xff]);
-
 /** A WHITE packet built from the layout, its HMAC computed here. */
-function whitePacket(ip: string, key = KEY): Buffer {
-  const body = Buffer.concat([u16(2), u16(16), u32(1_600_000_000), u32(0xfffffff0), Buffer.from(ip.split('.').map(Number)), u16(0), u16(4)]);
-  const p = Buffer.concat([Buffer.from([2, 2]), u16(32 + body.length), u32(9), Buffer.alloc(24), body]);
-  createHmac('sha1', key).update(p).digest().copy(p, 8);
-  return p;
-}
+const whitePacket = (ip: string, key = KEY) => packet([addrTlv(2, ip, 0xfffffff0), END], { key });
 
 test('packets from the layout are taken; bad HMACs and cut packets are refused, counted, logged once per reason', async (t) => {
   const b = await peer(t);

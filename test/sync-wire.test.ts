@@ -7,7 +7,7 @@
 
 import test from 'ava';
 import fc from 'fast-check';
-import { createHash, createHmac } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { loadSyncKey } from '../src/sync/key.js';
@@ -15,14 +15,15 @@ import { decodePacket, encodePacket, packetSize, type Refusal, type SyncRecord }
 import { isPfgreyError } from '../src/errors.js';
 import { memoryLogger } from '../src/log.js';
 import { tempDir } from './helpers/daemon.js';
+import { addrTlv, END, greyTlv, packet, TEST_KEY, TEST_KEY_FILE, u16 } from './helpers/sync-packets.js';
 
 const SEED = process.env.PFGREY_FUZZ_SEED !== undefined
   ? Number(process.env.PFGREY_FUZZ_SEED)
   : (Date.now() ^ (process.pid << 16)) | 0;
 
 /** The key file's contents and the key spamd derives from it: SHA1File's lower-case hex. */
-const KEY_FILE = 'pfgrey sync test key\n';
-const KEY = Buffer.from('a7952e94b117d2bd876ef0778fa6068a5c5e7e3b', 'ascii');
+const KEY_FILE = TEST_KEY_FILE;
+const KEY = TEST_KEY;
 
 // Computed with Python's hmac and struct from the layout, not with pfgrey.
 const GOLDEN = {
@@ -64,30 +65,6 @@ test('the encoder writes exactly spamd\'s bytes', (t) => {
 });
 
 // --- packets assembled in the test from the layout ------------------------------------------
-
-const u16 = (n: number) => Buffer.from([n >> 8 & 0xff, n & 0xff]);
-const u32 = (n: number) => Buffer.from([n >>> 24 & 0xff, n >>> 16 & 0xff, n >>> 8 & 0xff, n & 0xff]);
-const ip4 = (ip: string) => Buffer.from(ip.split('.').map(Number));
-
-function greyTlv(ip: string, from: string, to: string, helo: string, pad = true): Buffer {
-  const strings = Buffer.from(`${from}\0${to}\0${helo}\0`, 'latin1');
-  const body = 18 + strings.length;
-  const size = pad ? Math.ceil(body / 16) * 16 : body;
-  return Buffer.concat([u16(1), u16(size), u32(1_600_000_000), ip4(ip),
-    u16(from.length + 1), u16(to.length + 1), u16(helo.length + 1), strings, Buffer.alloc(size - body)]);
-}
-const addrTlv = (type: 2 | 3, ip: string, expire: number) => Buffer.concat([u16(type), u16(16), u32(1_600_000_000), u32(expire), ip4(ip)]);
-const END = Buffer.concat([u16(0), u16(4)]);
-
-/** Header + TLVs, the length field and the HMAC filled in as spamd does (unless told otherwise). */
-function packet(tlvs: Buffer[], opts: { key?: Buffer; length?: number; version?: number; af?: number } = {}): Buffer {
-  const body = Buffer.concat(tlvs);
-  const p = Buffer.concat([Buffer.from([opts.version ?? 2, opts.af ?? 2]), u16(opts.length ?? 32 + body.length), u32(1),
-    Buffer.alloc(24), body]);
-  const len = Math.min(p.length, opts.length ?? p.length);
-  createHmac('sha1', opts.key ?? KEY).update(p.subarray(0, len)).digest().copy(p, 8);
-  return p;
-}
 
 test('several records in one packet, unpadded GREY records and a missing END are taken, as spamd takes them', (t) => {
   const d = decodePacket(packet([addrTlv(2, '192.0.2.1', 1_700_000_000), greyTlv('192.0.2.2', '<>', '<x@y>', 'mx.example', false),
