@@ -27,6 +27,8 @@ import type { FileProblem, Store } from './store/types.js';
 import { Tarpit, type TarpitOptions } from './tarpit/server.js';
 import { type PolicyDoor, type PolicyListener, type PolicySettings, startPolicyDoor } from './policy/door.js';
 import { Activity, statusLine } from './http/activity.js';
+import { loadSyncKey } from './sync/key.js';
+import { resolveSyncTargets, type SyncListen, SyncPeers, type SyncTarget } from './sync/peers.js';
 import { type HttpAddress, startStatusPage } from './http/server.js';
 import { startWeighting, type WeightedConfig } from './weighted/options.js';
 
@@ -66,6 +68,16 @@ export interface DaemonConfig {
   weighted?: WeightedConfig;
   /** --http: the status page and /metrics, on a loopback address; `sampleEvery` is for tests (a minute). */
   http?: HttpAddress & { sampleEvery?: number };
+  /** -y, -Y: spamd's sync protocol with the other MX hosts (src/sync/). */
+  sync?: SyncConfig;
+}
+
+/** -y (where to receive), -Y (where to send), --sync-port, --sync-key. */
+export interface SyncConfig {
+  listen: SyncListen[];
+  targets: SyncTarget[];
+  port: number;
+  keyFile: string;
 }
 
 export interface Daemon {
@@ -80,6 +92,8 @@ export interface Daemon {
   tarpit: Tarpit;
   /** --policy's door, when asked for. */
   policy?: PolicyDoor;
+  /** -y/-Y: the sync peers' door. */
+  syncPeers?: SyncPeers;
   /** The most recent scan's result. */
   lastScan?: ScanPlan;
   /** What it is doing, in numbers (/metrics, the status page, SIGUSR1). */
@@ -270,6 +284,19 @@ async function startGreylisting(
   };
 }
 
+/**
+ * -y/-Y: the key is read here, as root, before privileges are dropped, and -Y's host names are
+ * looked up once, as spamd does.
+ */
+async function startSync(cfg: DaemonConfig, sync: SyncConfig, core: Greylister, log: Logger): Promise<SyncPeers> {
+  const key = await loadSyncKey(sync.keyFile, log);
+  const targets = await resolveSyncTargets(sync.targets, sync.port);
+  return SyncPeers.start({
+    listen: sync.listen, targets, port: sync.port, key, core, log,
+    whiteExpiry: cfg.times.whiteExpiry, trapExpiry: cfg.times.trapExpiry,
+  });
+}
+
 export async function startDaemon(
   cfg: DaemonConfig, log: Logger, clock: Clock = systemClock, hooks: DaemonHooks = {},
 ): Promise<Daemon> {
@@ -310,6 +337,8 @@ export async function startDaemon(
       ? await startPolicyDoor(cfg.policy.settings, grey.greylister, log, cfg.policy.listeners, (o) => activity.policyAnswer(o))
       : undefined;
     if (policy) undo.push(() => policy.close());
+    const peers = grey && cfg.sync ? await startSync(cfg, cfg.sync, grey.greylister, log) : undefined;
+    if (peers) undo.push(() => peers.close());
     const http = cfg.http && await startStatusPage(cfg.http, activity, log, cfg.http.sampleEvery);
     if (http) undo.push(() => http.close());
     // Synchronously after the last bind, so no client is handled before it (privilege drop).
@@ -326,6 +355,8 @@ export async function startDaemon(
     if (http) log.warning(`listening for status requests on ${http.bound}.`);
     log.warning(`listening for incoming connections on ${address.address}:${address.port}.`);
     for (const b of policy?.bound ?? []) log.warning(`listening for policy requests on ${b}.`);
+    for (const b of peers?.bound ?? []) log.warning(`listening for sync packets on ${b}.`);
+    for (const d of peers?.destinations ?? []) log.info(`sending sync packets to ${d}`);
     grey?.scanner.start();
     http?.samples.start();
 
@@ -334,7 +365,7 @@ export async function startDaemon(
     const giveUp = new AbortController();
     let stopping: Promise<void> | undefined;
     return {
-      address, configAddress, lists, tarpit, policy, activity,
+      address, configAddress, lists, tarpit, policy, activity, syncPeers: peers,
       httpAddress: http?.address,
       store: grey?.store, greylister: grey?.greylister, scanner: grey?.scanner, firewall: grey?.firewall, sync: grey?.sync,
       get lastScan() {
@@ -353,6 +384,7 @@ export async function startDaemon(
           await configPort.close();
           await tarpit.close();
           await policy?.close();
+          peers?.close();
           await grey?.stop(giveUp.signal);
         } finally {
           clearTimeout(deadline);

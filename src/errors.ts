@@ -32,6 +32,8 @@ export const ERRORS = {
   E_FETCH: 'cannot fetch list',
   E_CONFIG_PORT: 'cannot reach the config port',
   E_POLICY_LIST: 'cannot read a whitelist or exempt file',
+  E_SYNC_KEY: 'cannot use the sync key file',
+  E_SYNC: 'cannot start spamd sync',
 } as const;
 
 export type ErrorCode = keyof typeof ERRORS;

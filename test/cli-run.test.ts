@@ -17,7 +17,13 @@ const bad: Array<[string[], RegExp]> = [
   [['--firewall', 'nft', '--table', 'spamd+white'], /--table spamd\+white: not an nftables name/],
   [['--table', 'has space'], /--table has space: not a pf table name/],
   [['-B', '900'], /-B 900: larger than maxcon \(-c 800\)/],
-  [['-Y', 'peer.example'], /sync \(-Y\) is not supported yet/],
+  [['-Y', 'lo:0'], /-Y lo:0: multicast TTL 0 is not a number from 1 to 255/],
+  [['-Y', 'peer.example:99999'], /-Y peer\.example:99999: port 99999 is not a number from 1 to 65535/],
+  [['-Y', '2001:db8::2'], /-Y 2001:db8::2: spamd's sync protocol carries IPv4 only/],
+  [['-y', 'no-such-if0'], /-y no-such-if0: neither an IPv4 address nor a network interface/],
+  [['-y', '127.0.0.1', '--sync-port', '0'], /--sync-port 0: too small/],
+  [['--sync-key', '/etc/mail/spamd.key'], /--sync-key is an option of spamd sync: add -y to receive or -Y to send/],
+  [['-b', '-y', '127.0.0.1'], /-y and -Y need the greylisting database, which blacklist-only mode \(-b\) has not/],
   [['-M', 'mx2'], /-M mx2: not an IP address/],
   [['--config-port', '70000'], /--config-port 70000: too large/],
   [['--trapexp', '1 day'], /--trapexp: "1 day" is not a duration/],
@@ -47,6 +53,18 @@ test('spamd\'s flags keep spamd\'s meanings', (t) => {
   t.is(config.tarpit.greyStutter, 5000);
   t.is(config.tarpit.stutter, 2000);
   t.is(config.tarpit.port, 2525);
+});
+
+test('-y and -Y are repeatable; --sync-port and --sync-key default to spamd\'s', (t) => {
+  const { config } = parseRunArgs(['-y', '127.0.0.1', '-y', 'lo', '-Y', '192.0.2.2', '-Y', 'mx2.example:9025', '-Y', 'lo:3',
+    '--sync-port', '9026', '--sync-key', '/etc/pfgrey/sync.key'], {});
+  t.deepEqual(config.sync, {
+    listen: [{ kind: 'address', address: '127.0.0.1' }, { kind: 'interface', name: 'lo' }],
+    targets: [{ kind: 'host', host: '192.0.2.2' }, { kind: 'host', host: 'mx2.example', port: 9025 }, { kind: 'interface', name: 'lo', ttl: 3 }],
+    port: 9026, keyFile: '/etc/pfgrey/sync.key',
+  });
+  t.like(parseRunArgs(['-Y', '192.0.2.2'], {}).config.sync, { port: 8025, keyFile: '/etc/mail/spamd.key' });
+  t.is(parseRunArgs([], {}).config.sync, undefined);
 });
 
 test('defaults are spamd\'s, and -c below 800 works without -B, maxblack following as maxcon − 100', (t) => {

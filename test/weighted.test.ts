@@ -14,6 +14,7 @@ import { openDatabase } from '../src/store/open.js';
 import { DnsClient } from '../src/weighted/dns.js';
 import { parseListSpec } from '../src/weighted/dnslists.js';
 import { judge, WeightedStage, type WeightedSettings } from '../src/weighted/score.js';
+import { loadSpf } from '../src/weighted/spf.js';
 import { runCli } from './helpers/cli.js';
 import { testDaemon } from './helpers/daemon.js';
 import { deadResolver, nsdMissing, type RunningNsd, startNsd } from './helpers/nsd.js';
@@ -63,6 +64,8 @@ function stageOn(t: ExecutionContext, server: string, over: Partial<WeightedSett
     spf: false,
     ...over,
   };
+  // As startWeighting does: mailauth is loaded before the first decision's budget starts.
+  if (settings.spf) loadSpf();
   return { stage: new WeightedStage({ dns, settings }), settings, dns };
 }
 

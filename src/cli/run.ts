@@ -6,7 +6,7 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { DEFAULTS } from '../config/defaults.js';
 import { parseDuration, parseIntegerOption } from '../config/duration.js';
-import { startDaemon, type Daemon, type DaemonConfig } from '../daemon.js';
+import { startDaemon, type Daemon, type DaemonConfig, type SyncConfig } from '../daemon.js';
 import { nftNameProblem, nftTableProblem } from '../firewall/nft.js';
 import { pfTableNameProblem } from '../firewall/pf.js';
 import { PfgreyError } from '../errors.js';
@@ -14,6 +14,7 @@ import { commandLogger, type Logger, type LogTarget, parseLogTarget } from '../l
 import { accountToBecome, becomeUser, isRoot } from '../privileges.js';
 import { POLICY_OPTIONS, policyListener, policySettings, withOptionalValues } from '../policy/door.js';
 import { parseHttpAddress } from '../http/server.js';
+import { parseSyncListen, parseSyncTarget } from '../sync/peers.js';
 import { databasePath, type CliIO } from './io.js';
 import { helpText, usageError } from './args.js';
 import { runService } from './service.js';
@@ -28,6 +29,7 @@ export const RUN_USAGE =
   '           [--stutter d] [--grey-stutter d] [--idle-timeout d] [--firewall-timeout d]\n' +
   '           [--trapexp d] [--config-port port] [--alloweddomains file] [--user name]\n' +
   '           [--log auto|stderr|syslog] [--http host:port]\n' +
+  '           [-y synclisten ...] [-Y synctarget ...] [--sync-port port] [--sync-key file]\n' +
   '           [--policy inet:[host:]port|unix:path ...] [pfgrey policy\'s postgrey options]\n' +
   '           [--weighted [--greylist-threshold n] [--trap-threshold n] [--dnsbl zone[=w][:codes] ...]\n' +
   '            [--dnswl zone[=w][:codes] ...] [--resolver host[:port] ...] [--generic-rdns file] [--no-spf]]';
@@ -57,8 +59,11 @@ const OPTIONS = {
   // spamd options pfgrey does not offer yet; recognised so the message can say so.
   C: { type: 'string', short: 'C' },
   K: { type: 'string', short: 'K' },
-  Y: { type: 'string', short: 'Y' },
-  y: { type: 'string', short: 'y' },
+  // spamd's sync protocol (src/sync/): where to receive, where to send; each repeatable.
+  Y: { type: 'string', short: 'Y', multiple: true },
+  y: { type: 'string', short: 'y', multiple: true },
+  'sync-port': { type: 'string' },
+  'sync-key': { type: 'string' },
   db: { type: 'string' },
   firewall: { type: 'string' },
   pfctl: { type: 'string' },
@@ -89,7 +94,7 @@ const OPTIONS = {
 } as const;
 
 const UNSUPPORTED: Record<string, string> = {
-  C: 'TLS (-C/-K)', K: 'TLS (-C/-K)', Y: 'sync (-Y)', y: 'sync (-y)',
+  C: 'TLS (-C/-K)', K: 'TLS (-C/-K)',
 };
 
 export interface RunSettings {
@@ -155,6 +160,7 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
   let help = false;
   let user: string | undefined;
   let log: LogTarget = 'auto';
+  const sync: SyncConfig = { listen: [], targets: [], port: DEFAULTS.syncPort, keyFile: DEFAULTS.syncKey };
 
   for (const tok of parsed.tokens ?? []) {
     if (tok.kind !== 'option') continue;
@@ -194,8 +200,15 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
       case 'w':
         parseIntegerOption(v, '-w', 1, INT_MAX);
         throw new PfgreyError('E_UNSUPPORTED', '-w (receive window) is not supported: Node.js cannot set SO_RCVBUF');
-      case 'C': case 'K': case 'Y': case 'y':
+      case 'C': case 'K':
         throw new PfgreyError('E_UNSUPPORTED', `${UNSUPPORTED[tok.name]} is not supported yet`);
+      case 'y': sync.listen.push(parseSyncListen(v)); break;
+      case 'Y': sync.targets.push(parseSyncTarget(v)); break;
+      case 'sync-port': sync.port = parseIntegerOption(v, flag, 1, 65535); break;
+      case 'sync-key':
+        if (v === '') throw new PfgreyError('E_BAD_OPTION', '--sync-key: empty path');
+        sync.keyFile = v;
+        break;
       case 'db':
         if (v === '') throw new PfgreyError('E_BAD_OPTION', '--db: empty path');
         cfg.dbPath = v;
@@ -268,6 +281,13 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
   } else {
     const stray = Object.keys(POLICY_OPTIONS).find((name) => Object.hasOwn(parsed.values, name));
     if (stray) throw new PfgreyError('E_USAGE', `--${stray} is an option of the policy door: add --policy inet:[host:]port or --policy unix:path`);
+  }
+  if (sync.listen.length > 0 || sync.targets.length > 0) {
+    if (cfg.blacklistOnly) throw new PfgreyError('E_USAGE', '-y and -Y need the greylisting database, which blacklist-only mode (-b) has not');
+    cfg.sync = sync;
+  } else {
+    const stray = ['sync-port', 'sync-key'].find((name) => Object.hasOwn(parsed.values, name));
+    if (stray) throw new PfgreyError('E_USAGE', `--${stray} is an option of spamd sync: add -y to receive or -Y to send`);
   }
   cfg.weighted = weightedConfig(parsed.values, [t.hostname, os.hostname()]);
   if (cfg.weighted && cfg.blacklistOnly) throw new PfgreyError('E_USAGE', '--weighted and -b: blacklist-only mode does not greylist');

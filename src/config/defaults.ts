@@ -172,6 +172,27 @@ export const DEFAULTS = Object.freeze({
   /** Where the BSDs keep tcpdump; Linux distributions use /usr/bin (tried next). */
   tcpdump: ['/usr/sbin/tcpdump', '/usr/bin/tcpdump'] as readonly string[],
 
+  /**
+   * spamd's sync protocol (spamd(8), SYNCHRONISATION; src/sync/): the `spamd-sync` port
+   * (8025/udp), the key file whose SHA-1 digest keys the HMAC, the multicast group and its
+   * default TTL (IP_DEFAULT_MULTICAST_TTL), and spamd's receive buffer (SPAM_SYNC_MAXSIZE): a
+   * longer packet cannot be received by spamd, so none is sent.
+   */
+  syncPort: 8025,
+  syncKey: '/etc/mail/spamd.key',
+  syncGroup: '224.0.1.240',
+  syncTtl: 1,
+  syncMaxPacket: 1408,
+  /**
+   * Packets waiting to be sent to the sync peers, and sent but not yet handed to the kernel: a
+   * burst of new tuples queues here, never in the greylister; past the queue's bound further
+   * packets are dropped and counted (the peers learn the next update of each tuple).
+   */
+  syncQueueMax: 10_000,
+  syncInFlight: 64,
+  /** Refused sync packets are logged one line per reason at first, then one per this with a count. */
+  syncRefusedLogEvery: MINUTE,
+
   /** The unprivileged user `pfgrey run` becomes when started as root (spamd: _spamd). */
   user: '_pfgrey',
 

@@ -13,12 +13,14 @@ import { describe } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store, StoreWrite } from '../store/types.js';
 import { explain, formatWeight, judge, type Judgement, reasons, type Score, type WeightedStage, withKnownGood } from '../weighted/score.js';
-import { awlKey, type Entry, entryType, GOOD_PREFIX, greyKey, policyKey } from './entry.js';
-import { type CoreEvent, CoreEvents, type GreyRequest, type PolicyRequest, type TupleRequest, type Verdict, type WeightedPass } from './requests.js';
+import { awlKey, type Entry, entryType, GOOD_PREFIX, greyKey, keyProblem, policyKey } from './entry.js';
+import {
+  type CoreEvent, CoreEvents, type GreyRequest, type PolicyRequest, type SyncRequest, type TupleRequest, type Verdict, type WeightedPass,
+} from './requests.js';
 import type { Tuple } from './types.js';
 import {
   awlCount, goodHit, goodKnown, greyHit, knownGoodKey, type GreyTimes, logdHit, manualAdd, outsideAllowedDomains, policyHit, type PolicyTimes,
-  promotesAgain, spamtrapAddress, weightedWhite, whiteSeen,
+  promotesAgain, spamtrapAddress, syncAddress, weightedWhite, whiteSeen,
 } from './rules.js';
 
 /** postgrey's defaults, for a core whose door did not set its own (DEFAULTS.policy*). */
@@ -302,6 +304,12 @@ export class Greylister {
         case 'delete': keys.push(r.key); break;
         case 'extend': keys.push(r.ip); break;
         case 'restore': keys.push(r.entry.key); break;
+        case 'sync': {
+          const c = r.record;
+          if (c.type === 'GREY') keys.push(greyKey(c.ip, c.helo, c.from, c.to), spamtrapAddress(c.to), c.ip);
+          else keys.push(c.ip);
+          break;
+        }
         case 'delete-tuple':
         case 'delete-passed':
           if (!tuplesOf.has(r.ip)) tuplesOf.set(r.ip, (await this.opts.store.tuplesOf(r.ip)).map((e) => e.key));
@@ -379,6 +387,8 @@ export class Greylister {
         return this.decideTuple(r, out, now);
       case 'policy':
         return this.decidePolicy(r, out, now);
+      case 'sync':
+        return this.decideSync(r, out, now);
       case 'add': {
         const old = view.get(r.key) ?? undefined;
         // spamdb refuses a new spamtrap that is not an address (an existing one it updates).
@@ -480,6 +490,40 @@ export class Greylister {
     if (key === undefined) return;
     const next = goodHit(out.view.get(key) ?? undefined, key, now, DEFAULTS.knownGoodExpiry);
     if (next) this.write(next, out);
+  }
+
+  /**
+   * A record from a sync peer. A GREY tuple is decided as the tarpit's are (spamtraps and the
+   * allowed domains apply; -M does not, it is about this host's own address), a WHITE or
+   * TRAPPED address by spamd's receive rules (rules.ts, syncAddress). What it emits is marked
+   * as the peer's, so that the sync sender does not send it on.
+   */
+  private decideSync(r: SyncRequest, out: Decisions, now: number): Verdict {
+    const first = out.events.length;
+    const verdict = this.syncRecord(r, out, now);
+    for (let i = first; i < out.events.length; i++) {
+      const e = out.events[i]!;
+      if (e.kind !== 'expire') out.events[i] = { ...e, origin: 'sync' };
+    }
+    return verdict;
+  }
+
+  private syncRecord({ peer, record: c }: SyncRequest, out: Decisions, now: number): Verdict {
+    if (c.type === 'GREY') {
+      const problem = keyProblem(greyKey(c.ip, c.helo, c.from, c.to), 'GREY');
+      if (problem) return { kind: 'refused', why: `GREY tuple from sync peer ${peer} ${problem}` };
+      return this.decideTuple({ kind: 'tuple', ip: c.ip, helo: c.helo, from: c.from, to: c.to }, out, now);
+    }
+    const old = out.view.get(c.ip) ?? undefined;
+    const entry = syncAddress(old, c.ip, c.type, c.expire, now);
+    if (!entry) {
+      return { kind: 'refused', why: old && !(c.expire < now) ? `${c.ip} is a spamtrap entry` : `${c.type} ${c.ip} from ${peer} has expired` };
+    }
+    this.write(entry, out);
+    // spamd's words (LOG_DEBUG).
+    if (!old) out.notes.push({ level: 'debug', line: `new ${c.type === 'WHITE' ? 'WHITE' : 'TRAP'} from ${peer} for ${c.ip}, expires ${Math.floor(c.expire / 1000)}` });
+    out.events.push(c.type === 'WHITE' ? { kind: 'white', ip: c.ip } : { kind: 'trap', ip: c.ip });
+    return { kind: 'written', entry };
   }
 
   /**

@@ -43,9 +43,30 @@ export interface PolicyRequest {
   score?: Score;
 }
 
+/**
+ * One record of spamd's sync protocol (src/sync/wire.ts; spamd(8), SYNCHRONISATION), times in
+ * milliseconds: a GREY tuple a peer updated, or a WHITE or TRAPPED address with its expiry.
+ */
+export type SyncRecord =
+  | { type: 'GREY'; time: number; ip: string; helo: string; from: string; to: string }
+  | { type: 'WHITE' | 'TRAPPED'; time: number; expire: number; ip: string };
+
+/**
+ * A record received from a sync peer. The core applies spamd's receive rules (rules.ts,
+ * syncAddress; a GREY tuple is decided as a local one without the -M check) and marks what it
+ * emits with `origin: 'sync'`, so that it is never sent on again.
+ */
+export interface SyncRequest {
+  kind: 'sync';
+  /** The peer's address, for the log. */
+  peer: string;
+  record: SyncRecord;
+}
+
 export type GreyRequest =
   | TupleRequest
   | PolicyRequest
+  | SyncRequest
   /** `pfgrey db -a`: a WHITE or TRAPPED address or a SPAMTRAP address, as spamdb adds it. */
   | { kind: 'add'; type: 'WHITE' | 'TRAPPED' | 'SPAMTRAP'; key: string }
   /** `pfgrey db -d`: the entry under `key`. */
@@ -106,12 +127,18 @@ export type Verdict =
  * later sync and metrics): one hook for all, replacing one callback per kind.
  */
 export type CoreEvent =
-  | { kind: 'grey'; entry: Entry }
-  | { kind: 'white'; ip: string }
-  | { kind: 'trap'; ip: string }
+  | { kind: 'grey'; entry: Entry; origin?: EventOrigin }
+  | { kind: 'white'; ip: string; origin?: EventOrigin }
+  | { kind: 'trap'; ip: string; origin?: EventOrigin }
   | { kind: 'expire'; key: string }
   /** Weighted greylisting judged a first attempt (src/weighted/score.ts). */
-  | { kind: 'weighed'; judgement: 'accept' | 'greylist' | 'trap' };
+  | { kind: 'weighed'; judgement: 'accept' | 'greylist' | 'trap'; origin?: EventOrigin };
+
+/**
+ * Where a change came from: absent for this host's own doors and scan, 'sync' for a record a
+ * sync peer sent, which the sync sender must not send on (no loops between peers).
+ */
+export type EventOrigin = 'sync';
 
 export type CoreListener = (event: CoreEvent) => void;
 

@@ -63,6 +63,25 @@ export function logdHit(existing: Entry | undefined, key: string, now: number, w
   return { ...existing, pcount: existing.pcount + 1, expire: now + whiteExpiry };
 }
 
+/**
+ * A WHITE or TRAPPED record from a sync peer (spamd's receive rules; spamd(8),
+ * SYNCHRONISATION). Returns undefined when it is to be ignored: its expiry has passed, or the
+ * address's entry is a SPAMTRAP (which no peer may change). A new address gets first = now,
+ * pass = 0, bcount 0, pcount 0 (WHITE) or −1 (TRAPPED) and the peer's expiry. A known one
+ * counts the record: WHITE adds one to pcount (a TRAPPED entry thereby turns WHITE, as with
+ * spamlogd's WHITE), TRAPPED sets pcount −1 and adds one to bcount. spamd never moves a known
+ * entry's expiry; pfgrey takes a WHITE record's expiry when it is later than the entry's (the
+ * peer's logd saw the host pass, as logdHit does here), and leaves a TRAPPED one's alone, as the
+ * local trap rule (greyHit) does.
+ */
+export function syncAddress(existing: Entry | undefined, ip: string, type: 'WHITE' | 'TRAPPED', expire: number, now: number): Entry | undefined {
+  if (expire < now) return undefined;
+  if (!existing) return { key: ip, first: now, pass: 0, expire, bcount: 0, pcount: type === 'WHITE' ? 0 : PCOUNT_TRAPPED };
+  if (existing.pcount === PCOUNT_SPAMTRAP) return undefined;
+  if (type === 'TRAPPED') return { ...existing, pcount: PCOUNT_TRAPPED, bcount: existing.bcount + 1 };
+  return { ...existing, pcount: existing.pcount + 1, expire: Math.max(existing.expire, expire) };
+}
+
 /** The policy door's times and its auto-whitelist, with postgrey's meanings (postgrey(8)). */
 export interface PolicyTimes {
   /** --delay: how long a new triplet is deferred. */

@@ -15,6 +15,7 @@ import { listenError } from '../listen-error.js';
 import type { Logger } from '../log.js';
 import { describe, PfgreyError, systemErrorText } from '../errors.js';
 import { systemClock, type Clock } from '../clock.js';
+import { RepeatLog } from '../repeat-log.js';
 import { CoarseTimer, resolutionFor, type Due } from '../timers.js';
 import { RecentInstances } from './postgrey-key.js';
 import { formatAnswer, PolicyReader, type PolicyQuery, policyQuery, type PolicyRequest } from './protocol.js';
@@ -56,44 +57,6 @@ export interface PolicyServerOptions {
 
 /** What a request's answer came from (the verdict label of pfgrey_policy_requests_total). */
 export type AnswerOutcome = 'greylisted' | 'passed' | 'whitelisted' | 'trapped' | 'exempt' | 'ignored' | 'late' | 'failed';
-
-/**
- * The log of failed answers (a timeout, a database error, a bug): the first is logged whole,
- * and while they go on, one line per interval says how many more there were, so a database
- * that fails under heavy traffic costs two log lines a minute, not one per request.
- */
-class FailureLog implements Due {
-  private open = false;
-  private more = 0;
-
-  constructor(
-    private readonly log: Logger,
-    private readonly timer: CoarseTimer,
-    private readonly every: number,
-    private readonly clock: Clock,
-  ) {}
-
-  report(line: string): void {
-    if (this.open) {
-      this.more++;
-      return;
-    }
-    this.log.error(line);
-    this.open = true;
-    this.timer.schedule(this, this.clock.now() + this.every);
-  }
-
-  onDue(now: number): void {
-    if (this.more === 0) {
-      this.open = false;
-      return;
-    }
-    const s = Math.round(this.every / 1000);
-    this.log.error(`policy: ${this.more} more request${this.more === 1 ? '' : 's'} answered DUNNO in the last ${s} s because of failures like the one above`);
-    this.more = 0;
-    this.timer.schedule(this, now + this.every);
-  }
-}
 
 /** Why a request was answered DUNNO without a verdict: the core did not decide in time. */
 const LATE = Symbol('late');
@@ -191,13 +154,18 @@ export class PolicyServer {
   private readonly timer: CoarseTimer;
   private readonly clock: Clock;
   private readonly answerTimeout: number;
-  private readonly failures: FailureLog;
+  /**
+   * Failed answers (a timeout, a database error, a bug): a database that fails under heavy
+   * traffic costs two log lines a minute, not one per request.
+   */
+  private readonly failures: RepeatLog;
 
   constructor(private readonly opts: PolicyServerOptions) {
     this.clock = opts.clock ?? systemClock;
     this.answerTimeout = opts.answerTimeout ?? DEFAULTS.policyAnswerTimeout;
     this.timer = new CoarseTimer(resolutionFor(this.answerTimeout), this.clock);
-    this.failures = new FailureLog(opts.log, this.timer, opts.failureLogEvery ?? DEFAULTS.policyFailureLogEvery, this.clock);
+    this.failures = new RepeatLog(opts.log, this.timer, opts.failureLogEvery ?? DEFAULTS.policyFailureLogEvery, this.clock,
+      (n, s) => `policy: ${n} more request${n === 1 ? '' : 's'} answered DUNNO in the last ${s} s because of failures like the one above`);
   }
 
   /** The core's verdict, or LATE when it takes longer than the answer timeout. */

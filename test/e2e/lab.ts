@@ -20,6 +20,15 @@ export interface RunResult {
   stderr: string;
 }
 
+/** Why network namespaces cannot be made here (a probe one is added and deleted), or undefined. */
+export function namespaceProblem(): string | undefined {
+  const ns = `pfgrey-e2e-probe-${process.pid}`;
+  const add = spawnSync('ip', ['netns', 'add', ns], { encoding: 'utf8', env: systemEnv() });
+  spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore', env: systemEnv() });
+  if (add.error || add.status !== 0) return `cannot create network namespaces: ${add.error?.message ?? add.stderr.trim()}`;
+  return undefined;
+}
+
 /** Runs a command to completion (killed after `timeout` ms) and returns its output. */
 export function run(argv: string[], opts: { input?: string; timeout?: number } = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {

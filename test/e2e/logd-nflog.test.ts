@@ -20,7 +20,6 @@
 // PFGREY_E2E_KEEP=1 keeps the lab directory (the logs, the database) afterwards.
 
 import test from 'ava';
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,7 +28,7 @@ import { parseNflogLine } from '../../src/logd/nflog.js';
 import { CLI, runCli } from '../helpers/cli.js';
 import { required } from '../helpers/require.js';
 import { eventually } from '../helpers/wait.js';
-import { Lab, NFT, SYSTEM_PATH, check } from './lab.js';
+import { Lab, NFT, check, namespaceProblem } from './lab.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const RULESET = path.join(REPO, 'pf/linux/pfgrey.nft');
@@ -53,12 +52,7 @@ function missingPrerequisite(): string | undefined {
   if (!TCPDUMP) return 'tcpdump is not installed (apt-get install tcpdump)';
   if (!fs.existsSync(NFT)) return `${NFT} is not installed (apt-get install nftables)`;
   if (!fs.existsSync(CLI)) return 'not built: run npx tsc -p tsconfig.test.json';
-  const ns = `pfgrey-e2e-probe-${process.pid}`;
-  const env = { ...process.env, PATH: SYSTEM_PATH };
-  const add = spawnSync('ip', ['netns', 'add', ns], { encoding: 'utf8', env });
-  spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore', env });
-  if (add.error || add.status !== 0) return `cannot create network namespaces: ${add.error?.message ?? add.stderr.trim()}`;
-  return undefined;
+  return namespaceProblem();
 }
 
 const missing = missingPrerequisite();

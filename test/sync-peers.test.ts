@@ -1,0 +1,153 @@
+// The sync door on real UDP sockets (loopback, ports chosen by the system): what this host's
+// core changes goes to the peers as spamd's packets, one record each; what peers send reaches
+// the core; packets from peers are never sent on; refused packets are counted and logged one
+// line per reason; -y and -Y arguments are checked with clear messages.
+
+import test, { type ExecutionContext } from 'ava';
+import dgram from 'node:dgram';
+import { isPfgreyError } from '../src/errors.js';
+import { CoreEvents, type GreyRequest, type SyncRequest, type Verdict } from '../src/grey/requests.js';
+import { memoryLogger } from '../src/log.js';
+import { parseSyncListen, parseSyncTarget, resolveSyncTargets, SyncPeers } from '../src/sync/peers.js';
+import { addrTlv, END, packet, TEST_KEY } from './helpers/sync-packets.js';
+import { eventually } from './helpers/wait.js';
+
+const KEY = TEST_KEY;
+const IFACES = {
+  lo: [{ address: '127.0.0.1', netmask: '255.0.0.0', family: 'IPv4', mac: '00:00:00:00:00:00', internal: true, cidr: '127.0.0.1/8' }],
+  eth9: [{ address: 'fe80::1', netmask: 'ffff:ffff:ffff:ffff::', family: 'IPv6', mac: '02:00:00:00:00:01', internal: false, cidr: 'fe80::1/64', scopeid: 2 }],
+} as const;
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+const ifaces = IFACES as any;
+
+function fakeCore() {
+  const requests: SyncRequest[] = [];
+  const core = {
+    events: new CoreEvents(),
+    backlogged: false,
+    handle: (req: GreyRequest): Promise<Verdict> => {
+      if (req.kind === 'sync') requests.push(req);
+      return Promise.resolve({ kind: 'refused', why: 'test' });
+    },
+  };
+  return { core, requests };
+}
+
+async function peer(t: ExecutionContext, opts: { to?: number[] } = {}) {
+  const { core, requests } = fakeCore();
+  const log = memoryLogger();
+  const peers = await SyncPeers.start({
+    listen: [{ kind: 'address', address: '127.0.0.1' }],
+    targets: { unicast: (opts.to ?? []).map((port) => ({ shown: `127.0.0.1:${port}`, address: '127.0.0.1', port })), multicast: [] },
+    port: 0, key: KEY, core, whiteExpiry: 36 * 86_400_000, trapExpiry: 86_400_000, log,
+  });
+  t.teardown(() => peers.close());
+  return { peers, core, requests, log, port: peers.ports[0]! };
+}
+
+test('a local tuple, trap and whitelisting reach the peer as GREY, TRAPPED and WHITE records; its own records are not sent on', async (t) => {
+  const b = await peer(t);
+  const a = await peer(t, { to: [b.port] });
+  a.core.events.emit({ kind: 'grey', entry: { key: '192.0.2.7\nmx.example\n<a@x>\n<b@y>', first: 1, pass: 2, expire: 3, bcount: 1, pcount: 0 } });
+  a.core.events.emit({ kind: 'trap', ip: '192.0.2.8' });
+  a.core.events.emit({ kind: 'white', ip: '192.0.2.9' });
+  // What came from a peer, an IPv6 client and an expiry are not sent.
+  a.core.events.emit({ kind: 'trap', ip: '192.0.2.10', origin: 'sync' });
+  a.core.events.emit({ kind: 'grey', entry: { key: '192.0.2.11\nh\n<a@x>\n<b@y>', first: 1, pass: 2, expire: 3, bcount: 1, pcount: 0 }, origin: 'sync' });
+  a.core.events.emit({ kind: 'trap', ip: '2001:db8::1' });
+  a.core.events.emit({ kind: 'expire', key: '192.0.2.12' });
+  await eventually(() => b.requests.length >= 3, 'three records at b');
+  t.like(b.requests[0]!.record, { type: 'GREY', ip: '192.0.2.7', helo: 'mx.example', from: '<a@x>', to: '<b@y>' });
+  t.like(b.requests[1]!.record, { type: 'TRAPPED', ip: '192.0.2.8' });
+  t.like(b.requests[2]!.record, { type: 'WHITE', ip: '192.0.2.9' });
+  const trap = b.requests[1]!.record as { time: number; expire: number };
+  t.is(trap.expire - trap.time, 86_400_000);
+  t.is(b.requests[0]!.peer, '127.0.0.1');
+  t.deepEqual(a.peers.counts, { received: 0, refused: 0, sent: 3, dropped: 0 });
+  // Nothing more arrives (what b received it does not send anywhere: it has no targets).
+  a.core.events.emit({ kind: 'white', ip: '192.0.2.99' });
+  await eventually(() => b.requests.length === 4, 'the marker record');
+  t.is(b.requests[3]!.record.ip, '192.0.2.99');
+});
+
+/** A WHITE packet built from the layout, its HMAC computed here. */
+const whitePacket = (ip: string, key = KEY) => packet([addrTlv(2, ip, 0xfffffff0), END], { key });
+
+test('packets from the layout are taken; bad HMACs and cut packets are refused, counted, logged once per reason', async (t) => {
+  const b = await peer(t);
+  const raw = dgram.createSocket('udp4');
+  t.teardown(() => raw.close());
+  const send = (p: Buffer) => new Promise<void>((resolve) => raw.send(p, b.port, '127.0.0.1', () => resolve()));
+  await send(whitePacket('198.51.100.1'));
+  for (let i = 0; i < 5; i++) await send(whitePacket('198.51.100.2', Buffer.from('0'.repeat(40))));
+  for (let i = 0; i < 3; i++) await send(whitePacket('198.51.100.3').subarray(0, 40));
+  await send(Buffer.from('hello'));
+  await send(whitePacket('198.51.100.4'));
+  await eventually(() => b.requests.length === 2 && b.peers.counts.refused === 9, 'two records taken, nine packets refused');
+  t.deepEqual(b.requests.map((r) => r.record.ip), ['198.51.100.1', '198.51.100.4']);
+  t.like(b.requests[0]!.record, { type: 'WHITE', expire: 0xfffffff0 * 1000 });
+  const refused = b.log.lines.filter((l) => l.includes('refused a packet'));
+  t.is(refused.length, 3, refused.join('\n'));
+  t.true(refused.some((l) => /^warning: sync: refused a packet from 127\.0\.0\.1: HMAC does not match/.test(l)));
+  t.true(refused.some((l) => /40 bytes arrived of the 52/.test(l)));
+  t.true(refused.some((l) => /5 bytes, fewer than the 32/.test(l)));
+});
+
+test('-y takes an IPv4 address or an interface with one; anything else is refused with the reason', (t) => {
+  t.deepEqual(parseSyncListen('192.0.2.1', ifaces), { kind: 'address', address: '192.0.2.1' });
+  t.deepEqual(parseSyncListen('lo', ifaces), { kind: 'interface', name: 'lo' });
+  const bad = (arg: string, pattern: RegExp) => {
+    const err = t.throws(() => parseSyncListen(arg, ifaces));
+    t.true(isPfgreyError(err) && err.code === 'E_BAD_ADDRESS');
+    t.regex(err!.message, pattern);
+  };
+  bad('2001:db8::1', /-y 2001:db8::1: spamd's sync protocol carries IPv4 only/);
+  bad('em0', /-y em0: neither an IPv4 address nor a network interface/);
+  bad('eth9', /-y eth9: the interface has no IPv4 address/);
+});
+
+test('-Y takes host, host:port, address, interface and interface:ttl; bad ports, TTLs and IPv6 are refused', async (t) => {
+  t.deepEqual(parseSyncTarget('mx2.example', ifaces), { kind: 'host', host: 'mx2.example' });
+  t.deepEqual(parseSyncTarget('192.0.2.2:9025', ifaces), { kind: 'host', host: '192.0.2.2', port: 9025 });
+  t.deepEqual(parseSyncTarget('lo', ifaces), { kind: 'interface', name: 'lo', ttl: 1 });
+  t.deepEqual(parseSyncTarget('lo:2', ifaces), { kind: 'interface', name: 'lo', ttl: 2 });
+  for (const [arg, code, pattern] of [
+    ['lo:0', 'E_BAD_OPTION', /multicast TTL 0 is not a number from 1 to 255/],
+    ['lo:256', 'E_BAD_OPTION', /TTL 256/],
+    ['mx2.example:0', 'E_BAD_OPTION', /port 0 is not a number from 1 to 65535/],
+    ['mx2.example:http', 'E_BAD_OPTION', /port http/],
+    ['2001:db8::2', 'E_BAD_ADDRESS', /IPv4 only/],
+    ['[2001:db8::2]:8025', 'E_BAD_ADDRESS', /IPv4 only/],
+    [':8025', 'E_BAD_ADDRESS', /neither a host name/],
+    ['bad host', 'E_BAD_ADDRESS', /neither a host name/],
+    ['eth9', 'E_BAD_ADDRESS', /the interface has no IPv4 address/],
+  ] as const) {
+    const err = t.throws(() => parseSyncTarget(arg, ifaces), undefined, arg);
+    t.true(isPfgreyError(err) && err.code === code, `${arg}: ${err?.message}`);
+    t.regex(err!.message, pattern);
+  }
+  const resolved = await resolveSyncTargets([{ kind: 'host', host: '192.0.2.2' }, { kind: 'host', host: 'localhost', port: 9 },
+    { kind: 'interface', name: 'lo', ttl: 3 }], 8025, ifaces);
+  t.deepEqual(resolved, {
+    unicast: [{ shown: '192.0.2.2:8025', address: '192.0.2.2', port: 8025 }, { shown: 'localhost:9', address: '127.0.0.1', port: 9 }],
+    multicast: [{ name: 'lo', address: '127.0.0.1', ttl: 3 }],
+  });
+  const err = await t.throwsAsync(resolveSyncTargets([{ kind: 'host', host: 'no-such-host.invalid' }], 8025, ifaces));
+  t.true(isPfgreyError(err) && err.code === 'E_SYNC' && /-Y no-such-host\.invalid: cannot look it up/.test(err.message), err?.message);
+});
+
+test('a sync port in use is one clear error, and nothing stays open', async (t) => {
+  const b = await peer(t);
+  const { core } = fakeCore();
+  // Without reuse on the holder's side the bind fails (both must ask for SO_REUSEADDR).
+  const holder = dgram.createSocket('udp4');
+  await new Promise<void>((resolve) => holder.bind(0, '127.0.0.1', () => resolve()));
+  t.teardown(() => holder.close());
+  const err = await t.throwsAsync(SyncPeers.start({
+    listen: [{ kind: 'address', address: '127.0.0.1' }], targets: { unicast: [], multicast: [] },
+    port: holder.address().port, key: KEY, core, whiteExpiry: 1, trapExpiry: 1, log: memoryLogger(),
+  }));
+  t.true(isPfgreyError(err) && err.code === 'E_SYNC', err?.message);
+  t.regex(err!.message, /sync: cannot listen on 127\.0\.0\.1:\d+: .*EADDRINUSE/);
+  t.truthy(b.peers);
+});
