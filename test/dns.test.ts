@@ -250,12 +250,15 @@ mail 120 IN A 192.0.2.8
 mail 600 IN AAAA 2001:db8::7
 text IN TXT "v=spf1 ip4:192.0.2.0/24 " "-all"
 text IN TXT "second"
+mx IN MX 20 mail2.example.test.
+mx IN MX 10 mail.example.test.
+nullmx IN MX 0 .
 `,
   '2.0.192.in-addr.arpa': `$ORIGIN 2.0.192.in-addr.arpa.\n$TTL 3600\n${SOA}7 IN PTR mail.example.test.\n`,
   '8.b.d.0.1.0.0.2.ip6.arpa': `$ORIGIN 8.b.d.0.1.0.0.2.ip6.arpa.\n$TTL 3600\n${SOA}7.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0 IN PTR mail.example.test.\n`,
 };
 
-test.serial('real lookups against nsd: answers with TTLs, PTR, TXT, nxdomain, nodata, REFUSED', async (t) => {
+test.serial('real lookups against nsd: answers with TTLs, PTR, TXT, MX, nxdomain, nodata, REFUSED', async (t) => {
   const missing = nsdMissing();
   if (missing) return lacking(t, missing);
   const nsd = await startNsd(ZONES);
@@ -274,6 +277,11 @@ test.serial('real lookups against nsd: answers with TTLs, PTR, TXT, nxdomain, no
   const txt = await client.txt('text.example.test');
   t.is(txt.kind, 'answer');
   if (txt.kind === 'answer') t.deepEqual([...txt.records].sort(), ['second', 'v=spf1 ip4:192.0.2.0/24 -all'], 'character-strings joined');
+  const mx = await client.lookup('MX', 'mx.example.test');
+  t.is(mx.kind, 'answer');
+  if (mx.kind === 'answer') t.deepEqual([...mx.records].sort(), ['10 mail.example.test', '20 mail2.example.test'], 'PRIORITY EXCHANGE');
+  t.deepEqual(await client.lookup('MX', 'nullmx.example.test'), answer(['0 .'], DEFAULTS.dnsDefaultTtl / 1000), 'a null MX (RFC 7505)');
+  t.deepEqual(await client.lookup('MX', 'mail.example.test'), { kind: 'nodata' });
   t.deepEqual(await client.a('missing.example.test'), { kind: 'nxdomain' });
   t.deepEqual(await client.ptr('192.0.2.99'), { kind: 'nxdomain' });
   t.deepEqual(await client.aaaa('ns.example.test'), { kind: 'nodata' });

@@ -58,7 +58,7 @@ export async function explainCommand(argv: string[], io: CliIO): Promise<number>
   // The known-good memory, read from the database named on the command line (or PFGREY_DB).
   let knownLine: string | undefined;
   let known: string | undefined;
-  const dbPath = values.db ?? io.env.PFGREY_DB;
+  const dbPath = values.db ?? (io.env.PFGREY_DB || undefined);
   const good = knownGoodKey(sender, ip);
   if (dbPath !== undefined && good !== undefined) {
     if (!existsSync(dbPath)) {

@@ -40,6 +40,7 @@ export const HELP: Readonly<Record<string, ReadonlyArray<readonly [string, strin
     ["--log auto | stderr | syslog", "Where the log goes: auto (the default) chooses standard error with -d or on a terminal, syslog(3) otherwise."],
     ["--http host:port", "Serve a status page (/), its numbers as JSON (/status.json) and Prometheus metrics (/metrics) on host:port, which must be a loopback address (127.0.0.1, ::1, or localhost; a bare port means 127.0.0.1)."],
     ["--policy inet:[host:]port | unix:path", "Also serve Postfix's policy protocol, as pfgrey policy does, on TCP (a bare port listens on 127.0.0.1) or on a Unix socket, from the daemon's own greylist core and database: one database, two doors."],
+    ["--weighted", "Weighted greylisting: score each first attempt and greylist only those that look bad; a client scoring under the threshold is whitelisted on its first contact, so its retry reaches the real MTA after the next scan instead of after the pass time."],
     ["--help", "Print the usage and exit."],
   ],
   db: [
@@ -138,6 +139,20 @@ export const HELP: Readonly<Record<string, ReadonlyArray<readonly [string, strin
     ["--exim", "The same as --no-reuse, under postgrey's name."],
     ["--http host:port", "Serve a status page (/), its numbers as JSON (/status.json) and Prometheus metrics (/metrics) on host:port, which must be a loopback address (127.0.0.1, ::1, or localhost; a bare port means 127.0.0.1)."],
     ["--log auto | stderr | syslog", "Where the log goes, as for pfgrey run; with --stdio the default is syslog."],
+    ["--weighted", "Weighted greylisting: score each first attempt and greylist only those that look bad; one scoring under the threshold is answered DUNNO at once, or with --x-greylist-header a PREPEND of a header that says why, such as `X-Greylist: not delayed by pfgrey-0.1.0 at mx.example.org, weighted score 0 (nothing suspicious); Thu, 03 Dec 2026 09:12:01 +0000'."],
+    ["-h, --help", "Print the usage and exit."],
+  ],
+  explain: [
+    ["--weighted", "Turn weighted greylisting on (pfgrey run and pfgrey policy; pfgrey explain implies it)."],
+    ["--greylist-threshold n", "Greylist a first attempt scoring n or more (default 2; a decimal number)."],
+    ["--trap-threshold n", "Trap a client whose first attempt scores n or more, as a spamtrap hit does; above the greylist threshold."],
+    ["--dnsbl zone[=weight][:code,...]", "A DNS block list, repeatable: a listing adds weight (default 2)."],
+    ["--dnswl zone[=weight][:code,...]", "A DNS allow list, repeatable: a listing adds weight (default -2)."],
+    ["--resolver host[:port]", "A resolver to ask, by address, repeatable, in order; an IPv6 address with a port goes in brackets."],
+    ["--generic-rdns file", "Regular expressions, one a line (`#') starts a comment), that make a PTR name look generic, in place of the built-in ones."],
+    ["--no-spf", "Do not check the sender domain's SPF."],
+    ["--hostname name", "One of this host's names, which a HELO must not claim (the system's is always one)."],
+    ["--db path", "Read the known-good-sender memory from this database (default PFGREY_DB if set; otherwise it is not read)."],
     ["-h, --help", "Print the usage and exit."],
   ],
 };

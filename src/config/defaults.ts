@@ -339,7 +339,7 @@ export const DEFAULTS = Object.freeze({
    * and RFC 2308 section 5 finds one to three hours a sensible limit.
    */
   dnsNegativeTtl: 300 * SECOND,
-  /** The TTL assumed for PTR and TXT answers, whose TTLs node:dns does not report. */
+  /** The TTL assumed for PTR, TXT and MX answers, whose TTLs node:dns does not report. */
   dnsDefaultTtl: 300 * SECOND,
   /** No answer is cached longer than this, whatever its TTL (RFC 8767 suggests 7 days as the most). */
   dnsMaxTtl: DAY,
@@ -381,6 +381,15 @@ export const DEFAULTS = Object.freeze({
   /** A generic-rDNS pattern file larger than this is refused (it is a few hundred lines in practice). */
   genericPatternsMaxBytes: 1024 * 1024,
   /**
+   * SPF (src/weighted/spf.ts): the mechanisms and modifiers that query DNS (include, a, mx, ptr,
+   * exists, redirect) one check may use, and the lookups that may find nothing ("void lookups");
+   * past either, the check is permerror. RFC 7208 section 4.6.4 sets 10 and suggests 2, so that
+   * one sender's record cannot make a receiver flood DNS. The same 10 bounds the addresses one
+   * mx or ptr mechanism looks up.
+   */
+  spfMaxLookups: 10,
+  spfMaxVoidLookups: 2,
+  /**
    * Weighted greylisting (src/weighted/score.ts): a first attempt whose score is below this is
    * not greylisted. bley greylists at two points of HELO, rDNS, SPF and sender = recipient
    * findings (its rfc_threshold of 2), and at one DNSBL listing, which weighs 2 here.
@@ -405,9 +414,9 @@ export const DEFAULTS = Object.freeze({
    * or /64 (IPv6) often enough, as postgrey's --lookup-by-subnet assumes.
    */
   knownGoodIpv4Cidr: 24,
+  knownGoodIpv6Cidr: 64,
   /** A known-good sender's entry is renewed by a pass at most this often (its expiry is 35 days). */
   knownGoodRenewEvery: HOUR,
-  knownGoodIpv6Cidr: 64,
   /**
    * A score, once computed, is used again for the same client address, HELO, sender and
    * recipient class for this long (bley caches its decisions for 60 s): a message to 50

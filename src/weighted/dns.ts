@@ -1,4 +1,4 @@
-// DNS lookups for weighted greylisting (DNSBLs, DNSWLs, reverse DNS, SPF): A, AAAA, PTR and TXT
+// DNS lookups for weighted greylisting (DNSBLs, DNSWLs, reverse DNS, SPF): A, AAAA, PTR, TXT and MX
 // through node:dns's Resolver (c-ares), shaped so that DNS can only ever make a decision slower
 // by a bounded amount, and never wrong or crashed:
 // - every lookup settles to a DnsResult; no exception escapes, and a malformed name is answered
@@ -19,12 +19,14 @@ import { type Clock, systemClock } from '../clock.js';
 import { DEFAULTS } from '../config/defaults.js';
 import { PfgreyError } from '../errors.js';
 
-export type DnsType = 'A' | 'AAAA' | 'PTR' | 'TXT';
+export type DnsType = 'A' | 'AAAA' | 'PTR' | 'TXT' | 'MX';
 
 /**
- * What a lookup found. `records` are addresses (A, AAAA), host names without the final dot (PTR)
- * or texts with their character-strings joined (TXT, as RFC 7208 section 3.3 joins SPF's);
- * `ttl` is in seconds, as DNS counts it: for a cached answer, what is left of it.
+ * What a lookup found. `records` are addresses (A, AAAA), host names without the final dot (PTR),
+ * texts with their character-strings joined (TXT, as RFC 7208 section 3.3 joins SPF's) or
+ * `PRIORITY EXCHANGE` (MX: `10 mail.example.com`, the exchange without the final dot; `0 .` is
+ * RFC 7505's "null MX", a domain that accepts no mail); `ttl` is in seconds, as DNS counts it:
+ * for a cached answer, what is left of it.
  */
 export type DnsResult =
   | { kind: 'answer'; records: string[]; ttl: number }
@@ -55,7 +57,7 @@ export interface DnsOptions {
   maxQueued?: number;
   /** How long negative answers are cached (ms). */
   negativeTtl?: number;
-  /** The TTL given to PTR and TXT answers, whose TTL node:dns does not report (ms). */
+  /** The TTL given to PTR, TXT and MX answers, whose TTL node:dns does not report (ms). */
   defaultTtl?: number;
   /** Longest time any answer is cached (ms). */
   maxTtl?: number;
@@ -397,6 +399,11 @@ function resolverQuery(resolver: Resolver, defaultTtl: number): DnsQuery {
             break;
           case 'TXT':
             resolver.resolveTxt(name, (err, texts) => (err ? fail(err) : answer(texts.map((chunks) => chunks.join('')), defaultTtl)));
+            break;
+          case 'MX':
+            resolver.resolveMx(name, (err, mxs) =>
+              err ? fail(err) : answer(mxs.map((mx) => `${mx.priority} ${mx.exchange.replace(/\.$/, '') || '.'}`), defaultTtl),
+            );
             break;
         }
       } catch (err) {

@@ -9,6 +9,7 @@ import type { WeightedCore } from '../grey/greylister.js';
 import { DnsClient, parseResolver } from './dns.js';
 import { type ListSpec, parseListSpec } from './dnslists.js';
 import { loadGenericPatterns } from './helo-rdns.js';
+import { loadSpf } from './spf.js';
 import { WeightedStage, type WeightedSettings } from './score.js';
 
 export const WEIGHTED_OPTIONS = {
@@ -96,6 +97,8 @@ export interface StartedWeighting {
 /** Builds the stage: reads the pattern file (E_BAD_OPTION naming it when it is bad) and opens the DNS client. */
 export async function startWeighting(cfg: WeightedConfig): Promise<StartedWeighting> {
   const genericPatterns = cfg.genericFile === undefined ? undefined : await loadGenericPatterns(cfg.genericFile);
+  // mailauth's SPF code takes a moment to load: now, not inside the first decision's budget.
+  if (cfg.settings.spf) loadSpf();
   const dns = new DnsClient({ servers: cfg.resolvers });
   const settings = { ...cfg.settings, genericPatterns };
   const stage = new WeightedStage({ dns, settings });

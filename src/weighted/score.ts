@@ -15,6 +15,7 @@ import { describe } from '../errors.js';
 import type { DnsLookups } from './dns.js';
 import { checkLists, type ListResult, type ListSpec } from './dnslists.js';
 import { DEFAULT_GENERIC_PATTERNS, heloCheck, rdnsCheck } from './helo-rdns.js';
+import { spfCheck, type SpfResult } from './spf.js';
 
 /** What the checks are asked about: one attempt's client, HELO and envelope. */
 export interface Attempt {
@@ -67,13 +68,6 @@ export interface WeightedSettings {
 /** The DNS the stage needs: lookups with one deadline per score. */
 export interface BudgetedDns {
   budget(ms?: number): DnsLookups;
-}
-
-/** The SPF check's answer (RFC 7208 section 2.6's results). */
-export interface SpfResult {
-  verdict: 'pass' | 'fail' | 'softfail' | 'neutral' | 'none' | 'temperror' | 'permerror';
-  domain: string;
-  detail: string;
 }
 
 /** The SPF check's signature (src/weighted/spf.ts), injectable for tests. */
@@ -184,7 +178,7 @@ export class WeightedStage {
 
   constructor(private readonly opts: StageOptions) {
     this.clock = opts.clock ?? systemClock;
-    this.spf = opts.spf ?? (async () => ({ verdict: 'none', domain: '', detail: 'SPF not wired yet' }));
+    this.spf = opts.spf ?? spfCheck;
     this.ttl = opts.cacheTtl ?? DEFAULTS.scoreCacheTtl;
     this.entries = opts.cacheEntries ?? DEFAULTS.scoreCacheEntries;
   }

@@ -35,20 +35,22 @@ export function spreadsOf(file: string, name = 'OPTIONS'): string[] {
 }
 
 /** Where the options a CLI module spreads into its OPTIONS table come from. */
-export const SPREAD_TABLES: Record<string, string> = { POLICY_OPTIONS: 'policy/door.ts' };
+export const SPREAD_TABLES: Record<string, string> = { POLICY_OPTIONS: 'policy/door.ts', WEIGHTED_OPTIONS: 'weighted/options.ts' };
 
 /**
  * Each subcommand's module, and the tables it spreads that its own section documents; a table
  * spread but documented in another section is named with that section, which must say so.
  */
 export const COMMANDS: Array<{ command: string; module: string; spreads: string[]; documentedIn?: Record<string, string>; hidden?: string[] }> = [
-  { command: 'run', module: 'run.ts', spreads: [], documentedIn: { POLICY_OPTIONS: 'policy' } },
+  { command: 'run', module: 'run.ts', spreads: [], documentedIn: { POLICY_OPTIONS: 'policy', WEIGHTED_OPTIONS: 'explain' } },
   { command: 'db', module: 'db.ts', spreads: [] },
   { command: 'setup', module: 'setup.ts', spreads: [] },
   { command: 'logd', module: 'logd.ts', spreads: [] },
   { command: 'stats', module: 'stats.ts', spreads: [] },
   // --passwd, --services and --mounts stand in for system files in tests and odd systems.
   { command: 'check', module: 'check.ts', spreads: [], hidden: ['passwd', 'services', 'mounts'] },
-  { command: 'policy', module: 'policy.ts', spreads: ['POLICY_OPTIONS'] },
+  { command: 'policy', module: 'policy.ts', spreads: ['POLICY_OPTIONS'], documentedIn: { WEIGHTED_OPTIONS: 'explain' } },
+  // Weighted greylisting's options are documented once, here, and run and policy point to them.
+  { command: 'explain', module: 'explain.ts', spreads: ['WEIGHTED_OPTIONS'] },
 ];
 

@@ -25,9 +25,10 @@ export class RawClient {
     socket.on('error', () => {});
   }
 
-  static connect(port: number, host = '127.0.0.1'): Promise<RawClient> {
+  /** `localAddress`: the client's own address (any of 127.0.0.0/8 on Linux's loopback). */
+  static connect(port: number, host = '127.0.0.1', localAddress?: string): Promise<RawClient> {
     return new Promise((resolve, reject) => {
-      const s = net.connect({ port, host }, () => resolve(new RawClient(s)));
+      const s = net.connect({ port, host, localAddress }, () => resolve(new RawClient(s)));
       s.once('error', reject);
     });
   }
@@ -109,8 +110,8 @@ export async function sendConfig(port: number, text: string): Promise<void> {
  * One attempt up to DATA, as a retrying MTA makes it (greylisted clients are closed after DATA);
  * resolves with the transcript.
  */
-export async function attemptToData(port: number, env: { hello: string; from: string; to: string }): Promise<string> {
-  const c = await RawClient.connect(port);
+export async function attemptToData(port: number, env: { hello: string; from: string; to: string }, localAddress?: string): Promise<string> {
+  const c = await RawClient.connect(port, '127.0.0.1', localAddress);
   try {
     await c.waitFor('\r\n');
     c.send(`${env.hello}\r\nMAIL FROM:${env.from}\r\nRCPT TO:${env.to}\r\nDATA\r\n`);

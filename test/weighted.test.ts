@@ -1,0 +1,222 @@
+// Weighted greylisting against a real DNS server (Debian's nsd on a loopback port, zones written
+// here): the stage's scores for good and bad clients, both doors acting on them (the policy
+// door answers a good client at once and defers a listed one; the tarpit whitelists a good
+// client on its first contact), `pfgrey explain`, and a dead resolver that costs only the budget
+// and counts as neutral.
+
+import test, { type ExecutionContext } from 'ava';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { DEFAULTS } from '../src/config/defaults.js';
+import { entryType } from '../src/grey/entry.js';
+import { openDatabase } from '../src/store/open.js';
+import { DnsClient } from '../src/weighted/dns.js';
+import { parseListSpec } from '../src/weighted/dnslists.js';
+import { judge, WeightedStage, type WeightedSettings } from '../src/weighted/score.js';
+import { runCli } from './helpers/cli.js';
+import { testDaemon } from './helpers/daemon.js';
+import { deadResolver, nsdMissing, type RunningNsd, startNsd } from './helpers/nsd.js';
+import { ask, policyRequest, startPolicy } from './helpers/policy.js';
+import { lacking } from './helpers/require.js';
+import { attemptToData } from './helpers/smtp.js';
+import { eventually } from './helpers/wait.js';
+
+const SOA = '@ IN SOA ns.example.test. hostmaster.example.test. 1 3600 600 86400 300\n@ IN NS ns.example.test.\n';
+const zone = (origin: string, records: string) => `$ORIGIN ${origin}.\n$TTL 300\n${SOA}${records}`;
+
+// The population: 192.0.2.10 a mail server (confirming rDNS, a HELO with an address);
+// .20 a dial-up line (generic PTR); .30 no PTR; .40 a DNSBL listing; .50 a mail server an
+// allow list lists; 127.0.0.2 and 127.0.0.3, loopback clients the tarpit test connects from
+// (the first listed, the second not).
+const ZONES = {
+  'good.test': zone('good.test', 'ns IN A 127.0.0.1\nmail IN A 192.0.2.10\nmail2 IN A 192.0.2.40\nmail3 IN A 192.0.2.50\n'),
+  'isp.test': zone('isp.test', 'dsl-192-0-2-20.pool IN A 192.0.2.20\n'),
+  '2.0.192.in-addr.arpa': zone('2.0.192.in-addr.arpa',
+    '10 IN PTR mail.good.test.\n20 IN PTR dsl-192-0-2-20.pool.isp.test.\n40 IN PTR mail2.good.test.\n50 IN PTR mail3.good.test.\n'),
+  'bl.test': zone('bl.test', '40.2.0.192 IN A 127.0.0.2\n2.0.0.127 IN A 127.0.0.2\n'),
+  'wl.test': zone('wl.test', '50.2.0.192 IN A 127.0.15.1\n'),
+  // The sender domains: one whose SPF record lists the mail server, one that ends in ~all.
+  'sender.test': zone('sender.test', '@ IN TXT "v=spf1 ip4:192.0.2.10 -all"\nsoft IN TXT "v=spf1 ip4:192.0.2.10 ~all"\n'),
+};
+
+const LISTS = ['--dnsbl', 'bl.test', '--dnswl', 'wl.test'];
+
+async function nsd(t: ExecutionContext): Promise<RunningNsd | undefined> {
+  const missing = nsdMissing();
+  if (missing) {
+    lacking(t, missing);
+    return undefined;
+  }
+  const running = await startNsd(ZONES);
+  t.teardown(() => running.stop());
+  return running;
+}
+
+function stageOn(t: ExecutionContext, server: string, over: Partial<WeightedSettings> = {}) {
+  const dns = new DnsClient({ servers: [server], timeout: 2000 });
+  t.teardown(() => dns.close());
+  const settings: WeightedSettings = {
+    threshold: DEFAULTS.greylistThreshold,
+    lists: [parseListSpec('wl.test', 'dnswl'), parseListSpec('bl.test', 'dnsbl')],
+    ourNames: ['mx.us.test'],
+    spf: false,
+    ...over,
+  };
+  return { stage: new WeightedStage({ dns, settings }), settings, dns };
+}
+
+const attempt = (ip: string, helo: string) => ({ ip, helo, sender: 'a@sender.test', rcpt: 'b@us.test' });
+
+test.serial('scores from real DNS: a mail server passes, a listed client, a dial-up line with a bad HELO and a client without rDNS are judged by their findings', async (t) => {
+  const running = await nsd(t);
+  if (!running) return;
+  const { stage, settings } = stageOn(t, running.server);
+  const scored = async (ip: string, helo: string) => {
+    const s = await stage.score(attempt(ip, helo));
+    return { total: s.total, judgement: judge(s.total, settings), weighing: s.findings.filter((f) => f.weight !== 0).map((f) => `${f.check}:${f.result}`) };
+  };
+  t.deepEqual(await scored('192.0.2.10', 'mail.good.test'), { total: 0, judgement: 'accept', weighing: [] });
+  t.deepEqual(await scored('192.0.2.40', 'mail2.good.test'), { total: 2, judgement: 'greylist', weighing: ['dnsbl:listed'] });
+  t.deepEqual(await scored('192.0.2.50', 'mail3.good.test'), { total: -2, judgement: 'accept', weighing: ['dnswl:listed'] });
+  t.deepEqual(await scored('192.0.2.20', 'localhost'), { total: 2, judgement: 'greylist', weighing: ['helo:not-fqdn', 'rdns:generic'] });
+  t.deepEqual(await scored('192.0.2.30', 'mail.good.test'), { total: 1, judgement: 'accept', weighing: ['rdns:missing'] });
+  t.deepEqual(await scored('192.0.2.30', '[192.0.2.99]'), { total: 2, judgement: 'greylist', weighing: ['helo:foreign-literal', 'rdns:missing'] });
+  const same = await stage.score({ ip: '192.0.2.30', helo: 'mail.good.test', sender: 'b@us.test', rcpt: 'B@us.test' });
+  t.is(same.total, 2, 'sender = recipient adds its point');
+});
+
+test.serial('SPF of the sender domain: a listed mail server passes, another client fails (and is greylisted by that alone), softfail adds one point', async (t) => {
+  const running = await nsd(t);
+  if (!running) return;
+  const { stage, settings } = stageOn(t, running.server, { spf: true });
+  const pass = await stage.score(attempt('192.0.2.10', 'mail.good.test'));
+  t.like(pass.findings.find((f) => f.check === 'spf'), { result: 'pass', weight: 0 });
+  t.is(pass.total, 0);
+  // 192.0.2.50: a confirmed, allow-listed mail server, but not in sender.test's record.
+  const fail = await stage.score(attempt('192.0.2.50', 'mail3.good.test'));
+  t.like(fail.findings.find((f) => f.check === 'spf'), { result: 'fail', weight: DEFAULTS.spfFailWeight });
+  t.regex(fail.findings.find((f) => f.check === 'spf')!.why, /^SPF of sender\.test: fail \(matched -all\), weight 2$/);
+  t.is(fail.total, DEFAULTS.dnswlWeight + DEFAULTS.spfFailWeight);
+  const failing = await stage.score({ ...attempt('192.0.2.30', 'mail.good.test'), sender: 'x@sender.test' });
+  t.is(judge(failing.total, settings), 'greylist', 'SPF fail and no rDNS');
+  const soft = await stage.score({ ...attempt('192.0.2.40', 'mail2.good.test'), sender: 'x@soft.sender.test' });
+  t.like(soft.findings.find((f) => f.check === 'spf'), { result: 'softfail', weight: DEFAULTS.spfSoftfailWeight });
+});
+
+test.serial('the score of an attempt is asked of DNS once: the RCPTs of one message and its retries hit the score cache', async (t) => {
+  const running = await nsd(t);
+  if (!running) return;
+  const { stage, dns } = stageOn(t, running.server);
+  await stage.score(attempt('192.0.2.10', 'mail.good.test'));
+  const { queries, cacheHits } = dns.stats();
+  for (let i = 0; i < 5; i++) await stage.score({ ...attempt('192.0.2.10', 'mail.good.test'), rcpt: `r${i}@us.test` });
+  t.like(dns.stats(), { queries, cacheHits }, 'no lookup at all: the score itself was kept');
+});
+
+test.serial('a dead resolver costs one budget and counts as neutral: only what needs no DNS weighs, and the score is not kept', async (t) => {
+  const dead = await deadResolver();
+  t.teardown(() => dead.close());
+  const { stage } = stageOn(t, dead.server, { budget: 700 });
+  const started = Date.now();
+  const s = await stage.score(attempt('192.0.2.40', 'localhost'));
+  const took = Date.now() - started;
+  t.true(took < 5000, `took ${took} ms`);
+  t.true(s.partial);
+  t.is(s.total, DEFAULTS.heloWeight, 'the HELO syntax finding needs no DNS; the DNSBL listing is unknown, not bad');
+  t.true(s.findings.filter((f) => f.check === 'dnsbl' || f.check === 'rdns').every((f) => f.weight === 0 && f.result === 'unknown'));
+  // Once the first queries have given up, the same attempt asks again: a partial score is not kept.
+  const asked = dead.received();
+  await eventually(async () => {
+    await stage.score(attempt('192.0.2.40', 'localhost'));
+    return dead.received() > asked;
+  }, 'the attempt asked of DNS again');
+  t.pass();
+});
+
+test.serial('policy door --weighted: a good client is answered at once (with the reason in X-Greylist), a listed one deferred, a retry of the listed one after the delay passes', async (t) => {
+  const running = await nsd(t);
+  if (!running) return;
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pfgrey-weighted-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const db = path.join(dir, 'policy.db');
+  const p = await startPolicy(t, ['--db', db, '--delay', '1', '--weighted', '--resolver', running.server, ...LISTS, '--no-spf',
+    '--x-greylist-header', '--hostname', 'mx.us.test', '-d']);
+  const good = policyRequest({ client_address: '192.0.2.10', client_name: 'mail.good.test', helo_name: 'mail.good.test', instance: 'i1' });
+  const { answers } = await ask(p.port, [good]);
+  t.regex(answers[0]!, /^action=PREPEND X-Greylist: not delayed by pfgrey-\S+ at mx\.us\.test, weighted score 0 \(nothing suspicious\); \w{3}, \d\d \w{3} \d{4} /);
+  const listed = policyRequest({ client_address: '192.0.2.40', client_name: 'mail2.good.test', helo_name: 'mail2.good.test', instance: 'i2' });
+  const first = await ask(p.port, [listed]);
+  t.regex(first.answers[0]!, /^action=DEFER_IF_PERMIT /);
+  await eventually(async () => !/^action=DEFER/.test((await ask(p.port, [listed])).answers[0]!), 'the listed client passing after --delay', 15_000);
+  t.regex(p.stderr(), /action=pass, reason=weighted \(score 0: nothing suspicious\)/);
+  t.regex(p.stderr(), /weighted: 192\.0\.2\.40 <a@example\.org> -> <b@us\.example>: score 2 >= threshold 2: greylist; dnsbl: 40\.2\.0\.192\.bl\.test: listed/);
+  // The pass is remembered as a known-good sender domain and network.
+  const store = await openDatabase(db, { readonly: true });
+  t.teardown(() => store.close());
+  const entries = await eventually(async () => {
+    const all = [];
+    for await (const chunk of store.chunks(100)) all.push(...chunk);
+    return all.some((e) => entryType(e) === 'GOOD') ? all : undefined;
+  }, 'the GOOD entry');
+  t.truthy(entries.find((e) => e.key === 'good example.org 192.0.2.0/24'));
+});
+
+test.serial('tarpit --weighted: a good client is whitelisted on its first contact, a listed one is greylisted as usual', async (t) => {
+  const running = await nsd(t);
+  if (!running) return;
+  const { port, dbPath, log } = await testDaemon(t, ['--stutter', '0', '--grey-stutter', '0', '-v',
+    '--weighted', '--resolver', running.server, ...LISTS, '--no-spf']);
+  const env = { hello: 'HELO mail.good.test', from: '<a@sender.test>', to: '<b@us.test>' };
+  // 127.0.0.3 has no PTR in these zones (nsd refuses 127.in-addr.arpa: unknown, neutral) and a good HELO.
+  await attemptToData(port, env, '127.0.0.3');
+  await attemptToData(port, env, '127.0.0.2');
+  const store = await openDatabase(dbPath, { readonly: true });
+  t.teardown(() => store.close());
+  const listed = await eventually(async () => {
+    const all = [];
+    for await (const chunk of store.chunks(100)) all.push(...chunk);
+    const white = all.find((e) => e.key === '127.0.0.3');
+    const grey = all.find((e) => e.key.startsWith('127.0.0.2\n'));
+    return white && grey ? { white, grey, all } : undefined;
+  }, 'both attempts recorded');
+  t.is(entryType(listed.white), 'WHITE');
+  t.is(entryType(listed.grey), 'GREY');
+  t.falsy(listed.all.find((e) => e.key === '127.0.0.2'), 'the listed client is not whitelisted');
+  t.true(log.lines.some((l) => /whitelisted: 127\.0\.0\.3 on first contact, score 0/.test(l)), log.lines.join('\n'));
+  t.true(log.lines.some((l) => /weighted: 127\.0\.0\.2 <a@sender\.test> -> <b@us\.test>: score 2 >= threshold 2: greylist/.test(l)));
+});
+
+test.serial('pfgrey explain prints the decision and every finding, and says it in its exit status', async (t) => {
+  const running = await nsd(t);
+  if (!running) return;
+  const dns = ['--resolver', running.server, ...LISTS, '--no-spf'];
+  const good = await runCli(['explain', ...dns, '192.0.2.10', 'mail.good.test', '<a@sender.test>', 'b@us.test']);
+  t.is(good.code, 0, good.stderr);
+  const lines = good.stdout.trimEnd().split('\n');
+  t.is(lines[0], '192.0.2.10 helo "mail.good.test" from <a@sender.test> to <b@us.test>');
+  t.is(lines[1], 'score 0 < threshold 2: accept');
+  t.true(lines.some((l) => /^ {2}dnsbl: 10\.2\.0\.192\.bl\.test: not listed/.test(l)), good.stdout);
+  t.true(lines.some((l) => /^ {2}rdns: rDNS of 192\.0\.2\.10: mail\.good\.test, forward-confirmed$/.test(l)), good.stdout);
+  const bad = await runCli(['explain', ...dns, '192.0.2.20', 'localhost', 'a@sender.test', 'b@us.test']);
+  t.is(bad.code, 2, 'greylist');
+  t.regex(bad.stdout, /^score 2 >= threshold 2: greylist$/m);
+  const trap = await runCli(['explain', ...dns, '--greylist-threshold', '1', '--trap-threshold', '1.5', '192.0.2.20', 'localhost', 'a@sender.test', 'b@us.test']);
+  t.is(trap.code, 3, 'trap');
+});
+
+test('the weighted options are refused without --weighted, and bad values name the option', async (t) => {
+  const stray = await runCli(['policy', '--dnsbl', 'bl.test', '--stdio']);
+  t.is(stray.code, 1);
+  t.regex(stray.stderr, /--dnsbl is an option of weighted greylisting: add --weighted/);
+  const low = await runCli(['policy', '--weighted', '--greylist-threshold', '3', '--trap-threshold', '2', '--stdio']);
+  t.regex(low.stderr, /--trap-threshold 2: must be above --greylist-threshold \(3\)/);
+  const nan = await runCli(['run', '--weighted', '--greylist-threshold', 'lots']);
+  t.regex(nan.stderr, /--greylist-threshold lots: expected a number/);
+  const resolver = await runCli(['explain', '--resolver', 'dns.example', '192.0.2.1', 'h', 'a@b.c', 'd@e.f']);
+  t.regex(resolver.stderr, /--resolver dns\.example: not an IP address/);
+  const args = await runCli(['explain', '192.0.2.1', 'h']);
+  t.regex(args.stderr, /expected four arguments \(ip helo from to\), got 2/);
+  const ip = await runCli(['explain', 'nowhere', 'h', 'a@b.c', 'd@e.f']);
+  t.regex(ip.stderr, /"nowhere" is not an IP address/);
+});
