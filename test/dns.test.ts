@@ -232,7 +232,7 @@ test('the DNS defaults are those documented', (t) => {
   t.like(DEFAULTS, {
     dnsTimeout: 2 * S,
     dnsBudget: 3 * S,
-    dnsCacheEntries: 10_000,
+    dnsCacheEntries: 50_000,
     dnsMaxInFlight: 64,
     dnsNegativeTtl: 300 * S,
     dnsDefaultTtl: 300 * S,

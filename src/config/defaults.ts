@@ -345,8 +345,12 @@ export const DEFAULTS = Object.freeze({
    * leaves the core time to decide before the policy door gives its fail-safe DUNNO.
    */
   dnsBudget: 3 * SECOND,
-  /** Answers cached (one per type and name); the least recently used goes first past this. */
-  dnsCacheEntries: 10_000,
+  /**
+   * Answers cached (one per type and name); the least recently used goes first past this. A
+   * first attempt asks about six names (lists, PTR, its forward lookup, HELO, SPF's TXT and
+   * what it names), so this holds the answers of some 8,000 recent clients, in a few tens of MB.
+   */
+  dnsCacheEntries: 50_000,
   /** Queries sent and not yet answered at once; more wait in a queue. */
   dnsMaxInFlight: 64,
   /**

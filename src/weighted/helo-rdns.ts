@@ -181,7 +181,10 @@ export function embedsAddress(name: string, ip: string): boolean {
   if (net.isIPv4(address)) {
     const octets = address.split('.').map(Number);
     const hex = octets.map((o) => o.toString(16).padStart(2, '0')).join('');
-    if (new RegExp(`(?<![0-9a-f])${hex}(?![0-9a-f])`).test(n)) return true;
+    // Cheap tests first, for the common name that holds no trace of the address: each form
+    // below holds the hex string, or every octet's digits.
+    if (n.includes(hex) && new RegExp(`(?<![0-9a-f])${hex}(?![0-9a-f])`).test(n)) return true;
+    if (!octets.every((o) => n.includes(String(o)))) return false;
     for (const order of [octets, [...octets].reverse()]) {
       const separated = order.map((o) => `0{0,2}${o}`).join('[-._]');
       const together = order.map((o) => String(o).padStart(3, '0')).join('');

@@ -9,7 +9,6 @@
 // and neutral count as neutral. Nothing here throws: a DNS timeout or failure is temperror, and
 // so is a failure inside mailauth, with what it said.
 
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import os from 'node:os';
@@ -93,7 +92,15 @@ interface Trace {
   settled?: Evaluation | false;
   thrown?: Evaluation;
 }
-const traces = new AsyncLocalStorage<Trace>();
+/**
+ * The trace of the check being started: mailauth's spf() calls spfVerify() before its first
+ * await, so the wrapper takes it synchronously, before any other check can start. (An
+ * AsyncLocalStorage would do the same, but turns on promise hooks for every promise in the
+ * process, which costs the whole daemon several per cent.)
+ */
+let handoff: Trace | undefined;
+/** The receiver's name for mailauth's `mta` (%{r}), asked of the system once. */
+let systemName: string | undefined;
 
 let library: MailauthSpf | undefined;
 
@@ -103,7 +110,7 @@ let library: MailauthSpf | undefined;
  *
  * mailauth's verify() reports the verdict but not which mechanism matched. Its index.js takes
  * spfVerify from spf-verify.js's exports when it loads, so a wrapper put there first sees the
- * evaluation of each check, and the AsyncLocalStorage tells whose it is. The verdict never
+ * evaluation of each check, and the hand-off above tells whose it is. The verdict never
  * depends on it: should a later mailauth not load this way, details are mailauth's comments.
  */
 export function loadSpf(): void {
@@ -120,7 +127,8 @@ function mailauth(): MailauthSpf {
     if (typeof original === 'function') {
       const verify = original as SpfVerify;
       inner.spfVerify = async (domain: string, opts: unknown) => {
-        const trace = traces.getStore();
+        const trace = handoff;
+        handoff = undefined;
         try {
           const settled = await verify(domain, opts);
           if (trace) trace.settled = settled;
@@ -153,12 +161,14 @@ export async function spfCheck(dns: Pick<DnsLookups, 'lookup'>, q: SpfQuery, opt
     const lib = mailauth();
     const maxLookups = Math.max(1, Math.floor(opts.maxLookups ?? DEFAULTS.spfMaxLookups));
     const maxVoid = Math.max(1, Math.floor(opts.maxVoidLookups ?? DEFAULTS.spfMaxVoidLookups));
-    const mta = opts.receiver ?? os.hostname();
+    const mta = opts.receiver ?? (systemName ??= os.hostname());
     const timeout = opts.timeout ?? DEFAULTS.dnsBudget;
     const trace: Trace = {};
     const timeouts: string[] = [];
-    const run = traces.run(trace, () =>
-      lib.spf({
+    handoff = trace;
+    let run: ReturnType<MailauthSpf['spf']>;
+    try {
+      run = lib.spf({
         sender: id.sender,
         ip,
         helo: typeof q.helo === 'string' ? q.helo.trim() : '',
@@ -166,8 +176,10 @@ export async function spfCheck(dns: Pick<DnsLookups, 'lookup'>, q: SpfQuery, opt
         maxResolveCount: maxLookups,
         maxVoidCount: maxVoid,
         resolver: resolverOver(dns, timeouts),
-      }),
-    );
+      });
+    } finally {
+      handoff = undefined;
+    }
     const done = await within(run, timeout);
     if (done === 'late') return result('temperror', domain, `the SPF check did not end within ${timeout} ms`);
     const verdict = done?.status?.result;
