@@ -174,12 +174,13 @@ test.serial('real lists against nsd: listed, not listed, IPv6, IPv4-mapped, DNSW
   const specs = [parseListSpec('bl.test', 'dnsbl'), parseListSpec('bl.test=5:127.0.0.4', 'dnsbl'), parseListSpec('wl.test=-3', 'dnswl')];
   const summary = async (ip: string) => (await checkLists(client.budget(5000), ip, specs)).map((r) => [r.listed, r.codes, r.weight]);
 
-  t.deepEqual(await summary('192.0.2.2'), [[true, ['127.0.0.2'], 1], [false, ['127.0.0.2'], 0], [false, [], 0]]);
-  t.deepEqual(await summary('192.0.2.4'), [[true, ['127.0.0.4'], 1], [true, ['127.0.0.4'], 5], [false, [], 0]]);
-  t.deepEqual(await summary('::ffff:192.0.2.4'), [[true, ['127.0.0.4'], 1], [true, ['127.0.0.4'], 5], [false, [], 0]], 'IPv4-mapped asks as IPv4');
+  const B = DEFAULTS.dnsblWeight;
+  t.deepEqual(await summary('192.0.2.2'), [[true, ['127.0.0.2'], B], [false, ['127.0.0.2'], 0], [false, [], 0]]);
+  t.deepEqual(await summary('192.0.2.4'), [[true, ['127.0.0.4'], B], [true, ['127.0.0.4'], 5], [false, [], 0]]);
+  t.deepEqual(await summary('::ffff:192.0.2.4'), [[true, ['127.0.0.4'], B], [true, ['127.0.0.4'], 5], [false, [], 0]], 'IPv4-mapped asks as IPv4');
   t.deepEqual(await summary('192.0.2.5'), [[false, [], 0], [false, [], 0], [true, ['127.0.15.2'], -3]], 'the DNSWL lists it');
   t.deepEqual(await summary('192.0.2.77'), [[false, [], 0], [false, [], 0], [false, [], 0]], 'listed nowhere');
-  t.deepEqual(await summary(V6), [[true, ['127.0.0.2'], 1], [false, ['127.0.0.2'], 0], [false, [], 0]], 'IPv6 by its nibbles');
+  t.deepEqual(await summary(V6), [[true, ['127.0.0.2'], B], [false, ['127.0.0.2'], 0], [false, [], 0]], 'IPv6 by its nibbles');
   t.deepEqual(await summary('192.0.2.9'), [['unknown', ['127.255.255.254'], 0], ['unknown', ['127.255.255.254'], 0], [false, [], 0]], 'a list error code');
 
   const [outside] = await checkLists(client.budget(5000), '192.0.2.2', [parseListSpec('elsewhere.test', 'dnsbl')]);
