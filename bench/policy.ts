@@ -7,10 +7,12 @@
 // the clients, and the answers by action.
 // Target: ≥ 10× postgrey's requests/s.
 //
-//   npm run bench:policy [-- --quick] [-- --cpu-prof DIR]
+//   npm run bench:policy [-- --quick] [-- --cpu-prof DIR] [-- --no-postgrey]
 //
 // --cpu-prof DIR runs pfgrey under `node --cpu-prof` and leaves its profiles in DIR (its
-// figures are then slower than without).
+// figures are then slower than without). --no-postgrey runs pfgrey alone, to compare two
+// builds of it. Its CPU time per request is printed too: it depends on the batch sizes the
+// timing gives and, on a machine busy with other work, varies almost as much as the rate.
 
 import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -50,6 +52,7 @@ const START_DEADLINE = 30_000;
 
 const cpuProfIndex = process.argv.indexOf('--cpu-prof');
 const cpuProfDir = cpuProfIndex >= 0 ? path.resolve(process.argv[cpuProfIndex + 1] ?? 'cpu-prof') : undefined;
+const withPostgrey = !process.argv.includes('--no-postgrey');
 
 interface Server {
   name: string;
@@ -302,6 +305,7 @@ async function run(start: (dir: string) => Promise<Server>, connections: number)
 
 const int = (n: number) => Math.round(n).toLocaleString('en');
 const pct = (cpuSecs: number, wallSecs: number) => `${Math.round((100 * cpuSecs) / wallSecs)} %`;
+const us = (cpuSecs: number, requests: number) => ((1e6 * cpuSecs) / requests).toFixed(1);
 
 /** Answers that show the server did not do what greylisting does with the stream. */
 const problems = (r: Result) => r.counts.malformed + r.counts.other + r.counts.unexpected +
@@ -315,13 +319,14 @@ function rows(r: Result): Array<[string, string]> {
     ['latency p50 / p99 / max', `${r.p50.toFixed(2)} / ${r.p99.toFixed(2)} / ${r.max.toFixed(1)} ms`],
     ['CPU: server / clients', `${pct(r.serverCpu, r.secs)} (main thread ${pct(r.serverMainCpu, r.secs)}) / ` +
       `${pct(r.clientCpu, r.secs)} of one core (clients ${Math.round((100 * r.clientCpu) / (r.serverCpu + r.clientCpu))} % of the two)`],
+    ['server CPU per request', `${us(r.serverCpu, r.requests)} µs (main thread ${us(r.serverMainCpu, r.requests)} µs)`],
     ['answers: DEFER / PREPEND / DUNNO', `${int(c.DEFER)} / ${int(c.PREPEND)} / ${int(c.DUNNO)}` +
       (problems(r) === 0 ? ', all as expected' : `; other ${c.other + w.other}, malformed ${c.malformed + w.malformed}, ` +
         `unexpected ${c.unexpected + w.unexpected} (warm-up included)`)],
   ];
 }
 
-const postgrey = await findPostgrey();
+const postgrey = withPostgrey ? await findPostgrey() : undefined;
 const tmpFs = await filesystem(os.tmpdir());
 const postgreyVersion = postgrey ? execFileSync(postgrey, ['--version'], { encoding: 'utf8' }).trim() : undefined;
 let failed = false;
@@ -331,7 +336,10 @@ console.log(`Policy requests through the protocol: ${int(REQUESTS)} measured per
 // Other work on the machine makes every figure slower: said, so a run on a busy machine is told apart.
 console.log(`load average at the start: ${os.loadavg().map((l) => l.toFixed(2)).join(', ')}`);
 if (cpuProfDir) console.log(`pfgrey runs under --cpu-prof (profiles in ${cpuProfDir}): its figures are slower than without`);
-if (!postgrey) console.log('postgrey: skipped (not installed; `apt-get install postgrey` or set PFGREY_BENCH_POSTGREY)');
+if (!postgrey) {
+  console.log(withPostgrey ? 'postgrey: skipped (not installed; `apt-get install postgrey` or set PFGREY_BENCH_POSTGREY)'
+    : 'postgrey: skipped (--no-postgrey)');
+}
 for (const connections of LEVELS) {
   const peer = postgrey ? await run((dir) => startPostgrey(postgrey, dir), connections) : undefined;
   const ours = await run(startPfgrey, connections);

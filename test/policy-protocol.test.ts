@@ -41,6 +41,19 @@ test('lines without "=" are ignored and counted, and a blank line alone is no re
   t.is(r.trouble.garbage, 2);
 });
 
+test('a name longer than the limit makes its line garbage, one at the limit is kept; in one read or a byte at a time', (t) => {
+  const long = 'n'.repeat(DEFAULTS.policyNameMax);
+  const text = `${long}x=1\r\n${long}=2\r\nname=a=b\r\n=3\r\nno equals sign\r\n\r\n`;
+  for (const split of [text.length, 1]) {
+    const r = new PolicyReader();
+    const reqs = [];
+    for (let at = 0; at < text.length; at += split) reqs.push(...r.push(Buffer.from(text.slice(at, at + split), 'latin1')));
+    t.is(reqs.length, 1);
+    t.deepEqual([...reqs[0]!.attrs], [[long, '2'], ['name', 'a=b']]);
+    t.is(r.trouble.garbage, 3);
+  }
+});
+
 test('an over-long value is cut at the limit and the rest of its line skipped, without holding it', (t) => {
   const r = new PolicyReader();
   const long = 'x'.repeat(DEFAULTS.policyValueMax * 20);

@@ -42,10 +42,15 @@ export class PolicyReader {
     let from = 0;
     for (;;) {
       const nl = text.indexOf('\n', from);
-      const piece = text.slice(from, nl < 0 ? text.length : nl);
-      this.take(piece);
-      if (nl < 0) break;
-      const req = this.endLine();
+      let req: PolicyRequest | undefined;
+      if (nl >= 0 && this.line === '' && !this.skipping && nl - from <= LINE_ROOM) {
+        // A whole line in this chunk, within the limit: read where it lies, as endLine would.
+        req = this.endLineAt(text, from, nl > from && text.charCodeAt(nl - 1) === CR ? nl - 1 : nl);
+      } else {
+        this.take(text.slice(from, nl < 0 ? text.length : nl));
+        if (nl < 0) break;
+        req = this.endLine();
+      }
       if (req) done.push(req);
       from = nl + 1;
     }
@@ -59,8 +64,7 @@ export class PolicyReader {
 
   private take(piece: string): void {
     if (this.skipping) return;
-    // The longest line kept: a name, '=', a value at its limit, and a CR.
-    const room = DEFAULTS.policyValueMax + DEFAULTS.policyNameMax + 2 - this.line.length;
+    const room = LINE_ROOM - this.line.length;
     if (piece.length > room) {
       this.line += piece.slice(0, room);
       this.skipping = true;
@@ -71,31 +75,52 @@ export class PolicyReader {
   }
 
   private endLine(): PolicyRequest | undefined {
-    let line = this.line;
+    const line = this.line;
     this.line = '';
     this.skipping = false;
-    if (line.endsWith('\r')) line = line.slice(0, -1);
-    if (line === '') {
+    return this.endLineAt(line, 0, line.endsWith('\r') ? line.length - 1 : line.length);
+  }
+
+  /**
+   * Takes the line text[from, end) (its CR, if any, already left out): an attribute, or the
+   * empty line that ends a request. Read in place, so a request's lines cost no copies but
+   * its names and values (a policy request has some 30 lines).
+   */
+  private endLineAt(text: string, from: number, end: number): PolicyRequest | undefined {
+    if (end === from) {
       // An empty line ends a request; one that had no attributes is not a request at all.
       if (this.attrs.size === 0) return undefined;
       const req = { attrs: this.attrs };
       this.attrs = new Map();
       return req;
     }
-    const eq = line.indexOf('=');
-    if (eq <= 0 || eq > DEFAULTS.policyNameMax) {
+    // The '=' within a name's length of the line's start: never a search past it.
+    let eq = -1;
+    const stop = Math.min(end, from + DEFAULTS.policyNameMax + 1);
+    for (let i = from; i < stop; i++) {
+      if (text.charCodeAt(i) === EQ) {
+        eq = i;
+        break;
+      }
+    }
+    if (eq <= from) {
       this.trouble.garbage++;
       return undefined;
     }
-    const name = line.slice(0, eq);
+    const name = text.slice(from, eq);
     if (!this.attrs.has(name) && this.attrs.size >= DEFAULTS.policyAttrsMax) {
       this.trouble.dropped++;
       return undefined;
     }
-    this.attrs.set(name, line.slice(eq + 1, eq + 1 + DEFAULTS.policyValueMax));
+    this.attrs.set(name, text.slice(eq + 1, Math.min(end, eq + 1 + DEFAULTS.policyValueMax)));
     return undefined;
   }
 }
+
+/** The longest line kept: a name, '=', a value at its limit, and a CR. */
+const LINE_ROOM = DEFAULTS.policyValueMax + DEFAULTS.policyNameMax + 2;
+const CR = 0x0d;
+const EQ = 0x3d;
 
 /** What the policy door reads of a request: the attributes postgrey uses, as sent. */
 export interface PolicyQuery {
