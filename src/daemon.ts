@@ -303,7 +303,7 @@ export async function startDaemon(
   const lists = new BlackLists();
   const undo: Undo = [];
   // Filled in as the rooms start; the activity reads them only when asked.
-  const rooms: { grey?: Greylisting; tarpit?: Tarpit } = {};
+  const rooms: { grey?: Greylisting; tarpit?: Tarpit; peers?: SyncPeers } = {};
   const activity = new Activity({
     command: 'run',
     held: () => rooms.tarpit?.held() ?? { grey: 0, black: 0, trapped: 0 },
@@ -312,6 +312,7 @@ export async function startDaemon(
     firewall: () => rooms.grey && { name: rooms.grey.firewall.name, table: cfg.table },
     policy: cfg.policy !== undefined,
     weighted: cfg.weighted !== undefined,
+    sync: cfg.sync ? () => rooms.peers?.counts : undefined,
   }, clock);
   try {
     if (cfg.blacklistOnly && cfg.policy) throw new PfgreyError('E_USAGE', '--policy needs the greylisting database, which blacklist-only mode (-b) has not');
@@ -339,6 +340,7 @@ export async function startDaemon(
     if (policy) undo.push(() => policy.close());
     const peers = grey && cfg.sync ? await startSync(cfg, cfg.sync, grey.greylister, log) : undefined;
     if (peers) undo.push(() => peers.close());
+    rooms.peers = peers;
     const http = cfg.http && await startStatusPage(cfg.http, activity, log, cfg.http.sampleEvery);
     if (http) undo.push(() => http.close());
     // Synchronously after the last bind, so no client is handled before it (privilege drop).

@@ -54,6 +54,12 @@ test('a tuple seen at A is known at B; a trap at A is tarpitted at B; B sends no
   t.is(a.daemon.syncPeers!.counts.received, 0);
   t.is(b.daemon.syncPeers!.counts.sent, 0);
   t.is(b.daemon.syncPeers!.counts.received, 2);
+  // /metrics says the same.
+  const metrics = await b.daemon.activity.registry.metrics();
+  t.regex(metrics, /^pfgrey_sync_packets_total\{result="received"\} 2$/m);
+  t.regex(metrics, /^pfgrey_sync_packets_total\{result="sent"\} 0$/m);
+  t.regex(metrics, /^pfgrey_sync_dropped_records_total 0$/m);
+  t.regex(await a.daemon.activity.registry.metrics(), /^pfgrey_sync_packets_total\{result="sent"\} 2$/m);
 });
 
 test('a missing key file stops the start with the way to make one', async (t) => {

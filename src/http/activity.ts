@@ -3,6 +3,7 @@
 // the scan's counts). It keeps plain totals for the status page, `pfgrey stats` and the SIGUSR1
 // line, and the same numbers as Prometheus metrics (prom-client) for /metrics.
 
+import type { SyncCounts } from '../sync/peers.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { type Clock, systemClock } from '../clock.js';
 import type { CoreEvents } from '../grey/requests.js';
@@ -58,6 +59,8 @@ export interface ActivitySources {
   policy?: boolean;
   /** Weighted greylisting judges first attempts (--weighted). */
   weighted?: boolean;
+  /** The sync door's counts (-y, -Y), once it runs. */
+  sync?: () => SyncCounts | undefined;
 }
 
 export interface Totals {
@@ -222,6 +225,26 @@ export class Activity {
     }
     if (sources.policy) {
       for (const verdict of POLICY_OUTCOMES) this.m.policy.inc({ verdict }, 0);
+    }
+    if (sources.sync) {
+      const counts = sources.sync;
+      // The sync door keeps its own counts; these report them as they stand at each scrape.
+      new Counter({
+        name: 'pfgrey_sync_packets_total', help: 'spamd sync packets: received and applied, refused (HMAC, version, length, records), sent.',
+        labelNames: ['result'], registers,
+        collect() {
+          const c = counts() ?? { received: 0, refused: 0, sent: 0, dropped: 0 };
+          this.reset();
+          for (const result of ['received', 'refused', 'sent'] as const) this.inc({ result }, c[result]);
+        },
+      });
+      new Counter({
+        name: 'pfgrey_sync_dropped_records_total', help: 'Sync records dropped: received while the database was behind, or past the send queue.', registers,
+        collect() {
+          this.reset();
+          this.inc(counts()?.dropped ?? 0);
+        },
+      });
     }
     if (sources.weighted) {
       for (const decision of ['accept', 'greylist', 'trap']) this.m.weighed.inc({ decision }, 0);
