@@ -11,6 +11,9 @@ import { tempDir } from './helpers/daemon.js';
 import { writePflogPcap } from './helpers/pcap.js';
 import { required } from './helpers/require.js';
 import { eventually } from './helpers/smtp.js';
+import { TEST_KEY, TEST_KEY_FILE } from './helpers/sync-packets.js';
+import dgram from 'node:dgram';
+import { decodePacket } from '../src/sync/wire.js';
 
 // BSDs keep tcpdump in /usr/sbin, Debian in /usr/bin.
 const TCPDUMP = ['/usr/sbin/tcpdump', '/usr/bin/tcpdump'].find((p) => spawnSync(p, ['--version'], { stdio: 'ignore' }).status === 0) ?? 'tcpdump';
@@ -119,6 +122,37 @@ withTcpdump('logd reads a pflog capture through tcpdump and whitelists what pass
   t.true(Number(b![6]) >= before + 36 * DAY - 5, 'expire moved to now + 36 days');
 });
 
+withTcpdump('logd -Y sends each host it whitelists to the sync peers as a WHITE record, as spamlogd does', async (t) => {
+  const dir = await tempDir(t);
+  const db = path.join(dir, 'pfgrey.db');
+  const pcap = path.join(dir, 'pflog.pcap');
+  const keyFile = path.join(dir, 'spamd.key');
+  await fs.writeFile(keyFile, TEST_KEY_FILE, { mode: 0o600 });
+  await writePflogPcap(pcap, [
+    { dir: 'in', src: '192.0.2.7', dst: '198.51.100.1' },
+    { dir: 'out', src: '198.51.100.1', dst: '203.0.113.9' },
+  ]);
+  await openStore(db, { create: true }).then((st) => st.close());
+  const peer = dgram.createSocket('udp4');
+  t.teardown(() => peer.close());
+  const got: Buffer[] = [];
+  peer.on('message', (m) => got.push(m));
+  await new Promise<void>((resolve) => peer.bind(0, '127.0.0.1', () => resolve()));
+  const before = Math.floor(Date.now() / 1000);
+  const r = await runCli(['logd', '--log', 'stderr', '-D', '-W', '2', '--db', db, '--tcpdump', TCPDUMP, '-r', pcap,
+    '-Y', `127.0.0.1:${peer.address().port}`, '--sync-key', keyFile]);
+  t.is(r.code, 0, r.stderr);
+  await eventually(() => got.length >= 2, 'two sync packets');
+  const records = got.map((g) => decodePacket(g, TEST_KEY)).flatMap((d) => (d.ok ? d.packet.records : []));
+  t.deepEqual(records.map((rec) => `${rec.type} ${rec.ip}`).sort(), ['WHITE 192.0.2.7', 'WHITE 203.0.113.9']);
+  for (const rec of records) {
+    const expire = 'expire' in rec ? rec.expire / 1000 : 0;
+    t.true(Math.abs(expire - (before + 2 * 3600)) < 60, `expires after -W 2 (hours): ${expire - before} s`);
+  }
+  const flags = await runCli(['logd', '--sync-key', keyFile, '-r', pcap]);
+  t.regex(flags.stderr, /--sync-key is an option of spamd sync: add -Y to send/);
+});
+
 withTcpdump('with -I only inbound connections count, and -i limits the interface', async (t) => {
   const dir = await tempDir(t);
   const db = path.join(dir, 'pfgrey.db');
@@ -168,7 +202,7 @@ exec sleep 60
 });
 
 test('bad logd flags are one clear line', async (t) => {
-  for (const [args, re] of [[['-W', '0'], /-W 0: too small/], [['-W', '3000'], /-W 3000: too large/], [['-Y', 'peer'], /sync \(-Y\) is not supported yet/], [['-l', 'a b'], /-l a b: not an interface name/]] as const) {
+  for (const [args, re] of [[['-W', '0'], /-W 0: too small/], [['-W', '3000'], /-W 3000: too large/], [['-Y', '127.0.0.1:99999'], /-Y 127\.0\.0\.1:99999: port 99999 is not a number from 1 to 65535/], [['-Y', '127.0.0.1', '--sync-port', '0'], /--sync-port 0: too small/], [['-l', 'a b'], /-l a b: not an interface name/]] as const) {
     const r = await runCli(['logd', ...args]);
     t.is(r.code, 1);
     t.regex(r.stderr, re);

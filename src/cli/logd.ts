@@ -13,6 +13,8 @@ import { commandLogger, parseLogTarget, type Logger } from '../log.js';
 import { type Capture, captureFileKind, defaultCaptureInterface, parseCaptureInterface } from '../logd/nflog.js';
 import { PflogWatcher } from '../logd/watcher.js';
 import { openDatabase } from '../store/open.js';
+import { loadSyncKey } from '../sync/key.js';
+import { parseSyncTarget, resolveSyncTargets, SyncPeers, type SyncTarget } from '../sync/peers.js';
 import type { Store } from '../store/types.js';
 import { databasePath, type CliIO } from './io.js';
 import { helpText, usageError } from './args.js';
@@ -20,6 +22,7 @@ import { runService } from './service.js';
 
 export const LOGD_USAGE =
   'usage: pfgrey logd [-DI] [-i interface] [-l pflog_interface | nflog:IN[,OUT]] [-W whiteexp]\n' +
+  '           [-Y synctarget ...] [--sync-port port] [--sync-key file]\n' +
   '           [--db path] [--tcpdump path] [-r capture-file] [--log auto|stderr|syslog]';
 
 const OPTIONS = {
@@ -28,7 +31,9 @@ const OPTIONS = {
   i: { type: 'string', short: 'i' },
   l: { type: 'string', short: 'l' },
   W: { type: 'string', short: 'W' },
-  Y: { type: 'string', short: 'Y' },
+  Y: { type: 'string', short: 'Y', multiple: true },
+  'sync-port': { type: 'string' },
+  'sync-key': { type: 'string' },
   r: { type: 'string', short: 'r' },
   db: { type: 'string' },
   tcpdump: { type: 'string' },
@@ -54,7 +59,14 @@ export async function logdCommand(argv: string[], io: CliIO): Promise<number> {
     io.stdout.write(helpText('logd', LOGD_USAGE));
     return 0;
   }
-  if (values.Y !== undefined) throw new PfgreyError('E_UNSUPPORTED', 'sync (-Y) is not supported yet');
+  // spamlogd's -Y: every host seen passing is sent to the sync peers as a WHITE record.
+  const targets: SyncTarget[] = (values.Y ?? []).map((v) => parseSyncTarget(v));
+  const syncPort = values['sync-port'] === undefined ? DEFAULTS.syncPort : parseIntegerOption(values['sync-port'], '--sync-port', 1, 65535);
+  if (values['sync-key'] === '') throw new PfgreyError('E_BAD_OPTION', '--sync-key: empty path');
+  if (targets.length === 0) {
+    const stray = ['sync-port', 'sync-key'].find((name) => values[name as 'sync-port' | 'sync-key'] !== undefined);
+    if (stray) throw new PfgreyError('E_USAGE', `--${stray} is an option of spamd sync: add -Y to send`);
+  }
   const whiteExpiry = values.W === undefined ? DEFAULTS.whiteExpiry
     : parseIntegerOption(values.W, '-W', 1, MAX_W_HOURS) * 3_600_000;
   let capture = parseCaptureInterface(values.l ?? defaultCaptureInterface());
@@ -73,6 +85,7 @@ export async function logdCommand(argv: string[], io: CliIO): Promise<number> {
   const dbPath = databasePath(values.db, io.env);
   let store: Store | undefined;
   let watcher: PflogWatcher | undefined;
+  let peers: SyncPeers | undefined;
   const code = await runService({
     start: async (abort) => {
       store = await openWhenCreated(dbPath, log, values.r === undefined ? DEFAULTS.logdDbWait : 0, abort);
@@ -87,12 +100,23 @@ export async function logdCommand(argv: string[], io: CliIO): Promise<number> {
         retryMin: DEFAULTS.logdRetryMin,
         retryMax: DEFAULTS.logdRetryMax,
       });
+      if (targets.length > 0) {
+        // Read and resolved now, as root, like pfgrey run's; logd only sends (spamlogd never receives).
+        const key = await loadSyncKey(values['sync-key'] ?? DEFAULTS.syncKey, log);
+        peers = await SyncPeers.start({
+          listen: [], targets: await resolveSyncTargets(targets, syncPort), port: syncPort, key, core: watcher.core, log,
+          whiteExpiry, trapExpiry: DEFAULTS.trapExpiry,
+        });
+        for (const d of peers.destinations) log.info(`sending sync packets to ${d}`);
+      }
       log.info(`Listening on ${values.r ?? capture.ifname} for ${values.i ?? 'all interfaces.'}${values.I ? ' Inbound direction only.' : ''}`);
       watcher.start();
     },
     // The queued whitelist updates are committed before the database closes.
     stop: async () => {
       await watcher!.stop();
+      await peers?.drain(DEFAULTS.syncDrain);
+      peers?.close();
       await store!.close();
     },
     finished: () => watcher!.finished,

@@ -180,6 +180,8 @@ export const DEFAULTS = Object.freeze({
    */
   syncPort: 8025,
   syncKey: '/etc/mail/spamd.key',
+  /** How long a stopping logd waits for its queued sync packets to leave. */
+  syncDrain: 2 * SECOND,
   syncGroup: '224.0.1.240',
   syncTtl: 1,
   syncMaxPacket: 1408,

@@ -403,6 +403,8 @@ export class Greylister {
       case 'extend': {
         const entry = logdHit(view.get(r.ip) ?? undefined, r.ip, now, this.opts.whiteExpiry ?? DEFAULTS.whiteExpiry);
         this.write(entry, out);
+        // The host is whitelisted anew: spamlogd tells its sync peers so (a WHITE record).
+        out.events.push({ kind: 'white', ip: r.ip });
         return { kind: 'written', entry };
       }
       case 'restore':

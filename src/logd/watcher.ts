@@ -37,7 +37,8 @@ export class PflogWatcher {
   private readonly stopping = new AbortController();
   private readonly backoff: Backoff;
   private readonly clock: Clock;
-  private readonly core: Greylister;
+  /** logd's greylist core; pfgrey logd -Y sends what its events say to sync peers. */
+  readonly core: Greylister;
   /** Updates of one address are applied in order. */
   private chain: Promise<void> = Promise.resolve();
   private done!: () => void;

@@ -362,6 +362,17 @@ export class SyncPeers {
     }
   }
 
+  /**
+   * Resolves once every packet queued so far has been handed to the network, or after `ms`:
+   * a logd that reads a capture file and exits sends what it learnt first.
+   */
+  async drain(ms: number): Promise<void> {
+    const deadline = this.clock.now() + ms;
+    while (!this.closed && (this.queue.length > 0 || this.inFlight > 0) && this.clock.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  }
+
   /** Stops receiving and sending; packets still queued are dropped. */
   close(): void {
     if (this.closed) return;
