@@ -5,6 +5,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import type { Greylister } from '../src/grey/greylister.js';
 
 export const quick = process.argv.includes('--quick');
 
@@ -50,3 +51,17 @@ export function loopProbe() {
 
 export const ms = (n: number) => `${n.toFixed(1)} ms`;
 export const kib = (bytes: number) => `${(bytes / 1024).toFixed(2)} KiB`;
+
+/** Hands `total` distinct tuples to the core, 1,000 per event-loop turn, and waits for them all. */
+export async function feedTuples(g: Greylister, total: number): Promise<void> {
+  const batch = 1000;
+  for (let i = 0; i < total; i += batch) {
+    const work: Array<Promise<unknown>> = [];
+    for (let j = i; j < Math.min(total, i + batch); j++) {
+      const ip = `10.${(j >> 16) & 255}.${(j >> 8) & 255}.${j & 255}`;
+      work.push(g.tuple({ ip, helo: 'mx.example', from: `<s${j}@example.org>`, to: '<r@example.net>' }));
+    }
+    await Promise.all(work);
+  }
+  await g.settle();
+}

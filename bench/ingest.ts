@@ -19,7 +19,7 @@ import { startDaemon } from '../src/daemon.js';
 import { Greylister } from '../src/grey/greylister.js';
 import { silentLogger } from '../src/log.js';
 import { openStore } from '../src/store/sqlite.js';
-import { printTable, quick, withTempDir } from './common.js';
+import { feedTuples, printTable, quick, withTempDir } from './common.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -40,16 +40,7 @@ async function viaApi(dir: string, total: number) {
   });
   const t0 = performance.now();
   const cpu0 = process.cpuUsage();
-  const batch = 1000;
-  for (let i = 0; i < total; i += batch) {
-    const work: Promise<unknown>[] = [];
-    for (let j = i; j < Math.min(total, i + batch); j++) {
-      const ip = `10.${(j >> 16) & 255}.${(j >> 8) & 255}.${j & 255}`;
-      work.push(g.tuple({ ip, helo: 'mx.example', from: `<s${j}@example.org>`, to: '<r@example.net>' }));
-    }
-    await Promise.all(work);
-  }
-  await g.settle();
+  await feedTuples(g, total);
   await store.close();
   const secs = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);

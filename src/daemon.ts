@@ -203,6 +203,9 @@ async function startGreylisting(
     mxGrace: cfg.mxGrace,
     whiteExpiry: cfg.times.whiteExpiry,
     policy: cfg.policy?.settings.times,
+    // Daemons sharing a database (PostgreSQL) write the same tuples: each batch is read and
+    // written in one atomic update, so that two MX hosts never lose each other's updates.
+    atomic: db.maintains !== undefined,
   });
   // Recovered as at start: the file moved aside, what can be read of it copied into a fresh
   // one, the firewall table's hosts kept WHITE, and the writes still queued replayed.
@@ -226,6 +229,7 @@ async function startGreylisting(
     whiteExpiry: cfg.times.whiteExpiry,
     chunk: cfg.scanChunk,
     isBlacklisted: (ip) => lists.lookup(ip) !== undefined,
+    maintain: db.maintains,
     onResult: (plan, changes) => {
       lastScan = plan;
       activity.scanned(plan);

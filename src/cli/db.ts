@@ -48,7 +48,7 @@ import { keepsExisting, parseDbDump, postgreyEntries, type PostgreyImport } from
 import { promotesAgain, type ManualType, type PolicyTimes } from '../grey/rules.js';
 import { silentLogger } from '../log.js';
 import { COMPANIONS, exists } from '../store/files.js';
-import { openDatabase } from '../store/open.js';
+import { openDatabase, storeKind } from '../store/open.js';
 import { entryToJson, formatEntry, keyText, parseLine, showKey } from '../grey/spamdb-format.js';
 import type { Store } from '../store/types.js';
 import { databasePath, failure, type CliIO } from './io.js';
@@ -416,8 +416,9 @@ function doorToCore(store: Store, clock: Clock = systemClock): Greylister {
  * leaves nothing behind. Resolves with body's result and whether the database was created.
  */
 async function writeDatabase<T>(dbPath: string, body: (store: Store) => Promise<T>): Promise<{ result: T; created: boolean }> {
-  // Anything at the name (a dangling link too) is not ours to remove if the command fails.
-  const existed = await exists(dbPath).catch(() => true);
+  // Anything at the name (a dangling link too) is not ours to remove if the command fails; nor
+  // is a PostgreSQL database, which is made by createdb, not here.
+  const existed = storeKind(dbPath) === 'postgres' || await exists(dbPath).catch(() => true);
   try {
     return { result: await withStore(await openDatabase(dbPath, { create: true }), body), created: !existed };
   } catch (err) {

@@ -11,7 +11,7 @@ import { parseArgs } from 'node:util';
 import { PfgreyError } from '../errors.js';
 import { goodKnown, knownGoodKey } from '../grey/rules.js';
 import { GOOD_PREFIX } from '../grey/entry.js';
-import { openDatabase } from '../store/open.js';
+import { openDatabase, storeKind } from '../store/open.js';
 import { explain, judge, withKnownGood } from '../weighted/score.js';
 import { startWeighting, WEIGHTED_OPTIONS, weightedConfig } from '../weighted/options.js';
 import { helpText, usageError } from './args.js';
@@ -61,7 +61,7 @@ export async function explainCommand(argv: string[], io: CliIO): Promise<number>
   const dbPath = values.db ?? (io.env.PFGREY_DB || undefined);
   const good = knownGoodKey(sender, ip);
   if (dbPath !== undefined && good !== undefined) {
-    if (!existsSync(dbPath)) {
+    if (storeKind(dbPath) === 'sqlite' && !existsSync(dbPath)) {
       knownLine = `known-good memory not read: ${dbPath} does not exist`;
     } else {
       const store = await openDatabase(dbPath, { readonly: true });

@@ -16,8 +16,7 @@ import {
   inetListener, POLICY_OPTIONS, policySettings, POSTGREY_ONLY, startPolicyDoor, withOptionalValues,
   type PolicyDoor, type PolicyListener,
 } from '../policy/door.js';
-import { assertSupported } from '../store/open.js';
-import { openStoreRecovering } from '../store/recover.js';
+import { maintenanceElection, openServiceStore } from '../store/open.js';
 import type { Store } from '../store/types.js';
 import { Activity, statusLine } from '../http/activity.js';
 import { parseHttpAddress, type StartedStatusPage, startStatusPage } from '../http/server.js';
@@ -93,7 +92,8 @@ export async function policyCommand(argv: string[], io: CliIO): Promise<number> 
   // Under spawn(8) every connection is a process of its own: they cannot all hold one port.
   if (http && values.stdio) throw new PfgreyError('E_USAGE', '--http and --stdio: spawn(8) starts a process per connection, and only one could listen; serve --inet or --unix for the status page');
   const dbPath = databasePath(values.db, io.env);
-  assertSupported(dbPath);
+  // Several policy servers (or daemons) sharing one PostgreSQL database: one of them expires.
+  const election = maintenanceElection(dbPath, log);
   let store: Store | undefined;
   let core: Greylister | undefined;
   let door: PolicyDoor | undefined;
@@ -112,7 +112,7 @@ export async function policyCommand(argv: string[], io: CliIO): Promise<number> 
     start: async () => {
       // A database SQLite cannot use is moved aside and a fresh one opened: the policy
       // service keeps answering (greylist.pl's way with its Berkeley DB).
-      const opened = await openStoreRecovering(dbPath, { log, onCommit: (seconds, ok) => activity.commit(seconds, ok) }, log);
+      const opened = await openServiceStore(dbPath, { log, onCommit: (seconds, ok) => activity.commit(seconds, ok) }, log);
       store = opened.store;
       if (weighted) weighting = await startWeighting(weighted);
       core = new Greylister({ store, log, atomic: true, policy: settings.times, weighted: weighting?.core() });
@@ -127,6 +127,7 @@ export async function policyCommand(argv: string[], io: CliIO): Promise<number> 
       scanner = new Scanner({
         store, log, interval: DEFAULTS.policyMaintenance, whiteExpiry: DEFAULTS.whiteExpiry, chunk: DEFAULTS.scanChunk,
         events: core.events,
+        maintain: election && (() => election.turn()),
         onResult: (plan) => {
           activity.scanned(plan);
           if (plan.counts.expired > 0) log.info(`policy maintenance: ${plan.counts.expired} expired entries forgotten`);
@@ -143,6 +144,7 @@ export async function policyCommand(argv: string[], io: CliIO): Promise<number> 
       await core?.stop();
       weighting?.close();
       await store?.close();
+      await election?.close();
     },
     reload: async () => door?.reload(),
     status: () => statusLine(activity.status()),

@@ -41,9 +41,10 @@ export interface ScannerOptions {
    * Whether this scan does maintenance (expires entries, writes the WHITE entries of passed
    * tuples) besides publishing. Several hosts sharing one database run maintenance on one of
    * them and publishing on all: without it the scan only reads, and its whitelist still holds
-   * the passed tuples' addresses, which the maintaining host will write. Default true.
+   * the passed tuples' addresses, which the maintaining host will write. A function is asked
+   * before each scan (the PostgreSQL maintenance election); one that fails means no. Default true.
    */
-  maintain?: boolean;
+  maintain?: boolean | (() => Promise<boolean>);
 }
 
 export interface WhitelistChanges {
@@ -114,6 +115,8 @@ export class Scanner {
     this.trappedDuringScan = new Set();
     try {
       await this.opts.beforeScan?.();
+      const { maintain = true } = this.opts;
+      const maintaining = typeof maintain === 'function' ? await maintain().catch(() => false) : maintain;
       await store.flush();
       const now = this.clock.now();
       const acc = new ScanAccumulator(now, this.opts.whiteExpiry, this.opts.isBlacklisted);
@@ -123,7 +126,7 @@ export class Scanner {
       }
       while (!acc.settle(this.opts.chunk)) await yieldToLoop();
       const plan = acc.finish();
-      if (this.opts.maintain === false) {
+      if (!maintaining) {
         plan.deletes = [];
         plan.puts = [];
       }

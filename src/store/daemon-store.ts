@@ -11,7 +11,7 @@ import type { Logger } from '../log.js';
 import { COMPANIONS, exists } from './files.js';
 import { lockDatabase, type DatabaseLock } from './lock.js';
 import { openStoreRecovering, type RecoveredStore, type RecoverOptions } from './recover.js';
-import { assertSupported } from './open.js';
+import { maintenanceElection, openDatabase, storeKind } from './open.js';
 import { refuseBerkeleyDb } from './sqlite.js';
 
 export interface DaemonStore extends RecoveredStore {
@@ -22,10 +22,19 @@ export interface DaemonStore extends RecoveredStore {
    * companions) if this start created it, then releases the lock.
    */
   abandon(): Promise<void>;
+  /**
+   * A database several daemons share (PostgreSQL): whether this one runs the scan's maintenance
+   * this round (Scanner's `maintain`). Undefined for a file, which only one daemon opens.
+   */
+  maintains?: () => Promise<boolean>;
 }
 
 export async function openDaemonStore(path: string, opts: RecoverOptions, log: Logger): Promise<DaemonStore> {
-  assertSupported(path);
+  if (storeKind(path) === 'postgres') {
+    const store = await openDatabase(path, opts);
+    const election = maintenanceElection(path, log)!;
+    return { store, unlock: () => election.close(), abandon: () => election.close(), maintains: () => election.turn() };
+  }
   await mkdir(dirname(path), { recursive: true }).catch((err: unknown) => {
     throw new PfgreyError('E_DB_OPEN', `cannot create ${dirname(path)} for the database: ${systemErrorText(err)}`, { cause: err });
   });

@@ -1,9 +1,12 @@
 // Which store a --db value names, for every command. A path is an SQLite file (sqlite.ts). A
-// postgres:// or postgresql:// URL names a PostgreSQL database that several MX hosts share;
-// that backend is not built yet, and such a value is refused with that said, rather than taken
-// for a file name. Nothing outside store/ opens a backend directly: commands come through here.
+// postgres:// or postgresql:// URL names a PostgreSQL database that several MX hosts share
+// (postgres.ts); `postgresql://` alone takes every connection setting from libpq's environment
+// variables (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE). Nothing outside store/ opens a
+// backend directly: commands come through here.
 
-import { PfgreyError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { openPostgresStore, PostgresMaintenance } from './postgres.js';
+import { openStoreRecovering, type RecoveredStore, type RecoverOptions } from './recover.js';
 import { openStore, type OpenStoreOptions } from './sqlite.js';
 import type { FileStore } from './types.js';
 
@@ -13,16 +16,29 @@ export function storeKind(db: string): StoreKind {
   return /^postgres(ql)?:\/\//i.test(db) ? 'postgres' : 'sqlite';
 }
 
-/** Throws E_DB_OPEN for a --db value no backend of this pfgrey can open. */
-export function assertSupported(db: string): void {
+/** Opens the store `db` names (see openStore and openPostgresStore for the options and errors). */
+export async function openDatabase(db: string, opts: OpenStoreOptions = {}): Promise<FileStore> {
   if (storeKind(db) === 'postgres') {
-    throw new PfgreyError('E_DB_OPEN', 'a PostgreSQL database (--db postgres://…) is not supported by this pfgrey yet; ' +
-      'give --db the path of an SQLite file');
+    const { create: _create, ...rest } = opts;
+    return openPostgresStore(db, rest);
   }
+  return openStore(db, opts);
 }
 
-/** Opens the store `db` names (see openStore for the options and errors). */
-export async function openDatabase(db: string, opts: OpenStoreOptions = {}): Promise<FileStore> {
-  assertSupported(db);
-  return openStore(db, opts);
+/**
+ * Opens the store of a long-running door (pfgrey policy): an SQLite file that cannot be used is
+ * moved aside and replaced (recover.ts); a PostgreSQL database has no file to move, and its
+ * tables are made when missing.
+ */
+export async function openServiceStore(db: string, opts: RecoverOptions, log: Logger): Promise<RecoveredStore> {
+  if (storeKind(db) === 'postgres') return { store: await openDatabase(db, opts) };
+  return openStoreRecovering(db, opts, log);
+}
+
+/**
+ * Of several hosts sharing one database, which one runs the scan's maintenance (expire,
+ * promote) this round; undefined for a file, which has one daemon.
+ */
+export function maintenanceElection(db: string, log: Logger): PostgresMaintenance | undefined {
+  return storeKind(db) === 'postgres' ? new PostgresMaintenance(db, log) : undefined;
 }

@@ -6,15 +6,15 @@
 
 import { constants } from 'node:fs';
 import { lstat, open, rm } from 'node:fs/promises';
-import { setImmediate as yieldToLoop } from 'node:timers/promises';
-import { Backoff } from '../backoff.js';
 import sqlite3 from 'sqlite3';
 import { DEFAULTS } from '../config/defaults.js';
 import { PfgreyError, describe } from '../errors.js';
 import type { Entry } from './types.js';
 import { silentLogger, type Logger } from '../log.js';
 import { checkDatabaseFiles, resolveDatabasePath, SQLITE_OPEN_NOFOLLOW } from './files.js';
-import type { Abandoned, CloseOptions, FileProblem, FileStore, Store, StoreWrite } from './types.js';
+import type { Abandoned, CloseOptions, FileProblem, FileStore, StoreWrite } from './types.js';
+import { GroupCommitStore, type GroupCommitSettings } from './group-commit.js';
+import { isDeleteIf, overlayKeys, overlayRange, queuedEntry, type QueuedWrite } from './pending.js';
 
 export interface OpenStoreOptions {
   /** Create the file (mode 0600) when missing; its directory must exist. Ignored with readonly. */
@@ -76,20 +76,7 @@ const COLUMNS = 'key, first, pass, expire, bcount, pcount';
 
 type Row = Entry;
 
-/** A queued conditional delete (Store.deleteIf): the row it may delete, as the scan read it. */
-interface DeleteIf {
-  readonly expected: Entry;
-}
-
-/** A queued write: an insert-or-replace, a delete (null), or a conditional delete. */
-type Write = Entry | null | DeleteIf;
-
-const isDeleteIf = (w: Write | undefined): w is DeleteIf => w != null && 'expected' in w;
-
-/** What reads see of a queued write: a conditional delete reads as deleted, like a delete. */
-function queuedEntry(w: Write | undefined): Entry | undefined {
-  return w == null || isDeleteIf(w) ? undefined : { ...w };
-}
+type Write = QueuedWrite;
 
 const rowParams = (e: Entry): unknown[] => [e.key, e.first, e.pass, e.expire, e.bcount, e.pcount];
 
@@ -582,39 +569,23 @@ interface Statements {
   deleteIfMany: sqlite3.Statement;
 }
 
-interface StoreSettings {
+interface StoreSettings extends GroupCommitSettings {
   /** The path SQLite opened (the directory resolved): where fileProblem looks. */
   real: string;
   /** The file as it was when opened, to tell when it was truncated, replaced or removed. */
   identity: FileIdentity;
-  readonly: boolean;
   empty: boolean;
-  commitDelay: number;
-  commitBatch: number;
-  log: Logger;
-  onCommit?: (seconds: number, ok: boolean) => void;
 }
 
-class SqliteStore implements FileStore {
-  /** Queued writes; null is a queued delete. Entries stay here until their commit succeeds. */
-  private readonly pending = new Map<string, Write>();
-  private timer: NodeJS.Timeout | null = null;
-  private running: Promise<void> | null = null;
-  private queued: Promise<void> | null = null;
-  /** After a failed commit the size trigger pauses and the timer retries, so a broken disk is not hammered per put. */
-  private failing = false;
-  private closing: Promise<void> | null = null;
-  /** Given up (abandon): nothing is written or committed any more; reads still work. */
-  private abandoned = false;
-  /** Why the last commit failed, for the line that says what a failed close lost. */
-  private lastFailure = '';
-
+class SqliteStore extends GroupCommitStore implements FileStore {
   private constructor(
-    readonly path: string,
+    path: string,
     private readonly db: sqlite3.Database,
     private readonly st: Statements | null,
-    private readonly settings: StoreSettings,
-  ) {}
+    protected override readonly settings: StoreSettings,
+  ) {
+    super(path, settings);
+  }
 
   static async create(path: string, db: sqlite3.Database, settings: StoreSettings): Promise<SqliteStore> {
     if (settings.empty) return new SqliteStore(path, db, null, settings);
@@ -656,31 +627,9 @@ class SqliteStore implements FileStore {
     return new SqliteStore(path, db, made as Statements, settings);
   }
 
-  get pendingWrites(): number {
-    return this.pending.size;
-  }
-
   async getMany(keys: readonly string[]): Promise<Map<string, Entry>> {
-    const found = new Map<string, Entry>();
-    const wanted: string[] = [];
-    for (const key of new Set(keys)) {
-      if (this.pending.has(key)) {
-        const e = queuedEntry(this.pending.get(key));
-        if (e) found.set(key, e);
-      } else {
-        wanted.push(key);
-      }
-    }
     const st = this.open();
-    if (!st || wanted.length === 0) return found;
-    const { rows } = await this.read(() => this.lookup(st, wanted));
-    // A write queued while the query ran is newer than the row it returned.
-    for (const r of rows) if (!this.pending.has(r.key)) found.set(r.key, r);
-    for (const k of wanted) {
-      const e = queuedEntry(this.pending.get(k));
-      if (e) found.set(k, e);
-    }
-    return found;
+    return overlayKeys(this.pending, keys, async (wanted) => (st ? (await this.read(() => this.lookup(st, wanted))).rows : []));
   }
 
   async get(key: string): Promise<Entry | undefined> {
@@ -691,60 +640,12 @@ class SqliteStore implements FileStore {
     return rows[0];
   }
 
-  put(entry: Entry): void {
-    this.writable();
-    // A copy: the caller may keep mutating its object, and the flush compares by identity.
-    this.pending.set(entry.key, { ...entry });
-    this.schedule();
-  }
-
-  delete(key: string): void {
-    this.writable();
-    this.pending.set(key, null);
-    this.schedule();
-  }
-
-  deleteIf(expected: Entry): void {
-    this.writable();
-    const queued = this.pending.get(expected.key);
-    // A queued put is newer than the committed row the caller read, even one equal to it (the
-    // file may hold something else until it commits); a queued delete already deletes.
-    if (queued !== undefined && !isDeleteIf(queued)) return;
-    this.pending.set(expected.key, { expected: { ...expected } });
-    this.schedule();
-  }
-
   update(keys: readonly string[], decide: (current: Map<string, Entry>) => StoreWrite[]): Promise<void> {
     this.writable();
     const st = this.st;
     if (!st) return Promise.reject(new PfgreyError('E_DB_WRITE', `${this.path}: the database was opened read-only`));
-    // One transaction at a time on this connection: after the commit under way, the writes
-    // queued before this update, then the update; a group commit asked for meanwhile waits.
-    const before = this.running ?? Promise.resolve();
-    const p: Promise<void> = before.catch(() => undefined)
-      .then(() => this.commitPending())
-      .then(() => this.timed(() => this.transact(st, keys, decide)))
-      .finally(() => {
-        if (this.running === p) this.running = null;
-      });
-    this.running = p;
-    return p;
-  }
-
-  flush(): Promise<void> {
-    if (this.settings.readonly || this.abandoned) return Promise.resolve();
-    if (this.queued) return this.queued;
-    if (this.running) {
-      // One commit at a time; everything asked for meanwhile goes into a single follow-up.
-      this.queued = this.running
-        .catch(() => undefined)
-        .then(() => {
-          this.queued = null;
-          return this.startFlush();
-        });
-      return this.queued;
-    }
-    return this.startFlush();
+    // One transaction at a time on this connection.
+    return this.exclusive(() => this.transact(st, keys, decide));
   }
 
   async *chunks(size: number): AsyncIterable<Entry[]> {
@@ -770,15 +671,7 @@ class SqliteStore implements FileStore {
     // Every GREY key of `ip` starts with `ip\n`; '\x0b' is the next character after '\n', so
     // the range is exactly those keys and the primary key index answers it without a scan.
     const rows = st ? await this.read(() => stAll<Row>(st.range, [prefix, `${ip}\x0b`])) : [];
-    if (this.pending.size === 0) return rows;
-    const byKey = new Map(rows.map((r) => [r.key, r] as const));
-    for (const [key, w] of this.pending) {
-      if (!key.startsWith(prefix)) continue;
-      const e = queuedEntry(w);
-      if (e) byKey.set(key, e);
-      else byKey.delete(key);
-    }
-    return [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    return overlayRange(this.pending, rows, prefix);
   }
 
   /**
@@ -815,13 +708,8 @@ class SqliteStore implements FileStore {
    * only once what can be read of the files has been.
    */
   async abandon(): Promise<Abandoned> {
-    const writes = [...this.pending].map(([key, w]): ((next: Store) => void) =>
-      w === null ? (next) => next.delete(key) : isDeleteIf(w) ? (next) => next.deleteIf(w.expected) : (next) => next.put(w));
-    this.pending.clear();
     // Reads go on (the caller may copy what the connection still reads); writes and commits end.
-    this.abandoned = true;
-    this.clearTimer();
-    await this.running?.catch(() => undefined);
+    const writes = await this.giveUpQueue();
     const close = () => (this.closing ??= (async () => {
       if (this.st) await Promise.all(Object.values(this.st).map((st: sqlite3.Statement) => finalize(st)));
       await closeDb(this.db).catch(() => undefined);
@@ -837,35 +725,12 @@ class SqliteStore implements FileStore {
   // --- internals ------------------------------------------------------------------------------
 
   private async shutdown(retryUntil: AbortSignal | undefined): Promise<void> {
-    this.clearTimer();
-    let failure: unknown;
     // Each attempt waits for a lock no longer than stopRetryWait, so the deadline (or a second
     // SIGTERM) ends the stop within about that; a commit already waiting keeps its own timeout.
     if (retryUntil && this.st && !this.settings.readonly) {
       await run(this.db, `PRAGMA busy_timeout = ${Math.trunc(DEFAULTS.stopRetryWait)}`).catch(() => undefined);
     }
-    const backoff = new Backoff({ min: DEFAULTS.greyRetryMin, max: DEFAULTS.stopRetryWait });
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.flush();
-        failure = undefined;
-        break;
-      } catch (err) {
-        failure = err;
-      }
-      if (retryUntil && !retryUntil.aborted) {
-        if (attempt === 1) {
-          this.settings.log.error(`${this.path}: cannot commit ${this.pending.size} writes, retrying until the stop ` +
-            `deadline: ${this.lastFailure}`);
-        }
-        if (await backoff.wait(retryUntil)) continue;
-      }
-      // Nothing retries them after this: say so, with the count, instead of "keeping them queued".
-      failure = new PfgreyError('E_DB_WRITE', `${this.path}: ${this.pending.size} queued writes lost: ` +
-        `${retryUntil ? 'still not committed when the stop gave up' : 'cannot commit them'} (${this.lastFailure})`,
-      { cause: failure });
-      break;
-    }
+    let failure: unknown = await this.finalFlush(retryUntil);
     if (this.st) await Promise.all(Object.values(this.st).map((s: sqlite3.Statement) => finalize(s)));
     await closeDb(this.db).catch((err: unknown) => {
       failure ??= new PfgreyError('E_DB_WRITE', `${this.path}: cannot close database (${sqliteMessage(err)})`, { cause: err });
@@ -878,11 +743,6 @@ class SqliteStore implements FileStore {
     return this.st;
   }
 
-  private writable(): void {
-    if (this.closing || this.abandoned) throw new PfgreyError('E_DB_WRITE', `${this.path}: the database is closed`);
-    if (this.settings.readonly) throw new PfgreyError('E_DB_WRITE', `${this.path}: the database was opened read-only`);
-  }
-
   private async read<T>(op: () => Promise<T>): Promise<T> {
     try {
       return await op();
@@ -891,76 +751,12 @@ class SqliteStore implements FileStore {
     }
   }
 
-  private schedule(): void {
-    if (this.pending.size >= this.settings.commitBatch && !this.failing) {
-      this.clearTimer();
-      this.flush().catch(() => undefined); // reported by startFlush; retried by the timer
-      return;
-    }
-    this.arm();
+  protected canCommit(): boolean {
+    return this.st !== null;
   }
 
-  private arm(): void {
-    if (this.timer || this.closing || this.abandoned) return;
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      this.flush().catch(() => undefined);
-    }, this.settings.commitDelay);
-    // A queued write must not keep a finished process alive; close() is what flushes at exit.
-    this.timer.unref();
-  }
-
-  private clearTimer(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-  }
-
-  private startFlush(): Promise<void> {
-    this.clearTimer();
-    const p = this.commitPending().finally(() => {
-      if (this.running === p) this.running = null;
-    });
-    this.running = p;
-    return p;
-  }
-
-  private async commitPending(): Promise<void> {
-    if (this.pending.size === 0 || !this.st) return;
-    const batch = [...this.pending];
-    try {
-      await this.timed(() => this.commit(this.st!, batch));
-    } catch (err) {
-      this.failing = true;
-      const msg = sqliteMessage(err);
-      this.lastFailure = msg;
-      // Retry on the timer even if nothing else is written meanwhile. Once closing, close()
-      // decides whether there is a retry, and says what it does.
-      if (!this.closing) {
-        this.settings.log.error(`${this.path}: cannot commit ${batch.length} writes, keeping them queued: ${msg}`);
-        this.arm();
-      }
-      throw new PfgreyError('E_DB_WRITE', `${this.path}: cannot write to database (${msg})`, { cause: err });
-    }
-    this.failing = false;
-    // Only what was committed leaves the queue; a write queued during the commit is a new
-    // object (put copies) and stays for the next one.
-    for (let i = 0; i < batch.length; i++) {
-      const [key, value] = batch[i]!;
-      if (this.pending.get(key) === value) this.pending.delete(key);
-      if (i % ENTRIES_PER_STEP === ENTRIES_PER_STEP - 1) await yieldToLoop();
-    }
-    if (this.pending.size > 0) this.schedule();
-  }
-
-  private async timed(transaction: () => Promise<void>): Promise<void> {
-    const began = performance.now();
-    let ok = false;
-    try {
-      await transaction();
-      ok = true;
-    } finally {
-      this.settings.onCommit?.((performance.now() - began) / 1000, ok);
-    }
+  protected errorText(err: unknown): string {
+    return sqliteMessage(err);
   }
 
   /** The rows under `keys` and the connection's data_version as of that read, in one statement. */
@@ -1020,7 +816,8 @@ class SqliteStore implements FileStore {
     }
   }
 
-  private async commit(st: Statements, batch: Array<[string, Write]>): Promise<void> {
+  protected async commit(batch: Array<[string, Write]>): Promise<void> {
+    const st = this.st!;
     await run(this.db, 'BEGIN IMMEDIATE');
     try {
       // Binding parameters happens on the main thread, so a large batch is sent a step at a

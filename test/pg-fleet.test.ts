@@ -1,0 +1,89 @@
+// `--db postgres://…` end to end: every command on one PostgreSQL database (a throwaway cluster,
+// test/helpers/postgres.ts), and two `pfgrey run` daemons sharing it as two MX hosts would. The
+// daemons are separate processes on loopback (each its own port; clients from addresses of
+// 127.0.0.0/8), which is all the story needs: they meet only in the database.
+
+import test from 'ava';
+import { greyKey } from '../src/grey/entry.js';
+import { runCli, spawnDaemon } from './helpers/cli.js';
+import { attemptFrom } from './helpers/http.js';
+import { ask, policyRequest, startPolicy } from './helpers/policy.js';
+import { rawPg, testDatabase } from './helpers/postgres.js';
+import { eventually } from './helpers/wait.js';
+
+const entry = async (url: string, key: string) =>
+  (await rawPg(url, 'SELECT first, pass, expire, bcount, pcount FROM pfgrey_entries WHERE key = $1', [Buffer.from(key, 'utf8')]))[0];
+
+test('pfgrey db adds, lists, imports and deletes in a PostgreSQL database, also named by the PG* variables', async (t) => {
+  const url = await testDatabase(t);
+  if (!url) return;
+  const add = await runCli(['db', '--db', url, '-a', '192.0.2.1']);
+  t.is(add.code, 0, add.stderr);
+  t.is(add.stderr, '', 'no "created it": the database was there');
+  const imported = await runCli(['db', '--db', url, '--import', '-'], { input: 'TRAPPED|198.51.100.7|1999999999\n' });
+  t.is(imported.code, 0, imported.stderr);
+  const list = await runCli(['db', '--db', url]);
+  t.is(list.code, 0, list.stderr);
+  t.regex(list.stdout, /^WHITE\|192\.0\.2\.1\|\|\|\d+\|\d+\|\d+\|1\|0$/m);
+  t.regex(list.stdout, /^TRAPPED\|198\.51\.100\.7\|1999999999$/m);
+  // postgresql:// alone: everything else from libpq's variables.
+  const { hostname, port, pathname } = new URL(url);
+  const env = { PGHOST: hostname, PGPORT: port, PGUSER: 'postgres', PGDATABASE: pathname.slice(1) };
+  const json = await runCli(['db', '--db', 'postgresql://', '--json', '192.0.2.1'], { env });
+  t.is(json.code, 0, json.stderr);
+  t.like(JSON.parse(json.stdout)[0], { type: 'WHITE', ip: '192.0.2.1' });
+  const del = await runCli(['db', '-d', '192.0.2.1'], { env: { ...env, PFGREY_DB: 'postgresql://' } });
+  t.is(del.code, 0, del.stderr);
+  t.falsy(await entry(url, '192.0.2.1'));
+});
+
+test('a server that refuses is one line naming the URL without its password', async (t) => {
+  const r = await runCli(['db', '--db', 'postgres://pfgrey:hunter2@127.0.0.1:1/pfgrey']);
+  t.is(r.code, 1);
+  t.false(r.stderr.includes('hunter2'));
+  t.regex(r.stderr, /^pfgrey db: cannot open postgres:\/\/pfgrey:\*\*\*@127\.0\.0\.1:1\/pfgrey for reading: connect ECONNREFUSED 127\.0\.0\.1:1\n$/);
+});
+
+test('pfgrey policy answers from a PostgreSQL database that pfgrey db then lists', async (t) => {
+  const url = await testDatabase(t);
+  if (!url) return;
+  const policy = await startPolicy(t, ['--db', url, '--delay', '1']);
+  const req = policyRequest({ client_address: '192.0.2.44' });
+  t.regex((await ask(policy.port, [req])).answers[0]!, /^action=DEFER_IF_PERMIT /);
+  const list = await runCli(['db', '--db', url]);
+  t.regex(list.stdout, /^POLICY\|/m, list.stderr);
+});
+
+test('two daemons share one database: a tuple greylisted at one MX passes at the other, and a killed maintainer hands over', async (t) => {
+  const url = await testDatabase(t);
+  if (!url) return;
+  const args = ['--db', url, '--firewall', 'none', '-v', '--passtime', '2s', '--scan-interval', '1s', '-s', '0', '-S', '0'];
+  const a = await spawnDaemon(t, args);
+  await eventually(() => a.stderr().includes('maintenance: this node expires and promotes'), 'A runs maintenance');
+  const b = await spawnDaemon(t, args);
+  await eventually(() => b.stderr().includes('maintenance: another node expires and promotes'), 'B publishes only');
+
+  // The secondary-MX story: greylisted at A, retried at B once the pass time has passed.
+  const to = '<rcpt@us.example>';
+  t.regex(await attemptFrom(a.port, '127.0.0.5', to), /451/);
+  const key = greyKey('127.0.0.5', 'mta.example', '<a@mta.example>', to);
+  await eventually(() => entry(url, key), 'A recorded the tuple');
+  await eventually(async () => {
+    await attemptFrom(b.port, '127.0.0.5', to);
+    return entry(url, '127.0.0.5');
+  }, 'the address whitelisted (by A, the maintainer) after its retry at B', 30_000);
+  // Both publish the whitelist to their own firewall.
+  for (const d of [a, b]) {
+    await eventually(() => /firewall none: .*table <spamd-white> would now hold 1 address: 127\.0\.0\.5/.test(d.stderr()), 'published');
+  }
+
+  // A dies without a word; its connection drops and B takes maintenance at its next scan.
+  a.child.kill('SIGKILL');
+  await eventually(() => b.stderr().includes('maintenance: took over expiry and promotion'), 'B took over', 30_000);
+  t.regex(await attemptFrom(b.port, '127.0.0.6', to), /451/);
+  await eventually(async () => {
+    await attemptFrom(b.port, '127.0.0.6', to);
+    return entry(url, '127.0.0.6');
+  }, 'B promotes now', 30_000);
+  t.is(await b.stop(), 0);
+});

@@ -1,0 +1,250 @@
+// The PostgreSQL store against a real server (a throwaway cluster, test/helpers/postgres.ts):
+// what the shared store promises beyond the interface tests that every backend runs
+// (core.test.ts, store-update.test.ts): keys byte for byte and in SQLite's order, the group
+// commit, updates from two hosts that lose nothing, the schema made once by nodes that start
+// together, a server restart in the middle of writes, the maintenance election, and a
+// password that never appears in a message.
+
+import test, { type ExecutionContext } from 'ava';
+import path from 'node:path';
+import pg from 'pg';
+import { PfgreyError } from '../src/errors.js';
+import { greyKey, toByteString } from '../src/grey/entry.js';
+import { Greylister } from '../src/grey/greylister.js';
+import { memoryLogger } from '../src/log.js';
+import { openPostgresStore, PG_SCHEMA_VERSION, PostgresMaintenance, redactUrl, type OpenPostgresOptions } from '../src/store/postgres.js';
+import { openStore } from '../src/store/sqlite.js';
+import type { Entry, Store } from '../src/store/types.js';
+import { tempDir } from './helpers/daemon.js';
+import { postgresMissing, rawPg, startCluster, testDatabase } from './helpers/postgres.js';
+import { lacking } from './helpers/require.js';
+import { eventually } from './helpers/wait.js';
+
+const white = (ip: string, n = 0): Entry => ({ key: ip, first: 1_000_000 + n, pass: 2_000_000, expire: 3_000_000, bcount: 1, pcount: n });
+const grey = (ip: string, to: string, n = 0): Entry => ({
+  key: greyKey(ip, 'mx.example', '<a@example.org>', to), first: 1000 * n, pass: 2000, expire: 3000, bcount: 1, pcount: 0,
+});
+
+async function open(t: ExecutionContext, url: string, opts: OpenPostgresOptions = {}): Promise<Store> {
+  const s = await openPostgresStore(url, opts);
+  t.teardown(() => s.close().catch(() => undefined));
+  return s;
+}
+
+async function collect(s: Store, size: number): Promise<Entry[][]> {
+  const out: Entry[][] = [];
+  for await (const c of s.chunks(size)) out.push(c);
+  return out;
+}
+
+const count = async (url: string) => Number((await rawPg(url, 'SELECT count(*) AS n FROM pfgrey_entries'))[0]!.n);
+
+test('8-bit keys keep every byte and come back in the order SQLite gives them', async (t) => {
+  const url = await testDatabase(t);
+  if (!url) return;
+  const keys = [
+    grey('192.0.2.1', '<\xff\xe9\x01@us>').key, grey('192.0.2.1', '<~@us>').key, grey('192.0.2.1', '<\x7f@us>').key,
+    grey('192.0.2.1', '<\x80@us>').key, '192.0.2.10', toByteString('höst@exämple'), '\x01\x02\x03', 'spamtrap@\xfe\xfd',
+  ];
+  const s = await open(t, url);
+  const lite = await openStore(path.join(await tempDir(t), 'pfgrey.db'), { create: true });
+  t.teardown(() => lite.close());
+  keys.forEach((key, i) => {
+    s.put({ ...white('x', i), key });
+    lite.put({ ...white('x', i), key });
+  });
+  await s.flush();
+  await lite.flush();
+  for (const [i, key] of keys.entries()) t.deepEqual(await s.get(key), { ...white('x', i), key });
+  const pgOrder = (await collect(s, 3)).flat().map((e) => e.key);
+  t.deepEqual(pgOrder, (await collect(lite, 3)).flat().map((e) => e.key));
+  t.deepEqual(pgOrder, [...keys].sort());
+  // Held as the UTF-8 bytes SQLite keeps: 0xff is c3 bf.
+  t.deepEqual(await rawPg(url, "SELECT encode(key, 'hex') AS h FROM pfgrey_entries WHERE key > '\\x7370616d' AND key < '\\x7370616e'"),
+    [{ h: `${Buffer.from('spamtrap@').toString('hex')}c3bec3bd` }]);
+});
+
+test('tuplesOf reads one ip\'s range, queued writes included', async (t) => {
+  const url = await testDatabase(t);
+  if (!url) return;
+  const s = await open(t, url);
+  for (const ip of ['10.0.0.1', '10.0.0.10', '10.0.0.1x', '10.0.0.']) s.put(grey(ip, '<r0@us.example>'));
+  s.put(white('10.0.0.1'));
+  await s.flush();
+  t.deepEqual((await s.tuplesOf('10.0.0.1')).map((e) => e.key), [grey('10.0.0.1', '<r0@us.example>').key]);
+  s.put(grey('10.0.0.1', '<a@us>'));
+  s.delete(grey('10.0.0.1', '<r0@us.example>').key);
+  t.deepEqual((await s.tuplesOf('10.0.0.1')).map((e) => e.key), [grey('10.0.0.1', '<a@us>').key]);
+  t.deepEqual(await s.tuplesOf('10.9.9.9'), []);
+});
+
+test('queued writes stay invisible to other hosts until the group commit, which a full batch starts at once', async (t) => {
+  const url = await testDatabase(t);
+  if (!url) return;
+  const s = await open(t, url, { commitDelay: 3_600_000, commitBatch: 50 });
+  for (let i = 0; i < 49; i++) s.put(white(`192.0.2.${i}`));
+  s.delete('192.0.2.3');
+  t.is(s.pendingWrites, 49);
+  t.is(await count(url), 0);
+  t.is(await s.get('192.0.2.3'), undefined, 'a queued delete reads as deleted');
+  t.is((await s.getMany(['192.0.2.4', '192.0.2.99'])).size, 1);
+  s.put(white('192.0.2.49'));
+  await eventually(() => s.pendingWrites === 0, 'the batch committed');
+  t.is(await count(url), 49);
+});
+
+test('deleteIf deletes a row only while it is as the scan read it', async (t) => {
+  const url = await testDatabase(t);
+  if (!url) return;
+  const s = await open(t, url, { commitDelay: 3_600_000 });
+  s.put(white('192.0.2.1'));
+  s.put(white('192.0.2.2'));
+  await s.flush();
+  // Another host rewrites 192.0.2.2 after the scan read it.
+  await rawPg(url, "UPDATE pfgrey_entries SET pcount = 9 WHERE key = '192.0.2.2'::bytea");
+  s.deleteIf(white('192.0.2.1'));
+  s.deleteIf(white('192.0.2.2'));
+  t.is(await s.get('192.0.2.1'), undefined);
+  await s.flush();
+  t.deepEqual((await collect(s, 10)).flat().map((e) => [e.key, e.pcount]), [['192.0.2.2', 9]]);
+});
+
+test('two hosts\' cores, each read-modify-writing one key at once, lose no update', async (t) => {
+  const url = await testDatabase(t);
+  if (!url) return;
+  // Two stores are two pools of connections: two MX hosts, for the database's purpose.
+  const a = await open(t, url);
+  const b = await open(t, url);
+  const doorA = new Greylister({ store: a, log: memoryLogger(), atomic: true });
+  const doorB = new Greylister({ store: b, log: memoryLogger(), atomic: true });
+  const rounds = 30;
+  for (let i = 0; i < rounds; i++) {
+    // logd's extension counts pcount up by one each time: a lost update would show as a gap.
+    await Promise.all([doorA.handle({ kind: 'extend', ip: '192.0.2.9' }), doorB.handle({ kind: 'extend', ip: '192.0.2.9' })]);
+  }
+  t.is((await a.get('192.0.2.9'))?.pcount, 2 * rounds - 1);
+});
+
+test('an update whose missing key another host inserts between its read and its write is decided again on that row', async (t) => {
+  const url = await testDatabase(t);
+  if (!url) return;
+  const a = await open(t, url);
+  // Another host's group commit, blind (it takes no key lock), with its row inserted but not yet
+  // committed when the update reads: the update's write waits for it, then finds the row.
+  const other = new pg.Client({ connectionString: url });
+  await other.connect();
+  t.teardown(() => other.end());
+  await other.query('BEGIN');
+  await other.query("INSERT INTO pfgrey_entries VALUES ('192.0.2.9'::bytea, 1, 1, 1099511627776, 1, 100)");
+  const seen: Array<number | undefined> = [];
+  let committed: Promise<unknown> | undefined;
+  await a.update(['192.0.2.9'], (current) => {
+    const e = current.get('192.0.2.9');
+    seen.push(e?.pcount);
+    committed ??= other.query('COMMIT');
+    return [{ put: e ? { ...e, pcount: e.pcount + 1 } : white('192.0.2.9', 1) }];
+  });
+  await committed;
+  t.deepEqual(seen, [undefined, 100]);
+  t.is((await a.get('192.0.2.9'))?.pcount, 101);
+});
+
+test('nodes starting at once on a new database make its schema once; a newer schema is refused', async (t) => {
+  const url = await testDatabase(t);
+  if (!url) return;
+  const stores = await Promise.all(Array.from({ length: 4 }, () => open(t, url)));
+  await Promise.all(stores.map((s) => s.close()));
+  t.deepEqual(await rawPg(url, 'SELECT version FROM pfgrey_schema'), [{ version: PG_SCHEMA_VERSION }]);
+  await rawPg(url, 'UPDATE pfgrey_schema SET version = 99');
+  for (const readonly of [false, true]) {
+    const err = await t.throwsAsync(openPostgresStore(url, { readonly }));
+    t.is((err as PfgreyError).code, 'E_DB_SCHEMA');
+    t.regex(err!.message, /schema version 99 is newer than this pfgrey supports \(1\)/);
+  }
+});
+
+test('a read-only open of a database no node has written reads as empty and refuses writes', async (t) => {
+  const url = await testDatabase(t);
+  if (!url) return;
+  const r = await open(t, url, { readonly: true });
+  t.deepEqual(await collect(r, 10), []);
+  t.is(await r.get('192.0.2.1'), undefined);
+  t.deepEqual(await r.tuplesOf('192.0.2.1'), []);
+  t.throws(() => r.put(white('192.0.2.1')), { message: /read-only/ });
+  t.deepEqual(await rawPg(url, "SELECT to_regclass('pfgrey_entries') AS t"), [{ t: null }], 'nothing created');
+});
+
+test('a server that cannot be reached is E_DB_OPEN naming the URL without its password', async (t) => {
+  const url = await testDatabase(t);
+  if (!url) return;
+  const { port } = new URL(url);
+  const wrong = `postgres://pfgrey:s3cret@127.0.0.1:${port}/no_such_db`;
+  const err = await t.throwsAsync(openPostgresStore(wrong));
+  t.is((err as PfgreyError).code, 'E_DB_OPEN');
+  t.is(err!.message, `cannot open postgres://pfgrey:***@127.0.0.1:${port}/no_such_db for writing: role "pfgrey" does not exist`);
+  const refused = await t.throwsAsync(openPostgresStore('postgresql://u:pw@127.0.0.1:1/x', { readonly: true }));
+  t.regex(refused!.message, /^cannot open postgresql:\/\/u:\*\*\*@127\.0\.0\.1:1\/x for reading: connect ECONNREFUSED/);
+  t.is(redactUrl('postgres://h/db?user=u&password=pw'), 'postgres://h/db?user=u&password=***');
+});
+
+test('writes acknowledged across a server restart are all committed: queued ones retried, updates redone', async (t) => {
+  const missing = postgresMissing();
+  if (missing) return lacking(t, missing);
+  // A cluster of this test's own: a restart drops every connection to it.
+  const cluster = await startCluster();
+  t.teardown(() => cluster.stop());
+  const url = cluster.url();
+  const log = memoryLogger();
+  const s = await open(t, url, { commitDelay: 20, log });
+  const core = new Greylister({ store: s, log: memoryLogger() });
+  const atomic = new Greylister({ store: s, log: memoryLogger(), atomic: true });
+  let stop = false;
+  const acknowledged: string[] = [];
+  // Writers that keep going through the restart, as SMTP clients would: the daemon's group
+  // commit (acknowledged once queued) and a door's atomic updates (acknowledged once committed).
+  const writer = (door: Greylister, net: number) => (async () => {
+    for (let i = 0; !stop; i++) {
+      const ip = `10.${net}.${i >> 8}.${i & 255}`;
+      const v = await door.handle({ kind: 'tuple', ip, helo: 'h', from: '<a@b.example>', to: '<c@d.example>' });
+      if (v.kind !== 'dropped') acknowledged.push(ip);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  })();
+  const writers = [writer(core, 1), writer(atomic, 2)];
+  await eventually(() => acknowledged.length > 100, 'writes before the restart');
+  await cluster.down();
+  await eventually(() => log.lines.some((l) => l.includes('keeping them queued')), 'a group commit refused');
+  // Reads fail too while it is down, so nothing new is decided (the doors answer fail-safe);
+  // what was queued before stays queued.
+  const queued = s.pendingWrites;
+  await cluster.up();
+  const up = acknowledged.length;
+  await eventually(() => acknowledged.some((ip) => ip.startsWith('10.2.')) && acknowledged.length > up + 100, 'writes after the restart');
+  stop = true;
+  await Promise.all(writers);
+  await s.flush();
+  const stored = new Set((await collect(s, 10_000)).flat().map((e) => e.key.split('\n')[0]));
+  t.deepEqual(acknowledged.filter((ip) => !stored.has(ip)), [], 'every acknowledged tuple is in the database');
+  t.true(queued > 0);
+  t.log(`${acknowledged.length} acknowledged; ${queued} writes were queued while the server was down`);
+});
+
+test('one node holds maintenance; when its connection goes, the next turn of another takes over and says so', async (t) => {
+  const url = await testDatabase(t);
+  if (!url) return;
+  const logA = memoryLogger();
+  const logB = memoryLogger();
+  const a = new PostgresMaintenance(url, logA);
+  const b = new PostgresMaintenance(url, logB);
+  t.teardown(() => Promise.all([a.close(), b.close()]));
+  t.true(await a.turn());
+  t.false(await b.turn());
+  t.true(await a.turn(), 'the holder keeps it');
+  t.false(await b.turn());
+  t.is(logB.lines.filter((l) => l.includes('another node expires and promotes')).length, 1, 'said once');
+  // The holder's session ends (a node killed: its connection dropped).
+  await rawPg(url, "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = 0 AND classid = $1", [0x70666703]);
+  t.true(await b.turn());
+  t.true(logB.lines.some((l) => /maintenance: took over expiry and promotion in postgres:\/\/postgres@127\.0\.0\.1:\d+\/\w+ from the node that held them/.test(l)));
+  t.false(await a.turn(), 'the old holder finds its lock gone and another holding it');
+});
