@@ -44,6 +44,17 @@ test('a server that refuses is one line naming the URL without its password', as
   t.regex(r.stderr, /^pfgrey db: cannot open postgres:\/\/pfgrey:\*\*\*@127\.0\.0\.1:1\/pfgrey for reading: connect ECONNREFUSED 127\.0\.0\.1:1\n$/);
 });
 
+test('pfgrey check says whether the PostgreSQL database answers, without the password', async (t) => {
+  const url = await testDatabase(t);
+  if (!url) return;
+  const up = await runCli(['check', '--db', url]);
+  t.regex(up.stdout + up.stderr, new RegExp(`^ok: ${url.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} answers; pfgrey makes its tables there on first use$`, 'm'));
+  const down = await runCli(['check', '--db', 'postgres://pfgrey:hunter2@127.0.0.1:1/pfgrey']);
+  t.false((down.stdout + down.stderr).includes('hunter2'));
+  t.regex(down.stdout + down.stderr, /^error: cannot open postgres:\/\/pfgrey:\*\*\*@127\.0\.0\.1:1\/pfgrey for reading: connect ECONNREFUSED/m);
+  t.not(down.code, 0);
+});
+
 test('pfgrey policy answers from a PostgreSQL database that pfgrey db then lists', async (t) => {
   const url = await testDatabase(t);
   if (!url) return;

@@ -523,6 +523,7 @@ export function checkSystem(facts: SystemFacts, opts: CheckOptions): Finding[] {
     ...(opts.firewall !== 'nft' ? [pfctlFinding(facts, opts), deviceFinding(facts, opts)] : []),
     ...fdescfsFindings(facts, opts),
     ...userFindings(facts, opts),
+    ...postgresFindings(facts),
     ...portFindings(facts, opts),
   ];
 }
@@ -589,7 +590,17 @@ function may(m: FileMode, user: { uid: number; gid: number }, need: string): boo
   return ((m.mode >> shift) & bits) === bits;
 }
 
+/** A PostgreSQL database: no file and no directory; what matters is that the server answers this host. */
+function postgresFindings(facts: SystemFacts): Finding[] {
+  if (!('postgres' in facts.db)) return [];
+  const { postgres, problem } = facts.db;
+  return problem === undefined
+    ? [{ severity: 'ok', text: `${postgres} answers; pfgrey makes its tables there on first use` }]
+    : [{ severity: 'error', text: `${problem}; pfgrey run needs the database server to answer (check the URL, the server's pg_hba.conf, the network)` }];
+}
+
 function dbFindings(facts: SystemFacts, user: { name: string; uid: number; gid: number }, opts: CheckOptions): Finding[] {
+  if ('postgres' in facts.db) return [];
   const { dir, dirMode, ancestors } = facts.db;
   const name = user.name;
   const base = path.basename(opts.dbPath);

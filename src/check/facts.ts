@@ -38,6 +38,11 @@ export interface SystemFacts {
     /** undefined: the directory does not exist. */
     dirMode?: FileMode;
     ancestors: Array<{ path: string; mode: FileMode }>;
+  } | {
+    /** A PostgreSQL database (--db postgres://…): its URL without the password. */
+    postgres: string;
+    /** Why it could not be opened for reading, or undefined when it could. */
+    problem?: string;
   };
   tarpitPort: PortState;
   configPort: PortState;

@@ -47,6 +47,8 @@ import { pfTableNameProblem } from '../firewall/pf.js';
 import { describe, isPfgreyError, PfgreyError, systemErrorText } from '../errors.js';
 import { executableProblem, runProgram } from '../exec.js';
 import { lookupUser } from '../privileges.js';
+import { openDatabase, storeKind } from '../store/open.js';
+import { redactUrl } from '../store/postgres.js';
 import { databasePath, failure, type CliIO } from './io.js';
 import { argumentProblem, helpText } from './args.js';
 
@@ -248,7 +250,7 @@ async function gatherFacts(s: Settings, hooks: CheckHooks): Promise<SystemFacts>
     ...(fdescfs !== undefined ? { fdescfs } : {}),
     ...(user !== undefined ? { user } : {}),
     passwdFile: s.passwd,
-    db: await dbFacts(opts.dbPath),
+    db: storeKind(opts.dbPath) === 'postgres' ? await postgresFacts(opts.dbPath) : await dbFacts(opts.dbPath),
     tarpitPort,
     configPort,
   };
@@ -283,10 +285,22 @@ async function modeOf(file: string): Promise<FileMode | undefined> {
   }
 }
 
+/** Whether the PostgreSQL database answers (opened for reading, as pfgrey db opens it). */
+async function postgresFacts(url: string): Promise<SystemFacts['db']> {
+  const shown = redactUrl(url);
+  try {
+    const store = await openDatabase(url, { readonly: true });
+    await store.close();
+    return { postgres: shown };
+  } catch (err) {
+    return { postgres: shown, problem: describe(err) };
+  }
+}
+
 async function dbFacts(dbPath: string): Promise<SystemFacts['db']> {
   const file = path.resolve(dbPath);
   const dir = path.dirname(file);
-  const ancestors: SystemFacts['db']['ancestors'] = [];
+  const ancestors: Array<{ path: string; mode: FileMode }> = [];
   const chain: string[] = [];
   for (let d = path.dirname(dir); ; d = path.dirname(d)) {
     chain.unshift(d);

@@ -55,7 +55,7 @@ import { databasePath, failure, type CliIO } from './io.js';
 import { argumentProblem, helpText } from './args.js';
 
 export const DB_USAGE =
-  'usage: pfgrey db [--db PATH] [--json] [--import FILE|-] [-adGTt] [keys ...]\n' +
+  'usage: pfgrey db [--db PATH|URL] [--json] [--import FILE|-] [-adGTt] [keys ...]\n' +
   '       pfgrey db [--db PATH] -d [-t] --passed ip ...\n' +
   '       pfgrey db [--db PATH] --import-postgrey FILE|- [--delay D] [--max-age D]\n' +
   '                 [--retry-window D] [--auto-whitelist-clients N]';

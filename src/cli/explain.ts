@@ -20,7 +20,7 @@ import type { CliIO } from './io.js';
 export const EXPLAIN_USAGE =
   'usage: pfgrey explain [--greylist-threshold n] [--trap-threshold n] [--dnsbl zone[=w][:codes] ...]\n' +
   '           [--dnswl zone[=w][:codes] ...] [--resolver host[:port] ...] [--generic-rdns file]\n' +
-  '           [--no-spf] [--hostname name] [--db path] ip helo from to';
+  '           [--no-spf] [--hostname name] [--db path|url] ip helo from to';
 
 const OPTIONS = {
   ...WEIGHTED_OPTIONS,

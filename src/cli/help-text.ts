@@ -106,7 +106,7 @@ export const HELP: Readonly<Record<string, ReadonlyArray<readonly [string, strin
     ["-p port", "The tarpit's port, as for pfgrey run (default 8025)."],
     ["--config-port port", "The config port, as for pfgrey run (default 8026)."],
     ["--user name", "The user pfgrey run becomes (default `_pfgrey')."],
-    ["--db path", "The database whose directory that user must write, as for pfgrey run."],
+    ["--db path | url", "The database whose directory that user must write, as for pfgrey run; for a PostgreSQL URL, whether the server answers (opened for reading, the password never shown)."],
     ["--os openbsd | freebsd | linux", "Whose rules to check by (default: this system's)."],
     ["-h, --help", "Print the usage and exit."],
   ],

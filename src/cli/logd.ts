@@ -23,7 +23,7 @@ import { runService } from './service.js';
 export const LOGD_USAGE =
   'usage: pfgrey logd [-DI] [-i interface] [-l pflog_interface | nflog:IN[,OUT]] [-W whiteexp]\n' +
   '           [-Y synctarget ...] [--sync-port port] [--sync-key file]\n' +
-  '           [--db path] [--tcpdump path] [-r capture-file] [--log auto|stderr|syslog]';
+  '           [--db path|url] [--tcpdump path] [-r capture-file] [--log auto|stderr|syslog]';
 
 const OPTIONS = {
   D: { type: 'boolean', short: 'D' },

@@ -27,7 +27,7 @@ import { runService } from './service.js';
 
 export const POLICY_USAGE =
   'usage: pfgrey policy [-i|--inet [host:]port] [-u|--unix path] [--socketmode mode] [--socket-owner user[:gid]]\n' +
-  '           [--stdio] [--db path] [--delay d] [--max-age days] [--retry-window days|Nh]\n' +
+  '           [--stdio] [--db path|url] [--delay d] [--max-age days] [--retry-window days|Nh]\n' +
   '           [--lookup-by-subnet | --lookup-by-host] [--ipv4cidr n] [--ipv6cidr n]\n' +
   '           [--auto-whitelist-clients[=n]] [--whitelist-clients file] [--whitelist-recipients file]\n' +
   '           [--exempt file] [--privacy] [--greylist-action action] [--greylist-text text]\n' +

@@ -23,7 +23,7 @@ import { WEIGHTED_OPTIONS, weightedConfig } from '../weighted/options.js';
 export const RUN_USAGE =
   'usage: pfgrey run [-45bdv] [-B maxblack] [-c maxcon] [-G passtime:greyexp:whiteexp]\n' +
   '           [-h hostname] [-l address] [-M address] [-n name] [-p port] [-S secs] [-s secs]\n' +
-  '           [-w window] [--db path] [--firewall auto|pf|nft|none] [--pfctl path]\n' +
+  '           [-w window] [--db path|url] [--firewall auto|pf|nft|none] [--pfctl path]\n' +
   '           [--pf-device path] [--nft path] [--nft-table \'family name\'] [--table name]\n' +
   '           [--passtime d] [--greyexp d] [--whiteexp d] [--scan-interval d]\n' +
   '           [--stutter d] [--grey-stutter d] [--idle-timeout d] [--firewall-timeout d]\n' +

@@ -15,7 +15,7 @@ import { openDatabase } from '../store/open.js';
 import { databasePath, type CliIO } from './io.js';
 import { helpText, usageError } from './args.js';
 
-export const STATS_USAGE = 'usage: pfgrey stats [--http host:port] [--db path] [--json]';
+export const STATS_USAGE = 'usage: pfgrey stats [--http host:port] [--db path|url] [--json]';
 
 const OPTIONS = {
   http: { type: 'string' },
