@@ -5,7 +5,7 @@
 
 import { spawn, spawnSync, type SpawnOptions } from 'node:child_process';
 import { existsSync, readdirSync, rmSync } from 'node:fs';
-import { chown, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { appendFile, chown, mkdtemp, readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -68,11 +68,21 @@ async function freePort(): Promise<number> {
   return port;
 }
 
+export interface ClusterOptions {
+  fsync?: boolean;
+  /**
+   * Run the server inside this network namespace (as root: `ip netns exec NS runuser -u
+   * postgres`), listening on `listen` at port 5432, and let `trust` (a CIDR) connect: the MX
+   * hosts of an end-to-end test reach it from namespaces of their own.
+   */
+  netns?: { name: string; listen: string; trust: string };
+}
+
 /**
  * Starts a cluster of its own; the caller must stop() it. fsync is off unless asked for: the
  * tests need no durability against a power cut, the benchmark measures with it.
  */
-export async function startCluster(opts: { fsync?: boolean } = {}): Promise<Cluster> {
+export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> {
   const missing = postgresMissing();
   if (missing) throw new Error(missing);
   const bin = BIN!;
@@ -89,11 +99,18 @@ export async function startCluster(opts: { fsync?: boolean } = {}): Promise<Clus
   process.once('exit', stopNow);
   try {
     await run(path.join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '-A', 'trust', '-N', '-E', 'UTF8', '--locale=C']);
-    const pgCtlStart = (port: number) => run(path.join(bin, 'pg_ctl'), ['-D', data, '-l', logFile, '-w', '-o',
-      `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 ${opts.fsync ? '' : '-c fsync=off -c full_page_writes=off'}`, 'start']);
+    const ns = opts.netns;
+    if (ns) await appendFile(path.join(data, 'pg_hba.conf'), `host all all ${ns.trust} trust\n`);
+    const host = ns?.listen ?? '127.0.0.1';
+    const pgCtl = (args: string[]) => (ns
+      ? run('ip', ['netns', 'exec', ns.name, 'runuser', '-u', 'postgres', '--', path.join(bin, 'pg_ctl'), ...args], { uid: undefined, gid: undefined })
+      : run(path.join(bin, 'pg_ctl'), args));
+    const pgCtlStart = (port: number) => pgCtl(['-D', data, '-l', logFile, '-w', '-o',
+      `-p ${port} -k ${dir} -c listen_addresses=${host} ${opts.fsync ? '' : '-c fsync=off -c full_page_writes=off'}`, 'start']);
     let port = 0;
     for (let attempt = 0; ; attempt++) {
-      port = await freePort();
+      // A namespace of the test's own has every port free.
+      port = ns ? 5432 : await freePort();
       try {
         await pgCtlStart(port);
         break;
@@ -102,7 +119,7 @@ export async function startCluster(opts: { fsync?: boolean } = {}): Promise<Clus
         if (attempt >= 2) throw new Error(`${(err as Error).message}\n${await readFile(logFile, 'utf8').catch(() => '')}`);
       }
     }
-    const url = (db = 'postgres') => `postgres://postgres@127.0.0.1:${port}/${db}`;
+    const url = (db = 'postgres') => `postgres://postgres@${host}:${port}/${db}`;
     const sql = (statement: string, params: unknown[] = [], db = 'postgres') => rawPg(url(db), statement, params);
     let stopped: Promise<void> | undefined;
     return {
