@@ -77,8 +77,9 @@ export interface CloseOptions {
 }
 
 /**
- * A store kept in a file that the daemon watches: the SQLite store. What a PostgreSQL store
- * would not have, a file underneath that someone can truncate, is kept out of Store.
+ * A store the daemon watches for trouble underneath it: the SQLite store's file, which someone
+ * can truncate, replace or remove. The PostgreSQL store (postgres.ts) has the same shape, so
+ * the daemon's wrapper holds either, but there is no file under it: it never reports a problem.
  */
 export interface FileStore extends Store {
   /** What happened to the file since it was opened, if anything a daemon cannot go on with. */
