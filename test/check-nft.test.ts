@@ -8,7 +8,6 @@ import test, { type ExecutionContext } from 'ava';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 import { formatFinding, type CheckOptions } from '../src/check/checks.js';
 import { analyseNftConf, checkNftConf, checkNftRules } from '../src/check/nftchecks.js';
@@ -19,6 +18,7 @@ import { runCli } from './helpers/cli.js';
 import { tempDir } from './helpers/daemon.js';
 import { listed, NFT, NFT_FIXTURES, run, SHIPPED_FILE, VARIANTS, variant } from './helpers/nft-rulesets.js';
 import { lacking } from './helpers/require.js';
+import { freePort } from './helpers/ports.js';
 
 const OPTS: CheckOptions = {
   table: 'spamd-white', blackTable: 'spamd', listen: '0.0.0.0', port: 8025, configPort: 8026, user: '_pfgrey',
@@ -210,14 +210,6 @@ interface Sandbox {
   args: string[];
 }
 
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '0.0.0.0', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
 async function sandbox(t: ExecutionContext): Promise<Sandbox> {
   const dir = await tempDir(t, 'pfgrey-check-nft-');
   const uid = process.getuid!() === 0 ? 4242 : process.getuid!();
@@ -227,8 +219,8 @@ async function sandbox(t: ExecutionContext): Promise<Sandbox> {
   const db = path.join(dir, 'db');
   await fs.mkdir(db, { mode: 0o750 });
   if (process.getuid!() === 0) await fs.chown(db, uid, gid);
-  const tarpitPort = await freePort();
-  const configPort = await freePort();
+  const tarpitPort = await freePort('0.0.0.0');
+  const configPort = await freePort('0.0.0.0');
   return {
     dir, tarpitPort, configPort,
     args: ['--os', 'linux', '--passwd', passwd, '--services', '/dev/null', '--db', path.join(db, 'pfgrey.db'),

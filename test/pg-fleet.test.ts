@@ -10,6 +10,12 @@ import { attemptFrom } from './helpers/http.js';
 import { ask, policyRequest, startPolicy } from './helpers/policy.js';
 import { rawPg, testDatabase } from './helpers/postgres.js';
 import { eventually } from './helpers/wait.js';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { tempDir } from './helpers/daemon.js';
+import { freePort } from './helpers/ports.js';
+import { writePflogPcap } from './helpers/pcap.js';
+import { lacking } from './helpers/require.js';
 
 const entry = async (url: string, key: string) =>
   (await rawPg(url, 'SELECT first, pass, expire, bcount, pcount FROM pfgrey_entries WHERE key = $1', [Buffer.from(key, 'utf8')]))[0];
@@ -53,6 +59,28 @@ test('pfgrey check says whether the PostgreSQL database answers, without the pas
   t.false((down.stdout + down.stderr).includes('hunter2'));
   t.regex(down.stdout + down.stderr, /^error: cannot open postgres:\/\/pfgrey:\*\*\*@127\.0\.0\.1:1\/pfgrey for reading: connect ECONNREFUSED/m);
   t.not(down.code, 0);
+});
+
+test('pfgrey stats counts and pfgrey logd renews entries in a PostgreSQL database', async (t) => {
+  const url = await testDatabase(t);
+  if (!url) return;
+  t.is((await runCli(['db', '--db', url, '-a', '192.0.2.7'])).code, 0);
+  const port = await freePort();
+  const stats = await runCli(['stats', '--http', `127.0.0.1:${port}`, '--db', url]);
+  t.is(stats.code, 0, stats.stderr);
+  t.regex(stats.stdout, /^entries: grey 0, white 1, trapped 0, spamtraps 0$/m);
+    // logd, reading a capture of one passed inbound SMTP connection, renews 192.0.2.7's entry.
+  const tcpdump = ['/usr/sbin/tcpdump', '/usr/bin/tcpdump'].find((p) => spawnSync(p, ['--version'], { stdio: 'ignore' }).status === 0);
+  if (!tcpdump) {
+    lacking(t, 'tcpdump is not installed (apt-get install tcpdump)');
+    return;
+  }
+  const dir = await tempDir(t);
+  const pcap = path.join(dir, 'pflog.pcap');
+  await writePflogPcap(pcap, [{ dir: 'in', src: '192.0.2.7', dst: '198.51.100.1' }]);
+  const logd = await runCli(['logd', '--log', 'stderr', '--db', url, '--tcpdump', tcpdump, '-r', pcap]);
+  t.is(logd.code, 0, logd.stderr);
+  t.regex((await runCli(['db', '--db', url, '192.0.2.7'])).stdout, /^WHITE\|192\.0\.2\.7\|\|\|\d+\|\d+\|\d+\|1\|1$/m, 'pcount counted the pass');
 });
 
 test('pfgrey policy answers from a PostgreSQL database that pfgrey db then lists', async (t) => {

@@ -2,21 +2,12 @@
 // the database's counts, saying which; and SIGUSR1's status line in the daemon's log.
 
 import test from 'ava';
-import net from 'node:net';
 import path from 'node:path';
 import { runCli, spawnDaemon } from './helpers/cli.js';
 import { tempDir } from './helpers/daemon.js';
 import { attemptFrom } from './helpers/http.js';
 import { eventually } from './helpers/wait.js';
-
-/** A loopback port nothing listens on (bound, then let go). */
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', () => resolve()));
-  const { port } = s.address() as net.AddressInfo;
-  await new Promise((resolve) => s.close(resolve));
-  return port;
-}
+import { freePort } from './helpers/ports.js';
 
 test('pfgrey stats asks the running daemon at --http and prints its numbers, as lines or as JSON; SIGUSR1 writes them to the log in one line', async (t) => {
   const dir = await tempDir(t);

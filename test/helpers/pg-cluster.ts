@@ -6,10 +6,10 @@
 import { spawn, spawnSync, type SpawnOptions } from 'node:child_process';
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { appendFile, chown, mkdtemp, readFile, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { freePort } from './ports.js';
 
 /** The newest packaged server's programs (Debian 12: /usr/lib/postgresql/15/bin). */
 function binDir(): string | undefined {
@@ -58,14 +58,6 @@ function run(cmd: string, args: string[], opts: SpawnOptions = {}): Promise<void
     child.on('error', reject);
     child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${path.basename(cmd)} exited ${code}: ${out.trim().slice(-2000)}`))));
   });
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((resolve, reject) => s.once('error', reject).listen(0, '127.0.0.1', () => resolve()));
-  const { port } = s.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
 }
 
 export interface ClusterOptions {
