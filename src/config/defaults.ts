@@ -430,8 +430,8 @@ export const DEFAULTS = Object.freeze({
   senderIsRecipientWeight: 1,
   /**
    * What the known-good-sender memory adds: a sender domain and client network that passed
-   * greylisting before. It outweighs any listing, so that such a sender is accepted at once, as
-   * bley accepts what its database knows as clean; a trap threshold still applies to the rest.
+   * greylisting before. It outweighs any listing (and any trap threshold), so that such a
+   * sender is accepted at once, as bley accepts what its database knows as clean.
    */
   knownGoodWeight: -100,
   /** How long the known-good-sender memory keeps a sender domain and client network after its last pass. */
