@@ -4,7 +4,7 @@
 
 import net from 'node:net';
 import { DEFAULTS } from '../config/defaults.js';
-import { clientNet } from '../policy/postgrey-key.js';
+import { asciiLower, clientNet } from '../policy/postgrey-key.js';
 import { type Entry, entryType, goodKey, keyIp, PCOUNT_SPAMTRAP, PCOUNT_TRAPPED } from './entry.js';
 
 export interface GreyTimes {
@@ -248,10 +248,9 @@ export function weightedWhite(ip: string, now: number, whiteExpiry: number): Ent
   return { key: ip, first: now, pass: now, expire: now + whiteExpiry, bcount: 1, pcount: 0 };
 }
 
-/** ASCII-only lower-casing, as spamd's tolower() loop: other bytes are left alone. */
-export function asciiLower(s: string): string {
-  return s.replace(/[A-Z]/g, (c) => c.toLowerCase());
-}
+// ASCII-only lower-casing, as spamd's tolower() loop (and Perl's lc): other bytes are left
+// alone. One function for the rules and the policy door's keys.
+export { asciiLower };
 
 /**
  * Whether the scan counts `e` as passed: a GREY tuple retried after its pass time, or a WHITE

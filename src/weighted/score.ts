@@ -12,6 +12,7 @@
 import { type Clock, systemClock } from '../clock.js';
 import { DEFAULTS } from '../config/defaults.js';
 import { describe } from '../errors.js';
+import { asciiLower } from '../policy/postgrey-key.js';
 import type { DnsLookups } from './dns.js';
 import { checkLists, type ListResult, type ListSpec } from './dnslists.js';
 import { DEFAULT_GENERIC_PATTERNS, heloCheck, rdnsCheck } from './helo-rdns.js';
@@ -87,18 +88,13 @@ export function formatWeight(w: number): string {
   return Number.isInteger(w) ? String(w) : String(Math.round(w * 100) / 100);
 }
 
-/** ASCII lower case, as mail domains compare. */
-function lower(s: string): string {
-  return s.replace(/[A-Z]+/g, (m) => m.toLowerCase());
-}
-
 /**
  * The sender = recipient check: spamware forges the recipient as the sender; a bounce (empty
  * sender) is not that. Addresses compare case-insensitively (domains are; local parts nearly
  * always are in practice).
  */
 export function senderIsRecipient(sender: string, rcpt: string): Finding {
-  if (sender !== '' && lower(sender) === lower(rcpt)) {
+  if (sender !== '' && asciiLower(sender) === asciiLower(rcpt)) {
     const w = DEFAULTS.senderIsRecipientWeight;
     return { check: 'sender', result: 'is-recipient', weight: w, why: `sender is the recipient, weight ${formatWeight(w)}` };
   }
@@ -195,7 +191,7 @@ export class WeightedStage {
   /** The attempt's score. Never rejects: a check that throws counts as neutral, and says so. */
   async score(a: Attempt): Promise<Score> {
     const same = senderIsRecipient(a.sender, a.rcpt);
-    const key = `${a.ip}\n${a.helo}\n${lower(a.sender)}\n${same.weight}`;
+    const key = `${a.ip}\n${a.helo}\n${asciiLower(a.sender)}\n${same.weight}`;
     const now = this.clock.now();
     const hit = this.cache.get(key);
     if (hit && hit.until > now) {
