@@ -9,7 +9,7 @@ import net from 'node:net';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { PfgreyError } from '../errors.js';
-import { goodKnown, knownGoodKey } from '../grey/rules.js';
+import { goodKnown, knownGoodKey, unangled } from '../grey/rules.js';
 import { GOOD_PREFIX } from '../grey/entry.js';
 import { openDatabase, storeKind } from '../store/open.js';
 import { explain, judge, withKnownGood } from '../weighted/score.js';
@@ -28,11 +28,6 @@ const OPTIONS = {
   db: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
-
-/** An envelope address as given, with or without angle brackets: `<a@example.org>`, `a@example.org`, `<>`. */
-function unangled(a: string): string {
-  return a.startsWith('<') && a.endsWith('>') ? a.slice(1, -1) : a;
-}
 
 export async function explainCommand(argv: string[], io: CliIO): Promise<number> {
   let parsed;

@@ -20,7 +20,7 @@ import {
 import type { Tuple } from './types.js';
 import {
   awlCount, goodHit, goodKnown, greyHit, knownGoodKey, type GreyTimes, logdHit, manualAdd, outsideAllowedDomains, policyHit, type PolicyTimes,
-  promotesAgain, spamtrapAddress, syncAddress, weightedWhite, whiteSeen,
+  promotesAgain, spamtrapAddress, syncAddress, unangled, weightedWhite, whiteSeen,
 } from './rules.js';
 
 /** postgrey's defaults, for a core whose door did not set its own (DEFAULTS.policy*). */
@@ -46,10 +46,6 @@ export interface WeightedCore {
   verbose?: boolean;
 }
 
-/** An envelope path without its angle brackets: `<a@example.org>` → `a@example.org`, `<>` → ''. */
-function unangled(path: string): string {
-  return path.startsWith('<') && path.endsWith('>') ? path.slice(1, -1) : path;
-}
 
 export interface GreylisterOptions {
   store: Store;

@@ -198,13 +198,18 @@ export function manualAdd(existing: Entry | undefined, key: string, type: Manual
   return e;
 }
 
+/** An envelope path without its angle brackets: `<a@example.org>` → `a@example.org`, `<>` → ''. */
+export function unangled(path: string): string {
+  return path.startsWith('<') && path.endsWith('>') ? path.slice(1, -1) : path;
+}
+
 /**
  * The domain of an envelope address (`<user@Example.ORG>` or `user@example.org`), ASCII lower
  * case; undefined for a bounce (empty sender) or an address without a domain, which the known-
  * good-sender memory cannot remember.
  */
 export function senderDomain(address: string): string | undefined {
-  const plain = address.startsWith('<') && address.endsWith('>') ? address.slice(1, -1) : address;
+  const plain = unangled(address);
   const at = plain.lastIndexOf('@');
   const domain = at < 0 ? '' : asciiLower(plain.slice(at + 1));
   return /^[a-z0-9_-]+(?:\.[a-z0-9_-]+)+$/.test(domain) ? domain : undefined;
