@@ -27,8 +27,7 @@ import type { FileProblem, Store } from './store/types.js';
 import { Tarpit, type TarpitOptions } from './tarpit/server.js';
 import { type PolicyDoor, type PolicyListener, type PolicySettings, startPolicyDoor } from './policy/door.js';
 import { Activity, statusLine } from './http/activity.js';
-import { loadSyncKey } from './sync/key.js';
-import { resolveSyncTargets, type SyncListen, SyncPeers, type SyncTarget } from './sync/peers.js';
+import { type SyncListen, SyncPeers, type SyncTarget } from './sync/peers.js';
 import { type HttpAddress, startStatusPage } from './http/server.js';
 import { startWeighting, type WeightedConfig } from './weighted/options.js';
 
@@ -292,11 +291,9 @@ async function startGreylisting(
  * -y/-Y: the key is read here, as root, before privileges are dropped, and -Y's host names are
  * looked up once, as spamd does.
  */
-async function startSync(cfg: DaemonConfig, sync: SyncConfig, core: Greylister, log: Logger): Promise<SyncPeers> {
-  const key = await loadSyncKey(sync.keyFile, log);
-  const targets = await resolveSyncTargets(sync.targets, sync.port);
-  return SyncPeers.start({
-    listen: sync.listen, targets, port: sync.port, key, core, log,
+function startSync(cfg: DaemonConfig, sync: SyncConfig, core: Greylister, log: Logger): Promise<SyncPeers> {
+  return SyncPeers.open({
+    listen: sync.listen, targets: sync.targets, keyFile: sync.keyFile, port: sync.port, core, log,
     whiteExpiry: cfg.times.whiteExpiry, trapExpiry: cfg.times.trapExpiry,
   });
 }

@@ -13,8 +13,7 @@ import { commandLogger, parseLogTarget, type Logger } from '../log.js';
 import { type Capture, captureFileKind, defaultCaptureInterface, parseCaptureInterface } from '../logd/nflog.js';
 import { PflogWatcher } from '../logd/watcher.js';
 import { openDatabase } from '../store/open.js';
-import { loadSyncKey } from '../sync/key.js';
-import { parseSyncTarget, resolveSyncTargets, SyncPeers, type SyncTarget } from '../sync/peers.js';
+import { parseSyncTarget, SyncPeers, type SyncTarget } from '../sync/peers.js';
 import type { Store } from '../store/types.js';
 import { databasePath, type CliIO } from './io.js';
 import { helpText, usageError } from './args.js';
@@ -102,9 +101,8 @@ export async function logdCommand(argv: string[], io: CliIO): Promise<number> {
       });
       if (targets.length > 0) {
         // Read and resolved now, as root, like pfgrey run's; logd only sends (spamlogd never receives).
-        const key = await loadSyncKey(values['sync-key'] ?? DEFAULTS.syncKey, log);
-        peers = await SyncPeers.start({
-          listen: [], targets: await resolveSyncTargets(targets, syncPort), port: syncPort, key, core: watcher.core, log,
+        peers = await SyncPeers.open({
+          listen: [], targets, keyFile: values['sync-key'] ?? DEFAULTS.syncKey, port: syncPort, core: watcher.core, log,
           whiteExpiry, trapExpiry: DEFAULTS.trapExpiry,
         });
         for (const d of peers.destinations) log.info(`sending sync packets to ${d}`);

@@ -46,7 +46,6 @@ export interface WeightedCore {
   verbose?: boolean;
 }
 
-
 export interface GreylisterOptions {
   store: Store;
   /** The daemon's times (-G and the long options); spamd's defaults where a door has none. */

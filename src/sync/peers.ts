@@ -24,6 +24,7 @@ import type { CoreEvent, CoreEvents, GreyRequest, SyncRecord, Verdict } from '..
 import type { Logger } from '../log.js';
 import { RepeatLog } from '../repeat-log.js';
 import { CoarseTimer } from '../timers.js';
+import { loadSyncKey } from './key.js';
 import { decodePacket, encodePacket, packetSize, syncable } from './wire.js';
 
 /** A -y argument: an address to bind, or an interface whose multicast to join. */
@@ -177,6 +178,17 @@ export class SyncPeers {
   private constructor(private readonly opts: SyncPeersOptions) {
     this.clock = opts.clock ?? systemClock;
     this.timer = new CoarseTimer(1000, this.clock);
+  }
+
+  /**
+   * What `pfgrey run -y/-Y` and `pfgrey logd -Y` start with: reads the key file and looks up the
+   * -Y hosts (both as root, before privileges go), then binds (start). Throws E_SYNC_KEY or
+   * E_SYNC naming what failed.
+   */
+  static async open(opts: Omit<SyncPeersOptions, 'key' | 'targets'> & { keyFile: string; targets: readonly SyncTarget[] }): Promise<SyncPeers> {
+    const { keyFile, targets, ...rest } = opts;
+    const key = await loadSyncKey(keyFile, opts.log);
+    return SyncPeers.start({ ...rest, key, targets: await resolveSyncTargets(targets, opts.port) });
   }
 
   /** Binds the receivers and the senders; throws E_SYNC naming what failed (and leaves nothing open). */
