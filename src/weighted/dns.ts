@@ -122,6 +122,19 @@ export function parseResolver(spec: string): string {
 }
 
 /**
+ * A lookup that settles to a result even where a stand-in for DnsClient (a test's fake) rejects:
+ * DnsClient itself never does, and no check may turn a rejection into a crash.
+ */
+export async function settled(lookup: () => Promise<DnsResult>): Promise<DnsResult> {
+  try {
+    return await lookup();
+  } catch (err) {
+    const code = (err as { code?: unknown } | null)?.code;
+    return { kind: 'error', code: typeof code === 'string' ? code : 'UNKNOWN' };
+  }
+}
+
+/**
  * A name as asked and cached: lower case, without the final dot; undefined if it cannot be a
  * host name or a DNSBL/SPF/DKIM-style name: letters, digits, hyphens and underscores (RFC 8552's
  * `_spf`-like labels), labels of 1-63 bytes, 253 bytes in all (RFC 1035 section 2.3.4).

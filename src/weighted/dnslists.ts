@@ -7,7 +7,7 @@
 import net from 'node:net';
 import { DEFAULTS } from '../config/defaults.js';
 import { PfgreyError } from '../errors.js';
-import { type DnsLookups, type DnsResult, normalizeName, reverseName } from './dns.js';
+import { type DnsLookups, type DnsResult, normalizeName, reverseName, settled } from './dns.js';
 
 export type ListKind = 'dnsbl' | 'dnswl';
 
@@ -165,15 +165,7 @@ export async function checkLists(dns: Pick<DnsLookups, 'a'>, ip: string, specs: 
       if (name === undefined) {
         return { zone: spec.zone, kind: spec.kind, listed: 'unknown', codes: [], weight: 0, why: `${spec.zone}: "${ip}" is not an IP address, neutral` };
       }
-      let result: DnsResult;
-      try {
-        result = await dns.a(name);
-      } catch (err) {
-        // DnsClient never rejects; a stand-in that does must not turn a list into a crash.
-        const code = (err as { code?: unknown } | null)?.code;
-        result = { kind: 'error', code: typeof code === 'string' ? code : 'UNKNOWN' };
-      }
-      return judge(spec, name, result);
+      return judge(spec, name, await settled(() => dns.a(name)));
     }),
   );
 }

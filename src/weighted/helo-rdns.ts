@@ -10,7 +10,7 @@ import { open } from 'node:fs/promises';
 import net from 'node:net';
 import { DEFAULTS } from '../config/defaults.js';
 import { PfgreyError, systemErrorText } from '../errors.js';
-import { type DnsLookups, type DnsResult, normalizeName, reverseName } from './dns.js';
+import { type DnsLookups, type DnsResult, normalizeName, reverseName, settled } from './dns.js';
 import { unmapped } from './dnslists.js';
 
 export type HeloVerdict =
@@ -70,16 +70,6 @@ function quote(text: string): string {
 /** One form per address, whatever its spelling: `::FFFF:192.0.2.1`, `::ffff:c000:201` and `192.0.2.1` are the same. */
 function canonical(address: string): string | undefined {
   return reverseName(unmapped(address));
-}
-
-/** A lookup that settles to a result even if a stand-in for DnsClient rejects. */
-async function settle(lookup: () => Promise<DnsResult>): Promise<DnsResult> {
-  try {
-    return await lookup();
-  } catch (err) {
-    const code = (err as { code?: unknown } | null)?.code;
-    return { kind: 'error', code: typeof code === 'string' ? code : 'UNKNOWN' };
-  }
 }
 
 function failure(result: DnsResult): string | undefined {
@@ -145,7 +135,7 @@ export async function heloCheck(dns: Pick<DnsLookups, 'a' | 'aaaa'>, helo: strin
   if (name !== undefined && ours.has(name)) return bad('ours', 'our own name');
   if (name === undefined || !isFqdn(name)) return bad('not-fqdn', 'not a fully qualified domain name');
 
-  const [a, aaaa] = await Promise.all([settle(() => dns.a(name)), settle(() => dns.aaaa(name))]);
+  const [a, aaaa] = await Promise.all([settled(() => dns.a(name)), settled(() => dns.aaaa(name))]);
   if (a.kind === 'answer' || aaaa.kind === 'answer') {
     const records = [...(a.kind === 'answer' ? a.records : []), ...(aaaa.kind === 'answer' ? aaaa.records : [])];
     return { check: 'helo', result: 'ok', weight: 0, why: `${shown}: resolves (${records.slice(0, 4).join(', ')}${records.length > 4 ? ', …' : ''})` };
@@ -225,14 +215,14 @@ export async function rdnsCheck(
   const client = net.isIP(address) ? canonical(address) : undefined;
   if (client === undefined) return { check: 'rdns', result: 'unknown', weight: 0, why: `rDNS of ${quote(String(clientIp))}: not an IP address, neutral` };
   const shown = `rDNS of ${address}`;
-  const ptr = await settle(() => dns.ptr(address));
+  const ptr = await settled(() => dns.ptr(address));
   if (ptr.kind === 'nxdomain' || ptr.kind === 'nodata') {
     return { check: 'rdns', result: 'missing', weight: DEFAULTS.rdnsMissingWeight, why: `${shown}: no PTR record, weight ${DEFAULTS.rdnsMissingWeight}` };
   }
   if (ptr.kind !== 'answer') return { check: 'rdns', result: 'unknown', weight: 0, why: `${shown}: ${failure(ptr)}, neutral` };
 
   const names = [...new Set(ptr.records.map((r) => normalizeName(r)).filter((r): r is string => r !== undefined))].slice(0, DEFAULTS.rdnsMaxNames);
-  const forward = await Promise.all(names.map((name) => settle(() => (net.isIPv4(address) ? dns.a(name) : dns.aaaa(name)))));
+  const forward = await Promise.all(names.map((name) => settled(() => (net.isIPv4(address) ? dns.a(name) : dns.aaaa(name)))));
   const confirmed = names.filter((_, i) => {
     const r = forward[i];
     return r.kind === 'answer' && r.records.some((a) => canonical(a) === client);
