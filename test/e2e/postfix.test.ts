@@ -283,7 +283,8 @@ e2e('Postfix is deferred by the tarpit, retries after the pass time, is whitelis
     const got = inbox().filter((m) => m.remoteAddress === SENDER);
     t.is(got.length, 1, 'delivered exactly once');
     const m = got[0]!;
-    t.true(w().receiver.output.includes(`stored ${stored} from ${SENDER}`));
+    // The receiver's stdout reaches us through a pipe that may lag behind Postfix's log line.
+    await eventually(() => w().receiver.output.includes(`stored ${stored} from ${SENDER}`), 'the receiver to report the stored message', 10_000);
     t.is(m.helo, 'mta.sender.test');
     t.is(m.mailFrom, 'from@sender.test');
     t.deepEqual(m.rcptTo, ['to@example.test']);
