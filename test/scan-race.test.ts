@@ -40,9 +40,9 @@ function racing(store: Store, hooks: Hooks): Store {
   let flushes = 0;
   const overrides: Record<string, unknown> = {
     chunks,
-    async update(keys: readonly string[], decide: (current: Map<string, Entry>) => StoreWrite[]) {
+    async update(keys: readonly string[], decide: (current: Map<string, Entry>) => StoreWrite[], once?: string) {
       hooks.beforeUpdate?.();
-      return store.update(keys, decide);
+      return store.update(keys, decide, once);
     },
     async flush() {
       await store.flush();

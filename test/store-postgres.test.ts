@@ -6,6 +6,7 @@
 // password that never appears in a message.
 
 import test, { type ExecutionContext } from 'ava';
+import net from 'node:net';
 import path from 'node:path';
 import pg from 'pg';
 import { PfgreyError } from '../src/errors.js';
@@ -149,6 +150,75 @@ test('an update whose missing key another host inserts between its read and its 
   t.is((await a.get('192.0.2.9'))?.pcount, 101);
 });
 
+/**
+ * A TCP proxy to the server that, once armed, passes the next COMMIT on and then drops the
+ * connection instead of passing its reply back: a commit made whose outcome the client never learns.
+ */
+async function commitReplyCutter(t: ExecutionContext, url: string): Promise<{ url: string; arm: () => void; cuts: () => number }> {
+  const target = new URL(url);
+  let armed = false;
+  let cuts = 0;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(target.port), target.hostname);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('error', () => undefined);
+      s.on('close', () => {
+        sockets.delete(s);
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    let cutting = false;
+    client.on('data', (d: Buffer) => {
+      // The simple query protocol's Q message carries the text NUL-terminated.
+      if (armed && d.includes('COMMIT\0')) {
+        armed = false;
+        cutting = true;
+      }
+      upstream.write(d);
+    });
+    upstream.on('data', (d: Buffer) => {
+      if (!cutting) return void client.write(d);
+      cuts++;
+      client.destroy();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    for (const s of sockets) s.destroy();
+    return new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  const proxied = new URL(url);
+  proxied.port = String((server.address() as net.AddressInfo).port);
+  return { url: proxied.toString(), arm: () => (armed = true), cuts: () => cuts };
+}
+
+test('a batch whose COMMIT reply is lost is retried by the core and not made twice', async (t) => {
+  const url = await testDatabase(t);
+  if (!url) return;
+  const proxy = await commitReplyCutter(t, url);
+  const s = await open(t, proxy.url);
+  const log = memoryLogger();
+  const door = new Greylister({ store: s, log, atomic: true });
+  // A name from long ago, past any retry: the node's first named update deletes it.
+  await rawPg(url, "INSERT INTO pfgrey_updates (id, at) VALUES ('long-ago', 0)");
+  t.is((await door.handle({ kind: 'extend', ip: '192.0.2.9' })).kind, 'written');
+  const before = (await s.get('192.0.2.9'))!.pcount;
+  proxy.arm();
+  // logd's extension counts pcount up by one: made twice, it would count two.
+  const verdict = await door.handle({ kind: 'extend', ip: '192.0.2.9' });
+  t.is(proxy.cuts(), 1, 'the COMMIT reply was cut');
+  t.is(verdict.kind, 'written');
+  t.is((await s.get('192.0.2.9'))!.pcount, before + 1);
+  t.true(log.lines.some((l) => /greylist update of 1 request had been committed before its reply was lost; not made twice/.test(l)), log.lines.join('\n'));
+  // Each update left its name; the old one is gone.
+  const names = await rawPg(url, 'SELECT id FROM pfgrey_updates');
+  t.is(names.length, 2);
+  t.false(names.some((r) => r.id === 'long-ago'));
+});
+
 test('nodes starting at once on a new database make its schema once; a newer schema is refused', async (t) => {
   const url = await testDatabase(t);
   if (!url) return;
@@ -159,8 +229,25 @@ test('nodes starting at once on a new database make its schema once; a newer sch
   for (const readonly of [false, true]) {
     const err = await t.throwsAsync(openPostgresStore(url, { readonly }));
     t.is((err as PfgreyError).code, 'E_DB_SCHEMA');
-    t.regex(err!.message, /schema version 99 is newer than this pfgrey supports \(1\)/);
+    t.regex(err!.message, new RegExp(`schema version 99 is newer than this pfgrey supports \\(${PG_SCHEMA_VERSION}\\)`));
   }
+});
+
+test('a database of schema version 1 is migrated in place: its entries kept, the update names\' table added', async (t) => {
+  const url = await testDatabase(t);
+  if (!url) return;
+  // Version 1 as the first PostgreSQL store made it.
+  await rawPg(url, 'CREATE TABLE pfgrey_schema (version integer NOT NULL)');
+  await rawPg(url, 'INSERT INTO pfgrey_schema (version) VALUES (1)');
+  await rawPg(url, `CREATE TABLE pfgrey_entries (key bytea PRIMARY KEY, first bigint NOT NULL, pass bigint NOT NULL,
+    expire bigint NOT NULL, bcount bigint NOT NULL, pcount bigint NOT NULL)`);
+  await rawPg(url, "INSERT INTO pfgrey_entries VALUES ('192.0.2.7'::bytea, 1, 2, 1099511627776, 1, 3)");
+  const s = await open(t, url);
+  t.deepEqual(await rawPg(url, 'SELECT version FROM pfgrey_schema'), [{ version: PG_SCHEMA_VERSION }]);
+  t.deepEqual(await s.get('192.0.2.7'), { key: '192.0.2.7', first: 1, pass: 2, expire: 1099511627776, bcount: 1, pcount: 3 });
+  t.true(await s.update(['192.0.2.7'], (c) => [{ put: { ...c.get('192.0.2.7')!, pcount: 4 } }], 'a name'));
+  t.false(await s.update(['192.0.2.7'], () => t.fail('decided twice') as never, 'a name'), 'the same name again is not made');
+  t.is((await s.get('192.0.2.7'))!.pcount, 4);
 });
 
 test('a read-only open of a database no node has written reads as empty and refuses writes', async (t) => {

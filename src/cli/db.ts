@@ -609,13 +609,13 @@ async function importDump(cmd: Command, io: CliIO, warn: (m: string) => void): P
  * always writes: what --import wants.)
  */
 function merging(store: Store, now: number, kept: Set<string>): Store {
-  const update: Store['update'] = (keys, decide) => store.update(keys, (current) => decide(current).filter((w) => {
+  const update: Store['update'] = (keys, decide, once) => store.update(keys, (current) => decide(current).filter((w) => {
     if (!('put' in w)) return true;
     const keep = keepsExisting(current.get(w.put.key), w.put, now);
     if (keep) kept.add(w.put.key);
     else kept.delete(w.put.key);
     return !keep;
-  }));
+  }), once);
   return new Proxy(store, {
     get(target, prop) {
       if (prop === 'update') return update;

@@ -214,6 +214,13 @@ export const DEFAULTS = Object.freeze({
   greyRetryMax: 5 * SECOND,
   /** How long a greylist batch is retried before it is given up (ms). */
   greyRetryFor: MINUTE,
+  /**
+   * How long a shared PostgreSQL database keeps the name of an atomic update, so a retry after
+   * a lost COMMIT reply is not made twice (ms): far past greyRetryFor, the retries' span.
+   */
+  updateNameLife: HOUR,
+  /** How often a node deletes the update names older than updateNameLife (ms). */
+  updateNameForget: MINUTE,
   /** Most stutter/idle deadlines the shared timer serves in one event-loop turn. */
   timerMaxPerTurn: 200,
   /** How long `pfgrey logd` waits for the daemon to create the database, and how often it looks. */

@@ -5,6 +5,7 @@
 // are decided strictly in arrival order, in batches that share one store lookup, so two quick
 // retries never both count as "new" and a door never reads, decides and writes by itself.
 
+import { randomUUID } from 'node:crypto';
 import { Backoff } from '../backoff.js';
 import { type Clock, systemClock } from '../clock.js';
 import { DEFAULTS } from '../config/defaults.js';
@@ -89,6 +90,25 @@ interface Queued {
   done: (verdict: Verdict) => void;
 }
 
+/**
+ * A batch being decided. While the store refuses it, it is retried as it is, under one id: a
+ * store that may have committed an update whose reply it lost (a PostgreSQL connection dropped
+ * after COMMIT was sent) recognises the id and does not make the update twice.
+ */
+interface Attempt {
+  batch: Queued[];
+  id: string;
+  /** The last decision handed to the store inside an atomic update: what it made, if it did. */
+  offered?: Decided;
+}
+
+/** A batch's decision: a verdict per request, and what to say once its writes are made. */
+interface Decided {
+  verdicts: Verdict[];
+  events: CoreEvent[];
+  notes: Decisions['notes'];
+}
+
 /** The batch's view of the store: what it read, with each decision's write (null: deleted). */
 type View = Map<string, Entry | null>;
 
@@ -112,6 +132,8 @@ export interface StopLoss {
 
 export class Greylister {
   private queue: Queued[] = [];
+  /** A batch the store refused, to be tried again before the queue (see Attempt). */
+  private again: Attempt | undefined;
   /** Requests in the weighted stage: scored, not yet queued (bounded by the DNS budget). */
   private readonly scoring = new Set<Promise<GreyRequest>>();
   private draining: Promise<void> | undefined;
@@ -184,7 +206,7 @@ export class Greylister {
 
   /** Requests handed in and not yet decided (being scored, or waiting for a batch). */
   get queued(): number {
-    return this.queue.length + this.scoring.size;
+    return this.queue.length + (this.again?.batch.length ?? 0) + this.scoring.size;
   }
 
   /**
@@ -226,11 +248,13 @@ export class Greylister {
 
   private async drain(): Promise<void> {
     try {
-      while (this.queue.length > 0) {
-        const batch = this.queue.splice(0, DEFAULTS.greyBatch);
+      while (this.again || this.queue.length > 0) {
+        const attempt = this.again ?? { batch: this.queue.splice(0, DEFAULTS.greyBatch), id: randomUUID() };
+        this.again = undefined;
+        const { batch } = attempt;
         let verdicts: Verdict[];
         try {
-          verdicts = await this.applyBatch(batch.map((q) => q.req));
+          verdicts = await this.applyBatch(attempt);
         } catch (err) {
           // These clients have had their replies: the tuples must not be lost to a store that
           // fails for a while (a locked database, a disk briefly full). They go back to the head
@@ -259,7 +283,7 @@ export class Greylister {
           if (this.retry.attempts === 0) {
             this.opts.log.error(`greylist update of ${count(batch.length, 'tuple')} failed, retrying: ${describe(err)}`);
           }
-          this.queue = batch.concat(this.queue);
+          this.again = attempt;
           this.retryCut = new AbortController();
           await this.retry.wait(this.retryCut.signal);
           this.retryCut = undefined;
@@ -276,7 +300,8 @@ export class Greylister {
     }
   }
 
-  private async applyBatch(batch: readonly GreyRequest[]): Promise<Verdict[]> {
+  private async applyBatch(attempt: Attempt): Promise<Verdict[]> {
+    const batch = attempt.batch.map((q) => q.req);
     const keys: string[] = [];
     // spamdb -d -G deletes the first tuple of an ip in key order: which keys those are is read
     // first, and each is then read and decided with the rest.
@@ -312,55 +337,67 @@ export class Greylister {
           break;
       }
     }
-    let verdicts: Verdict[] = [];
-    const writes: StoreWrite[] = [];
-    const events: CoreEvent[] = [];
-    const notes: Decisions['notes'] = [];
     // Decides the whole batch on one view of the store; each decision updates the view, so a
     // later request of the batch sees an earlier one's write.
-    const decide = (current: Map<string, Entry>): StoreWrite[] => {
-      const view: View = new Map(current);
-      const out = { writes, events, notes, view };
-      writes.length = 0;
-      events.length = 0;
-      notes.length = 0;
-      verdicts = batch.map((r) => {
+    const decide = (current: Map<string, Entry>): Decided & { writes: StoreWrite[] } => {
+      const out: Decisions = { writes: [], events: [], notes: [], view: new Map(current) };
+      const verdicts = batch.map((r): Verdict => {
         if (r.kind === 'delete-passed') {
           // Judged on the entries read inside this update: a tuple that passed meanwhile goes too.
           const now = this.clock.now();
           const passed = tuplesOf.get(r.ip)!.filter((k) => {
-            const e = view.get(k);
+            const e = out.view.get(k);
             return e ? promotesAgain(e, now) : false;
           });
           for (const k of passed) this.remove(k, out);
           return passed.length > 0 ? { kind: 'deleted', key: r.ip, count: passed.length } : { kind: 'absent', key: r.ip };
         }
         if (r.kind !== 'delete-tuple') return this.apply(r, out);
-        const first = tuplesOf.get(r.ip)!.find((k) => view.get(k));
+        const first = tuplesOf.get(r.ip)!.find((k) => out.view.get(k));
         return first ? this.remove(first, out) : { kind: 'absent', key: r.ip };
       });
-      return writes;
+      return { verdicts, writes: out.writes, events: out.events, notes: out.notes };
     };
+    // Inside the store's atomic update: the decision offered is the one made if it commits.
+    const offer = (current: Map<string, Entry>): StoreWrite[] => {
+      const d = decide(current);
+      attempt.offered = d;
+      return d.writes;
+    };
+    let decided: Decided;
     if (this.opts.atomic) {
-      await this.opts.store.update(keys, decide);
+      decided = await this.atomically(attempt, keys, offer);
     } else {
       // The daemon's path: tuples join the group commit. A GREY key is written by this daemon
       // alone, but an address (a trap, an addition) may also be written by pfgrey db or logd
       // in another process: a batch that writes one is decided again inside one atomic update
       // (a trap is rare), so such a write between this read and the commit is not lost.
       const planned = decide(await this.opts.store.getMany(keys));
-      if (planned.some((w) => !('put' in w ? w.put.key : w.delete).includes('\n'))) {
-        await this.opts.store.update(keys, decide);
+      if (planned.writes.some((w) => !('put' in w ? w.put.key : w.delete).includes('\n'))) {
+        decided = await this.atomically(attempt, keys, offer);
       } else {
-        for (const w of planned) {
+        for (const w of planned.writes) {
           if ('put' in w) this.opts.store.put(w.put);
           else this.opts.store.delete(w.delete);
         }
+        decided = planned;
       }
     }
-    for (const n of notes) this.opts.log[n.level](n.line);
-    for (const e of events) this.events.emit(e);
-    return verdicts;
+    for (const n of decided.notes) this.opts.log[n.level](n.line);
+    for (const e of decided.events) this.events.emit(e);
+    return decided.verdicts;
+  }
+
+  /**
+   * The store's atomic update under the attempt's id. If the store made it already, at an
+   * earlier try whose outcome was lost, the decision offered then is the one that holds.
+   */
+  private async atomically(attempt: Attempt, keys: readonly string[], offer: (current: Map<string, Entry>) => StoreWrite[]): Promise<Decided> {
+    const before = attempt.offered;
+    if (await this.opts.store.update(keys, offer, attempt.id)) return attempt.offered!;
+    if (!before) throw new Error(`the store says update ${attempt.id} was made, but it was never offered`);
+    this.opts.log.notice(`greylist update of ${count(attempt.batch.length, 'request')} had been committed before its reply was lost; not made twice`);
+    return before;
   }
 
   private write(entry: Entry, out: Decisions): void {

@@ -29,7 +29,7 @@ export abstract class GroupCommitStore {
   /** Queued writes; null is a queued delete. Entries stay here until their commit succeeds. */
   protected readonly pending = new Map<string, QueuedWrite>();
   private timer: NodeJS.Timeout | null = null;
-  private running: Promise<void> | null = null;
+  private running: Promise<unknown> | null = null;
   private queued: Promise<void> | null = null;
   /** After a failed commit the size trigger pauses and the timer retries, so a broken database is not hammered per put. */
   private failing = false;
@@ -95,9 +95,9 @@ export abstract class GroupCommitStore {
    * Runs an update's transaction as the only one: after the one under way and the writes
    * queued before it; a group commit asked for meanwhile waits.
    */
-  protected exclusive(transaction: () => Promise<void>): Promise<void> {
+  protected exclusive<T>(transaction: () => Promise<T>): Promise<T> {
     const before = this.running ?? Promise.resolve();
-    const p: Promise<void> = before.catch(() => undefined)
+    const p: Promise<T> = before.catch(() => undefined)
       .then(() => this.commitPending())
       .then(() => this.timed(transaction))
       .finally(() => {
@@ -152,12 +152,13 @@ export abstract class GroupCommitStore {
     if (this.settings.readonly) throw new PfgreyError('E_DB_WRITE', `${this.path}: the database was opened read-only`);
   }
 
-  protected async timed(transaction: () => Promise<void>): Promise<void> {
+  protected async timed<T>(transaction: () => Promise<T>): Promise<T> {
     const began = performance.now();
     let ok = false;
     try {
-      await transaction();
+      const result = await transaction();
       ok = true;
+      return result;
     } finally {
       this.settings.onCommit?.((performance.now() - began) / 1000, ok);
     }

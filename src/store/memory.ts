@@ -42,13 +42,14 @@ export class MemoryStore implements Store {
       e.bcount === expected.bcount && e.pcount === expected.pcount) this.rows.delete(expected.key);
   }
 
-  async update(keys: readonly string[], decide: (current: Map<string, Entry>) => StoreWrite[]): Promise<void> {
+  async update(keys: readonly string[], decide: (current: Map<string, Entry>) => StoreWrite[]): Promise<boolean> {
     this.open();
     // Nothing else runs between this read and these writes: they are one synchronous step.
     for (const w of decide(this.getManyNow(keys))) {
       if ('put' in w) this.rows.set(w.put.key, { ...w.put });
       else this.rows.delete(w.delete);
     }
+    return true;
   }
 
   private getManyNow(keys: readonly string[]): Map<string, Entry> {

@@ -39,6 +39,13 @@ const MIGRATIONS: readonly string[] = [
      bcount bigint NOT NULL,
      pcount bigint NOT NULL
    )`,
+  // update()'s `once` names, each written in the transaction it names: a retry whose first
+  // try committed with its reply lost finds its name and is not made twice.
+  `CREATE TABLE pfgrey_updates (
+     id text PRIMARY KEY,
+     at bigint NOT NULL
+   );
+   CREATE INDEX pfgrey_updates_at ON pfgrey_updates (at)`,
 ];
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length;
@@ -105,6 +112,8 @@ const SQL = {
   nextPage: `SELECT ${COLUMNS} FROM ${TABLE} WHERE key > $1 ORDER BY key LIMIT $2`,
   range: `SELECT ${COLUMNS} FROM ${TABLE} WHERE key >= $1 AND key < $2 ORDER BY key`,
   lockKeys: 'SELECT count(pg_advisory_xact_lock($1, h)) FROM unnest($2::int[]) AS h',
+  once: 'INSERT INTO pfgrey_updates (id, at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING',
+  forget: 'DELETE FROM pfgrey_updates WHERE at < $1',
 } as const;
 
 /** `postgres://pfgrey:***@db.example/pfgrey`: the URL as messages may show it. */
@@ -240,6 +249,9 @@ interface Settings extends GroupCommitSettings {
  * (recover.ts) never runs; a server that goes away is a failing commit, retried.
  */
 export class PostgresStore extends GroupCommitStore implements FileStore {
+  /** When forgetOldNames next deletes (ms since the epoch). */
+  private forgetAt = 0;
+
   constructor(path: string, private readonly pool: pg.Pool, protected override readonly settings: Settings) {
     super(path, settings);
   }
@@ -255,10 +267,10 @@ export class PostgresStore extends GroupCommitStore implements FileStore {
     });
   }
 
-  update(keys: readonly string[], decide: (current: Map<string, Entry>) => StoreWrite[]): Promise<void> {
+  update(keys: readonly string[], decide: (current: Map<string, Entry>) => StoreWrite[], once?: string): Promise<boolean> {
     this.writable();
     if (this.settings.empty) return Promise.reject(new PfgreyError('E_DB_WRITE', `${this.path}: the database was opened read-only`));
-    return this.exclusive(() => this.transact(keys, decide));
+    return this.exclusive(() => this.transact(keys, decide, once));
   }
 
   async *chunks(size: number): AsyncIterable<Entry[]> {
@@ -369,6 +381,17 @@ export class PostgresStore extends GroupCommitStore implements FileStore {
   }
 
   /**
+   * Deletes update names old enough that no retry can still come (DEFAULTS.updateNameLife),
+   * at most once a minute per node: one indexed range delete.
+   */
+  private async forgetOldNames(c: pg.PoolClient): Promise<void> {
+    const now = Date.now();
+    if (now < this.forgetAt) return;
+    this.forgetAt = now + DEFAULTS.updateNameForget;
+    await c.query(SQL.forget, [now - DEFAULTS.updateNameLife]);
+  }
+
+  /**
    * update's transaction. Concurrent updates of a key, from this host or another, wait for each
    * other on the key's advisory lock, taken before the read, so each reads what the one before
    * it wrote. Rows that exist are also locked by the read (FOR UPDATE), which keeps another
@@ -376,7 +399,7 @@ export class PostgresStore extends GroupCommitStore implements FileStore {
    * group commit inserts before this write is noticed (the insert finds the row: xmax is set),
    * and the update is decided again on a new read.
    */
-  private async transact(keys: readonly string[], decide: (current: Map<string, Entry>) => StoreWrite[]): Promise<void> {
+  private async transact(keys: readonly string[], decide: (current: Map<string, Entry>) => StoreWrite[], once: string | undefined): Promise<boolean> {
     const wanted = [...new Set(keys)];
     const bytes = wanted.map(keyBytes);
     const locks = [...new Set(bytes.map(keyLock))].sort((a, b) => a - b);
@@ -385,9 +408,16 @@ export class PostgresStore extends GroupCommitStore implements FileStore {
     });
     let broken: Error | undefined;
     try {
+      if (once !== undefined) await this.forgetOldNames(c);
       for (let attempt = 1; ; attempt++) {
         await c.query('BEGIN');
         try {
+          // A name already there is a transaction that committed (one still under way holds
+          // the row, and this insert waits for its end).
+          if (once !== undefined && (await c.query(SQL.once, [once, Date.now()])).rowCount === 0) {
+            await c.query('ROLLBACK');
+            return false;
+          }
           if (locks.length > 0) await c.query(SQL.lockKeys, [LOCK_KEY, locks]);
           const rows = bytes.length > 0 ? (await c.query<Row>(SQL.lockedGet, [bytes])).rows.map(entryOf) : [];
           const current = new Map(rows.map((r) => [r.key, r] as const));
@@ -412,7 +442,7 @@ export class PostgresStore extends GroupCommitStore implements FileStore {
             continue;
           }
           await c.query('COMMIT');
-          return;
+          return true;
         } catch (err) {
           await c.query('ROLLBACK').catch((e: unknown) => (broken = e as Error));
           throw err;

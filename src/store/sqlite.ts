@@ -640,12 +640,13 @@ class SqliteStore extends GroupCommitStore implements FileStore {
     return rows[0];
   }
 
-  update(keys: readonly string[], decide: (current: Map<string, Entry>) => StoreWrite[]): Promise<void> {
+  update(keys: readonly string[], decide: (current: Map<string, Entry>) => StoreWrite[]): Promise<boolean> {
     this.writable();
     const st = this.st;
     if (!st) return Promise.reject(new PfgreyError('E_DB_WRITE', `${this.path}: the database was opened read-only`));
-    // One transaction at a time on this connection.
-    return this.exclusive(() => this.transact(st, keys, decide));
+    // One transaction at a time on this connection. A COMMIT here either commits or fails:
+    // no outcome is ever lost, so update's `once` is not needed.
+    return this.exclusive(() => this.transact(st, keys, decide)).then(() => true);
   }
 
   async *chunks(size: number): AsyncIterable<Entry[]> {

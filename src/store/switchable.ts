@@ -114,8 +114,8 @@ export class SwitchableStore implements FileStore {
     return (await this.ready()).flush();
   }
 
-  async update(keys: readonly string[], decide: (current: Map<string, Entry>) => StoreWrite[]): Promise<void> {
-    return (await this.ready()).update(keys, decide);
+  async update(keys: readonly string[], decide: (current: Map<string, Entry>) => StoreWrite[], once?: string): Promise<boolean> {
+    return (await this.ready()).update(keys, decide, once);
   }
 
   async *chunks(size: number): AsyncIterable<Entry[]> {

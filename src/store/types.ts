@@ -39,8 +39,15 @@ export interface Store {
    * writer got in between): it must say what to write without acting on it, and the last call's
    * writes are the ones made. For the doors that share the file with the daemon (pfgrey db,
    * logd, pfgrey policy); the daemon's tuples go through the group commit.
+   *
+   * `once` names the update for a caller that retries it after a failure: a store whose
+   * commit can succeed with its reply lost (PostgreSQL, over a connection that drops after
+   * COMMIT is sent) records the name in the same transaction, and a retry under a name it
+   * holds resolves false without calling `decide`: the update was made, and is not made twice.
+   * Otherwise the update resolves true. Stores in this process (SQLite, memory) never lose a
+   * commit's outcome and ignore the name.
    */
-  update(keys: readonly string[], decide: (current: Map<string, Entry>) => StoreWrite[]): Promise<void>;
+  update(keys: readonly string[], decide: (current: Map<string, Entry>) => StoreWrite[], once?: string): Promise<boolean>;
   /**
    * Queues a deletion of `expected.key` that happens only if the row is still exactly
    * `expected` when it is committed: the scan deletes what it read, and a row another process
