@@ -257,8 +257,9 @@ export class Greylister {
           verdicts = await this.applyBatch(attempt);
         } catch (err) {
           // These clients have had their replies: the tuples must not be lost to a store that
-          // fails for a while (a locked database, a disk briefly full). They go back to the head
-          // of the queue, and the backlog check holds the tarpit meanwhile. A store that keeps
+          // fails for a while (a locked database, a disk briefly full). The batch is tried again
+          // as it is, under its name (Attempt), before the queue, and the backlog check holds
+          // the tarpit meanwhile. A store that keeps
           // failing (a damaged file) must not hold it for ever: past greyRetryFor the batch is
           // given up, said in one line, and the queue moves on.
           const now = this.clock.now();
