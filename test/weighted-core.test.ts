@@ -8,7 +8,7 @@ import test, { type ExecutionContext } from 'ava';
 import fc from 'fast-check';
 import { ManualClock } from '../src/clock.js';
 import { DEFAULTS } from '../src/config/defaults.js';
-import { entryType, goodKey, policyKey } from '../src/grey/entry.js';
+import { entryType, goodKey, greyKey, policyKey } from '../src/grey/entry.js';
 import { Greylister } from '../src/grey/greylister.js';
 import type { PolicyRequest } from '../src/grey/requests.js';
 import { goodHit, knownGoodKey, senderDomain } from '../src/grey/rules.js';
@@ -67,18 +67,21 @@ const policy = (ip: string, over: Partial<PolicyRequest> = {}): PolicyRequest =>
 
 // --- pure parts ---------------------------------------------------------------------------------
 
+/** A score as judge() sees it: its total, and what unanswered checks could add. */
+const at = (total: number, doubt = 0) => ({ total, doubt });
+
 test('a score is the sum of its findings, and the thresholds judge it: under accepts, at or over greylists, the trap threshold traps', (t) => {
   t.is(scoreOf(2, 1, -2).total, 1);
   t.is(scoreOf(0.5, 0.5, 0.5).total, 1.5);
-  t.is(judge(1.5, { threshold: 2 }), 'accept');
-  t.is(judge(2, { threshold: 2 }), 'greylist');
-  t.is(judge(9, { threshold: 2 }), 'greylist', 'no trap threshold: never a trap');
-  t.is(judge(9, { threshold: 2, trapThreshold: 6 }), 'trap');
+  t.is(judge(at(1.5), { threshold: 2 }), 'accept');
+  t.is(judge(at(2), { threshold: 2 }), 'greylist');
+  t.is(judge(at(9), { threshold: 2 }), 'greylist', 'no trap threshold: never a trap');
+  t.is(judge(at(9), { threshold: 2, trapThreshold: 6 }), 'trap');
   fc.assert(fc.property(fc.array(fc.integer({ min: -20, max: 20 }), { maxLength: 8 }), fc.integer({ min: -5, max: 5 }), (ws, th) => {
     const s = scoreOf(...ws);
-    const j = judge(s.total, { threshold: th });
+    const j = judge(s, { threshold: th });
     // Adding a positive weight never turns a greylist into an accept: the score is monotone.
-    return j === 'accept' || judge(scoreOf(...ws, 1).total, { threshold: th }) === 'greylist';
+    return j === 'accept' || judge(scoreOf(...ws, 1), { threshold: th }) === 'greylist';
   }));
 });
 
@@ -184,13 +187,14 @@ test('a first attempt at or over the threshold is greylisted as without weightin
   t.like(good, { first: clock.now(), pass: clock.now(), bcount: 1 });
 });
 
-test('a known-good sender domain and network is let by even with a bad score, from another address in its /24', async (t) => {
-  const { g, store, clock } = core(t, { '192.0.2.3': 3, '192.0.2.4': 3 });
+test('a known-good sender domain and network is let by at once, from another address in its /24, without asking DNS', async (t) => {
+  const { g, store, clock, stage } = core(t, { '192.0.2.3': 3, '192.0.2.4': 3 });
   t.like(await g.tuple(tuple('192.0.2.3')), { kind: 'greylisted' });
   clock.advance(times.passTime + S);
   t.like(await g.tuple(tuple('192.0.2.3')), { kind: 'passed' });
   const v = await g.tuple(tuple('192.0.2.4', '<other@sender.example>', '<c@us.example>'));
-  t.like(v, { kind: 'whitelisted', by: 'weighted', weighted: { score: 3 + DEFAULTS.knownGoodWeight } });
+  t.like(v, { kind: 'whitelisted', by: 'weighted', weighted: { score: DEFAULTS.knownGoodWeight } });
+  t.deepEqual(stage.asked.map((a) => a.ip), ['192.0.2.3'], 'the known-good sender was not scored: delivered before, accepted at once');
   t.regex((v as { weighted: { reasons: string } }).weighted.reasons, /known sender\.example 192\.0\.2\.0\/24 -100/);
   t.is(entryType((await store.get('192.0.2.4'))!), 'WHITE');
   // Another domain from the same network is not known.
@@ -245,7 +249,61 @@ test('policy: over the threshold the triplet is greylisted; its pass makes the s
   t.like(await g.handle(policy('192.0.2.11')), { kind: 'passed', waited: DEFAULTS.policyDelay + S });
   t.truthy(await store.get(goodKey('sender.example', '192.0.2.0/24')));
   t.like(await g.handle(policy('192.0.2.12', { triplet: '192.0.2.12/z@sender.example/b@us.example', sender: 'z@sender.example' })),
-    { kind: 'passed', weighted: { score: 4 + DEFAULTS.knownGoodWeight } });
+    { kind: 'passed', weighted: { score: DEFAULTS.knownGoodWeight } });
+});
+
+test('only first attempts wait for the stage: a WHITE client, a greylisted retry and a sync record are decided without a score', async (t) => {
+  const { g, store, clock, stage } = core(t, { '192.0.2.20': 5 });
+  let release!: () => void;
+  stage.holdUntil(new Promise<void>((r) => (release = r)));
+  // A first attempt waits for its score; meanwhile the core goes on deciding what needs none.
+  const first = g.tuple(tuple('192.0.2.20'));
+  await store.update([], () => [{ put: { key: '192.0.2.21', first: T0, pass: T0, expire: T0 + D, bcount: 1, pcount: 0 } }]);
+  t.like(await g.tuple(tuple('192.0.2.21')), { kind: 'whitelisted' });
+  t.like(await g.handle(policy('192.0.2.21')), { kind: 'whitelisted' });
+  t.like(await g.handle({ kind: 'sync', peer: '198.51.100.1', record: { type: 'GREY', time: T0, ip: '192.0.2.22', helo: 'h', from: '<a@b.example>', to: '<c@d.example>' } }),
+    { kind: 'greylisted' });
+  t.deepEqual(stage.asked.map((a) => a.ip), ['192.0.2.20']);
+  release();
+  t.like(await first, { kind: 'greylisted' });
+  // Its retry is not a first attempt: decided at once, no second score.
+  clock.advance(times.passTime + S);
+  t.like(await g.tuple(tuple('192.0.2.20')), { kind: 'passed' });
+  t.deepEqual(stage.asked.map((a) => a.ip), ['192.0.2.20']);
+});
+
+test('a score under the threshold only because lookups did not answer greylists as without weighting, and never traps', async (t) => {
+  const store = new MemoryStore();
+  const clock = new ManualClock(T0);
+  const log = memoryLogger();
+  // No finding weighs, but the DNS list and SPF did not answer: they could have added 4.
+  const doubtful = sumScore([
+    { check: 'dnsbl', result: 'unknown', weight: 0, why: 'bl.example: timed out, neutral', label: 'bl.example', doubt: 2 },
+    { check: 'spf', result: 'temperror', weight: 0, why: 'SPF: timed out, neutral', doubt: 2 },
+  ], true);
+  const stage = { score: async (a: Attempt) => (a.ip === '192.0.2.30' ? doubtful : sumScore([{ ...doubtful.findings[0]!, doubt: 1 }], true)) };
+  const g = new Greylister({ store, times, log, clock, atomic: true, weighted: { stage, threshold: 2, trapThreshold: 3, verbose: true } });
+  t.teardown(() => g.stop());
+  t.like(await g.tuple(tuple('192.0.2.30')), { kind: 'greylisted' });
+  t.is(entryType((await store.get(greyKey('192.0.2.30', 'mx.sender.example', '<a@sender.example>', '<b@us.example>')))!), 'GREY');
+  t.is(await store.get('192.0.2.30'), undefined, 'neither WHITE nor TRAPPED');
+  t.true(log.lines.some((l) => l.includes('score 0 < threshold 2, but lookups that did not answer could add up to 4: greylist, as without weighting')), log.lines.join('\n'));
+  // At most 1 unanswered under threshold 2: even at worst it stays under, so it is accepted.
+  t.like(await g.tuple(tuple('192.0.2.31')), { kind: 'whitelisted', by: 'weighted' });
+  t.true(log.lines.some((l) => /score 0 < threshold 2: accept \(some lookups did not answer: counted neutral\)/.test(l)), log.lines.join('\n'));
+  t.is(judge(at(0, 9), { threshold: 2, trapThreshold: 3 }), 'greylist', 'doubt never traps');
+  t.is(judge(at(-100, 9), { threshold: 2 }), 'accept', 'a known-good sender outweighs any doubt');
+});
+
+test('a stage that throws leaves the attempt greylisted as without weighting, said in one line', async (t) => {
+  const store = new MemoryStore();
+  const log = memoryLogger();
+  const stage = { score: async (): Promise<Score> => { throw new Error('boom'); } };
+  const g = new Greylister({ store, times, log, clock: new ManualClock(T0), atomic: true, weighted: { stage, threshold: 2, verbose: true } });
+  t.teardown(() => g.stop());
+  t.like(await g.tuple(tuple('192.0.2.32')), { kind: 'greylisted' });
+  t.is(await store.get('192.0.2.32'), undefined);
+  t.is(log.lines.filter((l) => l.includes('cannot score 192.0.2.32: boom; greylisting as usual')).length, 1, log.lines.join('\n'));
 });
 
 test('policy: with --privacy nothing that names the client is written, the known-good memory included', async (t) => {

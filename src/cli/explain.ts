@@ -77,7 +77,7 @@ export async function explainCommand(argv: string[], io: CliIO): Promise<number>
     if (knownLine) out.push(`  ${knownLine}`);
     io.stdout.write(`${out.join('\n')}\n`);
     // The exit status says the decision, for scripts: 0 accept, 2 greylist, 3 trap.
-    const j = judge(full.total, cfg.settings);
+    const j = judge(full, cfg.settings);
     return j === 'accept' ? 0 : j === 'greylist' ? 2 : 3;
   } finally {
     weighting.close();

@@ -115,7 +115,8 @@ export async function policyCommand(argv: string[], io: CliIO): Promise<number> 
       const opened = await openServiceStore(dbPath, { log, onCommit: (seconds, ok) => activity.commit(seconds, ok) }, log);
       store = opened.store;
       if (weighted) weighting = await startWeighting(weighted);
-      core = new Greylister({ store, log, atomic: true, policy: settings.times, weighted: weighting?.core() });
+      // The policy door logs every decision (postgrey --verbose): the weighed ones with their score.
+      core = new Greylister({ store, log, atomic: true, policy: settings.times, weighted: weighting?.core(true) });
       activity.follow(core.events);
       door = await startPolicyDoor(settings, core, log, listeners, (o) => activity.policyAnswer(o));
       if (http) {

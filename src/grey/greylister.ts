@@ -13,7 +13,9 @@ import { formatDelay } from '../config/duration.js';
 import { describe } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store, StoreWrite } from '../store/types.js';
-import { explain, formatWeight, judge, type Judgement, reasons, type Score, type WeightedStage, withKnownGood } from '../weighted/score.js';
+import {
+  explain, formatWeight, judge, type Judgement, reasons, type Score, sumScore, unscorable, type WeightedStage, withKnownGood,
+} from '../weighted/score.js';
 import { awlKey, type Entry, entryType, GOOD_PREFIX, greyKey, keyProblem, policyKey } from './entry.js';
 import {
   type CoreEvent, CoreEvents, type GreyRequest, type PolicyRequest, type SyncRequest, type TupleRequest, type Verdict, type WeightedPass,
@@ -102,9 +104,18 @@ interface Attempt {
   offered?: Decided;
 }
 
-/** A batch's decision: a verdict per request, and what to say once its writes are made. */
+/**
+ * A first attempt that weighted greylisting must score before it can be decided: it goes to
+ * the stage, and comes back to the queue with its score (Greylister.scoreThenQueue).
+ */
+const UNSCORED = { kind: 'unscored' } as const;
+
+/** A request's outcome in a batch: its verdict, or UNSCORED. */
+type Decision = Verdict | typeof UNSCORED;
+
+/** A batch's decision: one per request, and what to say once its writes are made. */
 interface Decided {
-  verdicts: Verdict[];
+  verdicts: Decision[];
   events: CoreEvent[];
   notes: Decisions['notes'];
 }
@@ -134,8 +145,8 @@ export class Greylister {
   private queue: Queued[] = [];
   /** A batch the store refused, to be tried again before the queue (see Attempt). */
   private again: Attempt | undefined;
-  /** Requests in the weighted stage: scored, not yet queued (bounded by the DNS budget). */
-  private readonly scoring = new Set<Promise<GreyRequest>>();
+  /** Requests in the weighted stage: being scored, not yet queued again (bounded by the DNS budget). */
+  private readonly scoring = new Set<Promise<void>>();
   private draining: Promise<void> | undefined;
   /** Delays between attempts at a batch the store refuses; its attempts count the failures. */
   private readonly retry = new Backoff({ min: DEFAULTS.greyRetryMin, max: DEFAULTS.greyRetryMax });
@@ -169,34 +180,38 @@ export class Greylister {
    * thousands of clients.
    */
   handle(req: GreyRequest): Promise<Verdict> {
-    const w = this.opts.weighted;
-    if (w && (req.kind === 'tuple' || req.kind === 'policy') && req.score === undefined) {
-      // The stage before the decision: the score travels in the request, so the decision
-      // itself stays synchronous over one view of the store.
-      const attempt = req.kind === 'tuple'
-        ? { ip: req.ip, helo: req.helo, sender: unangled(req.from), rcpt: unangled(req.to) }
-        : { ip: req.ip, helo: req.helo ?? '', sender: req.sender ?? '', rcpt: req.rcpt };
-      const scored = w.stage.score(attempt).then(
-        (score): GreyRequest => ({ ...req, score }),
-        (err: unknown) => {
-          // The stage never rejects; if a bug makes it, the attempt is greylisted as without it.
-          this.opts.log.error(`weighted greylisting: cannot score ${req.ip}: ${describe(err)}; greylisting as usual`);
-          return req;
-        },
-      );
-      // settle() and stop() wait for these too: a tuple being scored has had its reply.
-      this.scoring.add(scored);
-      void scored.finally(() => this.scoring.delete(scored));
-      return scored.then((r) => this.enqueue(r));
-    }
     return this.enqueue(req);
   }
 
   private enqueue(req: GreyRequest): Promise<Verdict> {
-    return new Promise((done) => {
-      this.queue.push({ req, done });
-      this.draining ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.drain());
-    });
+    return new Promise((done) => this.push({ req, done }));
+  }
+
+  private push(q: Queued): void {
+    this.queue.push(q);
+    this.draining ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.drain());
+  }
+
+  /**
+   * The weighted stage, for a first attempt that the core found needs a score (UNSCORED): the
+   * score travels in the request, which joins the queue again, so the decision itself stays
+   * synchronous over one view of the store. Requests whose decision needs no score (a client
+   * already WHITE, a retry, a known-good sender: bley's "delivered before, accept at once")
+   * never wait for DNS.
+   */
+  private scoreThenQueue(q: Queued): void {
+    const req = q.req as TupleRequest | PolicyRequest;
+    const attempt = req.kind === 'tuple'
+      ? { ip: req.ip, helo: req.helo, sender: unangled(req.from), rcpt: unangled(req.to) }
+      : { ip: req.ip, helo: req.helo ?? '', sender: req.sender ?? '', rcpt: req.rcpt };
+    const scored = this.opts.weighted!.stage.score(attempt).catch((err: unknown) => {
+      // The stage never rejects; if a bug makes it, the attempt is greylisted as without it.
+      this.opts.log.error(`weighted greylisting: cannot score ${req.ip}: ${describe(err)}; greylisting as usual`);
+      return unscorable(`the checks failed: ${describe(err)}`);
+    }).then((score) => this.push({ req: { ...req, score }, done: q.done }));
+    // settle() and stop() wait for these too: a tuple being scored has had its reply.
+    this.scoring.add(scored);
+    void scored.finally(() => this.scoring.delete(scored));
   }
 
   /** The tarpit's door: records one tuple (see handle). */
@@ -252,7 +267,7 @@ export class Greylister {
         const attempt = this.again ?? { batch: this.queue.splice(0, DEFAULTS.greyBatch), id: randomUUID() };
         this.again = undefined;
         const { batch } = attempt;
-        let verdicts: Verdict[];
+        let verdicts: Decision[];
         try {
           verdicts = await this.applyBatch(attempt);
         } catch (err) {
@@ -294,14 +309,18 @@ export class Greylister {
           this.opts.log.notice(`greylist updates resumed after ${count(this.retry.attempts, 'failed attempt')}`);
           this.retry.reset();
         }
-        batch.forEach((q, i) => q.done(verdicts[i]!));
+        batch.forEach((q, i) => {
+          const v = verdicts[i]!;
+          if (v.kind === 'unscored') this.scoreThenQueue(q);
+          else q.done(v);
+        });
       }
     } finally {
       this.draining = undefined;
     }
   }
 
-  private async applyBatch(attempt: Attempt): Promise<Verdict[]> {
+  private async applyBatch(attempt: Attempt): Promise<Decision[]> {
     const batch = attempt.batch.map((q) => q.req);
     const keys: string[] = [];
     // spamdb -d -G deletes the first tuple of an ip in key order: which keys those are is read
@@ -311,13 +330,13 @@ export class Greylister {
       switch (r.kind) {
         case 'tuple': {
           keys.push(greyKey(r.ip, r.helo, r.from, r.to), spamtrapAddress(r.to), r.ip);
-          const good = r.score ? knownGoodKey(unangled(r.from), r.ip) : undefined;
+          const good = this.opts.weighted ? knownGoodKey(unangled(r.from), r.ip) : undefined;
           if (good) keys.push(good);
           break;
         }
         case 'policy': {
           keys.push(policyKey(r.triplet), awlKey(r.client), spamtrapAddress(r.rcpt), r.ip);
-          const good = r.score && !r.privacy ? knownGoodKey(r.sender ?? '', r.ip) : undefined;
+          const good = this.opts.weighted && !r.privacy ? knownGoodKey(r.sender ?? '', r.ip) : undefined;
           if (good) keys.push(good);
           break;
         }
@@ -342,7 +361,7 @@ export class Greylister {
     // later request of the batch sees an earlier one's write.
     const decide = (current: Map<string, Entry>): Decided & { writes: StoreWrite[] } => {
       const out: Decisions = { writes: [], events: [], notes: [], view: new Map(current) };
-      const verdicts = batch.map((r): Verdict => {
+      const verdicts = batch.map((r): Decision => {
         if (r.kind === 'delete-passed') {
           // Judged on the entries read inside this update: a tuple that passed meanwhile goes too.
           const now = this.clock.now();
@@ -412,12 +431,12 @@ export class Greylister {
     return { kind: 'deleted', key };
   }
 
-  private apply(r: Exclude<GreyRequest, { kind: 'delete-tuple' | 'delete-passed' }>, out: Decisions): Verdict {
+  private apply(r: Exclude<GreyRequest, { kind: 'delete-tuple' | 'delete-passed' }>, out: Decisions): Decision {
     const { view } = out;
     const now = this.clock.now();
     switch (r.kind) {
       case 'tuple':
-        return this.decideTuple(r, out, now);
+        return this.decideTuple(r, out, now, true);
       case 'policy':
         return this.decidePolicy(r, out, now);
       case 'sync':
@@ -446,7 +465,8 @@ export class Greylister {
     }
   }
 
-  private decideTuple(t: TupleRequest, out: Decisions, now: number): Verdict {
+  /** A tuple from the tarpit (`weigh`: weighted greylisting judges its first attempt) or a sync peer. */
+  private decideTuple(t: TupleRequest, out: Decisions, now: number, weigh = false): Decision {
     const { view } = out;
     const times = this.times;
     const tupleKey = greyKey(t.ip, t.helo, t.from, t.to);
@@ -467,17 +487,20 @@ export class Greylister {
       key = t.ip;
       existing = undefined;
     }
-    if (!why && !existing && t.score && this.opts.weighted) {
-      // Weighted greylisting looks at the first attempt only: a tuple already greylisted
-      // goes its usual way.
-      const w = this.weigh(t.score, knownGoodKey(unangled(t.from), t.ip), out, now, `${t.ip} ${t.from} -> ${t.to}`);
-      const ipEntry = view.get(t.ip) ?? undefined;
-      const white = ipEntry !== undefined && ipEntry.expire > now && entryType(ipEntry) === 'WHITE';
-      if (w.judgement === 'trap' && !white) {
+    const ipEntry = view.get(t.ip) ?? undefined;
+    const whiteNow = ipEntry !== undefined && ipEntry.expire > now && entryType(ipEntry) === 'WHITE';
+    if (!why && !existing && !whiteNow && weigh && this.opts.weighted) {
+      // Weighted greylisting looks at the first attempt of a client not yet WHITE only: a
+      // tuple already greylisted goes its usual way.
+      const good = knownGoodKey(unangled(t.from), t.ip);
+      const score = this.scoreOf(t.score, good, out, now);
+      if (!score) return UNSCORED;
+      const w = this.weigh(score, good, out, now, `${t.ip} ${t.from} -> ${t.to}`);
+      if (w.judgement === 'trap') {
         why = `(score ${formatWeight(w.pass.score)} >= trap threshold ${formatWeight(this.opts.weighted.trapThreshold!)}: ${w.pass.reasons})`;
         key = t.ip;
         existing = ipEntry;
-      } else if (w.judgement === 'accept' && !white) {
+      } else if (w.judgement === 'accept') {
         // Whitelisted on its first contact: the next scan puts it in the firewall's whitelist,
         // so its retry reaches the real MTA minutes later instead of after the pass time.
         this.write(weightedWhite(t.ip, now, times.whiteExpiry), out);
@@ -502,8 +525,18 @@ export class Greylister {
     if (white && entryType(white) === 'WHITE') return { kind: 'whitelisted', ip: t.ip };
     const passAt = entry.first + times.passTime;
     if (passAt >= now) return { kind: 'greylisted', key, left: passAt - now };
-    if (t.score) this.rememberGood(knownGoodKey(unangled(t.from), t.ip), out, now);
+    if (weigh && this.opts.weighted) this.rememberGood(knownGoodKey(unangled(t.from), t.ip), out, now);
     return { kind: 'passed', key };
+  }
+
+  /**
+   * The score a first attempt is judged by: the stage's, if it has been scored; for a known-good
+   * sender, none is needed (the memory's weight alone accepts it, no DNS asked); otherwise
+   * undefined: the attempt goes to the stage first.
+   */
+  private scoreOf(score: Score | undefined, good: string | undefined, out: Decisions, now: number): Score | undefined {
+    if (score) return score;
+    return good !== undefined && goodKnown(out.view.get(good), now) ? sumScore([], false) : undefined;
   }
 
   /**
@@ -515,7 +548,7 @@ export class Greylister {
     const w = this.opts.weighted!;
     const full = good !== undefined && goodKnown(out.view.get(good), now) ? withKnownGood(score, good.slice(GOOD_PREFIX.length)) : score;
     out.notes.push({ level: w.verbose ? 'info' : 'debug', line: `weighted: ${what}: ${explain(full, w).map((l) => l.trim()).join('; ')}` });
-    const judgement = judge(full.total, w);
+    const judgement = judge(full, w);
     out.events.push({ kind: 'weighed', judgement });
     return { judgement, pass: { score: full.total, reasons: reasons(full) } };
   }
@@ -533,7 +566,7 @@ export class Greylister {
    * TRAPPED address by spamd's receive rules (rules.ts, syncAddress). What it emits is marked
    * as the peer's, so that the sync sender does not send it on.
    */
-  private decideSync(r: SyncRequest, out: Decisions, now: number): Verdict {
+  private decideSync(r: SyncRequest, out: Decisions, now: number): Decision {
     const first = out.events.length;
     const verdict = this.syncRecord(r, out, now);
     for (let i = first; i < out.events.length; i++) {
@@ -543,7 +576,7 @@ export class Greylister {
     return verdict;
   }
 
-  private syncRecord({ peer, record: c }: SyncRequest, out: Decisions, now: number): Verdict {
+  private syncRecord({ peer, record: c }: SyncRequest, out: Decisions, now: number): Decision {
     if (c.type === 'GREY') {
       const problem = keyProblem(greyKey(c.ip, c.helo, c.from, c.to), 'GREY');
       if (problem) return { kind: 'refused', why: `GREY tuple from sync peer ${peer} ${problem}` };
@@ -569,7 +602,7 @@ export class Greylister {
    * counts toward the client's auto-whitelist, and the pass that completes it makes the client
    * WHITE, so the next scan puts it in the firewall's whitelist and the tarpit lets it by too.
    */
-  private decidePolicy(r: PolicyRequest, out: Decisions, now: number): Verdict {
+  private decidePolicy(r: PolicyRequest, out: Decisions, now: number): Decision {
     const { view } = out;
     const t = this.opts.policy ?? DEFAULT_POLICY_TIMES;
     const known = view.get(r.ip) ?? undefined;
@@ -595,10 +628,12 @@ export class Greylister {
 
     const key = policyKey(r.triplet);
     const prior = view.get(key) ?? undefined;
-    const good = r.score && !r.privacy ? knownGoodKey(r.sender ?? '', r.ip) : undefined;
-    if (r.score && this.opts.weighted && !(prior && prior.expire > now)) {
+    const good = this.opts.weighted && !r.privacy ? knownGoodKey(r.sender ?? '', r.ip) : undefined;
+    if (this.opts.weighted && !(prior && prior.expire > now)) {
       // A first attempt (no triplet in force) is weighed; a triplet already greylisted goes its usual way.
-      const w = this.weigh(r.score, good, out, now, `${r.ip} <${r.sender ?? ''}> -> <${r.rcpt}>`);
+      const score = this.scoreOf(r.score, good, out, now);
+      if (!score) return UNSCORED;
+      const w = this.weigh(score, good, out, now, `${r.ip} <${r.sender ?? ''}> -> <${r.rcpt}>`);
       if (w.judgement === 'accept') return { kind: 'passed', key, weighted: w.pass };
       if (w.judgement === 'trap') {
         return this.trapClient(r, known, out, now, `score ${formatWeight(w.pass.score)} >= trap threshold ${formatWeight(this.opts.weighted.trapThreshold!)}: ${w.pass.reasons}`);

@@ -39,6 +39,8 @@ export interface Finding {
   why: string;
   /** What the reasons name instead of the verdict word: a DNS list's zone. */
   label?: string;
+  /** A check that got no answer: the most its answer could have added (doubt, below). */
+  doubt?: number;
 }
 
 /** A score: the findings and their sum. Plain data: it travels in a request to the core. */
@@ -47,6 +49,12 @@ export interface Score {
   findings: Finding[];
   /** A lookup timed out or failed: the score may be lower than the truth (it is not cached). */
   partial: boolean;
+  /**
+   * The most the checks that got no answer could have added: 0 when every check answered. A
+   * score under the threshold only by grace of this doubt decides nothing (judge): a resolver
+   * outage must not let spam by, or make its sender WHITE for weeks.
+   */
+  doubt: number;
 }
 
 export interface WeightedSettings {
@@ -109,12 +117,25 @@ export function spfFinding(r: SpfResult): Finding {
   return { check: 'spf', result: r.verdict, weight, why: `SPF of ${domain}: ${r.verdict} (${r.detail})${tail}` };
 }
 
-/** Sums findings into a score (pure): the weights in the order given. */
+/** Sums findings into a score (pure): the weights in the order given, and the doubts. */
 export function sumScore(findings: Finding[], partial: boolean): Score {
   let total = 0;
-  for (const f of findings) total += f.weight;
+  let doubt = 0;
+  for (const f of findings) {
+    total += f.weight;
+    doubt += f.doubt ?? 0;
+  }
   // Half points add up exactly in binary; rounding keeps 0.1-sized weights from showing 0.30000000000000004.
-  return { total: Math.round(total * 1000) / 1000, findings, partial };
+  const round = (n: number) => Math.round(n * 1000) / 1000;
+  return { total: round(total), findings, partial, doubt: round(doubt) };
+}
+
+/**
+ * The score of an attempt the stage could not score at all (a bug made it throw): nothing is
+ * known, so nothing is decided by weight, and the attempt is greylisted as without weighting.
+ */
+export function unscorable(why: string): Score {
+  return sumScore([{ check: 'known', result: 'unknown', weight: 0, why, doubt: Infinity }], true);
 }
 
 /**
@@ -129,9 +150,10 @@ export function withKnownGood(score: Score, known: string): Score {
 /** What a score means against the thresholds. */
 export type Judgement = 'accept' | 'greylist' | 'trap';
 
-export function judge(total: number, s: Pick<WeightedSettings, 'threshold' | 'trapThreshold'>): Judgement {
-  if (s.trapThreshold !== undefined && total >= s.trapThreshold) return 'trap';
-  return total >= s.threshold ? 'greylist' : 'accept';
+export function judge(score: Pick<Score, 'total' | 'doubt'>, s: Pick<WeightedSettings, 'threshold' | 'trapThreshold'>): Judgement {
+  // Only what was found traps; what was not answered can hold back an accept, never trap.
+  if (s.trapThreshold !== undefined && score.total >= s.trapThreshold) return 'trap';
+  return score.total + score.doubt >= s.threshold ? 'greylist' : 'accept';
 }
 
 /**
@@ -139,10 +161,15 @@ export function judge(total: number, s: Pick<WeightedSettings, 'threshold' | 'tr
  * something (or every finding with `all`), as `pfgrey explain` prints them and -v logs them.
  */
 export function explain(score: Score, s: Pick<WeightedSettings, 'threshold' | 'trapThreshold'>, all = false): string[] {
-  const j = judge(score.total, s);
+  const j = judge(score, s);
+  const under = score.total < s.threshold;
   const against = j === 'trap' ? `>= trap threshold ${formatWeight(s.trapThreshold!)}`
-    : j === 'greylist' ? `>= threshold ${formatWeight(s.threshold)}` : `< threshold ${formatWeight(s.threshold)}`;
-  const lines = [`score ${formatWeight(score.total)} ${against}: ${j}${score.partial ? ' (some lookups did not answer: counted neutral)' : ''}`];
+    : under ? `< threshold ${formatWeight(s.threshold)}` : `>= threshold ${formatWeight(s.threshold)}`;
+  const unanswered = score.doubt === Infinity ? 'the checks could not be made'
+    : `lookups that did not answer could add up to ${formatWeight(score.doubt)}`;
+  const tail = j === 'greylist' && under ? `, but ${unanswered}: greylist, as without weighting`
+    : `: ${j}${score.partial ? ' (some lookups did not answer: counted neutral)' : ''}`;
+  const lines = [`score ${formatWeight(score.total)} ${against}${tail}`];
   for (const f of score.findings) if (all || f.weight !== 0) lines.push(`  ${f.check}: ${f.why}`);
   return lines;
 }
@@ -226,14 +253,25 @@ export class WeightedStage {
     ]);
     const findings: Finding[] = [];
     // Allow lists first, as bley asks them first; then what makes a client suspicious.
-    const listed = (l: ListResult): Finding =>
-      ({ check: l.kind, result: l.listed === true ? 'listed' : l.listed === false ? 'not-listed' : 'unknown', weight: l.weight, why: l.why, label: l.zone });
+    // What an unanswered check could have added: a block list its weight (all of them when
+    // the lists could not be asked at all), an allow list nothing, the others their worst.
+    const blocking = (zone: string) => s.lists.filter((x) => x.kind === 'dnsbl' && (zone === '' || x.zone === zone))
+      .reduce((sum, x) => sum + Math.max(0, x.weight), 0);
+    const worst: Record<'helo' | 'rdns' | 'spf', number> = {
+      helo: DEFAULTS.heloWeight,
+      rdns: Math.max(DEFAULTS.rdnsMissingWeight, DEFAULTS.rdnsUnconfirmedWeight + DEFAULTS.rdnsGenericWeight),
+      spf: DEFAULTS.spfFailWeight,
+    };
+    const listed = (l: ListResult): Finding => l.listed === 'unknown'
+      ? { check: l.kind, result: 'unknown', weight: 0, why: l.why, label: l.zone, doubt: l.kind === 'dnsbl' ? blocking(l.zone) : 0 }
+      : { check: l.kind, result: l.listed ? 'listed' : 'not-listed', weight: l.weight, why: l.why, label: l.zone };
+    const unanswered = (f: Finding) => f.result === 'unknown' || f.result === 'temperror';
     for (const kind of ['dnswl', 'dnsbl'] as const) for (const l of lists) if (l.kind === kind) findings.push(listed(l));
-    findings.push({ check: 'helo', result: helo.result, weight: helo.weight, why: helo.why });
-    findings.push({ check: 'rdns', result: rdns.result, weight: rdns.weight, why: rdns.why });
-    if (spf) findings.push(spf);
+    for (const f of [{ ...helo, check: 'helo' as const }, { ...rdns, check: 'rdns' as const }, ...(spf ? [spf] : [])]) {
+      const check = f.check as 'helo' | 'rdns' | 'spf';
+      findings.push({ check, result: f.result, weight: f.weight, why: f.why, ...(unanswered(f) ? { doubt: worst[check] } : {}) });
+    }
     findings.push(same);
-    const partial = findings.some((f) => f.result === 'unknown' || f.result === 'temperror');
-    return sumScore(findings, partial);
+    return sumScore(findings, findings.some(unanswered));
   }
 }
