@@ -83,6 +83,27 @@ test('pfgrey stats counts and pfgrey logd renews entries in a PostgreSQL databas
   t.regex((await runCli(['db', '--db', url, '192.0.2.7'])).stdout, /^WHITE\|192\.0\.2\.7\|\|\|\d+\|\d+\|\d+\|1\|1$/m, 'pcount counted the pass');
 });
 
+test('a password in the --db URL is never printed: not by pfgrey stats, text or JSON, nor in pfgrey db -d\'s hint', async (t) => {
+  const plain = await testDatabase(t);
+  if (!plain) return;
+  // The test cluster trusts loopback, so the password is carried but not needed.
+  const url = plain.replace('://postgres@', '://postgres:s3cr@t@');
+  const now = Math.floor(Date.now() / 1000);
+  // A WHITE host with a passed GREY tuple: deleting the host alone prints the hint.
+  const lines = `WHITE|192.0.2.8|||${now - 1800}|${now - 60}|${now + 86_400}|2|0\n` +
+    `GREY|192.0.2.8|mx.example|<a@example.org>|<b@us.example>|${now - 1800}|${now - 60}|${now + 12_600}|2|0\n`;
+  t.is((await runCli(['db', '--db', url, '--import', '-'], { input: lines })).code, 0);
+  const port = await freePort();
+  const text = await runCli(['stats', '--http', `127.0.0.1:${port}`, '--db', url]);
+  const json = await runCli(['stats', '--http', `127.0.0.1:${port}`, '--db', url, '--json']);
+  const deleted = await runCli(['db', '--db', url, '-d', '192.0.2.8']);
+  t.is(text.code, 0, text.stderr);
+  t.regex(text.stdout, /^from the database postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/\w+ /);
+  t.is((JSON.parse(json.stdout) as { database: string }).database, url.replace(':s3cr@t@', ':***@'));
+  t.regex(deleted.stderr, /delete them too with: pfgrey db --db 'postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/\w+' -d --passed 192\.0\.2\.8/);
+  for (const r of [text, json, deleted]) t.false((r.stdout + r.stderr).includes('s3cr'), r.stdout + r.stderr);
+});
+
 test('pfgrey policy answers from a PostgreSQL database that pfgrey db then lists', async (t) => {
   const url = await testDatabase(t);
   if (!url) return;

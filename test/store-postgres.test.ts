@@ -272,6 +272,9 @@ test('a server that cannot be reached is E_DB_OPEN naming the URL without its pa
   const refused = await t.throwsAsync(openPostgresStore('postgresql://u:pw@127.0.0.1:1/x', { readonly: true }));
   t.regex(refused!.message, /^cannot open postgresql:\/\/u:\*\*\*@127\.0\.0\.1:1\/x for reading: connect ECONNREFUSED/);
   t.is(redactUrl('postgres://h/db?user=u&password=pw'), 'postgres://h/db?user=u&password=***');
+  // An @ in a password that was not percent-encoded: all of it is hidden, up to the host.
+  t.is(redactUrl('postgres://u:hun@ter2@db.example:5432/x'), 'postgres://u:***@db.example:5432/x');
+  t.is(redactUrl('postgresql://u@db.example/x?password=a&sslpassword=b&PASSWORD=c'), 'postgresql://u@db.example/x?password=***&sslpassword=***&PASSWORD=***');
 });
 
 test('writes acknowledged across a server restart are all committed: queued ones retried, updates redone', async (t) => {

@@ -48,7 +48,7 @@ import { keepsExisting, parseDbDump, postgreyEntries, type PostgreyImport } from
 import { promotesAgain, type ManualType, type PolicyTimes } from '../grey/rules.js';
 import { silentLogger } from '../log.js';
 import { COMPANIONS, exists } from '../store/files.js';
-import { openDatabase, storeKind } from '../store/open.js';
+import { openDatabase, shownDb, storeKind } from '../store/open.js';
 import { entryToJson, formatEntry, keyText, parseLine, showKey } from '../grey/spamdb-format.js';
 import type { Store } from '../store/types.js';
 import { databasePath, failure, type CliIO } from './io.js';
@@ -497,7 +497,8 @@ async function passedTuplesLeft(
   }
   if (left.length === 0) return;
   if (!interactive(io)) {
-    const db = cmd.dbFlag === undefined ? '' : ` --db ${shellWord(cmd.dbFlag)}`;
+    // A URL's password is not repeated: the hint shows *** where it goes.
+    const db = cmd.dbFlag === undefined ? '' : ` --db ${shellWord(shownDb(cmd.dbFlag))}`;
     const typeFlag = cmd.type === 'TRAPPED' ? ' -t' : '';
     warn(`delete them too with: pfgrey db${db} -d${typeFlag} --passed ${left.join(' ')}`);
     return;

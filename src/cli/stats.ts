@@ -11,7 +11,7 @@ import { describe, PfgreyError } from '../errors.js';
 import { entryType } from '../grey/entry.js';
 import { ago, POLICY_OUTCOMES, pushText, type Status } from '../http/activity.js';
 import { formatHttpAddress, type HttpAddress, parseHttpAddress } from '../http/server.js';
-import { openDatabase } from '../store/open.js';
+import { openDatabase, shownDb } from '../store/open.js';
 import { databasePath, type CliIO } from './io.js';
 import { helpText, usageError } from './args.js';
 
@@ -132,10 +132,10 @@ export async function statsCommand(argv: string[], io: CliIO): Promise<number> {
     throw new PfgreyError('E_DB_OPEN', `no daemon answered at ${where} (${why}), and the database cannot be read: ${describe(err)}`, { cause: err });
   }
   if (values.json) {
-    io.stdout.write(`${JSON.stringify({ source: 'database', database: db, daemon: { address: where, error: why }, now, counts })}\n`);
+    io.stdout.write(`${JSON.stringify({ source: 'database', database: shownDb(db), daemon: { address: where, error: why }, now, counts })}\n`);
     return 0;
   }
-  io.stdout.write(`from the database ${db} (no daemon answered at ${where}: ${why}); held connections, pushes and rates need the daemon's --http\n` +
+  io.stdout.write(`from the database ${shownDb(db)} (no daemon answered at ${where}: ${why}); held connections, pushes and rates need the daemon's --http\n` +
     `entries: grey ${counts.grey}, white ${counts.white}, trapped ${counts.trapped}, spamtraps ${counts.spamtraps}` +
     `${counts.policy + counts.awl > 0 ? `, policy triplets ${counts.policy}, auto-whitelist counts ${counts.awl}` : ''}${counts.good > 0 ? `, known-good senders ${counts.good}` : ''}\n`);
   return 0;

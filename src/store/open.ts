@@ -5,7 +5,7 @@
 // backend directly: commands come through here.
 
 import type { Logger } from '../log.js';
-import { openPostgresStore, PostgresMaintenance } from './postgres.js';
+import { openPostgresStore, PostgresMaintenance, redactUrl } from './postgres.js';
 import { openStoreRecovering, type RecoveredStore, type RecoverOptions } from './recover.js';
 import { openStore, type OpenStoreOptions } from './sqlite.js';
 import type { FileStore } from './types.js';
@@ -14,6 +14,11 @@ export type StoreKind = 'sqlite' | 'postgres';
 
 export function storeKind(db: string): StoreKind {
   return /^postgres(ql)?:\/\//i.test(db) ? 'postgres' : 'sqlite';
+}
+
+/** The database as messages and output may show it: a URL's password as ***. */
+export function shownDb(db: string): string {
+  return storeKind(db) === 'postgres' ? redactUrl(db) : db;
 }
 
 /** Opens the store `db` names (see openStore and openPostgresStore for the options and errors). */

@@ -118,7 +118,8 @@ const SQL = {
 
 /** `postgres://pfgrey:***@db.example/pfgrey`: the URL as messages may show it. */
 export function redactUrl(url: string): string {
-  return url.replace(/^([a-z]+:\/\/[^:/?#@]*):[^@/?#]*@/i, '$1:***@').replace(/([?&]password=)[^&#]*/i, '$1***');
+  // Up to the last @ of the authority: a password may hold an @ that was not percent-encoded.
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/?#@]*):[^/?#]*@/i, '$1:***@').replace(/([?&](?:ssl)?password=)[^&#]*/gi, '$1***');
 }
 
 /**
