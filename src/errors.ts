@@ -14,6 +14,8 @@ export const ERRORS = {
   E_DB_SCHEMA: 'database schema version this pfgrey cannot use',
   E_DB_FOREIGN: 'database is in another program\'s format',
   E_DB_WRITE: 'database write failed',
+  /** A database server that cannot be reached (PostgreSQL down, a partition): writes wait for it. */
+  E_DB_UNREACHABLE: 'database server cannot be reached',
   E_DB_ROW: 'database row that cannot be listed',
   E_DB_UNSAFE: 'database file is not safe to open',
   E_DB_LOCKED: 'database is in use by another pfgrey daemon',

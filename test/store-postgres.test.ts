@@ -9,6 +9,8 @@ import test, { type ExecutionContext } from 'ava';
 import net from 'node:net';
 import path from 'node:path';
 import pg from 'pg';
+import { ManualClock } from '../src/clock.js';
+import { DEFAULTS } from '../src/config/defaults.js';
 import { PfgreyError } from '../src/errors.js';
 import { greyKey, toByteString } from '../src/grey/entry.js';
 import { Greylister } from '../src/grey/greylister.js';
@@ -317,6 +319,33 @@ test('writes acknowledged across a server restart are all committed: queued ones
   t.deepEqual(acknowledged.filter((ip) => !stored.has(ip)), [], 'every acknowledged tuple is in the database');
   t.true(queued > 0);
   t.log(`${acknowledged.length} acknowledged; ${queued} writes were queued while the server was down`);
+});
+
+test('a server down for longer than a failing batch is retried keeps the tuples: they are held, said once, and written when it is back', async (t) => {
+  const missing = postgresMissing();
+  if (missing) return lacking(t, missing);
+  const cluster = await startCluster();
+  t.teardown(() => cluster.stop());
+  const s = await open(t, cluster.url());
+  const log = memoryLogger();
+  const clock = new ManualClock(Date.now());
+  const door = new Greylister({ store: s, log, clock, atomic: true });
+  t.teardown(() => door.stop());
+  const tuple = (ip: string) => ({ kind: 'tuple' as const, ip, helo: 'h', from: '<a@b.example>', to: '<c@d.example>' });
+  t.like(await door.handle(tuple('192.0.2.1')), { kind: 'greylisted' });
+  await cluster.down();
+  // The tarpit has answered this client already: the tuple must survive the outage.
+  const held = door.handle(tuple('192.0.2.2'));
+  await eventually(() => log.lines.some((l) => l.includes('failed, retrying')), 'the first failure');
+  // Past the time after which a batch a store refuses is given up.
+  clock.advance(DEFAULTS.greyRetryFor + 1000);
+  await eventually(() => log.lines.some((l) => /greylist updates failing for \S+: 1 request held until the database server answers again/.test(l)),
+    'the one line saying the batch is held', 30_000).catch((e: Error) => { throw new Error(`${e.message}: ${log.lines.join(' | ')}`); });
+  t.false(log.lines.some((l) => l.includes('lost:')), log.lines.join('\n'));
+  await cluster.up();
+  t.like(await held, { kind: 'greylisted' });
+  t.truthy(await s.get(greyKey('192.0.2.2', 'h', '<a@b.example>', '<c@d.example>')));
+  t.is(log.lines.filter((l) => l.includes('held until the database server answers again')).length, 1);
 });
 
 test('one node holds maintenance; when its connection goes, the next turn of another takes over and says so', async (t) => {

@@ -10,7 +10,7 @@ import { Backoff } from '../backoff.js';
 import { type Clock, systemClock } from '../clock.js';
 import { DEFAULTS } from '../config/defaults.js';
 import { formatDelay } from '../config/duration.js';
-import { describe } from '../errors.js';
+import { describe, PfgreyError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store, StoreWrite } from '../store/types.js';
 import {
@@ -151,6 +151,8 @@ export class Greylister {
   /** Delays between attempts at a batch the store refuses; its attempts count the failures. */
   private readonly retry = new Backoff({ min: DEFAULTS.greyRetryMin, max: DEFAULTS.greyRetryMax });
   private failingSince = 0;
+  /** The one line about batches held for an unreachable database server has been logged. */
+  private heldSaid = false;
   private stopping = false;
   /** While stopping: aborted when the stop gives up (its deadline, a second SIGTERM). */
   private giveUp: AbortSignal | undefined;
@@ -289,7 +291,15 @@ export class Greylister {
             this.retry.reset();
             continue;
           }
-          if (now - this.failingSince >= DEFAULTS.greyRetryFor) {
+          // A database server that cannot be reached is waited for, however long: the batch is
+          // held (and the backlog check holds the tarpit), so nothing acknowledged is lost.
+          const unreachable = err instanceof PfgreyError && err.code === 'E_DB_UNREACHABLE';
+          if (now - this.failingSince >= DEFAULTS.greyRetryFor && unreachable && !this.heldSaid) {
+            this.heldSaid = true;
+            this.opts.log.error(`greylist updates failing for ${formatDelay(now - this.failingSince)}: ` +
+              `${count(batch.length + this.queued, 'request')} held until the database server answers again: ${describe(err)}`);
+          }
+          if (now - this.failingSince >= DEFAULTS.greyRetryFor && !unreachable) {
             this.opts.log.error(`greylist update of ${count(batch.length, 'tuple')} failed for ` +
               `${formatDelay(now - this.failingSince)}; lost: ${describe(err)}`);
             for (const q of batch) q.done({ kind: 'dropped', why: describe(err) });
@@ -308,6 +318,7 @@ export class Greylister {
         if (this.retry.attempts > 0) {
           this.opts.log.notice(`greylist updates resumed after ${count(this.retry.attempts, 'failed attempt')}`);
           this.retry.reset();
+          this.heldSaid = false;
         }
         batch.forEach((q, i) => {
           const v = verdicts[i]!;

@@ -405,7 +405,7 @@ export class PostgresStore extends GroupCommitStore implements FileStore {
     const bytes = wanted.map(keyBytes);
     const locks = [...new Set(bytes.map(keyLock))].sort((a, b) => a - b);
     const c = await this.pool.connect().catch((err: unknown) => {
-      throw new PfgreyError('E_DB_WRITE', `${this.path}: cannot write to database (${pgMessage(err)})`, { cause: err });
+      throw new PfgreyError('E_DB_UNREACHABLE', `${this.path}: cannot write to database (${pgMessage(err)})`, { cause: err });
     });
     let broken: Error | undefined;
     try {
@@ -450,9 +450,10 @@ export class PostgresStore extends GroupCommitStore implements FileStore {
         }
       }
     } catch (err) {
-      if (isConnectionError(err)) broken ??= err as Error;
+      const lost = isConnectionError(err);
+      if (lost) broken ??= err as Error;
       if (err instanceof PfgreyError) throw err;
-      throw new PfgreyError('E_DB_WRITE', `${this.path}: cannot write to database (${pgMessage(err)})`, { cause: err });
+      throw new PfgreyError(lost ? 'E_DB_UNREACHABLE' : 'E_DB_WRITE', `${this.path}: cannot write to database (${pgMessage(err)})`, { cause: err });
     } finally {
       c.release(broken);
     }
