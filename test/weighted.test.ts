@@ -27,14 +27,14 @@ const SOA = '@ IN SOA ns.example.test. hostmaster.example.test. 1 3600 600 86400
 const zone = (origin: string, records: string) => `$ORIGIN ${origin}.\n$TTL 300\n${SOA}${records}`;
 
 // The population: 192.0.2.10 a mail server (confirming rDNS, a HELO with an address);
-// .20 a dial-up line (generic PTR); .30 no PTR; .40 a DNSBL listing; .50 a mail server an
-// allow list lists; 127.0.0.2 and 127.0.0.3, loopback clients the tarpit test connects from
-// (the first listed, the second not).
+// .20 a dial-up line (generic PTR); .25 another, whose PTR name has no A record; .30 no PTR;
+// .40 a DNSBL listing; .50 a mail server an allow list lists; 127.0.0.2 and 127.0.0.3,
+// loopback clients the tarpit test connects from (the first listed, the second not).
 const ZONES = {
   'good.test': zone('good.test', 'ns IN A 127.0.0.1\nmail IN A 192.0.2.10\nmail2 IN A 192.0.2.40\nmail3 IN A 192.0.2.50\n'),
   'isp.test': zone('isp.test', 'dsl-192-0-2-20.pool IN A 192.0.2.20\n'),
   '2.0.192.in-addr.arpa': zone('2.0.192.in-addr.arpa',
-    '10 IN PTR mail.good.test.\n20 IN PTR dsl-192-0-2-20.pool.isp.test.\n40 IN PTR mail2.good.test.\n50 IN PTR mail3.good.test.\n'),
+    '10 IN PTR mail.good.test.\n20 IN PTR dsl-192-0-2-20.pool.isp.test.\n25 IN PTR dsl-192-0-2-25.pool.isp.test.\n40 IN PTR mail2.good.test.\n50 IN PTR mail3.good.test.\n'),
   'bl.test': zone('bl.test', '40.2.0.192 IN A 127.0.0.2\n2.0.0.127 IN A 127.0.0.2\n'),
   'wl.test': zone('wl.test', '50.2.0.192 IN A 127.0.15.1\n'),
   // The sender domains: one whose SPF record lists the mail server, one that ends in ~all.
@@ -71,7 +71,7 @@ function stageOn(t: ExecutionContext, server: string, over: Partial<WeightedSett
 
 const attempt = (ip: string, helo: string) => ({ ip, helo, sender: 'a@sender.test', rcpt: 'b@us.test' });
 
-test.serial('scores from real DNS: a mail server passes, a listed client, a dial-up line with a bad HELO and a client without rDNS are judged by their findings', async (t) => {
+test.serial('scores from real DNS: a mail server passes, a listed client, dial-up lines (confirmed or not) with a bad HELO and a client without rDNS are judged by their findings', async (t) => {
   const running = await nsd(t);
   if (!running) return;
   const { stage, settings } = stageOn(t, running.server);
@@ -83,6 +83,10 @@ test.serial('scores from real DNS: a mail server passes, a listed client, a dial
   t.deepEqual(await scored('192.0.2.40', 'mail2.good.test'), { total: 2, judgement: 'greylist', weighing: ['dnsbl:listed'] });
   t.deepEqual(await scored('192.0.2.50', 'mail3.good.test'), { total: -2, judgement: 'accept', weighing: ['dnswl:listed'] });
   t.deepEqual(await scored('192.0.2.20', 'localhost'), { total: 2, judgement: 'greylist', weighing: ['helo:not-fqdn', 'rdns:generic'] });
+  t.deepEqual(await scored('192.0.2.25', 'localhost'), { total: 2.5, judgement: 'greylist', weighing: ['helo:not-fqdn', 'rdns:generic'] });
+  const unconfirmed = await scored('192.0.2.25', 'mail.good.test');
+  t.deepEqual(unconfirmed, { total: 1.5, judgement: 'accept', weighing: ['rdns:generic'] });
+  t.true(unconfirmed.total > (await scored('192.0.2.20', 'mail.good.test')).total, 'a dial-up PTR that does not confirm weighs more than one that does');
   t.deepEqual(await scored('192.0.2.30', 'mail.good.test'), { total: 1, judgement: 'accept', weighing: ['rdns:missing'] });
   t.deepEqual(await scored('192.0.2.30', '[192.0.2.99]'), { total: 2, judgement: 'greylist', weighing: ['helo:foreign-literal', 'rdns:missing'] });
   const same = await stage.score({ ip: '192.0.2.30', helo: 'mail.good.test', sender: 'b@us.test', rcpt: 'B@us.test' });
