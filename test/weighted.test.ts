@@ -223,6 +223,16 @@ test.serial('pfgrey explain prints the decision and every finding, and says it i
   t.regex(known.stdout, /^ {2}known: sender\.test 192\.0\.2\.0\/24 passed greylisting before, weight -100$/m);
 });
 
+test.serial('pfgrey explain shows the HELO, sender and recipient with control characters escaped', async (t) => {
+  const running = await nsd(t);
+  if (!running) return;
+  const r = await runCli(['explain', '--resolver', running.server, ...LISTS, '--no-spf',
+    '192.0.2.10', 'mail.good.test\u009b2J', '<a@sender.test\n\u001b[2Jforged>', 'b@us.test\r\u009b31m']);
+  t.is(r.stdout.split('\n')[0], '192.0.2.10 helo "mail.good.test\\x9b2J" from <a@sender.test\\x0a\\x1b[2Jforged> to <b@us.test\\x0d\\x9b31m>');
+  // runCli reads stdout as latin1: a C1 character written as UTF-8 shows as 0xC2 and the control.
+  t.notRegex(r.stdout, /[\x00-\x09\x0b-\x1f\x7f-\x9f]/, 'nothing but line ends reaches the terminal');
+});
+
 test('the weighted options are refused without --weighted, and bad values name the option', async (t) => {
   const stray = await runCli(['policy', '--dnsbl', 'bl.test', '--stdio']);
   t.is(stray.code, 1);
