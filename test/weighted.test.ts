@@ -5,7 +5,7 @@
 // and counts as neutral.
 
 import test, { type ExecutionContext } from 'ava';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { DEFAULTS } from '../src/config/defaults.js';
@@ -223,6 +223,22 @@ test.serial('pfgrey explain prints the decision and every finding, and says it i
   t.regex(known.stdout, /^ {2}known: sender\.test 192\.0\.2\.0\/24 passed greylisting before, weight -100$/m);
 });
 
+test.serial('pfgrey explain --generic-rdns FILE: a pattern from the file makes a mail server\'s name generic', async (t) => {
+  const running = await nsd(t);
+  if (!running) return;
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pfgrey-explain-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const patterns = path.join(dir, 'generic');
+  await writeFile(patterns, '# our own idea of generic\n^mail\\.good\\.\n');
+  const args = ['--resolver', running.server, ...LISTS, '--no-spf', '192.0.2.10', 'mail.good.test', 'a@sender.test', 'b@us.test'];
+  const plain = await runCli(['explain', ...args]);
+  t.regex(plain.stdout, /^ {2}rdns: rDNS of 192\.0\.2\.10: mail\.good\.test, forward-confirmed$/m, 'not generic without the file');
+  const r = await runCli(['explain', '--generic-rdns', patterns, ...args]);
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, /^score 1 < threshold 2: accept$/m);
+  t.regex(r.stdout, /^ {2}rdns: rDNS of 192\.0\.2\.10: mail\.good\.test looks generic \(a dial-up or dynamic line\), weight 1$/m);
+});
+
 test.serial('pfgrey explain shows the HELO, sender and recipient with control characters escaped', async (t) => {
   const running = await nsd(t);
   if (!running) return;
@@ -231,6 +247,30 @@ test.serial('pfgrey explain shows the HELO, sender and recipient with control ch
   t.is(r.stdout.split('\n')[0], '192.0.2.10 helo "mail.good.test\\x9b2J" from <a@sender.test\\x0a\\x1b[2Jforged> to <b@us.test\\x0d\\x9b31m>');
   // runCli reads stdout as latin1: a C1 character written as UTF-8 shows as 0xC2 and the control.
   t.notRegex(r.stdout, /[\x00-\x09\x0b-\x1f\x7f-\x9f]/, 'nothing but line ends reaches the terminal');
+});
+
+test('pfgrey run and pfgrey policy with a missing or bad --generic-rdns file fail with one line naming it', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pfgrey-generic-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const missing = path.join(dir, 'missing');
+  const bad = path.join(dir, 'bad');
+  await writeFile(bad, '^dsl-\n(unclosed\n');
+  const commands: [string, string[]][] = [
+    // As root, pfgrey run becomes an unprivileged user; _pfgrey does not exist on test machines.
+    ['run', ['-p', '0', '--config-port', '0', '--firewall', 'none', '--log', 'stderr', '--db', path.join(dir, 'run.db'),
+      ...(process.getuid?.() === 0 ? ['--user', 'nobody'] : [])]],
+    ['policy', ['--stdio', '--db', path.join(dir, 'policy.db')]],
+  ];
+  for (const [command, args] of commands) {
+    for (const [file, why] of [[missing, `generic rDNS pattern file ${missing}: no such file`], [bad, `${bad}:2: bad regular expression "(unclosed"`]] as const) {
+      const r = await runCli([command, ...args, '--weighted', '--resolver', '127.0.0.1:1', '--generic-rdns', file]);
+      t.is(r.code, 1, `${command} ${file}: ${r.stderr}`);
+      const errors = r.stderr.split('\n').filter((l) => l.startsWith(`pfgrey ${command}: `));
+      t.is(errors.length, 1, r.stderr);
+      t.true(errors[0]!.includes(why), r.stderr);
+      t.notRegex(r.stderr, /\n\s+at /, 'no stack trace');
+    }
+  }
 });
 
 test('the weighted options are refused without --weighted, and bad values name the option', async (t) => {

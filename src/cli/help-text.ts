@@ -154,7 +154,7 @@ export const HELP: Readonly<Record<string, ReadonlyArray<readonly [string, strin
     ["--dnsbl zone[=weight][:code,...]", "A DNS block list, repeatable: a listing adds weight (default 2)."],
     ["--dnswl zone[=weight][:code,...]", "A DNS allow list, repeatable: a listing adds weight (default -2)."],
     ["--resolver host[:port]", "A resolver to ask, by address, repeatable, in order; an IPv6 address with a port goes in brackets."],
-    ["--generic-rdns file", "Regular expressions, one a line (`#') starts a comment), that make a PTR name look generic, in place of the built-in ones."],
+    ["--generic-rdns file", "Regular expressions, one a line (`#' starts a comment), that make a PTR name look generic, in place of the built-in ones."],
     ["--no-spf", "Do not check the sender domain's SPF."],
     ["--hostname name", "One of this host's names, which a HELO must not claim (the system's is always one)."],
     ["--db path", "Read the known-good-sender memory from this database (default PFGREY_DB if set; otherwise it is not read)."],
