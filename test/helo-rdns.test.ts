@@ -62,12 +62,14 @@ test('a HELO that is empty, not a FQDN, a bare IP, a foreign literal or our own 
   t.true(DEFAULTS.heloWeight > 0);
 });
 
-test('an address literal of the client\'s own address is allowed and weighs nothing, IPv4 and IPv6', async (t) => {
+test('an address literal of the client\'s own address is allowed and weighs nothing, IPv4 and IPv6, also when the client is this host', async (t) => {
   const dns = fakeLookups({});
   t.like(await heloCheck(dns, '[192.0.2.7]', '192.0.2.7', OURS), { result: 'literal', weight: 0 });
   t.like(await heloCheck(dns, '[192.0.2.7]', '::ffff:192.0.2.7', OURS), { result: 'literal', weight: 0 }, 'an IPv4-mapped client');
   t.like(await heloCheck(dns, '[IPv6:2001:db8:0::7]', '2001:DB8::7', OURS), { result: 'literal', weight: 0 });
   t.like(await heloCheck(dns, '[IPv6:2001:db8::8]', '2001:db8::7', OURS), { result: 'foreign-literal', weight: DEFAULTS.heloWeight });
+  t.like(await heloCheck(dns, '[198.51.100.25]', '198.51.100.25', OURS), { result: 'literal', weight: 0 }, 'a client on this host, saying so');
+  t.like(await heloCheck(dns, '[127.0.0.1]', '127.0.0.1', ['127.0.0.1']), { result: 'literal', weight: 0 }, 'a local client');
 });
 
 test('a HELO name with an A or AAAA record is fine; without either it is bad; a timeout or failure is unknown', async (t) => {

@@ -239,6 +239,16 @@ test.serial('pfgrey explain --generic-rdns FILE: a pattern from the file makes a
   t.regex(r.stdout, /^ {2}rdns: rDNS of 192\.0\.2\.10: mail\.good\.test looks generic \(a dial-up or dynamic line\), weight 1$/m);
 });
 
+test.serial('pfgrey explain: a HELO of this host\'s name (--hostname) or of one of its interface addresses claims to be us', async (t) => {
+  const running = await nsd(t);
+  if (!running) return;
+  const explained = (helo: string) => runCli(['explain', '--resolver', running.server, ...LISTS, '--no-spf', '--hostname', 'mx.us.test',
+    '192.0.2.10', helo, 'a@sender.test', 'b@us.test']);
+  t.regex((await explained('MX.us.test')).stdout, /^ {2}helo: HELO "MX\.us\.test": our own name, weight 1$/m);
+  // The loopback interface's address is this host's on every machine.
+  t.regex((await explained('[127.0.0.1]')).stdout, /^ {2}helo: HELO "\[127\.0\.0\.1\]": our own address, weight 1$/m);
+});
+
 test.serial('pfgrey explain shows the HELO, sender and recipient with control characters escaped', async (t) => {
   const running = await nsd(t);
   if (!running) return;

@@ -108,8 +108,9 @@ function ourSet(ourNames: readonly string[]): Set<string> {
  * An address literal (`[192.0.2.1]`, `[IPv6:2001:db8::1]`, RFC 5321 section 4.1.3) is what
  * RFC 5321 section 4.1.1.1 tells a client without a meaningful name to send; a literal that is
  * the client's own address is therefore no finding (weight 0, verdict 'literal'), and the rDNS
- * check judges the address on its own. A literal of any other address is a lie (bad), and a
- * bare address without brackets does not conform (bad) even when it is the client's.
+ * check judges the address on its own, even when it is also one of ours (a client on this
+ * host). A literal of any other address is a lie (bad), and a bare address without brackets
+ * does not conform (bad) even when it is the client's.
  */
 export async function heloCheck(dns: Pick<DnsLookups, 'a' | 'aaaa'>, helo: string, clientIp: string, ourNames: readonly string[]): Promise<HeloResult> {
   const text = typeof helo === 'string' ? helo.trim() : '';
@@ -126,8 +127,9 @@ export async function heloCheck(dns: Pick<DnsLookups, 'a' | 'aaaa'>, helo: strin
     const address = tagged ? (net.isIPv6(tagged[1]) ? tagged[1] : undefined) : net.isIPv4(inner) ? inner : undefined;
     if (address === undefined) return bad('not-fqdn', 'not an address literal ([192.0.2.1] or [IPv6:2001:db8::1])');
     const c = canonical(address);
-    if (c !== undefined && ours.has(c)) return bad('ours', 'our own address');
+    // The client's own address first: a client on this host (127.0.0.1) that says so is honest.
     if (c !== undefined && c === client) return { check: 'helo', result: 'literal', weight: 0, why: `${shown}: the client's own address literal` };
+    if (c !== undefined && ours.has(c)) return bad('ours', 'our own address');
     return bad('foreign-literal', `an address literal that is not the client's address ${clientIp}`);
   }
   if (net.isIP(text)) {
