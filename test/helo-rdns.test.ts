@@ -62,12 +62,14 @@ test('a HELO that is empty, not a FQDN, a bare IP, a foreign literal or our own 
   t.true(DEFAULTS.heloWeight > 0);
 });
 
-test('an address literal of the client\'s own address is allowed and weighs nothing, IPv4 and IPv6', async (t) => {
+test('an address literal of the client\'s own address is allowed and weighs nothing, IPv4 and IPv6, also when the client is this host', async (t) => {
   const dns = fakeLookups({});
   t.like(await heloCheck(dns, '[192.0.2.7]', '192.0.2.7', OURS), { result: 'literal', weight: 0 });
   t.like(await heloCheck(dns, '[192.0.2.7]', '::ffff:192.0.2.7', OURS), { result: 'literal', weight: 0 }, 'an IPv4-mapped client');
   t.like(await heloCheck(dns, '[IPv6:2001:db8:0::7]', '2001:DB8::7', OURS), { result: 'literal', weight: 0 });
   t.like(await heloCheck(dns, '[IPv6:2001:db8::8]', '2001:db8::7', OURS), { result: 'foreign-literal', weight: DEFAULTS.heloWeight });
+  t.like(await heloCheck(dns, '[198.51.100.25]', '198.51.100.25', OURS), { result: 'literal', weight: 0 }, 'a client on this host, saying so');
+  t.like(await heloCheck(dns, '[127.0.0.1]', '127.0.0.1', ['127.0.0.1']), { result: 'literal', weight: 0 }, 'a local client');
 });
 
 test('a HELO name with an A or AAAA record is fine; without either it is bad; a timeout or failure is unknown', async (t) => {
@@ -127,7 +129,7 @@ test('generic names: the client\'s address dashed, dotted, padded, hex or backwa
   t.false(embedsAddress('p5b0c1e2f.example', '91.12.30.48'));
 });
 
-test('rDNS: confirmed, missing, not confirmed, generic, and unknown on a timeout or failure', async (t) => {
+test('rDNS: confirmed, missing, not confirmed, generic whether confirmed or not, and unknown on a timeout or failure', async (t) => {
   const ip = '192.0.2.10';
   const ptr = `PTR ${reverseName(ip)}`;
   const check = async (table: Record<string, DnsResult>, patterns?: RegExp[]) => rdnsCheck(fakeLookups(table), ip, patterns);
@@ -145,6 +147,17 @@ test('rDNS: confirmed, missing, not confirmed, generic, and unknown on a timeout
 
   const generic = await check({ [ptr]: answer('dsl-192-0-2-10.pool.example'), 'A dsl-192-0-2-10.pool.example': answer(ip) });
   t.like(generic, { result: 'generic', weight: DEFAULTS.rdnsGenericWeight, name: 'dsl-192-0-2-10.pool.example' });
+
+  const unconfirmedGeneric = await check({ [ptr]: answer('dsl-192-0-2-10.pool.example'), 'A dsl-192-0-2-10.pool.example': answer('192.0.2.99') });
+  t.deepEqual(unconfirmedGeneric, {
+    check: 'rdns', result: 'generic', weight: DEFAULTS.rdnsUnconfirmedWeight + DEFAULTS.rdnsGenericWeight, name: 'dsl-192-0-2-10.pool.example',
+    why: `rDNS of 192.0.2.10: PTR dsl-192-0-2-10.pool.example does not resolve back to it and looks generic (a dial-up or dynamic line), weight ${DEFAULTS.rdnsUnconfirmedWeight + DEFAULTS.rdnsGenericWeight}`,
+  }, 'a generic name that does not confirm weighs more than one that does, not less');
+  t.like(await check({ [ptr]: answer('dsl-192-0-2-10.pool.example') }), { result: 'generic', weight: DEFAULTS.rdnsUnconfirmedWeight + DEFAULTS.rdnsGenericWeight }, 'no A record at all');
+  t.like(await check({ [ptr]: answer('dsl-192-0-2-10.pool.example', 'mail.example.com') }), { result: 'unconfirmed', weight: DEFAULTS.rdnsUnconfirmedWeight },
+    'a plain name among them is not generic, as with confirmed names');
+  t.like(await check({ [ptr]: answer('mail.example.com') }, [/^mail\./]), { result: 'generic', weight: DEFAULTS.rdnsUnconfirmedWeight + DEFAULTS.rdnsGenericWeight },
+    'the given patterns are used for names that do not confirm too');
 
   const oneGood = await check({
     [ptr]: answer('dsl-192-0-2-10.pool.example', 'mail.example.com'),
@@ -227,13 +240,14 @@ textonly IN TXT "no address"
 `,
   '2.0.192.in-addr.arpa': `$ORIGIN 2.0.192.in-addr.arpa.\n$TTL 300\n${SOA}10 IN PTR mail.example.test.
 20 IN PTR dsl-192-0-2-20.pool.example.test.
+25 IN PTR dsl-192-0-2-25.pool.example.test.
 30 IN PTR other.example.test.
 `,
   [V6_ZONE]: `$ORIGIN ${V6_ZONE}.\n$TTL 300\n${SOA}${V6_PTR} IN PTR mail6.example.test.
 `,
 };
 
-test.serial('real HELO and rDNS checks against nsd: confirming, not confirming, generic and missing PTRs, IPv6', async (t) => {
+test.serial('real HELO and rDNS checks against nsd: confirming, not confirming, generic (confirmed or not) and missing PTRs, IPv6', async (t) => {
   const client = await nsdClient(t, ZONES);
   if (!client) return;
   const dns = () => client.budget(5000);
@@ -247,6 +261,8 @@ test.serial('real HELO and rDNS checks against nsd: confirming, not confirming, 
 
   t.like(await rdnsCheck(dns(), '192.0.2.10'), { result: 'confirmed', weight: 0, name: 'mail.example.test' });
   t.like(await rdnsCheck(dns(), '192.0.2.20'), { result: 'generic', weight: DEFAULTS.rdnsGenericWeight, name: 'dsl-192-0-2-20.pool.example.test' });
+  t.like(await rdnsCheck(dns(), '192.0.2.25'), { result: 'generic', weight: DEFAULTS.rdnsUnconfirmedWeight + DEFAULTS.rdnsGenericWeight, name: 'dsl-192-0-2-25.pool.example.test' },
+    'a dial-up PTR without its A record: not confirmed and generic');
   t.like(await rdnsCheck(dns(), '192.0.2.30'), { result: 'unconfirmed', weight: DEFAULTS.rdnsUnconfirmedWeight });
   t.like(await rdnsCheck(dns(), '192.0.2.40'), { result: 'missing', weight: DEFAULTS.rdnsMissingWeight });
   t.like(await rdnsCheck(dns(), '2001:db8::25'), { result: 'confirmed', name: 'mail6.example.test' });

@@ -5,7 +5,7 @@
 // and counts as neutral.
 
 import test, { type ExecutionContext } from 'ava';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { DEFAULTS } from '../src/config/defaults.js';
@@ -27,16 +27,17 @@ const SOA = '@ IN SOA ns.example.test. hostmaster.example.test. 1 3600 600 86400
 const zone = (origin: string, records: string) => `$ORIGIN ${origin}.\n$TTL 300\n${SOA}${records}`;
 
 // The population: 192.0.2.10 a mail server (confirming rDNS, a HELO with an address);
-// .20 a dial-up line (generic PTR); .30 no PTR; .40 a DNSBL listing; .50 a mail server an
-// allow list lists; 127.0.0.2 and 127.0.0.3, loopback clients the tarpit test connects from
-// with confirming rDNS (the first listed, the second not).
+// .20 a dial-up line (generic PTR); .25 another, whose PTR name has no A record; .30 no PTR;
+// .40 a DNSBL listing; .50 a mail server an allow list lists; 127.0.0.2 and 127.0.0.3,
+// loopback clients the tarpit test connects from with confirming rDNS (the first listed, the
+// second not).
 const ZONES = {
   'good.test': zone('good.test',
     'ns IN A 127.0.0.1\nmail IN A 192.0.2.10\nmail2 IN A 192.0.2.40\nmail3 IN A 192.0.2.50\nlo2 IN A 127.0.0.2\nlo3 IN A 127.0.0.3\n'),
   '0.0.127.in-addr.arpa': zone('0.0.127.in-addr.arpa', '2 IN PTR lo2.good.test.\n3 IN PTR lo3.good.test.\n'),
   'isp.test': zone('isp.test', 'dsl-192-0-2-20.pool IN A 192.0.2.20\n'),
   '2.0.192.in-addr.arpa': zone('2.0.192.in-addr.arpa',
-    '10 IN PTR mail.good.test.\n20 IN PTR dsl-192-0-2-20.pool.isp.test.\n40 IN PTR mail2.good.test.\n50 IN PTR mail3.good.test.\n'),
+    '10 IN PTR mail.good.test.\n20 IN PTR dsl-192-0-2-20.pool.isp.test.\n25 IN PTR dsl-192-0-2-25.pool.isp.test.\n40 IN PTR mail2.good.test.\n50 IN PTR mail3.good.test.\n'),
   'bl.test': zone('bl.test', '40.2.0.192 IN A 127.0.0.2\n2.0.0.127 IN A 127.0.0.2\n'),
   'wl.test': zone('wl.test', '50.2.0.192 IN A 127.0.15.1\n'),
   // The sender domains: one whose SPF record lists the mail server, one that ends in ~all.
@@ -73,7 +74,7 @@ function stageOn(t: ExecutionContext, server: string, over: Partial<WeightedSett
 
 const attempt = (ip: string, helo: string) => ({ ip, helo, sender: 'a@sender.test', rcpt: 'b@us.test' });
 
-test.serial('scores from real DNS: a mail server passes, a listed client, a dial-up line with a bad HELO and a client without rDNS are judged by their findings', async (t) => {
+test.serial('scores from real DNS: a mail server passes, a listed client, dial-up lines (confirmed or not) with a bad HELO and a client without rDNS are judged by their findings', async (t) => {
   const running = await nsd(t);
   if (!running) return;
   const { stage, settings } = stageOn(t, running.server);
@@ -85,6 +86,10 @@ test.serial('scores from real DNS: a mail server passes, a listed client, a dial
   t.deepEqual(await scored('192.0.2.40', 'mail2.good.test'), { total: 2, judgement: 'greylist', weighing: ['dnsbl:listed'] });
   t.deepEqual(await scored('192.0.2.50', 'mail3.good.test'), { total: -2, judgement: 'accept', weighing: ['dnswl:listed'] });
   t.deepEqual(await scored('192.0.2.20', 'localhost'), { total: 2, judgement: 'greylist', weighing: ['helo:not-fqdn', 'rdns:generic'] });
+  t.deepEqual(await scored('192.0.2.25', 'localhost'), { total: 2.5, judgement: 'greylist', weighing: ['helo:not-fqdn', 'rdns:generic'] });
+  const unconfirmed = await scored('192.0.2.25', 'mail.good.test');
+  t.deepEqual(unconfirmed, { total: 1.5, judgement: 'accept', weighing: ['rdns:generic'] });
+  t.true(unconfirmed.total > (await scored('192.0.2.20', 'mail.good.test')).total, 'a dial-up PTR that does not confirm weighs more than one that does');
   t.deepEqual(await scored('192.0.2.30', 'mail.good.test'), { total: 1, judgement: 'accept', weighing: ['rdns:missing'] });
   t.deepEqual(await scored('192.0.2.30', '[192.0.2.99]'), { total: 2, judgement: 'greylist', weighing: ['helo:foreign-literal', 'rdns:missing'] });
   const same = await stage.score({ ip: '192.0.2.30', helo: 'mail.good.test', sender: 'b@us.test', rcpt: 'B@us.test' });
@@ -242,6 +247,66 @@ test.serial('pfgrey explain prints the decision and every finding, and says it i
   t.is(known.code, 0, known.stdout);
   t.regex(known.stdout, /^score -98 < threshold 2: accept$/m);
   t.regex(known.stdout, /^ {2}known: sender\.test 192\.0\.2\.0\/24 passed greylisting before, weight -100$/m);
+});
+
+test.serial('pfgrey explain --generic-rdns FILE: a pattern from the file makes a mail server\'s name generic', async (t) => {
+  const running = await nsd(t);
+  if (!running) return;
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pfgrey-explain-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const patterns = path.join(dir, 'generic');
+  await writeFile(patterns, '# our own idea of generic\n^mail\\.good\\.\n');
+  const args = ['--resolver', running.server, ...LISTS, '--no-spf', '192.0.2.10', 'mail.good.test', 'a@sender.test', 'b@us.test'];
+  const plain = await runCli(['explain', ...args]);
+  t.regex(plain.stdout, /^ {2}rdns: rDNS of 192\.0\.2\.10: mail\.good\.test, forward-confirmed$/m, 'not generic without the file');
+  const r = await runCli(['explain', '--generic-rdns', patterns, ...args]);
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, /^score 1 < threshold 2: accept$/m);
+  t.regex(r.stdout, /^ {2}rdns: rDNS of 192\.0\.2\.10: mail\.good\.test looks generic \(a dial-up or dynamic line\), weight 1$/m);
+});
+
+test.serial('pfgrey explain: a HELO of this host\'s name (--hostname) or of one of its interface addresses claims to be us', async (t) => {
+  const running = await nsd(t);
+  if (!running) return;
+  const explained = (helo: string) => runCli(['explain', '--resolver', running.server, ...LISTS, '--no-spf', '--hostname', 'mx.us.test',
+    '192.0.2.10', helo, 'a@sender.test', 'b@us.test']);
+  t.regex((await explained('MX.us.test')).stdout, /^ {2}helo: HELO "MX\.us\.test": our own name, weight 1$/m);
+  // The loopback interface's address is this host's on every machine.
+  t.regex((await explained('[127.0.0.1]')).stdout, /^ {2}helo: HELO "\[127\.0\.0\.1\]": our own address, weight 1$/m);
+});
+
+test.serial('pfgrey explain shows the HELO, sender and recipient with control characters escaped', async (t) => {
+  const running = await nsd(t);
+  if (!running) return;
+  const r = await runCli(['explain', '--resolver', running.server, ...LISTS, '--no-spf',
+    '192.0.2.10', 'mail.good.test\u009b2J', '<a@sender.test\n\u001b[2Jforged>', 'b@us.test\r\u009b31m']);
+  t.is(r.stdout.split('\n')[0], '192.0.2.10 helo "mail.good.test\\x9b2J" from <a@sender.test\\x0a\\x1b[2Jforged> to <b@us.test\\x0d\\x9b31m>');
+  // runCli reads stdout as latin1: a C1 character written as UTF-8 shows as 0xC2 and the control.
+  t.notRegex(r.stdout, /[\x00-\x09\x0b-\x1f\x7f-\x9f]/, 'nothing but line ends reaches the terminal');
+});
+
+test('pfgrey run and pfgrey policy with a missing or bad --generic-rdns file fail with one line naming it', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pfgrey-generic-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const missing = path.join(dir, 'missing');
+  const bad = path.join(dir, 'bad');
+  await writeFile(bad, '^dsl-\n(unclosed\n');
+  const commands: [string, string[]][] = [
+    // As root, pfgrey run becomes an unprivileged user; _pfgrey does not exist on test machines.
+    ['run', ['-p', '0', '--config-port', '0', '--firewall', 'none', '--log', 'stderr', '--db', path.join(dir, 'run.db'),
+      ...(process.getuid?.() === 0 ? ['--user', 'nobody'] : [])]],
+    ['policy', ['--stdio', '--db', path.join(dir, 'policy.db')]],
+  ];
+  for (const [command, args] of commands) {
+    for (const [file, why] of [[missing, `generic rDNS pattern file ${missing}: no such file`], [bad, `${bad}:2: bad regular expression "(unclosed"`]] as const) {
+      const r = await runCli([command, ...args, '--weighted', '--resolver', '127.0.0.1:1', '--generic-rdns', file]);
+      t.is(r.code, 1, `${command} ${file}: ${r.stderr}`);
+      const errors = r.stderr.split('\n').filter((l) => l.startsWith(`pfgrey ${command}: `));
+      t.is(errors.length, 1, r.stderr);
+      t.true(errors[0]!.includes(why), r.stderr);
+      t.notRegex(r.stderr, /\n\s+at /, 'no stack trace');
+    }
+  }
 });
 
 test('the weighted options are refused without --weighted, and bad values name the option', async (t) => {

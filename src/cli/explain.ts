@@ -11,6 +11,7 @@ import { parseArgs } from 'node:util';
 import { PfgreyError } from '../errors.js';
 import { goodKnown, knownGoodKey, unangled } from '../grey/rules.js';
 import { GOOD_PREFIX } from '../grey/entry.js';
+import { controlEscaper } from '../log.js';
 import { openDatabase, storeKind } from '../store/open.js';
 import { explain, judge, withKnownGood } from '../weighted/score.js';
 import { startWeighting, WEIGHTED_OPTIONS, weightedConfig } from '../weighted/options.js';
@@ -28,6 +29,9 @@ const OPTIONS = {
   db: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
+
+/** The arguments are a client's text to be tried out: a control character in them is shown as `\xHH`, not sent to the terminal. */
+const printable = controlEscaper();
 
 export async function explainCommand(argv: string[], io: CliIO): Promise<number> {
   let parsed;
@@ -75,7 +79,7 @@ export async function explainCommand(argv: string[], io: CliIO): Promise<number>
     const full = known !== undefined ? withKnownGood(score, known) : score;
     const out = [`${ip} helo ${JSON.stringify(helo)} from <${sender}> to <${rcpt}>`, ...explain(full, cfg.settings, true)];
     if (knownLine) out.push(`  ${knownLine}`);
-    io.stdout.write(`${out.join('\n')}\n`);
+    io.stdout.write(`${out.map(printable).join('\n')}\n`);
     // The exit status says the decision, for scripts: 0 accept, 2 greylist, 3 trap.
     const j = judge(full, cfg.settings);
     return j === 'accept' ? 0 : j === 'greylist' ? 2 : 3;

@@ -405,7 +405,11 @@ export const DEFAULTS = Object.freeze({
    * often than missing rDNS, and alone it should not tip a decision.
    */
   rdnsUnconfirmedWeight: 0.5,
-  /** What a confirmed PTR name that looks generic (dsl-192-0-2-1.pool.example) adds. */
+  /**
+   * What PTR names that look generic (dsl-192-0-2-1.pool.example) add: alone when they are
+   * forward-confirmed, on top of rdnsUnconfirmedWeight when they are not, so that a dial-up
+   * pool without A records for its names weighs no less than one with them.
+   */
   rdnsGenericWeight: 1,
   /**
    * PTR names followed back to addresses, at most: RFC 7208 section 4.6.4 (SPF's ptr mechanism)

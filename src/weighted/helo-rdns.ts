@@ -39,7 +39,11 @@ export type RdnsVerdict =
   | 'missing'
   /** PTR names, but none resolves back to the client's address. */
   | 'unconfirmed'
-  /** The confirmed names all look generic (dsl-192-0-2-1.pool.example). */
+  /**
+   * The names look generic (dsl-192-0-2-1.pool.example): the confirmed ones all do (weight
+   * DEFAULTS.rdnsGenericWeight), or none confirms and every one does (the unconfirmed weight
+   * and the generic weight together).
+   */
   | 'generic'
   /** A lookup timed out or failed, or the client is no address: neutral. */
   | 'unknown';
@@ -104,8 +108,9 @@ function ourSet(ourNames: readonly string[]): Set<string> {
  * An address literal (`[192.0.2.1]`, `[IPv6:2001:db8::1]`, RFC 5321 section 4.1.3) is what
  * RFC 5321 section 4.1.1.1 tells a client without a meaningful name to send; a literal that is
  * the client's own address is therefore no finding (weight 0, verdict 'literal'), and the rDNS
- * check judges the address on its own. A literal of any other address is a lie (bad), and a
- * bare address without brackets does not conform (bad) even when it is the client's.
+ * check judges the address on its own, even when it is also one of ours (a client on this
+ * host). A literal of any other address is a lie (bad), and a bare address without brackets
+ * does not conform (bad) even when it is the client's.
  */
 export async function heloCheck(dns: Pick<DnsLookups, 'a' | 'aaaa'>, helo: string, clientIp: string, ourNames: readonly string[]): Promise<HeloResult> {
   const text = typeof helo === 'string' ? helo.trim() : '';
@@ -122,8 +127,9 @@ export async function heloCheck(dns: Pick<DnsLookups, 'a' | 'aaaa'>, helo: strin
     const address = tagged ? (net.isIPv6(tagged[1]) ? tagged[1] : undefined) : net.isIPv4(inner) ? inner : undefined;
     if (address === undefined) return bad('not-fqdn', 'not an address literal ([192.0.2.1] or [IPv6:2001:db8::1])');
     const c = canonical(address);
-    if (c !== undefined && ours.has(c)) return bad('ours', 'our own address');
+    // The client's own address first: a client on this host (127.0.0.1) that says so is honest.
     if (c !== undefined && c === client) return { check: 'helo', result: 'literal', weight: 0, why: `${shown}: the client's own address literal` };
+    if (c !== undefined && ours.has(c)) return bad('ours', 'our own address');
     return bad('foreign-literal', `an address literal that is not the client's address ${clientIp}`);
   }
   if (net.isIP(text)) {
@@ -202,9 +208,10 @@ export function looksGeneric(name: string, ip: string, patterns: readonly RegExp
 /**
  * Judges the client's reverse DNS: its PTR names (at most DEFAULTS.rdnsMaxNames), each looked
  * up forward (A for an IPv4 client, AAAA for IPv6) for the client's address — "forward-
- * confirmed" — and the confirmed names against `genericPatterns` and looksGeneric. A timeout or
- * failure that leaves the verdict open is unknown, weight 0; one that does not (another name
- * confirms) is ignored.
+ * confirmed" — and the names against `genericPatterns` and looksGeneric: the confirmed names
+ * when one confirms, all of them when none does, so that a dial-up pool's PTR without a
+ * matching A record weighs no less than one with it. A timeout or failure that leaves the
+ * verdict open is unknown, weight 0; one that does not (another name confirms) is ignored.
  */
 export async function rdnsCheck(
   dns: Pick<DnsLookups, 'a' | 'aaaa' | 'ptr'>,
@@ -235,8 +242,12 @@ export async function rdnsCheck(
   }
   const failed = forward.map(failure).find((f) => f !== undefined);
   if (failed !== undefined) return { check: 'rdns', result: 'unknown', weight: 0, why: `${shown}: looking up its PTR names: ${failed}, neutral` };
-  const w = DEFAULTS.rdnsUnconfirmedWeight;
   const list = names.length > 0 ? names.slice(0, 3).join(', ') + (names.length > 3 ? ', …' : '') : 'no usable name';
+  if (names.length > 0 && names.every((name) => looksGeneric(name, address, genericPatterns))) {
+    const w = DEFAULTS.rdnsUnconfirmedWeight + DEFAULTS.rdnsGenericWeight;
+    return { check: 'rdns', result: 'generic', weight: w, why: `${shown}: PTR ${list} does not resolve back to it and looks generic (a dial-up or dynamic line), weight ${w}`, name: names[0] };
+  }
+  const w = DEFAULTS.rdnsUnconfirmedWeight;
   return { check: 'rdns', result: 'unconfirmed', weight: w, why: `${shown}: PTR ${list} does not resolve back to it, weight ${w}` };
 }
 

@@ -59,9 +59,16 @@ function threshold(text: string, flag: string): number {
   return n;
 }
 
+/** This host's interface addresses, which a HELO address literal must not claim either. */
+function interfaceAddresses(): string[] {
+  return Object.values(os.networkInterfaces()).flatMap((list) => (list ?? []).map((i) => i.address));
+}
+
 /**
- * Reads the options; undefined without --weighted. Throws E_BAD_OPTION naming the option for a
- * bad value, and E_USAGE for a weighted option given without --weighted (it would do nothing).
+ * Reads the options; undefined without --weighted. `ourNames` are this host's names, which a
+ * HELO must not claim; its interface addresses are added to them. Throws E_BAD_OPTION naming
+ * the option for a bad value, and E_USAGE for a weighted option given without --weighted (it
+ * would do nothing).
  */
 export function weightedConfig(v: WeightedOptionValues, ourNames: readonly string[] = [os.hostname()]): WeightedConfig | undefined {
   if (!v.weighted) {
@@ -80,7 +87,7 @@ export function weightedConfig(v: WeightedOptionValues, ourNames: readonly strin
     throw new PfgreyError('E_BAD_OPTION', `--trap-threshold ${v['trap-threshold']}: must be above --greylist-threshold (${greylist}), or every greylisted client would be trapped`);
   }
   return {
-    settings: { threshold: greylist, trapThreshold: trap, lists, ourNames: [...ourNames], spf: !(v['no-spf'] ?? false) },
+    settings: { threshold: greylist, trapThreshold: trap, lists, ourNames: [...new Set([...ourNames, ...interfaceAddresses()])], spf: !(v['no-spf'] ?? false) },
     resolvers: (v.resolver ?? []).map(parseResolver),
     genericFile: v['generic-rdns'],
   };
