@@ -162,6 +162,9 @@ async function startGreylisting(
   cfg: DaemonConfig, log: Logger, clock: Clock, lists: BlackLists, undo: Undo, activity: Activity,
 ): Promise<Greylisting> {
   const onCommit = (seconds: number, ok: boolean) => activity.commit(seconds, ok);
+  // First, so that a bad --generic-rdns file stops the start before a database is made.
+  const weighting = cfg.weighted ? await startWeighting(cfg.weighted) : undefined;
+  if (weighting) undo.push(() => weighting.close());
   // A corrupt database is moved aside and replaced, so a bad file never becomes a crash loop.
   const db = await openDaemonStore(cfg.dbPath, { commitDelay: cfg.commitDelay, log, onCommit }, log);
   undo.push(() => db.abandon());
@@ -192,8 +195,6 @@ async function startGreylisting(
     else lists.replace(DEFAULTS.greytrapTag, DEFAULTS.greytrapMessage, [...traps].map(hostPrefix));
   };
 
-  const weighting = cfg.weighted ? await startWeighting(cfg.weighted) : undefined;
-  if (weighting) undo.push(() => weighting.close());
   const greylister = new Greylister({
     store, times: cfg.times, log, clock,
     weighted: weighting?.core(cfg.tarpit.verbose),

@@ -5,7 +5,7 @@
 // and counts as neutral.
 
 import test, { type ExecutionContext } from 'ava';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { DEFAULTS } from '../src/config/defaults.js';
@@ -307,6 +307,8 @@ test('pfgrey run and pfgrey policy with a missing or bad --generic-rdns file fai
       t.notRegex(r.stderr, /\n\s+at /, 'no stack trace');
     }
   }
+  // The file is read first: no database was made for a start that could not happen.
+  t.deepEqual((await readdir(dir)).sort(), ['bad']);
 });
 
 test('the weighted options are refused without --weighted, and bad values name the option', async (t) => {

@@ -110,11 +110,12 @@ export async function policyCommand(argv: string[], io: CliIO): Promise<number> 
   const finished = new Promise<void>((resolve) => (ended = resolve));
   return runService({
     start: async () => {
+      // First, so that a bad --generic-rdns file stops the start before a database is made.
+      if (weighted) weighting = await startWeighting(weighted);
       // A database SQLite cannot use is moved aside and a fresh one opened: the policy
       // service keeps answering (greylist.pl's way with its Berkeley DB).
       const opened = await openServiceStore(dbPath, { log, onCommit: (seconds, ok) => activity.commit(seconds, ok) }, log);
       store = opened.store;
-      if (weighted) weighting = await startWeighting(weighted);
       // The policy door logs every decision (postgrey --verbose): the weighed ones with their score.
       core = new Greylister({ store, log, atomic: true, policy: settings.times, weighted: weighting?.core(true) });
       activity.follow(core.events);
