@@ -46,6 +46,27 @@ for (const file of [unit, policyUnit, setupUnit, setupTimer, logdUnit]) {
   });
 }
 
+test('the README\'s sync drop-in hands the key over as a credential: the unit with it verifies, and its flags parse', async (t) => {
+  const readme = await fs.readFile(path.join(root, 'README.md'), 'utf8');
+  const m = /```ini\n(\[Service\]\nLoadCredential=spamd\.key:\/etc\/mail\/spamd\.key\n[^`]*)```/.exec(readme);
+  if (!m) return t.fail('README: no [Service] drop-in with LoadCredential=spamd.key');
+  const dropIn = m[1]!;
+  const flags = /^Environment="PFGREY_FLAGS=(.*)"$/m.exec(dropIn)?.[1];
+  t.truthy(flags, dropIn);
+  // As systemd would run it, %d being the credentials directory.
+  const { config } = parseRunArgs(['--db', '/tmp/x.db', ...flags!.replaceAll('%d', '/run/credentials/pfgrey.service').split(' ')], {});
+  t.is(config.sync?.keyFile, '/run/credentials/pfgrey.service/spamd.key');
+  const dir = await fs.mkdtemp(path.join(root, '.build', 'unit-'));
+  t.teardown(() => fs.rm(dir, { recursive: true, force: true }));
+  const combined = (await fs.readFile(unit, 'utf8')).replace(/^\[Service\]\n/m, dropIn);
+  await fs.writeFile(path.join(dir, 'pfgrey.service'), combined);
+  const r = spawnSync('systemd-analyze', ['verify', path.join(dir, 'pfgrey.service')], { encoding: 'utf8' });
+  if (r.error) return lacking(t, `systemd-analyze is not available (${r.error.message})`);
+  const problems = `${r.stdout}${r.stderr}`.split('\n').filter((l) => l.trim() !== '')
+    .filter((l) => !/Command pfgrey is not executable|man pfgrey\(8\)/.test(l));
+  t.deepEqual(problems, []);
+});
+
 // --- pfgrey-policy.service ---------------------------------------------------------------------
 
 /** A unit's settings in `section` ([Service] unless named), in order, with systemd's own quoting of Environment= undone. */
