@@ -175,6 +175,55 @@ test('a budget ends a lookup that does not answer, and its answer still fills th
   t.is(dns.asked.length, 0);
 });
 
+test('when a budget ends, its lookups still queued leave the queue and are never sent', async (t) => {
+  const { dns, client } = fake({ maxInFlight: 1 });
+  const busy = client.a('busy.example.test'); // holds the only slot
+  const decision = client.budget(20);
+  const late = await Promise.all([decision.a('q1.example.test'), decision.txt('q2.example.test'), decision.ptr('192.0.2.7')]);
+  t.deepEqual(late, [{ kind: 'timeout' }, { kind: 'timeout' }, { kind: 'timeout' }]);
+  dns.answer('busy.example.test', { kind: 'nxdomain' });
+  await busy;
+  t.deepEqual(dns.asked, [], 'the freed slot went to none of the ended budget\'s lookups');
+  t.like(client.stats(), { queued: 0, dropped: 3 });
+  void client.a('fresh.example.test');
+  t.deepEqual(
+    dns.asked.map((q) => q.name),
+    ['fresh.example.test'],
+    'a fresh lookup is sent at once',
+  );
+  t.is(client.stats().queries, 2);
+});
+
+test('a queued lookup that another caller still waits for stays queued when one budget ends, and is answered', async (t) => {
+  const { dns, client } = fake({ maxInFlight: 1 });
+  const busy = client.a('busy.example.test');
+  const short = client.budget(20);
+  const long = client.budget(60 * S);
+  const plainFirst = client.a('plain1.example.test'); // a caller without a budget, then a budget joins it
+  const shortJoins = short.a('plain1.example.test');
+  const shortFirst = short.a('plain2.example.test'); // a budget first, then a caller without one
+  const plainJoins = client.a('plain2.example.test');
+  const shortShared = short.a('shared.example.test'); // two budgets, the short one first
+  const longShared = long.a('shared.example.test');
+  const shortOnly = short.a('only.example.test');
+  t.deepEqual(await Promise.all([shortJoins, shortFirst, shortShared, shortOnly]), [0, 1, 2, 3].map(() => ({ kind: 'timeout' })));
+  t.like(client.stats(), { queued: 3, dropped: 1 }, 'only the lookup nobody else waits for left');
+  const sent: string[] = [];
+  const answerNext = async (p: Promise<DnsResult>, r: DnsResult) => {
+    t.is(dns.asked.length, 1);
+    sent.push(dns.asked[0].name);
+    dns.answer(dns.asked[0].name, r);
+    t.deepEqual(await p, r);
+  };
+  await answerNext(busy, { kind: 'nxdomain' });
+  await answerNext(plainFirst, answer(['192.0.2.1'], 60));
+  await answerNext(plainJoins, answer(['192.0.2.2'], 60));
+  await answerNext(longShared, answer(['192.0.2.3'], 60));
+  t.deepEqual(sent, ['busy.example.test', 'plain1.example.test', 'plain2.example.test', 'shared.example.test']);
+  t.is(dns.asked.length, 0, 'only.example.test was never sent');
+  t.like(client.stats(), { queries: 4, inFlight: 0, queued: 0 });
+});
+
 test('a query that hangs gives its slot back after the lookup timeout, as a timeout', async (t) => {
   const { dns, client } = fake({ timeout: 20, maxInFlight: 1 });
   t.deepEqual(await client.a('hang.example.test'), { kind: 'timeout' });
