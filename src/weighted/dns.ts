@@ -5,8 +5,11 @@
 //   BADNAME without a query;
 // - a timeout or an error (SERVFAIL, REFUSED, an overloaded client…) is a result of its own that
 //   callers treat as neutral; it is never cached, so the next decision asks again;
-// - answers are cached for their TTL (at most maxTtl), "no such name" and "no such record" for
-//   negativeTtl (RFC 2308), in a cache bounded in entries (least recently used goes first);
+// - A and AAAA answers are cached for their TTL (at most maxTtl); PTR, TXT and MX answers, whose
+//   TTL node:dns does not report, for defaultTtl, which may be longer than theirs; "no such
+//   name" and "no such record" for negativeTtl, not the zone's SOA minimum (RFC 2308 section 5),
+//   which node:dns does not report either; all in a cache bounded in entries (least recently
+//   used goes first);
 // - identical lookups in flight share one query; at most maxInFlight queries are out at once,
 //   at most maxQueued lookups wait for a slot, and past that a lookup is answered OVERLOAD at once;
 // - budget(ms) gives a decision a view whose lookups all end by one deadline: what has not
@@ -27,8 +30,9 @@ export type DnsType = 'A' | 'AAAA' | 'PTR' | 'TXT' | 'MX';
  * What a lookup found. `records` are addresses (A, AAAA), host names without the final dot (PTR),
  * texts with their character-strings joined (TXT, as RFC 7208 section 3.3 joins SPF's) or
  * `PRIORITY EXCHANGE` (MX: `10 mail.example.com`, the exchange without the final dot; `0 .` is
- * RFC 7505's "null MX", a domain that accepts no mail); `ttl` is in seconds, as DNS counts it:
- * for a cached answer, what is left of it.
+ * RFC 7505's "null MX", a domain that accepts no mail); `ttl` is in seconds, as DNS counts it
+ * (for PTR, TXT and MX the assumed defaultTtl: node:dns reports none): for a cached answer,
+ * what is left of it.
  */
 export type DnsResult =
   | { kind: 'answer'; records: string[]; ttl: number }
@@ -359,7 +363,7 @@ export class DnsClient implements DnsLookups {
     return { kind: 'answer', records: entry.result.records, ttl: Math.ceil((entry.expires - now) / 1000) };
   }
 
-  /** Answers for their TTL, negative answers for negativeTtl; timeouts and errors not at all. */
+  /** Answers for their `ttl` (defaultTtl for PTR, TXT, MX), negative answers for negativeTtl; timeouts and errors not at all. */
   private store(key: string, result: DnsResult): void {
     let life: number;
     if (result.kind === 'answer') life = Math.min(result.ttl * 1000, this.maxTtl);
