@@ -8,7 +8,7 @@ import { ManualClock } from '../src/clock.js';
 import { DEFAULTS } from '../src/config/defaults.js';
 import { isPfgreyError } from '../src/errors.js';
 import { DnsClient, type DnsOptions, type DnsResult, type DnsType, normalizeName, parseResolver, reverseName } from '../src/weighted/dns.js';
-import { deadResolver, nsdMissing, startNsd } from './helpers/nsd.js';
+import { BUDGET_SLACK, DEAD_LOOKUP_TIMEOUT, deadClient, deadResolver, nsdMissing, startNsd } from './helpers/nsd.js';
 import { lacking } from './helpers/require.js';
 
 const S = 1000;
@@ -175,6 +175,55 @@ test('a budget ends a lookup that does not answer, and its answer still fills th
   t.is(dns.asked.length, 0);
 });
 
+test('when a budget ends, its lookups still queued leave the queue and are never sent', async (t) => {
+  const { dns, client } = fake({ maxInFlight: 1 });
+  const busy = client.a('busy.example.test'); // holds the only slot
+  const decision = client.budget(20);
+  const late = await Promise.all([decision.a('q1.example.test'), decision.txt('q2.example.test'), decision.ptr('192.0.2.7')]);
+  t.deepEqual(late, [{ kind: 'timeout' }, { kind: 'timeout' }, { kind: 'timeout' }]);
+  dns.answer('busy.example.test', { kind: 'nxdomain' });
+  await busy;
+  t.deepEqual(dns.asked, [], 'the freed slot went to none of the ended budget\'s lookups');
+  t.like(client.stats(), { queued: 0, dropped: 3 });
+  void client.a('fresh.example.test');
+  t.deepEqual(
+    dns.asked.map((q) => q.name),
+    ['fresh.example.test'],
+    'a fresh lookup is sent at once',
+  );
+  t.is(client.stats().queries, 2);
+});
+
+test('a queued lookup that another caller still waits for stays queued when one budget ends, and is answered', async (t) => {
+  const { dns, client } = fake({ maxInFlight: 1 });
+  const busy = client.a('busy.example.test');
+  const short = client.budget(20);
+  const long = client.budget(60 * S);
+  const plainFirst = client.a('plain1.example.test'); // a caller without a budget, then a budget joins it
+  const shortJoins = short.a('plain1.example.test');
+  const shortFirst = short.a('plain2.example.test'); // a budget first, then a caller without one
+  const plainJoins = client.a('plain2.example.test');
+  const shortShared = short.a('shared.example.test'); // two budgets, the short one first
+  const longShared = long.a('shared.example.test');
+  const shortOnly = short.a('only.example.test');
+  t.deepEqual(await Promise.all([shortJoins, shortFirst, shortShared, shortOnly]), [0, 1, 2, 3].map(() => ({ kind: 'timeout' })));
+  t.like(client.stats(), { queued: 3, dropped: 1 }, 'only the lookup nobody else waits for left');
+  const sent: string[] = [];
+  const answerNext = async (p: Promise<DnsResult>, r: DnsResult) => {
+    t.is(dns.asked.length, 1);
+    sent.push(dns.asked[0].name);
+    dns.answer(dns.asked[0].name, r);
+    t.deepEqual(await p, r);
+  };
+  await answerNext(busy, { kind: 'nxdomain' });
+  await answerNext(plainFirst, answer(['192.0.2.1'], 60));
+  await answerNext(plainJoins, answer(['192.0.2.2'], 60));
+  await answerNext(longShared, answer(['192.0.2.3'], 60));
+  t.deepEqual(sent, ['busy.example.test', 'plain1.example.test', 'plain2.example.test', 'shared.example.test']);
+  t.is(dns.asked.length, 0, 'only.example.test was never sent');
+  t.like(client.stats(), { queries: 4, inFlight: 0, queued: 0 });
+});
+
 test('a query that hangs gives its slot back after the lookup timeout, as a timeout', async (t) => {
   const { dns, client } = fake({ timeout: 20, maxInFlight: 1 });
   t.deepEqual(await client.a('hang.example.test'), { kind: 'timeout' });
@@ -294,24 +343,29 @@ test.serial('real lookups against nsd: answers with TTLs, PTR, TXT, MX, nxdomain
   t.is(client.stats().queries, sent + 1, 'the answer and the nxdomain from the cache, the REFUSED asked again');
 });
 
-test.serial('a resolver that never answers costs a timeout, bounded by the lookup timeout and by the budget', async (t) => {
+test.serial('a resolver that never answers costs a timeout, bounded by the lookup timeout', async (t) => {
   const dead = await deadResolver();
   t.teardown(() => dead.close());
   const client = new DnsClient({ servers: [dead.server], timeout: 300 });
   t.teardown(() => client.close());
-  let start = Date.now();
+  const start = Date.now();
   t.deepEqual(await client.a('mail.example.test'), { kind: 'timeout' });
   t.true(Date.now() - start < 300 + 2 * S, `lookup took ${Date.now() - start} ms`);
   t.true(dead.received() >= 1, 'the query was sent');
+});
 
-  const slow = new DnsClient({ servers: [dead.server] }); // the default 2 s timeout
-  t.teardown(() => slow.close());
-  const budget = 200;
-  const decision = slow.budget(budget);
-  start = Date.now();
-  const results = await Promise.all([decision.a('a.example.test'), decision.txt('b.example.test'), decision.ptr('192.0.2.7')]);
-  t.deepEqual(results, [{ kind: 'timeout' }, { kind: 'timeout' }, { kind: 'timeout' }]);
-  t.true(Date.now() - start < budget + 2 * S, `decision took ${Date.now() - start} ms`);
+test.serial('against a resolver that never answers, the budget alone ends lookups made one after another, long before the lookup timeout', async (t) => {
+  const { dead, client } = await deadClient(t);
+  const budget = 400;
+  const decision = client.budget(budget);
+  const start = Date.now();
+  const results = [await decision.a('a.example.test'), await decision.txt('b.example.test'), await decision.ptr('192.0.2.7')];
+  results.push(...(await Promise.all([decision.aaaa('c.example.test'), decision.lookup('MX', 'd.example.test')])));
+  const took = Date.now() - start;
+  t.deepEqual(results, [0, 1, 2, 3, 4].map(() => ({ kind: 'timeout' })));
+  // Each later lookup gets what is left of the budget, not a budget of its own.
+  t.true(took < budget + BUDGET_SLACK, `the decision took ${took} ms, its budget ${budget} ms, the lookup timeout ${DEAD_LOOKUP_TIMEOUT} ms`);
+  t.true(dead.received() >= 1, 'the first query was sent');
 });
 
 test.serial('with a dead resolver first, the next resolver answers', async (t) => {

@@ -5,9 +5,9 @@
 import test from 'ava';
 import { DEFAULTS } from '../src/config/defaults.js';
 import { isPfgreyError } from '../src/errors.js';
-import { DnsClient, type DnsLookups, type DnsResult } from '../src/weighted/dns.js';
+import type { DnsLookups, DnsResult } from '../src/weighted/dns.js';
 import { checkLists, listQueryName, parseListSpec } from '../src/weighted/dnslists.js';
-import { deadResolver, nsdClient } from './helpers/nsd.js';
+import { BUDGET_SLACK, deadClient, nsdClient } from './helpers/nsd.js';
 
 test('a list spec without weight takes the kind\'s default weight', (t) => {
   t.deepEqual(parseListSpec('zen.spamhaus.org', 'dnsbl'), { kind: 'dnsbl', zone: 'zen.spamhaus.org', weight: DEFAULTS.dnsblWeight });
@@ -126,6 +126,26 @@ test('a timeout, a failed lookup, a list error code or an answer outside 127.0.0
   t.like(mixed, { listed: true, codes: ['127.0.0.3'] }, 'an address outside 127/8 beside a code is ignored');
 });
 
+test('a list answering many codes makes one short line: a few codes, then how many more; only the first records are looked at', async (t) => {
+  const name = '2.2.0.192.bl.test';
+  const many = (prefix: string) => Array.from({ length: 500 }, (_, i) => `${prefix}.${i % 250}`);
+  const max = DEFAULTS.dnslistMaxRecords;
+  const cases: [DnsResult, string, RegExp][] = [
+    [answer(...many('127.1.0')), 'bl.test=2', /^2\.2\.0\.192\.bl\.test: listed \(127\.1\.0\.0, 127\.1\.0\.1, 127\.1\.0\.10, 127\.1\.0\.11 … and \d+ more; the first \d+ of 500 records\), weight 2$/],
+    [answer(...many('127.1.0')), 'bl.test:127.0.0.2', /answered 127\.1\.0\.0, 127\.1\.0\.1, 127\.1\.0\.10, 127\.1\.0\.11 … and \d+ more; the first \d+ of 500 records, none of the selected codes 127\.0\.0\.2$/],
+    [answer(...many('198.51.100')), 'bl.test', /answered 198\.51\.100\.0, 198\.51\.100\.1, 198\.51\.100\.10, 198\.51\.100\.11 … and \d+ more; the first \d+ of 500 records, outside 127\.0\.0\.0\/8, ignored, neutral$/],
+    [answer(...many('127.255.255')), 'bl.test', /error code 127\.255\.255\.0, 127\.255\.255\.1, 127\.255\.255\.10, 127\.255\.255\.11 … and \d+ more; the first \d+ of 500 records, neutral$/],
+  ];
+  for (const [result, spec, why] of cases) {
+    const [r] = await checkLists(fakeLookups({ [name]: result }), '192.0.2.2', [parseListSpec(spec, 'dnsbl')]);
+    t.regex(r.why, why, spec);
+    t.true(r.why.length < 200, `${r.why.length} characters: ${r.why}`);
+    t.true(r.codes.length <= max, `${r.codes.length} codes kept`);
+  }
+  const few = await checkLists(fakeLookups({ [name]: answer('127.0.0.4', '127.0.0.2', '127.0.0.3', '127.0.0.2') }), '192.0.2.2', [parseListSpec('bl.test=2', 'dnsbl')]);
+  t.is(few[0].why, `${name}: listed (127.0.0.2, 127.0.0.3, 127.0.0.4), weight 2`, 'a few codes are all shown');
+});
+
 test('a lookup that throws and a client that is no address are unknown, never a rejection', async (t) => {
   const throwing: Pick<DnsLookups, 'a'> = { a: () => Promise.reject(Object.assign(new Error('boom'), { code: 'EBOOM' })) };
   const [r] = await checkLists(throwing, '192.0.2.2', [parseListSpec('bl.test', 'dnsbl')]);
@@ -189,12 +209,13 @@ test.serial('real lists against nsd: listed, not listed, IPv6, IPv4-mapped, DNSW
 });
 
 test.serial('a dead resolver makes every list unknown, weight 0, within the budget', async (t) => {
-  const dead = await deadResolver();
-  t.teardown(() => dead.close());
-  const client = new DnsClient({ servers: [dead.server] });
-  t.teardown(() => client.close());
+  const { dead, client } = await deadClient(t);
   const specs = [parseListSpec('bl.test=4', 'dnsbl'), parseListSpec('wl.test', 'dnswl')];
-  const results = await checkLists(client.budget(200), '192.0.2.2', specs);
+  const budget = 200;
+  const start = Date.now();
+  const results = await checkLists(client.budget(budget), '192.0.2.2', specs);
+  const took = Date.now() - start;
+  t.true(took < budget + BUDGET_SLACK, `took ${took} ms`);
   t.deepEqual(
     results.map((r) => [r.zone, r.listed, r.weight]),
     [

@@ -390,6 +390,12 @@ export const DEFAULTS = Object.freeze({
    */
   dnswlWeight: -2,
   /**
+   * The A records of one DNS list answer looked at, at most: a list answers one return code for
+   * each of its sub-lists that lists the client, a handful; hundreds would come from a broken or
+   * hostile zone, and would only cost time and log-line length.
+   */
+  dnslistMaxRecords: 16,
+  /**
    * What a HELO that does not conform adds to a client's score (src/weighted/helo-rdns.ts): no
    * name, not a fully qualified domain name, a bare IP address, an address literal that is not
    * the client's, one of our own names, or a name without an A or AAAA record (RFC 5321 section

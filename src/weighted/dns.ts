@@ -5,13 +5,18 @@
 //   BADNAME without a query;
 // - a timeout or an error (SERVFAIL, REFUSED, an overloaded client…) is a result of its own that
 //   callers treat as neutral; it is never cached, so the next decision asks again;
-// - answers are cached for their TTL (at most maxTtl), "no such name" and "no such record" for
-//   negativeTtl (RFC 2308), in a cache bounded in entries (least recently used goes first);
+// - A and AAAA answers are cached for their TTL (at most maxTtl); PTR, TXT and MX answers, whose
+//   TTL node:dns does not report, for defaultTtl, which may be longer than theirs; "no such
+//   name" and "no such record" for negativeTtl, not the zone's SOA minimum (RFC 2308 section 5),
+//   which node:dns does not report either; all in a cache bounded in entries (least recently
+//   used goes first);
 // - identical lookups in flight share one query; at most maxInFlight queries are out at once,
 //   at most maxQueued lookups wait for a slot, and past that a lookup is answered OVERLOAD at once;
 // - budget(ms) gives a decision a view whose lookups all end by one deadline: what has not
-//   answered by then is a timeout for that decision, while the query itself may still finish
-//   and fill the cache for the next one.
+//   answered by then is a timeout for that decision, while a query already sent may still
+//   finish and fill the cache for the next one; a lookup still queued leaves the queue unsent,
+//   unless a caller whose time is not up waits for it too, so that a decision already over
+//   never takes an in-flight slot from a live one.
 
 import { Resolver } from 'node:dns';
 import net from 'node:net';
@@ -25,8 +30,9 @@ export type DnsType = 'A' | 'AAAA' | 'PTR' | 'TXT' | 'MX';
  * What a lookup found. `records` are addresses (A, AAAA), host names without the final dot (PTR),
  * texts with their character-strings joined (TXT, as RFC 7208 section 3.3 joins SPF's) or
  * `PRIORITY EXCHANGE` (MX: `10 mail.example.com`, the exchange without the final dot; `0 .` is
- * RFC 7505's "null MX", a domain that accepts no mail); `ttl` is in seconds, as DNS counts it:
- * for a cached answer, what is left of it.
+ * RFC 7505's "null MX", a domain that accepts no mail); `ttl` is in seconds, as DNS counts it
+ * (for PTR, TXT and MX the assumed defaultTtl: node:dns reports none): for a cached answer,
+ * what is left of it.
  */
 export type DnsResult =
   | { kind: 'answer'; records: string[]; ttl: number }
@@ -83,6 +89,8 @@ export interface DnsStats {
   /** Lookups that joined an identical one in flight. */
   shared: number;
   overloads: number;
+  /** Queued lookups that left the queue unsent because every budget waiting for them had ended. */
+  dropped: number;
   inFlight: number;
   queued: number;
   cached: number;
@@ -173,10 +181,29 @@ interface CacheEntry {
   expires: number;
 }
 
+/** The lookups of one budget() view that were queued when it asked, given up when it ends. */
+interface Holder {
+  queued: Set<Waiting>;
+  ended: boolean;
+}
+
 interface Waiting {
   type: DnsType;
   name: string;
   resolve: (r: DnsResult) => void;
+  queued: boolean;
+  /**
+   * While queued: the budgets waiting for it, the last of which to end takes it out of the
+   * queue; undefined when a caller without a budget waits for it, so that it stays until sent.
+   */
+  holders: Set<Holder> | undefined;
+}
+
+/** A lookup in flight or queued, which identical lookups join. */
+interface Pending {
+  result: Promise<DnsResult>;
+  /** Its place in the queue, while it has one. */
+  waiting: Waiting | undefined;
 }
 
 export class DnsClient implements DnsLookups {
@@ -193,11 +220,11 @@ export class DnsClient implements DnsLookups {
   private readonly guardMs: number;
   /** Insertion order is recency order: a hit moves its entry to the end. */
   private readonly cache = new Map<string, CacheEntry>();
-  private readonly pending = new Map<string, Promise<DnsResult>>();
+  private readonly pending = new Map<string, Pending>();
   private readonly queue: Waiting[] = [];
   private active = 0;
   private closed = false;
-  private readonly counts = { queries: 0, cacheHits: 0, shared: 0, overloads: 0 };
+  private readonly counts = { queries: 0, cacheHits: 0, shared: 0, overloads: 0, dropped: 0 };
 
   constructor(options: DnsOptions = {}) {
     this.clock = options.clock ?? systemClock;
@@ -224,6 +251,11 @@ export class DnsClient implements DnsLookups {
   }
 
   lookup(type: DnsType, name: string): Promise<DnsResult> {
+    return this.ask(type, name, undefined);
+  }
+
+  /** A lookup for `holder`, a budget() view, or for a caller without a budget (undefined). */
+  private ask(type: DnsType, name: string, holder: Holder | undefined): Promise<DnsResult> {
     const n = normalizeName(name);
     if (n === undefined) return Promise.resolve(BADNAME);
     const key = `${type} ${n}`;
@@ -235,15 +267,20 @@ export class DnsClient implements DnsLookups {
     const joined = this.pending.get(key);
     if (joined) {
       this.counts.shared++;
-      return joined;
+      if (joined.waiting) this.hold(joined.waiting, holder);
+      return joined.result;
     }
-    const p = this.schedule(type, n).then((result) => {
-      this.pending.delete(key);
-      this.store(key, result);
-      return result;
-    });
-    this.pending.set(key, p);
-    return p;
+    const scheduled = this.schedule(type, n, holder);
+    const entry: Pending = {
+      result: scheduled.result.then((result) => {
+        if (this.pending.get(key) === entry) this.pending.delete(key);
+        this.store(key, result);
+        return result;
+      }),
+      waiting: scheduled.waiting,
+    };
+    this.pending.set(key, entry);
+    return entry.result;
   }
 
   private readonly byType = lookupsOver((type, name) => this.lookup(type, name));
@@ -254,16 +291,48 @@ export class DnsClient implements DnsLookups {
 
   /**
    * The lookups of one decision: each settles by `ms` from now at the latest, as a timeout if
-   * its answer has not come (the query goes on, and its answer is cached for later lookups).
+   * its answer has not come (a query already sent goes on, and its answer is cached for later
+   * lookups; one still queued leaves the queue unless another caller still waits for it).
    */
   budget(ms: number = this.budgetMs): DnsLookups {
     const deadline = this.clock.now() + ms;
+    const holder: Holder = { queued: new Set(), ended: false };
     const lookup = (type: DnsType, name: string): Promise<DnsResult> => {
       const left = deadline - this.clock.now();
-      if (left <= 0) return Promise.resolve(TIMEOUT);
-      return withDeadline(this.lookup(type, name), left);
+      if (left <= 0 || holder.ended) return Promise.resolve(TIMEOUT);
+      return withDeadline(this.ask(type, name, holder), left, () => this.release(holder));
     };
     return lookupsOver(lookup);
+  }
+
+  /** `w`, still queued, is waited for by `holder` too (undefined: by a caller without a budget). */
+  private hold(w: Waiting, holder: Holder | undefined): void {
+    if (!w.queued || w.holders === undefined) return;
+    if (holder === undefined) {
+      w.holders = undefined;
+      return;
+    }
+    w.holders.add(holder);
+    holder.queued.add(w);
+  }
+
+  /** `holder`'s budget has ended: what it alone still waits for in the queue leaves it unsent. */
+  private release(holder: Holder): void {
+    if (holder.ended) return;
+    holder.ended = true;
+    for (const w of holder.queued) {
+      if (!w.queued || w.holders === undefined) continue;
+      w.holders.delete(holder);
+      if (w.holders.size > 0) continue;
+      this.queue.splice(this.queue.indexOf(w), 1);
+      w.queued = false;
+      this.counts.dropped++;
+      // At once, not when the timeout settles: a lookup made meanwhile must not join this one.
+      const key = `${w.type} ${w.name}`;
+      if (this.pending.get(key)?.waiting === w) this.pending.delete(key);
+      w.resolve(TIMEOUT);
+    }
+    holder.queued.clear();
   }
 
   stats(): DnsStats {
@@ -273,7 +342,10 @@ export class DnsClient implements DnsLookups {
   /** Ends the queries in flight (they settle as errors) and answers every queued lookup as a timeout. */
   close(): void {
     this.closed = true;
-    for (const w of this.queue.splice(0)) w.resolve(TIMEOUT);
+    for (const w of this.queue.splice(0)) {
+      w.queued = false;
+      w.resolve(TIMEOUT);
+    }
     this.resolver?.cancel();
   }
 
@@ -291,7 +363,7 @@ export class DnsClient implements DnsLookups {
     return { kind: 'answer', records: entry.result.records, ttl: Math.ceil((entry.expires - now) / 1000) };
   }
 
-  /** Answers for their TTL, negative answers for negativeTtl; timeouts and errors not at all. */
+  /** Answers for their `ttl` (defaultTtl for PTR, TXT, MX), negative answers for negativeTtl; timeouts and errors not at all. */
   private store(key: string, result: DnsResult): void {
     let life: number;
     if (result.kind === 'answer') life = Math.min(result.ttl * 1000, this.maxTtl);
@@ -306,17 +378,28 @@ export class DnsClient implements DnsLookups {
     }
   }
 
-  private schedule(type: DnsType, name: string): Promise<DnsResult> {
-    if (this.closed) return Promise.resolve(TIMEOUT);
-    if (this.active < this.maxInFlight) return new Promise((resolve) => this.send({ type, name, resolve }));
+  /** Sends a query now, queues it (`waiting`) or answers at once. */
+  private schedule(type: DnsType, name: string, holder: Holder | undefined): { result: Promise<DnsResult>; waiting?: Waiting } {
+    if (this.closed) return { result: Promise.resolve(TIMEOUT) };
+    if (this.active < this.maxInFlight) {
+      return { result: new Promise((resolve) => this.send({ type, name, resolve, queued: false, holders: undefined })) };
+    }
     if (this.queue.length >= this.maxQueued) {
       this.counts.overloads++;
-      return Promise.resolve(OVERLOAD);
+      return { result: Promise.resolve(OVERLOAD) };
     }
-    return new Promise((resolve) => this.queue.push({ type, name, resolve }));
+    let waiting!: Waiting;
+    const result = new Promise<DnsResult>((resolve) => {
+      waiting = { type, name, resolve, queued: true, holders: holder ? new Set() : undefined };
+      this.queue.push(waiting);
+    });
+    this.hold(waiting, holder);
+    return { result, waiting };
   }
 
   private send(w: Waiting): void {
+    w.queued = false;
+    w.holders = undefined;
     this.active++;
     this.counts.queries++;
     let settled = false;
@@ -354,10 +437,13 @@ function lookupsOver(lookup: DnsLookups['lookup']): DnsLookups {
   };
 }
 
-/** `result` if it settles within `ms`, else a timeout. */
-function withDeadline(result: Promise<DnsResult>, ms: number): Promise<DnsResult> {
+/** `result` if it settles within `ms`, else a timeout, after which `ended` is called. */
+function withDeadline(result: Promise<DnsResult>, ms: number, ended: () => void): Promise<DnsResult> {
   return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(TIMEOUT), ms);
+    const timer = setTimeout(() => {
+      resolve(TIMEOUT);
+      ended();
+    }, ms);
     result.then(
       (r) => {
         clearTimeout(timer);

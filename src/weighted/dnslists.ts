@@ -41,6 +41,9 @@ export interface ListResult {
 /** Weights beyond this are typing errors, not policy. */
 const MAX_WEIGHT = 1000;
 
+/** Return codes a log line shows; the rest are counted. */
+const SHOWN_CODES = 4;
+
 /**
  * `ZONE[=WEIGHT][:CODE,CODE…]` as --dnsbl and --dnswl take it: `zen.spamhaus.org`,
  * `bl.example.org=2`, `zen.spamhaus.org=5:127.0.0.4,127.0.0.2`. A missing weight is the kind's
@@ -141,16 +144,29 @@ function judge(spec: ListSpec, name: string, result: DnsResult): ListResult {
     case 'answer':
       break;
   }
-  const answered = [...new Set(result.records)].sort();
+  const records = result.records.length;
+  const answered = [...new Set(result.records.slice(0, DEFAULTS.dnslistMaxRecords))].sort();
+  const list = (codes: readonly string[]) => shown(codes, records);
   const errors = answered.filter(isListError);
-  if (errors.length > 0) return unknown(answered, `the list answered its error code ${errors.join(', ')}`);
+  if (errors.length > 0) return unknown(answered, `the list answered its error code ${list(errors)}`);
   // RFC 5782 section 2.3: DNSxL answers are in 127.0.0.0/8; anything else is a broken or
   // hijacked zone (a resolver that rewrites NXDOMAIN to an advertising page), not a listing.
   const codes = answered.filter(inLoopbackNet);
-  if (codes.length === 0) return unknown(answered, `answered ${answered.join(', ')}, outside 127.0.0.0/8, ignored`);
+  if (codes.length === 0) return unknown(answered, `answered ${list(answered)}, outside 127.0.0.0/8, ignored`);
   const hits = spec.codes ? codes.filter((c) => spec.codes!.includes(c)) : codes;
-  if (hits.length === 0) return notListed(codes, `answered ${codes.join(', ')}, none of the selected codes ${spec.codes!.join(', ')}`);
-  return { ...base, listed: true, codes: hits, weight: spec.weight, why: `${name}: listed (${hits.join(', ')}), weight ${spec.weight}` };
+  if (hits.length === 0) return notListed(codes, `answered ${list(codes)}, none of the selected codes ${spec.codes!.join(', ')}`);
+  return { ...base, listed: true, codes: hits, weight: spec.weight, why: `${name}: listed (${list(hits)}), weight ${spec.weight}` };
+}
+
+/**
+ * Return codes as a log line and `pfgrey explain` show them, bounded whatever a list answers:
+ * the first few, how many more, and how many of the answer's `records` were looked at if not all.
+ */
+function shown(codes: readonly string[], records: number): string {
+  let text = codes.slice(0, SHOWN_CODES).join(', ');
+  if (codes.length > SHOWN_CODES) text += ` … and ${codes.length - SHOWN_CODES} more`;
+  if (records > DEFAULTS.dnslistMaxRecords) text += `; the first ${DEFAULTS.dnslistMaxRecords} of ${records} records`;
+  return text;
 }
 
 /**

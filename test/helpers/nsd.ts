@@ -162,6 +162,29 @@ export async function deadResolver(): Promise<DeadResolver> {
 }
 
 /**
+ * A per-lookup timeout far beyond any budget a test gives, so that against a resolver that never
+ * answers only a budget's deadline ends a lookup early; with DnsClient's default 2 s, c-ares
+ * ends every lookup soon anyway and hides a budget that does not. (The c-ares of Node 20, 1.34,
+ * gives up one try after about 5 s however long it is told to wait: still seconds past any budget.)
+ */
+export const DEAD_LOOKUP_TIMEOUT = 30_000;
+
+/**
+ * How late past its budget a decision may end against a dead resolver: timers firing late on a
+ * busy machine, well below DEAD_LOOKUP_TIMEOUT and below twice a test's budget.
+ */
+export const BUDGET_SLACK = 1000;
+
+/** A resolver that never answers and a DnsClient that asks it with DEAD_LOOKUP_TIMEOUT; both ended with the test. */
+export async function deadClient(t: ExecutionContext): Promise<{ dead: DeadResolver; client: DnsClient }> {
+  const dead = await deadResolver();
+  t.teardown(() => dead.close());
+  const client = new DnsClient({ servers: [dead.server], timeout: DEAD_LOOKUP_TIMEOUT });
+  t.teardown(() => client.close());
+  return { dead, client };
+}
+
+/**
  * nsd serving `zones` and a DnsClient that asks it, both stopped when the test ends; undefined,
  * with the test ended as lacking nsd (a failure under PFGREY_REQUIRE_E2E=1), where nsd is missing.
  */
