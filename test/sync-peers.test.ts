@@ -8,7 +8,8 @@ import dgram from 'node:dgram';
 import { isPfgreyError } from '../src/errors.js';
 import { CoreEvents, type GreyRequest, type SyncRequest, type Verdict } from '../src/grey/requests.js';
 import { memoryLogger } from '../src/log.js';
-import { parseSyncListen, parseSyncTarget, resolveSyncTargets, SyncPeers } from '../src/sync/peers.js';
+import { checkSyncListens, parseSyncListen, parseSyncTarget, resolveSyncTargets, SyncPeers } from '../src/sync/peers.js';
+import { freeUdpPort } from './helpers/ports.js';
 import { addrTlv, END, packet, TEST_KEY } from './helpers/sync-packets.js';
 import { eventually } from './helpers/wait.js';
 
@@ -136,18 +137,49 @@ test('-Y takes host, host:port, address, interface and interface:ttl; bad ports,
   t.true(isPfgreyError(err) && err.code === 'E_SYNC' && /-Y no-such-host\.invalid: cannot look it up/.test(err.message), err?.message);
 });
 
-test('a sync port in use is one clear error, and nothing stays open', async (t) => {
+const noCore = () => fakeCore().core;
+const listenOn = (port: number, ...addresses: string[]) => SyncPeers.start({
+  listen: addresses.map((address) => ({ kind: 'address' as const, address })), targets: { unicast: [], multicast: [] },
+  port, key: KEY, core: noCore(), whiteExpiry: 1, trapExpiry: 1, log: memoryLogger(),
+});
+
+test('a sync port another daemon holds is refused with the bind-failure message, even when the holder allows reuse', async (t) => {
+  // Two daemons with the same -y and --sync-port: the second must not start and split the packets.
   const b = await peer(t);
-  const { core } = fakeCore();
-  // Without reuse on the holder's side the bind fails (both must ask for SO_REUSEADDR).
-  const holder = dgram.createSocket('udp4');
+  const refused = async (port: number) => {
+    const err = await t.throwsAsync(listenOn(port, '127.0.0.1'));
+    t.true(isPfgreyError(err) && err.code === 'E_LISTEN', err?.message);
+    t.regex(err!.message, new RegExp(`^cannot listen for sync packets on 127\\.0\\.0\\.1:${port}: .*: another program holds it; ` +
+      `find it with ss -lunp \\| grep ':${port}'$`));
+  };
+  await refused(b.port);
+  // A program that asked for SO_REUSEADDR (Linux then lets a second socket that asks too share
+  // the port, splitting what arrives) holds it as well.
+  const holder = dgram.createSocket({ type: 'udp4', reuseAddr: true });
   await new Promise<void>((resolve) => holder.bind(0, '127.0.0.1', () => resolve()));
   t.teardown(() => holder.close());
-  const err = await t.throwsAsync(SyncPeers.start({
-    listen: [{ kind: 'address', address: '127.0.0.1' }], targets: { unicast: [], multicast: [] },
-    port: holder.address().port, key: KEY, core, whiteExpiry: 1, trapExpiry: 1, log: memoryLogger(),
-  }));
-  t.true(isPfgreyError(err) && err.code === 'E_SYNC', err?.message);
-  t.regex(err!.message, /sync: cannot listen on 127\.0\.0\.1:\d+: .*EADDRINUSE/);
-  t.truthy(b.peers);
+  await refused(holder.address().port);
+  // Every packet still reaches the first daemon.
+  const raw = dgram.createSocket('udp4');
+  t.teardown(() => raw.close());
+  raw.send(whitePacket('198.51.100.5'), b.port, '127.0.0.1');
+  await eventually(() => b.requests.length === 1, 'the packet at the first daemon');
+});
+
+test('-y with the same address twice is refused naming it, not bound twice', async (t) => {
+  const err = await t.throwsAsync(listenOn(0, '127.0.0.1', '127.0.0.1'));
+  t.true(isPfgreyError(err) && err.code === 'E_BAD_OPTION', err?.message);
+  t.is(err!.message, '-y 127.0.0.1: given twice; give each address or interface once');
+  t.throws(() => checkSyncListens([{ kind: 'interface', name: 'lo' }, { kind: 'address', address: '127.0.0.1' }, { kind: 'interface', name: 'lo' }]),
+    { message: /^-y lo: given twice/ });
+});
+
+test('-y with an interface and with an address together: the group\'s socket and the address\'s share the port', async (t) => {
+  const port = await freeUdpPort();
+  const both = await SyncPeers.start({
+    listen: [{ kind: 'interface', name: 'lo' }, { kind: 'address', address: '127.0.0.1' }], targets: { unicast: [], multicast: [] },
+    port, key: KEY, core: noCore(), whiteExpiry: 1, trapExpiry: 1, log: memoryLogger(), interfaces: ifaces,
+  });
+  t.teardown(() => both.close());
+  t.deepEqual(both.bound, [`224.0.1.240:${port} on lo (127.0.0.1)`, `127.0.0.1:${port}`]);
 });
