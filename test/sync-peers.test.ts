@@ -1,11 +1,15 @@
 // The sync door on real UDP sockets (loopback, ports chosen by the system): what this host's
 // core changes goes to the peers as spamd's packets, one record each; what peers send reaches
 // the core; packets from peers are never sent on; refused packets are counted and logged one
-// line per reason; -y and -Y arguments are checked with clear messages.
+// line per reason; what cannot be sent or applied at once (a full send queue, a database that is
+// behind) is dropped without waiting and counted; -y and -Y arguments are checked with clear
+// messages, and a sync port is never shared.
 
 import test, { type ExecutionContext } from 'ava';
 import dgram from 'node:dgram';
+import { DEFAULTS } from '../src/config/defaults.js';
 import { isPfgreyError } from '../src/errors.js';
+import { Activity } from '../src/http/activity.js';
 import { CoreEvents, type GreyRequest, type SyncRequest, type Verdict } from '../src/grey/requests.js';
 import { memoryLogger } from '../src/log.js';
 import { checkSyncListens, parseSyncListen, parseSyncTarget, resolveSyncTargets, SyncPeers } from '../src/sync/peers.js';
@@ -34,13 +38,13 @@ function fakeCore() {
   return { core, requests };
 }
 
-async function peer(t: ExecutionContext, opts: { to?: number[] } = {}) {
+async function peer(t: ExecutionContext, opts: { to?: number[]; refusedLogEvery?: number } = {}) {
   const { core, requests } = fakeCore();
   const log = memoryLogger();
   const peers = await SyncPeers.start({
     listen: [{ kind: 'address', address: '127.0.0.1' }],
     targets: { unicast: (opts.to ?? []).map((port) => ({ shown: `127.0.0.1:${port}`, address: '127.0.0.1', port })), multicast: [] },
-    port: 0, key: KEY, core, whiteExpiry: 36 * 86_400_000, trapExpiry: 86_400_000, log,
+    port: 0, key: KEY, core, whiteExpiry: 36 * 86_400_000, trapExpiry: 86_400_000, log, refusedLogEvery: opts.refusedLogEvery,
   });
   t.teardown(() => peers.close());
   return { peers, core, requests, log, port: peers.ports[0]! };
@@ -92,6 +96,57 @@ test('packets from the layout are taken; bad HMACs and cut packets are refused, 
   t.true(refused.some((l) => /^warning: sync: refused a packet from 127\.0\.0\.1: HMAC does not match/.test(l)));
   t.true(refused.some((l) => /40 bytes arrived of the 52/.test(l)));
   t.true(refused.some((l) => /5 bytes, fewer than the 32/.test(l)));
+});
+
+/** What /metrics says the door dropped. */
+async function droppedMetric(peers: SyncPeers): Promise<string | undefined> {
+  const text = await new Activity({ command: 'run', sync: () => peers.counts }).registry.metrics();
+  return /^pfgrey_sync_dropped_records_total (\d+)$/m.exec(text)?.[1];
+}
+
+const warnings = (log: ReturnType<typeof memoryLogger>, pattern: RegExp) => log.lines.filter((l) => pattern.test(l));
+
+test('past the send queue\'s bound, records are dropped at once and counted; the log says the first and then how many more', async (t) => {
+  const sink = dgram.createSocket('udp4');
+  t.teardown(() => sink.close());
+  await new Promise<void>((resolve) => sink.bind(0, '127.0.0.1', () => resolve()));
+  const a = await peer(t, { to: [sink.address().port], refusedLogEvery: 1000 });
+  // One burst, in one turn of the event loop: no send can complete meanwhile, so the first
+  // syncInFlight packets are handed to the socket, the next syncQueueMax wait, the rest go.
+  const extra = 5;
+  const total = DEFAULTS.syncInFlight + DEFAULTS.syncQueueMax + extra;
+  for (let i = 0; i < total; i++) a.core.events.emit({ kind: 'white', ip: `192.0.2.${i % 250}` });
+  t.is(a.peers.counts.dropped, extra);
+  const full = /^warning: sync: send queue full/;
+  const first = warnings(a.log, full);
+  t.is(first.length, 1, first.join('\n'));
+  t.regex(first[0]!, new RegExp(`^warning: sync: send queue full \\(${DEFAULTS.syncQueueMax} packets\\); ` +
+    `dropped WHITE 192\\.0\\.2\\.${(total - extra) % 250} until \\d+$`));
+  t.is(await droppedMetric(a.peers), String(extra));
+  // The others were all sent: the queue drains by itself.
+  await eventually(() => a.peers.counts.sent === total - extra, 'the queued packets sent');
+  await eventually(() => warnings(a.log, /more like the above/).length > 0, 'the summary line');
+  t.deepEqual(warnings(a.log, /more like the above/), [`warning: sync: ${extra - 1} more like the above (queue) in the last 1 s`]);
+  t.is(warnings(a.log, full).length, 1);
+});
+
+test('while the database is behind, received records are dropped, not handed to the core, and counted; one line, then a count', async (t) => {
+  const b = await peer(t, { refusedLogEvery: 1000 });
+  b.core.backlogged = true;
+  // Six datagrams as the socket hands them over, in one turn of the event loop.
+  for (let i = 1; i <= 6; i++) b.peers.onPacket(whitePacket(`198.51.100.${i}`), '192.0.2.20');
+  t.is(b.peers.counts.dropped, 6);
+  t.is(await droppedMetric(b.peers), '6');
+  const busy = warnings(b.log, /the database is behind/);
+  t.deepEqual(busy, ['warning: sync: dropped 1 record(s) from 192.0.2.20: the database is behind']);
+  await eventually(() => warnings(b.log, /more like the above/).length > 0, 'the summary line');
+  t.deepEqual(warnings(b.log, /more like the above/), ['warning: sync: 5 more like the above (busy) in the last 1 s']);
+  // Once it has caught up, records are applied again.
+  b.core.backlogged = false;
+  b.peers.onPacket(whitePacket('198.51.100.7'), '192.0.2.20');
+  await eventually(() => b.requests.length === 1, 'the record handed to the core');
+  t.is(b.requests[0]!.record.ip, '198.51.100.7');
+  t.is(b.peers.counts.dropped, 6);
 });
 
 test('-y takes an IPv4 address or an interface with one; anything else is refused with the reason', (t) => {
