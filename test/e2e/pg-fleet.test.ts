@@ -20,6 +20,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseLine } from '../../src/grey/spamdb-format.js';
 import { CLI } from '../helpers/cli.js';
 import { type Cluster, postgresMissing, startCluster } from '../helpers/pg-cluster.js';
 import { lacking, required } from '../helpers/require.js';
@@ -40,6 +41,8 @@ function missingPrerequisite(): string | undefined {
 
 const missing = missingPrerequisite();
 if (missing && !required) console.log(`# skipping the PostgreSQL fleet end-to-end test: ${missing}`);
+
+const PASS_MS = 2000;
 
 interface World {
   lab: Lab;
@@ -69,7 +72,7 @@ test.before(async () => {
     const start = (name: 'a' | 'b') => lab.spawn(name, NS[name], [
       process.execPath, CLI, 'run', '--log', 'stderr', '-v', '--firewall', 'none', '--db', url,
       '--alloweddomains', path.join(lab.dir, 'alloweddomains'), '-l', ADDR[name], '-s', '0', '-S', '0',
-      '--passtime', '2s', '--scan-interval', '1s',
+      '--passtime', `${PASS_MS}ms`, '--scan-interval', '1s',
     ]);
     world = { lab, cluster, url, start };
   } catch (err) {
@@ -115,12 +118,26 @@ test.serial('two MX hosts in their own namespaces share one PostgreSQL database:
   // The secondary-MX story: the first attempt at A is greylisted ...
   t.regex(await attempt(w, ADDR.a, '<b@us.example>'), /451 /);
   const grey = `GREY|${ADDR.x}|mx.sender.example|<a@sender.example>|<b@us.example>|`;
-  await eventually(async () => (await listing(w, NS.b)).some((l) => l.startsWith(grey)), 'the tuple in the shared database, seen from B');
-  // ... and its retry at B after the pass time passes: the address becomes WHITE.
-  await eventually(async () => {
-    await attempt(w, ADDR.b, '<b@us.example>');
-    return (await listing(w, NS.a)).some((l) => l.startsWith(`WHITE|${ADDR.x}|`));
-  }, `${ADDR.x} WHITE after its retry at B`, 40_000);
+  const tuple = async () => {
+    const line = (await listing(w, NS.b)).find((l) => l.startsWith(grey));
+    return line === undefined ? undefined : parseLine(line, 1);
+  };
+  const seen = await eventually(tuple, 'the tuple in the shared database, seen from B');
+  t.like(seen, { bcount: 1, pcount: 0, pass: seen.expire });
+  // ... and its one retry at B, once the pass time has gone by since A saw it (spamdb shows
+  // whole seconds: the next second is past it), passes. B has never seen the client: had it
+  // not found A's entry in the database, this attempt would only start an entry of its own.
+  const passable = seen.first + 1000 + PASS_MS;
+  await eventually(() => Date.now() > passable, 'the pass time gone by');
+  t.regex(await attempt(w, ADDR.b, '<b@us.example>'), /451 /, 'the retry that passes is still greylisted, as in spamd');
+  const retried = await eventually(async () => {
+    const e = await tuple();
+    return e?.bcount === 2 && e;
+  }, 'the retry at B counted on the tuple');
+  t.is(retried.first, seen.first, 'the entry A made');
+  t.true(retried.pass < retried.expire && retried.pass >= passable - 1000, `passed at the retry (pass ${retried.pass}, expire ${retried.expire})`);
+  // The maintainer's scan whitelists the address.
+  await eventually(async () => (await listing(w, NS.a)).some((l) => l.startsWith(`WHITE|${ADDR.x}|`)), `${ADDR.x} WHITE after its retry at B`);
   // Both hosts publish it to their own firewall.
   for (const d of [a, b]) await d.waitFor(new RegExp(`table <spamd-white> would now hold 1 address: ${ADDR.x.replace(/\./g, '\\.')}`), 30_000);
 
