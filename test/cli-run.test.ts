@@ -22,6 +22,8 @@ const bad: Array<[string[], RegExp]> = [
   [['-Y', '2001:db8::2'], /-Y 2001:db8::2: spamd's sync protocol carries IPv4 only/],
   [['-y', 'no-such-if0'], /-y no-such-if0: neither an IPv4 address nor a network interface/],
   [['-y', '127.0.0.1', '--sync-port', '0'], /--sync-port 0: too small/],
+  [['-y', '127.0.0.1', '-Y', '192.0.2.2', '-y', '127.0.0.1'], /-y 127\.0\.0\.1: given twice; give each address or interface once/],
+  [['-y', 'lo', '-y', 'lo'], /-y lo: given twice/],
   [['--sync-key', '/etc/mail/spamd.key'], /--sync-key is an option of spamd sync: add -y to receive or -Y to send/],
   [['-b', '-y', '127.0.0.1'], /-y and -Y need the greylisting database, which blacklist-only mode \(-b\) has not/],
   [['-M', 'mx2'], /-M mx2: not an IP address/],

@@ -79,6 +79,16 @@ test('logd waits for the database pfgrey run creates, and never creates one itse
   child.kill('SIGTERM');
 });
 
+test('logd -Y reads its sync key first: a missing key is said at once, not after the wait for the database', async (t) => {
+  const dir = await tempDir(t);
+  // No database yet, so logd would wait a minute for pfgrey run to create it (the test above).
+  const r = await runCli(['logd', '--log', 'stderr', '--db', path.join(dir, 'pfgrey.db'), '--tcpdump', '/bin/true',
+    '-Y', '127.0.0.1:9', '--sync-key', path.join(dir, 'spamd.key')]);
+  t.is(r.code, 1, r.stderr);
+  t.regex(r.stderr, /sync key .*spamd\.key: no such file; create one and copy it to every peer/);
+  t.notRegex(r.stderr, /no database/);
+});
+
 test('logd reading a capture file does not wait: a missing database is one clear line', async (t) => {
   const dir = await tempDir(t);
   const r = await runCli(['logd', '--log', 'stderr', '--db', path.join(dir, 'none.db'), '-r', path.join(dir, 'x.pcap')]);

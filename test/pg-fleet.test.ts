@@ -123,15 +123,21 @@ test('two daemons share one database: a tuple greylisted at one MX passes at the
   const b = await spawnDaemon(t, args);
   await eventually(() => b.stderr().includes('maintenance: another node expires and promotes'), 'B publishes only');
 
-  // The secondary-MX story: greylisted at A, retried at B once the pass time has passed.
+  // The secondary-MX story: greylisted at A, retried at B once the pass time has passed. One
+  // retry: B has never seen the client, so it passes only because B reads A's entry.
   const to = '<rcpt@us.example>';
   t.regex(await attemptFrom(a.port, '127.0.0.5', to), /451/);
   const key = greyKey('127.0.0.5', 'mta.example', '<a@mta.example>', to);
-  await eventually(() => entry(url, key), 'A recorded the tuple');
-  await eventually(async () => {
-    await attemptFrom(b.port, '127.0.0.5', to);
-    return entry(url, '127.0.0.5');
-  }, 'the address whitelisted (by A, the maintainer) after its retry at B', 30_000);
+  const seen = await eventually(() => entry(url, key), 'A recorded the tuple');
+  t.like(seen, { bcount: '1', pass: seen.expire });
+  await eventually(() => Date.now() > Number(seen.first) + 2000, 'the pass time gone by');
+  t.regex(await attemptFrom(b.port, '127.0.0.5', to), /451/);
+  const retried = await eventually(async () => {
+    const e = await entry(url, key);
+    return e?.bcount === '2' && e;
+  }, 'the retry at B counted on A\'s entry');
+  t.true(Number(retried.pass) < Number(retried.expire), 'passed at the retry');
+  await eventually(() => entry(url, '127.0.0.5'), 'the address whitelisted (by A, the maintainer) after its retry at B', 30_000);
   // Both publish the whitelist to their own firewall.
   for (const d of [a, b]) {
     await eventually(() => /firewall none: .*table <spamd-white> would now hold 1 address: 127\.0\.0\.5/.test(d.stderr()), 'published');

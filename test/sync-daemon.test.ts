@@ -3,22 +3,13 @@
 // other, and nothing the second learnt comes back. A missing key file stops the start.
 
 import test from 'ava';
-import dgram from 'node:dgram';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { greyKey } from '../src/grey/entry.js';
 import { isPfgreyError } from '../src/errors.js';
 import { tempDir, testDaemon } from './helpers/daemon.js';
+import { freeUdpPort } from './helpers/ports.js';
 import { attemptToData, eventually, RawClient } from './helpers/smtp.js';
-
-/** A UDP port free a moment ago (the daemons bind --sync-port themselves). */
-async function freeUdpPort(): Promise<number> {
-  const s = dgram.createSocket('udp4');
-  await new Promise<void>((resolve) => s.bind(0, '127.0.0.1', () => resolve()));
-  const { port } = s.address();
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
 
 test('a tuple seen at A is known at B; a trap at A is tarpitted at B; B sends nothing back', async (t) => {
   const dir = await tempDir(t);

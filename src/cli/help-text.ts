@@ -85,7 +85,7 @@ export const HELP: Readonly<Record<string, ReadonlyArray<readonly [string, strin
     ["-W whiteexp", "The lifetime of the entries in hours, 1 to 2160 (default 864, 36 days)."],
     ["-Y synctarget", "Send each host whitelisted by a pass to a sync peer as a WHITE record expiring after -W, as spamlogd does: a host or host:port (unicast) or an interface with an optional :ttl (multicast), as for pfgrey run."],
     ["--sync-port port", "Where sync peers listen (default 8025)."],
-    ["--sync-key file", "The shared key file (default /etc/mail/spamd.key), read before anything else and refused if another user could have written it."],
+    ["--sync-key file", "The shared key file (default /etc/mail/spamd.key), read first, before the database is opened, and refused if another user could have written it."],
     ["-r capture-file", "Read a saved capture instead, and exit at its end."],
     ["--db path", "The database (default /var/db/pfgrey/pfgrey.db, on Linux /var/lib/pfgrey/pfgrey.db; see ENVIRONMENT)."],
     ["--tcpdump path", "tcpdump (default /usr/sbin/tcpdump, else /usr/bin/tcpdump)."],

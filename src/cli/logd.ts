@@ -13,7 +13,8 @@ import { commandLogger, parseLogTarget, type Logger } from '../log.js';
 import { type Capture, captureFileKind, defaultCaptureInterface, parseCaptureInterface } from '../logd/nflog.js';
 import { PflogWatcher } from '../logd/watcher.js';
 import { openDatabase } from '../store/open.js';
-import { parseSyncTarget, SyncPeers, type SyncTarget } from '../sync/peers.js';
+import { loadSyncKey } from '../sync/key.js';
+import { parseSyncTarget, resolveSyncTargets, SyncPeers, type SyncTarget } from '../sync/peers.js';
 import type { Store } from '../store/types.js';
 import { databasePath, type CliIO } from './io.js';
 import { helpText, usageError } from './args.js';
@@ -87,6 +88,12 @@ export async function logdCommand(argv: string[], io: CliIO): Promise<number> {
   let peers: SyncPeers | undefined;
   const code = await runService({
     start: async (abort) => {
+      // The key is read and the -Y hosts looked up first, as root, like pfgrey run's: a missing
+      // or unsafe key is said at once, not after a minute's wait for the database.
+      const sync = targets.length === 0 ? undefined : {
+        key: await loadSyncKey(values['sync-key'] ?? DEFAULTS.syncKey, log),
+        targets: await resolveSyncTargets(targets, syncPort),
+      };
       store = await openWhenCreated(dbPath, log, values.r === undefined ? DEFAULTS.logdDbWait : 0, abort);
       watcher = new PflogWatcher({
         store, log,
@@ -99,11 +106,10 @@ export async function logdCommand(argv: string[], io: CliIO): Promise<number> {
         retryMin: DEFAULTS.logdRetryMin,
         retryMax: DEFAULTS.logdRetryMax,
       });
-      if (targets.length > 0) {
-        // Read and resolved now, as root, like pfgrey run's; logd only sends (spamlogd never receives).
-        peers = await SyncPeers.open({
-          listen: [], targets, keyFile: values['sync-key'] ?? DEFAULTS.syncKey, port: syncPort, core: watcher.core, log,
-          whiteExpiry, trapExpiry: DEFAULTS.trapExpiry,
+      if (sync) {
+        // logd only sends (spamlogd never receives).
+        peers = await SyncPeers.start({
+          listen: [], ...sync, port: syncPort, core: watcher.core, log, whiteExpiry, trapExpiry: DEFAULTS.trapExpiry,
         });
         for (const d of peers.destinations) log.info(`sending sync packets to ${d}`);
       }

@@ -14,7 +14,7 @@ import { commandLogger, type Logger, type LogTarget, parseLogTarget } from '../l
 import { accountToBecome, becomeUser, isRoot } from '../privileges.js';
 import { POLICY_OPTIONS, policyListener, policySettings, withOptionalValues } from '../policy/door.js';
 import { parseHttpAddress } from '../http/server.js';
-import { parseSyncListen, parseSyncTarget } from '../sync/peers.js';
+import { checkSyncListens, parseSyncListen, parseSyncTarget } from '../sync/peers.js';
 import { databasePath, type CliIO } from './io.js';
 import { helpText, usageError } from './args.js';
 import { runService } from './service.js';
@@ -284,6 +284,7 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv): RunSetting
   }
   if (sync.listen.length > 0 || sync.targets.length > 0) {
     if (cfg.blacklistOnly) throw new PfgreyError('E_USAGE', '-y and -Y need the greylisting database, which blacklist-only mode (-b) has not');
+    checkSyncListens(sync.listen);
     cfg.sync = sync;
   } else {
     const stray = ['sync-port', 'sync-key'].find((name) => Object.hasOwn(parsed.values, name));

@@ -153,6 +153,38 @@ function poolConfig(url: string, max: number): pg.PoolConfig {
   };
 }
 
+/**
+ * The maintenance election's connection (PostgresMaintenance): the server probes it, so a
+ * holder whose host went silent loses the lock within DEFAULTS.maintenanceKeepalive's 30 s,
+ * not the system's two hours; and no query on it waits longer than busyTimeout, so a holder
+ * cut off from the server says so at its next scan instead of hanging on it.
+ */
+function maintenanceConfig(url: string): pg.ClientConfig {
+  const base = poolConfig(url, 1);
+  const { idle, interval, count } = DEFAULTS.maintenanceKeepalive;
+  const s = (ms: number) => Math.ceil(ms / 1000);
+  return {
+    ...base,
+    options: `${base.options} -c tcp_keepalives_idle=${s(idle)} -c tcp_keepalives_interval=${s(interval)} ` +
+      `-c tcp_keepalives_count=${count}`,
+    query_timeout: DEFAULTS.busyTimeout,
+  };
+}
+
+/**
+ * tcp_user_timeout (PostgreSQL 12 and later; an older server does without it): the server gives
+ * up on a reply the holder's host never acknowledged after as long as the probes take.
+ */
+async function boundUnacknowledged(c: pg.Client): Promise<void> {
+  const { idle, interval, count } = DEFAULTS.maintenanceKeepalive;
+  try {
+    await c.query(`SET tcp_user_timeout = ${idle + interval * count}`);
+  } catch (err) {
+    // 42704: undefined_object, an unrecognised parameter.
+    if ((err as { code?: unknown }).code !== '42704') throw err;
+  }
+}
+
 /** The 32-bit lock number of a key (collisions only make two updates wait for each other). */
 function keyLock(key: Buffer): number {
   return createHash('sha1').update(key).digest().readInt32BE(0);
@@ -471,7 +503,8 @@ function isConnectionError(err: unknown): boolean {
  * The maintenance election: of the nodes sharing a database, the one holding a session-level
  * advisory lock on a connection of its own expires and promotes (the scan's writes); the others
  * only read and publish. When the holder dies its connection drops, the server releases the
- * lock, and the next node to scan takes it.
+ * lock, and the next node to scan takes it. When its host goes silent instead (power off, link
+ * down: nothing closes the connection) the server's keepalives end it (maintenanceConfig).
  */
 export class PostgresMaintenance {
   private client: pg.Client | undefined;
@@ -491,11 +524,12 @@ export class PostgresMaintenance {
         return true;
       }
       if (!this.client) {
-        const c = new pg.Client({ ...poolConfig(this.url, 1) });
+        const c = new pg.Client(maintenanceConfig(this.url));
         // A connection lost between scans is noticed by the next turn's query.
         c.on('error', () => undefined);
         await c.connect();
         this.client = c;
+        await boundUnacknowledged(c);
       }
       const r = await this.client.query<{ got: boolean }>('SELECT pg_try_advisory_lock($1, 0) AS got', [LOCK_MAINTENANCE]);
       this.holding = r.rows[0]?.got === true;

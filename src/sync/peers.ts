@@ -19,6 +19,7 @@ import os from 'node:os';
 import { type Clock, systemClock } from '../clock.js';
 import { DEFAULTS } from '../config/defaults.js';
 import { describe, PfgreyError, systemErrorText } from '../errors.js';
+import { listenError } from '../listen-error.js';
 import { splitGreyKey } from '../grey/entry.js';
 import type { CoreEvent, CoreEvents, GreyRequest, SyncRecord, Verdict } from '../grey/requests.js';
 import type { Logger } from '../log.js';
@@ -44,6 +45,19 @@ function intIn(text: string, min: number, max: number): number | undefined {
   if (!/^\d{1,6}$/.test(text)) return undefined;
   const n = Number(text);
   return n >= min && n <= max ? n : undefined;
+}
+
+/**
+ * Refuses a -y given twice: the same address bound twice would split the packets sent to it
+ * between two sockets, and the same interface cannot join the group twice.
+ */
+export function checkSyncListens(listen: readonly SyncListen[]): void {
+  const seen = new Set<string>();
+  for (const l of listen) {
+    const name = l.kind === 'address' ? l.address : l.name;
+    if (seen.has(name)) throw new PfgreyError('E_BAD_OPTION', `-y ${name}: given twice; give each address or interface once`);
+    seen.add(name);
+  }
 }
 
 /** Parses -y: an IPv4 address, or the name of an interface that exists and has one. */
@@ -191,8 +205,12 @@ export class SyncPeers {
     return SyncPeers.start({ ...rest, key, targets: await resolveSyncTargets(targets, opts.port) });
   }
 
-  /** Binds the receivers and the senders; throws E_SYNC naming what failed (and leaves nothing open). */
+  /**
+   * Binds the receivers and the senders; throws E_LISTEN naming a port it cannot bind, E_SYNC
+   * naming anything else that failed (and leaves nothing open).
+   */
   static async start(opts: SyncPeersOptions): Promise<SyncPeers> {
+    checkSyncListens(opts.listen);
     const peers = new SyncPeers(opts);
     try {
       await peers.open();
@@ -204,8 +222,16 @@ export class SyncPeers {
     return peers;
   }
 
-  private socket(what: string): dgram.Socket {
-    const s = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+  /**
+   * A UDP socket; `reuse` asks for SO_REUSEADDR. spamd sets it on its sync socket, where on the
+   * BSDs it lets several programs receive a multicast group but no two bind one unicast port.
+   * On Linux it also lets a second socket bind an address and port already held, when both ask
+   * for it, and the two then split what arrives, so only the sockets that must share ask: the
+   * group's, and those bound beside it (Linux refuses an address's port next to the wildcard's
+   * otherwise).
+   */
+  private socket(what: string, reuse = false): dgram.Socket {
+    const s = dgram.createSocket({ type: 'udp4', reuseAddr: reuse });
     // A send or receive error is the network's (a peer's port unreachable, an interface down):
     // said once a minute, never a crash.
     s.on('error', (err) => this.repeat('socket', `sync: ${what}: ${systemErrorText(err)}`));
@@ -218,7 +244,7 @@ export class SyncPeers {
     if (groups.length > 0) {
       // One socket on the wildcard address for every interface's membership: it also takes
       // unicast to any address, as spamd's -y ifname does.
-      const s = this.socket(`receiving on port ${port}`);
+      const s = this.socket(`receiving on port ${port}`, true);
       await this.bindOrSay(s, port, '0.0.0.0');
       for (const g of groups) {
         const address = interfaceAddress(g.name, interfaces);
@@ -235,7 +261,7 @@ export class SyncPeers {
     }
     for (const l of this.opts.listen) {
       if (l.kind !== 'address') continue;
-      const s = this.socket(`receiving on ${l.address}:${port}`);
+      const s = this.socket(`receiving on ${l.address}:${port}`, groups.length > 0);
       await this.bindOrSay(s, port, l.address);
       this.bound.push(`${l.address}:${s.address().port}`);
       this.ports.push(s.address().port);
@@ -262,12 +288,14 @@ export class SyncPeers {
     }
   }
 
+  /** Binds a receiver (-y) to `port`, or a sender to a port of the system's choice (port 0). */
   private async bindOrSay(s: dgram.Socket, port: number, address: string): Promise<void> {
     try {
       await bind(s, port, address);
     } catch (err) {
       s.close();
-      throw new PfgreyError('E_SYNC', `sync: cannot listen on ${address}:${port}: ${systemErrorText(err)}`, { cause: err });
+      if (port !== 0) throw listenError('sync packets', address, port, err as NodeJS.ErrnoException, { udp: true, flag: '-y' });
+      throw new PfgreyError('E_SYNC', `sync: cannot send from ${address}: ${systemErrorText(err)}`, { cause: err });
     }
     this.sockets.push(s);
   }

@@ -22,6 +22,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseLine } from '../../src/grey/spamdb-format.js';
 import { CLI, runCli } from '../helpers/cli.js';
 import { lacking, required } from '../helpers/require.js';
 import { addrTlv, END, greyTlv, packet, TEST_KEY_FILE } from '../helpers/sync-packets.js';
@@ -39,6 +40,7 @@ const CLIENT = '192.0.2.50';
 const TRAPPED = '192.0.2.51';
 const M = { m1: '198.51.100.1', m2: '198.51.100.2' } as const;
 const PASS = '2s';
+const PASS_MS = 2000;
 
 /** Why this machine cannot run the suite, or undefined when it can. */
 function missingPrerequisite(): string | undefined {
@@ -150,13 +152,23 @@ e2e('a tuple greylisted at A and retried at B passes at B: B knew it from A', as
   t.regex(reply, /451 /);
   const grey = `GREY|${CLIENT}|mx.sender.example|<a@sender.example>|<b@us.example>|`;
   for (const n of ['b', 'c']) await eventually(() => has(w, n, grey), `the tuple at ${n.toUpperCase()}`);
-  // Retried at B only (past the pass time): B's scan whitelists the client, which B alone
-  // could not do on a first sighting.
-  await eventually(async () => {
-    await attempt(w, ADDR.b, CLIENT, '<b@us.example>');
-    return has(w, 'b', `WHITE|${CLIENT}|`);
-  }, `${CLIENT} WHITE at B`, 40_000);
-  t.log(w.daemons.b.output.split('\n').filter((l) => l.includes('sync')).slice(0, 5).join('\n'));
+  // B has never seen the client itself: its entry is A's one attempt, not passed.
+  const learnt = parseLine((await has(w, 'b', grey))!, 1);
+  t.like(learnt, { bcount: 1, pcount: 0, pass: learnt.expire });
+  // One retry at B, once the pass time has gone by since B's entry began (spamdb shows whole
+  // seconds: the next second is past it). Had B not known the tuple, this first sighting at B
+  // would only start a new entry, waiting a pass time of its own; it passes because B counts
+  // it as the tuple's second attempt.
+  const passable = learnt.first + 1000 + PASS_MS;
+  await eventually(() => Date.now() > passable, 'the pass time gone by at B');
+  t.regex(await attempt(w, ADDR.b, CLIENT, '<b@us.example>'), /451 /, 'the retry that passes is still greylisted, as in spamd');
+  const retried = parseLine((await eventually(async () => {
+    const line = await has(w, 'b', grey);
+    return line !== undefined && parseLine(line, 1).bcount === 2 && line;
+  }, 'the retry counted at B'))!, 1);
+  t.is(retried.first, learnt.first, 'the entry B learnt from A');
+  t.true(retried.pass < retried.expire && retried.pass >= passable - 1000, `passed at the retry (pass ${retried.pass}, expire ${retried.expire})`);
+  await eventually(() => has(w, 'b', `WHITE|${CLIENT}|`), `${CLIENT} WHITE at B`);
 });
 
 e2e('a trap at A holds at C: C tarpits the trapped client as spamd-greytrap', async (t, w) => {

@@ -12,6 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { DnsClient } from '../../src/weighted/dns.js';
+import { freeUdpPort } from './ports.js';
 import { lacking } from './require.js';
 import { eventually } from './wait.js';
 
@@ -31,18 +32,6 @@ export interface RunningNsd {
   port: number;
   dir: string;
   stop(): Promise<void>;
-}
-
-/** A port free for UDP at this moment (nsd binds UDP and TCP on it; a clash is retried). */
-async function freeUdpPort(): Promise<number> {
-  const s = dgram.createSocket('udp4');
-  await new Promise<void>((resolve, reject) => {
-    s.once('error', reject);
-    s.bind(0, '127.0.0.1', () => resolve());
-  });
-  const { port } = s.address();
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
 }
 
 function config(dir: string, port: number, zones: string[]): string {
