@@ -222,15 +222,16 @@ export const DEFAULTS = Object.freeze({
   /** How often a node deletes the update names older than updateNameLife (ms). */
   updateNameForget: MINUTE,
   /**
-   * The PostgreSQL server's TCP keepalives on the connection that holds the maintenance lock
-   * (README.md, "One PostgreSQL database"): when the holder's host goes silent without closing
-   * it (power off, link down), the server probes after `idle`, every `interval`, and gives up
-   * after `count` unanswered probes, 30 s in all, freeing the lock for the next node to scan.
-   * Left to the system's defaults that takes over two hours. The same 30 s bounds a reply the
+   * The PostgreSQL server's TCP keepalives on every pfgrey connection (README.md, "One
+   * PostgreSQL database"): when a host goes silent without closing its connections (power off,
+   * link down), the server probes after `idle`, every `interval`, and gives up after `count`
+   * unanswered probes, 30 s in all, ending the session: the maintenance lock is freed for the
+   * next node to scan, and a transaction cut off midway releases the keys it had locked, which
+   * other hosts' updates wait for. Left to the system's defaults that takes over two hours. The same 30 s bounds a reply the
    * host never acknowledged (tcp_user_timeout), which probes do not cover. Probes are answered
    * by the host's kernel, so a busy node keeps its lock; only silence this long loses it.
    */
-  maintenanceKeepalive: { idle: 10 * SECOND, interval: 5 * SECOND, count: 4 },
+  pgKeepalive: { idle: 10 * SECOND, interval: 5 * SECOND, count: 4 },
   /** Most stutter/idle deadlines the shared timer serves in one event-loop turn. */
   timerMaxPerTurn: 200,
   /** How long `pfgrey logd` waits for the daemon to create the database, and how often it looks. */

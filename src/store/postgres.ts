@@ -136,6 +136,7 @@ export function pgMessage(err: unknown): string {
 
 /** The connection settings every pfgrey connection uses. */
 function poolConfig(url: string, max: number): pg.PoolConfig {
+  const { idle, interval, count } = DEFAULTS.pgKeepalive;
   return {
     connectionString: url,
     max,
@@ -148,27 +149,25 @@ function poolConfig(url: string, max: number): pg.PoolConfig {
     // the primary key's index answers. Without this the planner reads the whole table for a
     // batch of a thousand keys whenever its cost estimates say so (a table of some tens of
     // thousands of rows, still cached): 40 ms instead of 5. Only pfgrey's own sessions.
-    options: '-c enable_seqscan=off',
+    // And the server probes each session (DEFAULTS.pgKeepalive): a host gone silent midway
+    // through an update holds its keys' locks 30 s, not the system's two hours.
+    options: `-c enable_seqscan=off -c tcp_keepalives_idle=${seconds(idle)} -c tcp_keepalives_interval=${seconds(interval)} ` +
+      `-c tcp_keepalives_count=${count}`,
     types,
   };
 }
 
+const seconds = (ms: number) => Math.ceil(ms / 1000);
+
 /**
- * The maintenance election's connection (PostgresMaintenance): the server probes it, so a
- * holder whose host went silent loses the lock within DEFAULTS.maintenanceKeepalive's 30 s,
- * not the system's two hours; and no query on it waits longer than busyTimeout, so a holder
- * cut off from the server says so at its next scan instead of hanging on it.
+ * The maintenance election's connection (PostgresMaintenance): the server probes it as every
+ * session (poolConfig), so a holder whose host went silent loses the lock within
+ * DEFAULTS.pgKeepalive's 30 s, not the system's two hours; and no query on it waits longer
+ * than busyTimeout, so a holder cut off from the server says so at its next scan instead of
+ * hanging on it.
  */
 function maintenanceConfig(url: string): pg.ClientConfig {
-  const base = poolConfig(url, 1);
-  const { idle, interval, count } = DEFAULTS.maintenanceKeepalive;
-  const s = (ms: number) => Math.ceil(ms / 1000);
-  return {
-    ...base,
-    options: `${base.options} -c tcp_keepalives_idle=${s(idle)} -c tcp_keepalives_interval=${s(interval)} ` +
-      `-c tcp_keepalives_count=${count}`,
-    query_timeout: DEFAULTS.busyTimeout,
-  };
+  return { ...poolConfig(url, 1), query_timeout: DEFAULTS.busyTimeout };
 }
 
 /**
@@ -176,7 +175,7 @@ function maintenanceConfig(url: string): pg.ClientConfig {
  * up on a reply the holder's host never acknowledged after as long as the probes take.
  */
 async function boundUnacknowledged(c: pg.Client): Promise<void> {
-  const { idle, interval, count } = DEFAULTS.maintenanceKeepalive;
+  const { idle, interval, count } = DEFAULTS.pgKeepalive;
   try {
     await c.query(`SET tcp_user_timeout = ${idle + interval * count}`);
   } catch (err) {

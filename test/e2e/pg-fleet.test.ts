@@ -175,7 +175,7 @@ test.serial('when the maintaining host drops off the network without closing its
 
   // A's link goes down: no process ends, nothing closes A's connections, no packet of A's
   // reaches the server any more. Only the server's keepalives on the lock's connection can
-  // tell (DEFAULTS.maintenanceKeepalive: 30 s), and B's next scan (every second here) takes over.
+  // tell (DEFAULTS.pgKeepalive: 30 s), and B's next scan (every second here) takes over.
   const down = Date.now();
   await check(['ip', '-n', NS.a, 'link', 'set', 'eth0', 'down']);
   await b.waitFor(/maintenance: took over expiry and promotion/, 90_000);
