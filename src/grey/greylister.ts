@@ -80,7 +80,7 @@ export interface GreylisterOptions {
    * connections pf had already sent on their way before a restart do not trap anyone.
    */
   mxGrace?: number;
-  /** Weighted greylisting (--weighted): each tuple and policy request is scored before it is decided. */
+  /** Weighted greylisting (--weighted): the first attempt of a tuple or triplet is scored before it is decided. */
   weighted?: WeightedCore;
 }
 
