@@ -292,6 +292,15 @@ test('a score under the threshold only because lookups did not answer greylists 
   t.like(await g.tuple(tuple('192.0.2.31')), { kind: 'whitelisted', by: 'weighted' });
   t.true(log.lines.some((l) => /score 0 < threshold 2: accept \(some lookups did not answer: counted neutral\)/.test(l)), log.lines.join('\n'));
   t.is(judge(at(0, 9), { threshold: 2, trapThreshold: 3 }), 'greylist', 'doubt never traps');
+  // /metrics tells a DNS outage from real suspicion.
+  const activity = new Activity({ command: 'run', weighted: true });
+  activity.follow(g.events);
+  t.regex(await activity.registry.metrics(), /^pfgrey_weighted_unanswered_total 0$/m);
+  t.like(await g.tuple(tuple('192.0.2.30', '<b@sender.example>')), { kind: 'greylisted' });
+  const after = await activity.registry.metrics();
+  t.regex(after, /^pfgrey_weighted_unanswered_total 1$/m);
+  t.regex(after, /^pfgrey_weighted_decisions_total\{decision="greylist"\} 1$/m);
+  t.notRegex(await new Activity({ command: 'run' }).registry.metrics(), /pfgrey_weighted_unanswered_total/, 'not without --weighted');
   t.is(judge(at(-100, 9), { threshold: 2 }), 'accept', 'a known-good sender outweighs any doubt');
 });
 

@@ -560,7 +560,8 @@ export class Greylister {
     const full = good !== undefined && goodKnown(out.view.get(good), now) ? withKnownGood(score, good.slice(GOOD_PREFIX.length)) : score;
     out.notes.push({ level: w.verbose ? 'info' : 'debug', line: `weighted: ${what}: ${explain(full, w).map((l) => l.trim()).join('; ')}` });
     const judgement = judge(full, w);
-    out.events.push({ kind: 'weighed', judgement });
+    const unanswered = judgement === 'greylist' && full.total < w.threshold;
+    out.events.push({ kind: 'weighed', judgement, ...(unanswered ? { unanswered } : {}) });
     return { judgement, pass: { score: full.total, reasons: reasons(full) } };
   }
 

@@ -132,7 +132,8 @@ export type CoreEvent =
   | { kind: 'trap'; ip: string; origin?: EventOrigin }
   | { kind: 'expire'; key: string }
   /** Weighted greylisting judged a first attempt (src/weighted/score.ts). */
-  | { kind: 'weighed'; judgement: 'accept' | 'greylist' | 'trap'; origin?: EventOrigin };
+  /** `unanswered`: greylisted only because lookups did not answer (the score's doubt reached the threshold). */
+  | { kind: 'weighed'; judgement: 'accept' | 'greylist' | 'trap'; unanswered?: boolean; origin?: EventOrigin };
 
 /**
  * Where a change came from: absent for this host's own doors and scan, 'sync' for a record a

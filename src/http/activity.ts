@@ -124,6 +124,7 @@ export class Activity {
     commitSeconds: Histogram;
     policy: Counter<'verdict'>;
     weighed: Counter<'decision'>;
+    unanswered: Counter;
   };
 
   constructor(private readonly sources: ActivitySources, private readonly clock: Clock = systemClock) {
@@ -217,6 +218,12 @@ export class Activity {
         name: 'pfgrey_weighted_decisions_total', help: 'First attempts judged by weighted greylisting, by decision (accept, greylist, trap).',
         labelNames: ['decision'], registers,
       }),
+      unanswered: new Counter({
+        name: 'pfgrey_weighted_unanswered_total',
+        help: 'First attempts greylisted only because DNS lookups did not answer (a resolver or a DNS list failing); also counted as greylist decisions.',
+        // Without labels it would show as 0 everywhere: only where weighted greylisting runs.
+        registers: sources.weighted ? registers : [],
+      }),
     };
     // Every label value there is, from zero: a rate over a series that appears late is wrong.
     for (const result of ['ok', 'failed']) {
@@ -285,6 +292,7 @@ export class Activity {
           break;
         case 'weighed':
           this.m.weighed.inc({ decision: e.judgement });
+          if (e.unanswered) this.m.unanswered.inc();
           break;
         case 'grey':
           break;
