@@ -50,6 +50,16 @@ test('a server that refuses is one line naming the URL without its password', as
   t.regex(r.stderr, /^pfgrey db: cannot open postgres:\/\/pfgrey:\*\*\*@127\.0\.0\.1:1\/pfgrey for reading: connect ECONNREFUSED 127\.0\.0\.1:1\n$/);
 });
 
+test('a library\'s warning (node-postgres on sslmode=require) is one line, before the command\'s own', async (t) => {
+  const r = await runCli(['db', '--db', 'postgres://pfgrey:hunter2@127.0.0.1:1/pfgrey?sslmode=require']);
+  t.is(r.code, 1);
+  const lines = r.stderr.trimEnd().split('\n');
+  t.is(lines.length, 2, r.stderr);
+  t.regex(lines[0]!, /^pfgrey: warning: SECURITY WARNING: The SSL modes 'prefer', 'require', and 'verify-ca' are treated as aliases for 'verify-full'\. /);
+  t.regex(lines[1]!, /^pfgrey db: cannot open postgres:\/\/pfgrey:\*\*\*@127\.0\.0\.1:1\/pfgrey\?sslmode=require for reading: /);
+  t.false(r.stderr.includes('hunter2'));
+});
+
 test('pfgrey check says whether the PostgreSQL database answers, without the password', async (t) => {
   const url = await testDatabase(t);
   if (!url) return;

@@ -3,6 +3,7 @@
 
 import { VERSION } from '../version.js';
 import { PfgreyError, describe } from '../errors.js';
+import { controlEscaper } from '../log.js';
 import { checkCommand } from './check.js';
 import { dbCommand } from './db.js';
 import { explainCommand } from './explain.js';
@@ -97,6 +98,13 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
 // Where stderr itself fails (a background setup whose logger(1) is gone), there is nobody to
 // tell; the command goes on with its work rather than dying half-way.
 process.stderr.on('error', () => {});
+// A library's process warning (node-postgres about an sslmode it will read differently) is one
+// line like every other, not Node's default of a paragraph and a hint about --trace-warnings.
+process.removeAllListeners('warning');
+process.on('warning', (w) => {
+  const text = controlEscaper()(w.message.replace(/\s+/g, ' ').trim());
+  process.stderr.write(`pfgrey: warning: ${text.length > 600 ? `${text.slice(0, 600)}…` : text}\n`);
+});
 // The daemons (run, logd) handle their own bugs, flushing first; any other command says what
 // went wrong on one line, not a stack trace.
 process.on('uncaughtException', (err) => {
