@@ -8,8 +8,7 @@ import { ManualClock } from '../src/clock.js';
 import { DEFAULTS } from '../src/config/defaults.js';
 import { isPfgreyError } from '../src/errors.js';
 import { DnsClient, type DnsOptions, type DnsResult, type DnsType, normalizeName, parseResolver, reverseName } from '../src/weighted/dns.js';
-import { BUDGET_SLACK, DEAD_LOOKUP_TIMEOUT, deadClient, deadResolver, nsdMissing, startNsd } from './helpers/nsd.js';
-import { lacking } from './helpers/require.js';
+import { BUDGET_SLACK, DEAD_LOOKUP_TIMEOUT, deadClient, deadResolver, nsdClient, nsdFor } from './helpers/nsd.js';
 
 const S = 1000;
 const T0 = 1_800_000_000_000;
@@ -308,12 +307,8 @@ nullmx IN MX 0 .
 };
 
 test.serial('real lookups against nsd: answers with TTLs, PTR, TXT, MX, nxdomain, nodata, REFUSED', async (t) => {
-  const missing = nsdMissing();
-  if (missing) return lacking(t, missing);
-  const nsd = await startNsd(ZONES);
-  t.teardown(() => nsd.stop());
-  const client = new DnsClient({ servers: [nsd.server], timeout: 2 * S });
-  t.teardown(() => client.close());
+  const client = await nsdClient(t, ZONES);
+  if (!client) return;
   const a = await client.a('mail.example.test');
   t.is(a.kind, 'answer');
   if (a.kind === 'answer') {
@@ -369,10 +364,8 @@ test.serial('against a resolver that never answers, the budget alone ends lookup
 });
 
 test.serial('with a dead resolver first, the next resolver answers', async (t) => {
-  const missing = nsdMissing();
-  if (missing) return lacking(t, missing);
-  const nsd = await startNsd(ZONES);
-  t.teardown(() => nsd.stop());
+  const nsd = await nsdFor(t, ZONES);
+  if (!nsd) return;
   const dead = await deadResolver();
   t.teardown(() => dead.close());
   const client = new DnsClient({ servers: [dead.server, nsd.server], timeout: 300 });
@@ -381,10 +374,8 @@ test.serial('with a dead resolver first, the next resolver answers', async (t) =
 });
 
 test.serial('against nsd, answers expire by their TTL on the client\'s clock', async (t) => {
-  const missing = nsdMissing();
-  if (missing) return lacking(t, missing);
-  const nsd = await startNsd(ZONES);
-  t.teardown(() => nsd.stop());
+  const nsd = await nsdFor(t, ZONES);
+  if (!nsd) return;
   const clock = new ManualClock(T0);
   const client = new DnsClient({ servers: [nsd.server], clock });
   t.teardown(() => client.close());

@@ -2,14 +2,14 @@
 // generic names and the rDNS verdicts against fake lookups, the pattern file; then real zones
 // served by Debian's NSD, and a resolver that never answers.
 
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import test from 'ava';
 import { DEFAULTS } from '../src/config/defaults.js';
 import { isPfgreyError } from '../src/errors.js';
 import { type DnsLookups, type DnsResult, reverseName } from '../src/weighted/dns.js';
 import { DEFAULT_GENERIC_PATTERNS, embedsAddress, heloCheck, type HeloVerdict, loadGenericPatterns, looksGeneric, rdnsCheck } from '../src/weighted/helo-rdns.js';
+import { tempDir } from './helpers/daemon.js';
 import { BUDGET_SLACK, deadClient, nsdClient } from './helpers/nsd.js';
 
 type Lookups = Pick<DnsLookups, 'a' | 'aaaa' | 'ptr'>;
@@ -199,8 +199,7 @@ test('rDNS of IPv6 and IPv4-mapped clients asks AAAA and A respectively, and fol
 });
 
 test('a pattern file: one expression a line, comments skipped; a bad one is E_BAD_OPTION naming FILE:LINE; a huge file is refused', async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'pfgrey-generic-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'pfgrey-generic-');
   const good = path.join(dir, 'good');
   await writeFile(good, '# generic names\n\n^dyn-\n  \\.pool\\.  \n# end\n');
   const patterns = await loadGenericPatterns(good);

@@ -5,8 +5,7 @@
 // and counts as neutral.
 
 import test, { type ExecutionContext } from 'ava';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { DEFAULTS } from '../src/config/defaults.js';
 import { entryType } from '../src/grey/entry.js';
@@ -16,10 +15,9 @@ import { parseListSpec } from '../src/weighted/dnslists.js';
 import { judge, WeightedStage, type WeightedSettings } from '../src/weighted/score.js';
 import { loadSpf } from '../src/weighted/spf.js';
 import { runCli } from './helpers/cli.js';
-import { testDaemon } from './helpers/daemon.js';
-import { BUDGET_SLACK, DEAD_LOOKUP_TIMEOUT, deadResolver, nsdMissing, type RunningNsd, startNsd } from './helpers/nsd.js';
+import { tempDir, testDaemon } from './helpers/daemon.js';
+import { BUDGET_SLACK, DEAD_LOOKUP_TIMEOUT, deadResolver, nsdFor } from './helpers/nsd.js';
 import { ask, policyRequest, startPolicy } from './helpers/policy.js';
-import { lacking } from './helpers/require.js';
 import { attemptToData } from './helpers/smtp.js';
 import { eventually } from './helpers/wait.js';
 
@@ -46,16 +44,7 @@ const ZONES = {
 
 const LISTS = ['--dnsbl', 'bl.test', '--dnswl', 'wl.test'];
 
-async function nsd(t: ExecutionContext): Promise<RunningNsd | undefined> {
-  const missing = nsdMissing();
-  if (missing) {
-    lacking(t, missing);
-    return undefined;
-  }
-  const running = await startNsd(ZONES);
-  t.teardown(() => running.stop());
-  return running;
-}
+const nsd = (t: ExecutionContext) => nsdFor(t, ZONES);
 
 function stageOn(t: ExecutionContext, server: string, over: Partial<WeightedSettings> = {}, lookupTimeout = 2000) {
   const dns = new DnsClient({ servers: [server], timeout: lookupTimeout });
@@ -149,8 +138,7 @@ test.serial('a dead resolver costs one budget and counts as neutral: only what n
 test.serial('policy door --weighted: a good client is answered at once (with the reason in X-Greylist), a listed one deferred, a retry of the listed one after the delay passes', async (t) => {
   const running = await nsd(t);
   if (!running) return;
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'pfgrey-weighted-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'pfgrey-weighted-');
   const db = path.join(dir, 'policy.db');
   const p = await startPolicy(t, ['--db', db, '--delay', '1', '--weighted', '--resolver', running.server, ...LISTS, '--no-spf',
     '--x-greylist-header', '--hostname', 'mx.us.test']);
@@ -239,8 +227,7 @@ test.serial('pfgrey explain prints the decision and every finding, and says it i
   const trap = await runCli(['explain', ...dns, '--greylist-threshold', '1', '--trap-threshold', '1.5', '192.0.2.20', 'localhost', 'a@sender.test', 'b@us.test']);
   t.is(trap.code, 3, 'trap');
   // With --db, the known-good memory is read: a sender domain and /24 that passed before.
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'pfgrey-explain-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'pfgrey-explain-');
   const db = path.join(dir, 'pfgrey.db');
   const now = Math.floor(Date.now() / 1000);
   const imported = await runCli(['db', '--db', db, '--import', '-'], { input: `GOOD|sender.test|192.0.2.0/24|${now}|${now}|${now + 86400}|1\n` });
@@ -254,8 +241,7 @@ test.serial('pfgrey explain prints the decision and every finding, and says it i
 test.serial('pfgrey explain --generic-rdns FILE: a pattern from the file makes a mail server\'s name generic', async (t) => {
   const running = await nsd(t);
   if (!running) return;
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'pfgrey-explain-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'pfgrey-explain-');
   const patterns = path.join(dir, 'generic');
   await writeFile(patterns, '# our own idea of generic\n^mail\\.good\\.\n');
   const args = ['--resolver', running.server, ...LISTS, '--no-spf', '192.0.2.10', 'mail.good.test', 'a@sender.test', 'b@us.test'];
@@ -288,8 +274,7 @@ test.serial('pfgrey explain shows the HELO, sender and recipient with control ch
 });
 
 test('pfgrey run and pfgrey policy with a missing or bad --generic-rdns file fail with one line naming it', async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'pfgrey-generic-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'pfgrey-generic-');
   const missing = path.join(dir, 'missing');
   const bad = path.join(dir, 'bad');
   await writeFile(bad, '^dsl-\n(unclosed\n');

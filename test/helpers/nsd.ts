@@ -174,10 +174,10 @@ export async function deadClient(t: ExecutionContext): Promise<{ dead: DeadResol
 }
 
 /**
- * nsd serving `zones` and a DnsClient that asks it, both stopped when the test ends; undefined,
- * with the test ended as lacking nsd (a failure under PFGREY_REQUIRE_E2E=1), where nsd is missing.
+ * nsd serving `zones`, stopped when the test ends; undefined, with the test ended as lacking nsd
+ * (a failure under PFGREY_REQUIRE_E2E=1), where nsd is missing.
  */
-export async function nsdClient(t: ExecutionContext, zones: Record<string, string>): Promise<DnsClient | undefined> {
+export async function nsdFor(t: ExecutionContext, zones: Record<string, string>): Promise<RunningNsd | undefined> {
   const missing = nsdMissing();
   if (missing) {
     lacking(t, missing);
@@ -185,6 +185,13 @@ export async function nsdClient(t: ExecutionContext, zones: Record<string, strin
   }
   const nsd = await startNsd(zones);
   t.teardown(() => nsd.stop());
+  return nsd;
+}
+
+/** nsdFor's server and a DnsClient that asks it, both stopped when the test ends (undefined as nsdFor). */
+export async function nsdClient(t: ExecutionContext, zones: Record<string, string>): Promise<DnsClient | undefined> {
+  const nsd = await nsdFor(t, zones);
+  if (!nsd) return undefined;
   const client = new DnsClient({ servers: [nsd.server], timeout: 2000 });
   t.teardown(() => client.close());
   return client;
