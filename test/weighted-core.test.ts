@@ -17,7 +17,7 @@ import { memoryLogger } from '../src/log.js';
 import { Activity } from '../src/http/activity.js';
 import { MemoryStore } from '../src/store/memory.js';
 import {
-  type Attempt, explain, type Finding, judge, reasons, type Score, senderIsRecipient, spfFinding, sumScore, withKnownGood,
+  type Attempt, explain, type Finding, judge, reasons, type Score, senderIsRecipient, spfFinding, sumScore, type WeightedStage, withKnownGood,
 } from '../src/weighted/score.js';
 
 const S = 1000;
@@ -46,17 +46,21 @@ function fakeStage(scores: Record<string, number>) {
   };
 }
 
-function core(t: ExecutionContext, scores: Record<string, number>, trapThreshold?: number) {
+/** A core on a memory store and a manual clock, its stage `stage`, threshold 2, logging at -v. */
+function coreWith<S extends Pick<WeightedStage, 'score'>>(t: ExecutionContext, stage: S, trapThreshold?: number) {
   const store = new MemoryStore();
   const clock = new ManualClock(T0);
   const log = memoryLogger();
-  const stage = fakeStage(scores);
   const g = new Greylister({ store, times, log, clock, atomic: true, weighted: { stage, threshold: 2, trapThreshold, verbose: true } });
   const events: string[] = [];
   const judged: string[] = [];
   g.events.on((e) => (e.kind === 'weighed' ? judged.push(e.judgement) : events.push(`${e.kind} ${'ip' in e ? e.ip : ''}`)));
   t.teardown(() => g.stop());
   return { g, store, clock, log, stage, events, judged };
+}
+
+function core(t: ExecutionContext, scores: Record<string, number>, trapThreshold?: number) {
+  return coreWith(t, fakeStage(scores), trapThreshold);
 }
 
 const tuple = (ip: string, from = '<a@sender.example>', to = '<b@us.example>') => ({ ip, helo: 'mx.sender.example', from, to });
@@ -273,17 +277,13 @@ test('only first attempts wait for the stage: a WHITE client, a greylisted retry
 });
 
 test('a score under the threshold only because lookups did not answer greylists as without weighting, and never traps', async (t) => {
-  const store = new MemoryStore();
-  const clock = new ManualClock(T0);
-  const log = memoryLogger();
   // No finding weighs, but the DNS list and SPF did not answer: they could have added 4.
   const doubtful = sumScore([
     { check: 'dnsbl', result: 'unknown', weight: 0, why: 'bl.example: timed out, neutral', label: 'bl.example', doubt: 2 },
     { check: 'spf', result: 'temperror', weight: 0, why: 'SPF: timed out, neutral', doubt: 2 },
   ], true);
   const stage = { score: async (a: Attempt) => (a.ip === '192.0.2.30' ? doubtful : sumScore([{ ...doubtful.findings[0]!, doubt: 1 }], true)) };
-  const g = new Greylister({ store, times, log, clock, atomic: true, weighted: { stage, threshold: 2, trapThreshold: 3, verbose: true } });
-  t.teardown(() => g.stop());
+  const { g, store, log } = coreWith(t, stage, 3);
   t.like(await g.tuple(tuple('192.0.2.30')), { kind: 'greylisted' });
   t.is(entryType((await store.get(greyKey('192.0.2.30', 'mx.sender.example', '<a@sender.example>', '<b@us.example>')))!), 'GREY');
   t.is(await store.get('192.0.2.30'), undefined, 'neither WHITE nor TRAPPED');
@@ -305,11 +305,7 @@ test('a score under the threshold only because lookups did not answer greylists 
 });
 
 test('a stage that throws leaves the attempt greylisted as without weighting, said in one line', async (t) => {
-  const store = new MemoryStore();
-  const log = memoryLogger();
-  const stage = { score: async (): Promise<Score> => { throw new Error('boom'); } };
-  const g = new Greylister({ store, times, log, clock: new ManualClock(T0), atomic: true, weighted: { stage, threshold: 2, verbose: true } });
-  t.teardown(() => g.stop());
+  const { g, store, log } = coreWith(t, { score: async (): Promise<Score> => { throw new Error('boom'); } });
   t.like(await g.tuple(tuple('192.0.2.32')), { kind: 'greylisted' });
   t.is(await store.get('192.0.2.32'), undefined);
   t.is(log.lines.filter((l) => l.includes('cannot score 192.0.2.32: boom; greylisting as usual')).length, 1, log.lines.join('\n'));
