@@ -205,6 +205,12 @@ export function looksGeneric(name: string, ip: string, patterns: readonly RegExp
   });
 }
 
+/** The most heloCheck and rdnsCheck weigh: what one that got no answer could have added. */
+export const WORST_WEIGHT = {
+  helo: DEFAULTS.heloWeight,
+  rdns: Math.max(DEFAULTS.rdnsMissingWeight, DEFAULTS.rdnsGenericWeight, DEFAULTS.rdnsUnconfirmedWeight + DEFAULTS.rdnsGenericWeight),
+} as const;
+
 /**
  * Judges the client's reverse DNS: its PTR names (at most DEFAULTS.rdnsMaxNames), each looked
  * up forward (A for an IPv4 client, AAAA for IPv6) for the client's address — "forward-

@@ -15,7 +15,7 @@ import { describe } from '../errors.js';
 import { asciiLower } from '../policy/postgrey-key.js';
 import type { DnsLookups } from './dns.js';
 import { checkLists, type ListResult, type ListSpec } from './dnslists.js';
-import { DEFAULT_GENERIC_PATTERNS, heloCheck, rdnsCheck } from './helo-rdns.js';
+import { DEFAULT_GENERIC_PATTERNS, heloCheck, rdnsCheck, WORST_WEIGHT } from './helo-rdns.js';
 import { spfCheck, type SpfResult } from './spf.js';
 
 /** What the checks are asked about: one attempt's client, HELO and envelope. */
@@ -90,6 +90,9 @@ export interface StageOptions {
   cacheTtl?: number;
   cacheEntries?: number;
 }
+
+/** The most each check could have added had it answered: the doubt of one that did not. */
+const WORST = { ...WORST_WEIGHT, spf: DEFAULTS.spfFailWeight } as const;
 
 /** Whole numbers as they are, others to two places: `2`, `0.5`, `-100`. */
 export function formatWeight(w: number): string {
@@ -257,20 +260,15 @@ export class WeightedStage {
     // the lists could not be asked at all), an allow list nothing, the others their worst.
     const blocking = (zone: string) => s.lists.filter((x) => x.kind === 'dnsbl' && (zone === '' || x.zone === zone))
       .reduce((sum, x) => sum + Math.max(0, x.weight), 0);
-    const worst: Record<'helo' | 'rdns' | 'spf', number> = {
-      helo: DEFAULTS.heloWeight,
-      rdns: Math.max(DEFAULTS.rdnsMissingWeight, DEFAULTS.rdnsUnconfirmedWeight + DEFAULTS.rdnsGenericWeight),
-      spf: DEFAULTS.spfFailWeight,
-    };
     const listed = (l: ListResult): Finding => l.listed === 'unknown'
       ? { check: l.kind, result: 'unknown', weight: 0, why: l.why, label: l.zone, doubt: l.kind === 'dnsbl' ? blocking(l.zone) : 0 }
       : { check: l.kind, result: l.listed ? 'listed' : 'not-listed', weight: l.weight, why: l.why, label: l.zone };
-    const unanswered = (f: Finding) => f.result === 'unknown' || f.result === 'temperror';
+    const unanswered = (f: { result: string }) => f.result === 'unknown' || f.result === 'temperror';
+    const checked = (f: { result: string; weight: number; why: string }, check: keyof typeof WORST): Finding =>
+      ({ check, result: f.result, weight: f.weight, why: f.why, ...(unanswered(f) ? { doubt: WORST[check] } : {}) });
     for (const kind of ['dnswl', 'dnsbl'] as const) for (const l of lists) if (l.kind === kind) findings.push(listed(l));
-    for (const f of [{ ...helo, check: 'helo' as const }, { ...rdns, check: 'rdns' as const }, ...(spf ? [spf] : [])]) {
-      const check = f.check as 'helo' | 'rdns' | 'spf';
-      findings.push({ check, result: f.result, weight: f.weight, why: f.why, ...(unanswered(f) ? { doubt: worst[check] } : {}) });
-    }
+    findings.push(checked(helo, 'helo'), checked(rdns, 'rdns'));
+    if (spf) findings.push(checked(spf, 'spf'));
     findings.push(same);
     return sumScore(findings, findings.some(unanswered));
   }
