@@ -532,8 +532,7 @@ export class Greylister {
     }
     if (!existing) out.notes.push({ level: 'debug', line: `new entry ${t.ip} from ${t.from} to ${t.to}, helo ${t.helo}` });
     out.events.push({ kind: 'grey', entry });
-    const white = view.get(t.ip);
-    if (white && entryType(white) === 'WHITE') return { kind: 'whitelisted', ip: t.ip };
+    if (ipEntry && entryType(ipEntry) === 'WHITE') return { kind: 'whitelisted', ip: t.ip };
     const passAt = entry.first + times.passTime;
     if (passAt >= now) return { kind: 'greylisted', key, left: passAt - now };
     if (weigh && this.opts.weighted) this.rememberGood(knownGoodKey(unangled(t.from), t.ip), out, now);
