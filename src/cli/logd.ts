@@ -13,8 +13,7 @@ import { commandLogger, parseLogTarget, type Logger } from '../log.js';
 import { type Capture, captureFileKind, defaultCaptureInterface, parseCaptureInterface } from '../logd/nflog.js';
 import { PflogWatcher } from '../logd/watcher.js';
 import { openDatabase } from '../store/open.js';
-import { loadSyncKey } from '../sync/key.js';
-import { parseSyncTarget, resolveSyncTargets, SyncPeers, type SyncTarget } from '../sync/peers.js';
+import { parseSyncTarget, SyncPeers, type SyncTarget } from '../sync/peers.js';
 import type { Store } from '../store/types.js';
 import { databasePath, type CliIO } from './io.js';
 import { helpText, usageError } from './args.js';
@@ -90,10 +89,7 @@ export async function logdCommand(argv: string[], io: CliIO): Promise<number> {
     start: async (abort) => {
       // The key is read and the -Y hosts looked up first, as root, like pfgrey run's: a missing
       // or unsafe key is said at once, not after a minute's wait for the database.
-      const sync = targets.length === 0 ? undefined : {
-        key: await loadSyncKey(values['sync-key'] ?? DEFAULTS.syncKey, log),
-        targets: await resolveSyncTargets(targets, syncPort),
-      };
+      const sync = targets.length === 0 ? undefined : await SyncPeers.prepare(values['sync-key'] ?? DEFAULTS.syncKey, targets, syncPort, log);
       store = await openWhenCreated(dbPath, log, values.r === undefined ? DEFAULTS.logdDbWait : 0, abort);
       watcher = new PflogWatcher({
         store, log,

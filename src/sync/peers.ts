@@ -195,14 +195,18 @@ export class SyncPeers {
   }
 
   /**
-   * What `pfgrey run -y/-Y` and `pfgrey logd -Y` start with: reads the key file and looks up the
-   * -Y hosts (both as root, before privileges go), then binds (start). Throws E_SYNC_KEY or
-   * E_SYNC naming what failed.
+   * What `pfgrey run -y/-Y` and `pfgrey logd -Y` start with, as root, before privileges go:
+   * reads the key file and looks up the -Y hosts. Throws E_SYNC_KEY or E_SYNC naming what failed.
    */
+  static async prepare(keyFile: string, targets: readonly SyncTarget[], port: number, log: Logger): Promise<Pick<SyncPeersOptions, 'key' | 'targets'>> {
+    const key = await loadSyncKey(keyFile, log);
+    return { key, targets: await resolveSyncTargets(targets, port) };
+  }
+
+  /** prepare, then start. */
   static async open(opts: Omit<SyncPeersOptions, 'key' | 'targets'> & { keyFile: string; targets: readonly SyncTarget[] }): Promise<SyncPeers> {
     const { keyFile, targets, ...rest } = opts;
-    const key = await loadSyncKey(keyFile, opts.log);
-    return SyncPeers.start({ ...rest, key, targets: await resolveSyncTargets(targets, opts.port) });
+    return SyncPeers.start({ ...rest, ...await SyncPeers.prepare(keyFile, targets, opts.port, opts.log) });
   }
 
   /**
